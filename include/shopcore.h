@@ -1,0 +1,391 @@
+/*
+ * libshopcore: the concurrent part of a flash-sale shop, on embedded SQLite.
+ *
+ * This header is the whole public API: if it is not declared here, it is not
+ * API. Every function returns an int status (SC_OK == 0) unless said
+ * otherwise; results are written through OUT pointers, which are left
+ * untouched on failure. sc_errmsg() gives the detail of the calling thread's
+ * last failure.
+ *
+ * Threads: an sc_db handle may be used from any number of threads at once;
+ * every function taking an sc_db is thread-safe unless its comment says
+ * otherwise. Write operations are queued to one writer thread per handle,
+ * which commits them in batches (group commit); a blocking call returns when
+ * the commit that holds its operation is durable.
+ *
+ * Money is int64_t minor units (cents); quantities are int64_t; overflow is
+ * checked and refused with SC_INVALID.
+ */
+#ifndef SHOPCORE_H
+#define SHOPCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shopcore/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#if defined(SC_BUILDING_LIBRARY)
+#define SC_API __declspec(dllexport)
+#elif defined(SC_SHARED)
+#define SC_API __declspec(dllimport)
+#else
+#define SC_API
+#endif
+#elif defined(__GNUC__) && defined(SC_BUILDING_LIBRARY)
+#define SC_API __attribute__((visibility("default")))
+#else
+#define SC_API
+#endif
+
+/* libuv's loop, for the worker and the asynchronous calls. A host that does
+ * not use libuv never needs its header. */
+typedef struct uv_loop_s uv_loop_t;
+
+typedef struct sc_db sc_db; /* opaque database handle */
+typedef int64_t sc_id;      /* ids returned by the library are > 0 */
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* One list generates the enum, sc_err_name() and sc_strerror(). */
+#define SC_STATUS_MAP(XX)                                                   \
+  XX(OK, "not an error")                                                    \
+  XX(ERROR, "internal error")                                               \
+  XX(MISUSE, "library used incorrectly")                                    \
+  XX(INVALID, "invalid argument")                                           \
+  XX(NOMEM, "out of memory")                                                \
+  XX(IOERR, "I/O error")                                                    \
+  XX(CORRUPT, "database is corrupt or not a database")                      \
+  XX(BUSY, "database is busy")                                              \
+  XX(CLOSED, "database is closed")                                          \
+  XX(CANCELED, "operation canceled")                                        \
+  XX(NOT_FOUND, "not found")                                                \
+  XX(EXISTS, "already exists")                                              \
+  XX(SOLD_OUT, "sold out")                                                  \
+  XX(LIMIT_REACHED, "per-user limit reached")                               \
+  XX(PAUSED, "paused")                                                      \
+  XX(NOT_ACTIVE, "not active")                                              \
+  XX(OUT_OF_STOCK, "out of stock")                                          \
+  XX(INSUFFICIENT_BALANCE, "insufficient balance")                          \
+  XX(COUPON_UNAVAILABLE, "coupon unavailable")                              \
+  XX(EXPIRED, "expired")                                                    \
+  XX(INVALID_STATE, "invalid state")                                        \
+  XX(CONFLICT, "version conflict")                                          \
+  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request")
+
+typedef enum {
+#define SC__STATUS_ENUM(name, text) SC_##name,
+  SC_STATUS_MAP(SC__STATUS_ENUM)
+#undef SC__STATUS_ENUM
+  SC_STATUS_COUNT_ /* not a status; the number of codes */
+} sc_status;
+
+/** Text of a status code ("sold out"). Never NULL; unknown codes give
+ * "unknown status". Static storage; any thread. */
+SC_API const char *sc_strerror(int status);
+/** Name of a status code ("SC_SOLD_OUT"); "SC_UNKNOWN" for unknown codes.
+ * Static storage; any thread. */
+SC_API const char *sc_err_name(int status);
+/** Detail of the calling thread's last failed call (db may be NULL). The
+ * string is owned by the library and valid until this thread's next call. */
+SC_API const char *sc_errmsg(sc_db *db);
+/** "MAJOR.MINOR.PATCH" of the linked library. */
+SC_API const char *sc_version(void);
+/** SC_VERSION_HEX of the linked library. */
+SC_API unsigned sc_version_hex(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Frees memory the library returned (sc_verify's report...). NULL is a
+ * no-op. Any thread. */
+SC_API void sc_free(void *p);
+
+/** The library's allocator. malloc and realloc may return NULL: every
+ * library call then fails with SC_NOMEM and leaves the database consistent. */
+typedef struct sc_allocator {
+  void *(*malloc_fn)(size_t size);
+  void *(*realloc_fn)(void *p, size_t size);
+  void (*free_fn)(void *p);
+} sc_allocator;
+/** Replaces the allocator used for the library's own memory and returns the
+ * previous one. NULL restores the C library's. Not thread-safe: call it while
+ * no sc_db is open (memory allocated by one allocator must be freed by it). */
+SC_API sc_allocator sc_set_allocator(const sc_allocator *a);
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+/* ------------------------------------------------------------------------ */
+
+enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
+
+typedef struct sc_options {
+  /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
+   * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
+   * process crash; a power loss may lose the last commits). */
+  int durability;
+  /** Operations per commit; 0 = library default (512); 1 = no group commit. */
+  int batch_max;
+  /** Total wait for another process's write lock, with exponential backoff,
+   * before SC_BUSY; 0 = library default (30,000 ms). */
+  int busy_timeout_ms;
+  /** The clock, milliseconds since the epoch; NULL = wall clock. Called from
+   * the writer thread and from callers' threads: it must be thread-safe. */
+  int64_t (*clock_ms)(void *ud);
+  void *clock_ud;
+  /** Operations waiting for the writer at most; a full queue blocks callers
+   * (back-pressure). 0 = library default (4096). */
+  int queue_max;
+  /** Idle read connections kept open; 0 = library default (16). */
+  int read_pool_max;
+  /** Time-to-live of a checkout when its request says 0; 0 = 15 minutes. */
+  int64_t default_order_ttl_ms;
+  /** Delivery attempts before an outbox event is dead; 0 = 10. */
+  int outbox_max_attempts;
+  /** First retry delay of a failed delivery (doubled each attempt, with
+   * jitter); 0 = 100 ms. */
+  int64_t outbox_retry_base_ms;
+  /** Cap of the retry delay; 0 = 60,000 ms. */
+  int64_t outbox_retry_max_ms;
+  /* ... more fields may follow; always start from sc_options_init() */
+} sc_options;
+
+/** Fills opts with the defaults. */
+SC_API void sc_options_init(sc_options *opts);
+
+/**
+ * Opens (creating if needed) the database at path, creates or migrates the
+ * library's tables (all prefixed sc_, tracked in sc_meta, so the file may be
+ * shared with a host application's own tables), and starts the writer thread.
+ * @param[in] path  file name; ":memory:" is refused (the writer and readers
+ *                  need one shared file).
+ * @param[in] opts  NULL for defaults.
+ * @param[out] out  the handle, or NULL on failure.
+ * @return SC_OK, SC_INVALID (bad option or path), SC_MISUSE (NULL out),
+ *   SC_IOERR (cannot open), SC_CORRUPT (not a database, or a newer schema),
+ *   SC_BUSY (another process held the file past busy_timeout_ms), SC_NOMEM.
+ * Any thread.
+ */
+SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
+
+/**
+ * Closes the handle: operations already queued are committed and completed,
+ * later calls get SC_CLOSED, the writer thread and every other thread the
+ * library started for this handle are joined, and the memory is freed. The
+ * handle must not be used again once sc_close returns. NULL is a no-op.
+ * Stop workers (sc_worker_stop*) before closing. Returns SC_OK, or the error
+ * of the final checkpoint (the handle is freed all the same).
+ */
+SC_API int sc_close(sc_db *db);
+
+/* ------------------------------------------------------------------------ */
+/* Catalog and accounts                                                      */
+/* ------------------------------------------------------------------------ */
+
+/** Creates a product. price >= 0, stock >= 0, name non-empty.
+ * @return SC_OK, SC_INVALID, SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. */
+SC_API int sc_product_create(sc_db *db, const char *name, int64_t price,
+                             int64_t stock, sc_id *out);
+/** Adds qty (> 0) to a product's total stock.
+ * @return SC_OK, SC_INVALID (qty <= 0 or overflow), SC_NOT_FOUND. */
+SC_API int sc_product_restock(sc_db *db, sc_id product, int64_t qty);
+
+typedef struct sc_stock {
+  int64_t total;     /* units on hand, reserved ones included */
+  int64_t reserved;  /* units held by PENDING orders */
+  int64_t available; /* total - reserved */
+  int64_t version;   /* +1 on every reservation, release and restock */
+} sc_stock;
+/** Reads a product's stock. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
+
+/** Credits amount (> 0) to user's account, creating it on first use. A
+ * replay with the same idempotency_key and amount returns SC_OK and changes
+ * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
+ * not idempotent. @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
+SC_API int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
+                              const char *idempotency_key);
+
+typedef struct sc_account {
+  int64_t balance;   /* sum of the ledger */
+  int64_t held;      /* totals of the user's PENDING orders */
+  int64_t available; /* balance - held */
+} sc_account;
+/** Reads an account. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+SC_API int sc_account_get(sc_db *db, sc_id user, sc_account *out);
+
+/* ------------------------------------------------------------------------ */
+/* Coupons                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sc_coupon_policy_spec {
+  const char *name;         /* non-empty */
+  int64_t max_count;        /* > 0: never more coupons than this */
+  int32_t per_user_limit;   /* 0 = 1; negative is SC_INVALID */
+  int64_t discount_amount;  /* fixed discount, or */
+  int32_t discount_percent; /* percent off (1..100), capped by max_discount
+                               when that is > 0; not both */
+  int64_t max_discount;
+  int64_t starts_at_ms, ends_at_ms; /* 0 = unbounded; active while
+                                       starts <= now < ends */
+} sc_coupon_policy_spec;
+/** Creates a coupon policy. @return SC_OK, SC_INVALID, SC_MISUSE. */
+SC_API int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
+                                   sc_id *out);
+/** The kill switch: paused != 0 stops issuance from the next operation on
+ * (operations committed before it stand); 0 resumes. Pausing a paused policy
+ * changes nothing and writes no event. @return SC_OK, SC_NOT_FOUND. */
+SC_API int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused);
+
+typedef struct sc_coupon_policy {
+  int64_t max_count, issued_count;
+  int32_t per_user_limit;
+  int paused;
+} sc_coupon_policy;
+/** Reads a policy. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+SC_API int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out);
+
+/** Issues one coupon of policy to user: one conditional UPDATE ... WHERE
+ * issued_count < max_count inside the write transaction, so the cap holds
+ * whatever the concurrency, across threads and processes.
+ * @param[out] coupon_out  the new coupon's id (may be NULL).
+ * @return SC_OK, SC_SOLD_OUT, SC_LIMIT_REACHED, SC_PAUSED, SC_NOT_ACTIVE
+ *   (outside the validity window), SC_NOT_FOUND, SC_INVALID (user <= 0). */
+SC_API int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user,
+                           sc_id *coupon_out);
+
+/* ------------------------------------------------------------------------ */
+/* Orders                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sc_line {
+  sc_id product;
+  int64_t qty; /* > 0 */
+} sc_line;
+
+typedef struct sc_checkout_req {
+  sc_id user;
+  const sc_line *lines;
+  size_t n_lines; /* > 0; each product at most once */
+  sc_id coupon;   /* 0 = none */
+  int64_t ttl_ms; /* 0 = options' default_order_ttl_ms */
+  const char *idempotency_key; /* NULL = none; a replay returns the first
+                                  order id */
+  /** NULL = no check; else one expected stock version per line: a product
+   * whose version differs makes the checkout fail with SC_CONFLICT. */
+  const int64_t *expected_versions;
+} sc_checkout_req;
+/** Reserves every line's stock, holds the coupon and the total against the
+ * user's balance - held, and creates a PENDING order: all or nothing.
+ * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
+ *   SC_COUPON_UNAVAILABLE, SC_CONFLICT, SC_INVALID, SC_NOT_FOUND (product,
+ *   user account or coupon), SC_IDEMPOTENCY_MISMATCH. */
+SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
+/** Pays a PENDING order before its deadline: debits the balance, consumes the
+ * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
+ * @return SC_OK, SC_EXPIRED, SC_INVALID_STATE (cancelled), SC_NOT_FOUND. */
+SC_API int sc_order_pay(sc_db *db, sc_id order);
+/** Cancels a PENDING order, releasing stock, hold and coupon. Cancelling a
+ * cancelled order is SC_OK. @return SC_OK, SC_INVALID_STATE, SC_NOT_FOUND. */
+SC_API int sc_order_cancel(sc_db *db, sc_id order);
+
+enum {
+  SC_ORDER_PENDING = 1,
+  SC_ORDER_CONFIRMED,
+  SC_ORDER_CANCELLED,
+  SC_ORDER_EXPIRED
+};
+typedef struct sc_order {
+  sc_id user;
+  int status; /* SC_ORDER_* */
+  int64_t total, discount, expires_at_ms;
+} sc_order;
+/** Reads an order. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
+/** Expires every PENDING order with expires_at_ms <= now (the db's clock),
+ * in as many internal batches as needed. @param[out] expired_out may be NULL.
+ */
+SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
+
+/* ------------------------------------------------------------------------ */
+/* Invariants                                                                */
+/* ------------------------------------------------------------------------ */
+
+/** Checks every invariant of the design (counts, holds, ledgers, events,
+ * integrity_check) on one snapshot. @param[out] report_out may be NULL; else
+ * a NUL-terminated report (one line per finding, "ok" when none), freed with
+ * sc_free. @return SC_OK when all hold, SC_CORRUPT when one does not. */
+SC_API int sc_verify(sc_db *db, char **report_out);
+
+/* ------------------------------------------------------------------------ */
+/* Outbox events                                                             */
+/* ------------------------------------------------------------------------ */
+
+enum {
+  SC_EVENT_COUPON_ISSUED = 1,
+  SC_EVENT_ORDER_CREATED,
+  SC_EVENT_ORDER_PAID,
+  SC_EVENT_ORDER_CANCELLED,
+  SC_EVENT_ORDER_EXPIRED,
+  SC_EVENT_DEPOSIT,
+  SC_EVENT_POLICY_PAUSED,
+  SC_EVENT_POLICY_RESUMED
+};
+
+typedef struct sc_event {
+  sc_id id;            /* unique; the consumer's deduplication key */
+  int type;            /* SC_EVENT_* */
+  sc_id aggregate_id;  /* the order, coupon, account (user) or policy */
+  int64_t seq;         /* 1, 2, 3 ... per aggregate, no gaps */
+  int64_t created_at_ms;
+  int attempts;        /* deliveries before this one */
+  const void *payload; /* the msgpack map; see sc_event_decode() */
+  size_t payload_len;
+} sc_event;
+
+/** Claims up to max deliverable events for lease_ms: an event is handed out
+ * only when every earlier event of its aggregate is acked, and not again
+ * until its lease ends. *events_out is freed with sc_events_free. */
+SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
+                           sc_event **events_out, int *n_out);
+/** Frees what sc_outbox_claim returned. NULL is a no-op. */
+SC_API void sc_events_free(sc_event *events, int n);
+/** Marks an event delivered. @return SC_OK, SC_NOT_FOUND. */
+SC_API int sc_outbox_ack(sc_db *db, sc_id event_id);
+/** A failed delivery: retried later (backoff with jitter), or dead after
+ * outbox_max_attempts. reason may be NULL. @return SC_OK, SC_NOT_FOUND. */
+SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
+
+/* ------------------------------------------------------------------------ */
+/* The worker                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sc_worker sc_worker;
+/** Called on the worker's loop thread for each event; SC_OK acks it, any
+ * other value retries it later. */
+typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
+typedef struct sc_worker_options {
+  sc_event_handler on_event; /* NULL = expiry only, no dispatch */
+  void *ud;
+  /* ... more fields may follow; always start from sc_worker_options_init() */
+} sc_worker_options;
+SC_API void sc_worker_options_init(sc_worker_options *opts);
+SC_API int sc_worker_start(sc_db *db, uv_loop_t *loop,
+                           const sc_worker_options *opts, sc_worker **out);
+SC_API int sc_worker_stop(sc_worker *w,
+                          void (*close_cb)(sc_worker *w, void *ud), void *ud);
+SC_API int sc_worker_start_thread(sc_db *db, const sc_worker_options *opts,
+                                  sc_worker **out);
+SC_API int sc_worker_stop_thread(sc_worker *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHOPCORE_H */

@@ -1,0 +1,384 @@
+/* The engine: opening and closing a database, the bounded submission queue,
+ * and the writer thread that commits queued operations in batches (group
+ * commit): one BEGIN IMMEDIATE, a SAVEPOINT per operation, one COMMIT, so one
+ * fsync serves every operation of the batch. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "metrics.h"
+
+#define DEFAULT_BATCH_MAX 512
+#define DEFAULT_BUSY_TIMEOUT_MS 30000
+#define DEFAULT_QUEUE_MAX 4096
+#define DEFAULT_READ_POOL_MAX 64
+#define DEFAULT_ORDER_TTL_MS (15 * 60 * 1000)
+#define DEFAULT_OUTBOX_MAX_ATTEMPTS 10
+#define DEFAULT_OUTBOX_RETRY_BASE_MS 100
+#define DEFAULT_OUTBOX_RETRY_MAX_MS 60000
+
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static const char SQL_SAVEPOINT[] = "SAVEPOINT sc_op";
+static const char SQL_RELEASE[] = "RELEASE sc_op";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO sc_op";
+
+void sc_options_init(sc_options *opts) {
+  if (opts == NULL) return;
+  memset(opts, 0, sizeof *opts);
+  opts->durability = SC_DURABILITY_FULL;
+}
+
+/* Fills the zero fields with defaults and checks the others. */
+static int options_resolve(const sc_options *in, sc_options *o) {
+  if (in == NULL) {
+    sc_options_init(o);
+  } else {
+    *o = *in;
+  }
+  if (o->durability != SC_DURABILITY_FULL &&
+      o->durability != SC_DURABILITY_NORMAL) {
+    return sc__fail(SC_INVALID, "durability %d is neither FULL nor NORMAL",
+                    o->durability);
+  }
+  if (o->batch_max < 0 || o->busy_timeout_ms < 0 || o->queue_max < 0 ||
+      o->read_pool_max < 0 || o->default_order_ttl_ms < 0 ||
+      o->outbox_max_attempts < 0 || o->outbox_retry_base_ms < 0 ||
+      o->outbox_retry_max_ms < 0) {
+    return sc__fail(SC_INVALID, "negative option");
+  }
+  if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
+  if (o->busy_timeout_ms == 0) o->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
+  if (o->queue_max == 0) o->queue_max = DEFAULT_QUEUE_MAX;
+  if (o->read_pool_max == 0) o->read_pool_max = DEFAULT_READ_POOL_MAX;
+  if (o->default_order_ttl_ms == 0) {
+    o->default_order_ttl_ms = DEFAULT_ORDER_TTL_MS;
+  }
+  if (o->outbox_max_attempts == 0) {
+    o->outbox_max_attempts = DEFAULT_OUTBOX_MAX_ATTEMPTS;
+  }
+  if (o->outbox_retry_base_ms == 0) {
+    o->outbox_retry_base_ms = DEFAULT_OUTBOX_RETRY_BASE_MS;
+  }
+  if (o->outbox_retry_max_ms == 0) {
+    o->outbox_retry_max_ms = DEFAULT_OUTBOX_RETRY_MAX_MS;
+  }
+  return SC_OK;
+}
+
+int64_t sc__now_ms(sc_db *db) {
+  return db->opts.clock_ms ? db->opts.clock_ms(db->opts.clock_ud)
+                           : sc__wall_ms();
+}
+
+/* ---- failing an operation ---------------------------------------------- */
+
+int sc__op_fail(sc__op *op, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(op->errmsg, sizeof op->errmsg, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+int sc__op_fail_sqlite(sc__op *op, sc__conn *w, int rc, const char *what) {
+  /* A statement that could not be prepared leaves its code on the handle. */
+  if (rc == SQLITE_OK || rc == SQLITE_ERROR) rc = sqlite3_extended_errcode(w->h);
+  return sc__op_fail(op, sc__status_from_sqlite(rc), "%s: %s", what,
+                     sqlite3_errmsg(w->h));
+}
+
+/* ---- calls in progress, for sc_close ----------------------------------- */
+
+int sc__call_enter(sc_db *db) {
+  if (atomic_load(&db->closing)) {
+    return sc__fail(SC_CLOSED, "the database is closing");
+  }
+  atomic_fetch_add(&db->calls, 1);
+  if (atomic_load(&db->closing)) {
+    atomic_fetch_sub(&db->calls, 1);
+    return sc__fail(SC_CLOSED, "the database is closing");
+  }
+  return SC_OK;
+}
+
+void sc__call_leave(sc_db *db) { atomic_fetch_sub(&db->calls, 1); }
+
+/* ---- the queue ---------------------------------------------------------- */
+
+int sc__op_submit(sc_db *db, sc__op *op) {
+  op->next = NULL;
+  op->status = SC_OK;
+  op->errmsg[0] = '\0';
+  op->enqueued_ns = sc__monotonic_ns();
+  pthread_mutex_lock(&db->qlock);
+  while (db->qlen >= db->opts.queue_max && !db->stopping) {
+    pthread_cond_wait(&db->qnonfull, &db->qlock);
+  }
+  if (db->stopping) {
+    pthread_mutex_unlock(&db->qlock);
+    return sc__fail(SC_CLOSED, "the database is closing");
+  }
+  if (db->qtail) {
+    db->qtail->next = op;
+  } else {
+    db->qhead = op;
+  }
+  db->qtail = op;
+  db->qlen++;
+  pthread_cond_signal(&db->qnonempty);
+  pthread_mutex_unlock(&db->qlock);
+  return SC_OK;
+}
+
+int sc__op_execute(sc_db *db, sc__op *op) {
+  int rc = sc__call_enter(db);
+  if (rc != SC_OK) return rc;
+  op->done = NULL;
+  if (sem_init(&op->wake, 0, 0) != 0) {
+    sc__call_leave(db);
+    return sc__fail(SC_ERROR, "sem_init: %s", strerror(errno));
+  }
+  rc = sc__op_submit(db, op);
+  if (rc == SC_OK) {
+    while (sem_wait(&op->wake) != 0 && errno == EINTR) {
+    }
+    rc = op->status;
+    if (rc != SC_OK) sc__set_errmsg(op->errmsg);
+  }
+  sem_destroy(&op->wake);
+  sc__call_leave(db);
+  return rc;
+}
+
+/* ---- the writer --------------------------------------------------------- */
+
+/* Takes up to batch_max operations off the queue, waiting for the first.
+ * Returns NULL when the queue is drained and the db is stopping. */
+static sc__op *queue_take_batch(sc_db *db, int *n_out) {
+  pthread_mutex_lock(&db->qlock);
+  while (db->qhead == NULL && !db->stopping) {
+    pthread_cond_wait(&db->qnonempty, &db->qlock);
+  }
+  sc__op *head = db->qhead, *last = NULL;
+  int n = 0;
+  for (sc__op *op = head; op != NULL && n < db->opts.batch_max;
+       op = op->next) {
+    last = op;
+    n++;
+  }
+  if (last != NULL) {
+    db->qhead = last->next;
+    if (db->qhead == NULL) db->qtail = NULL;
+    last->next = NULL;
+    db->qlen -= n;
+    pthread_cond_broadcast(&db->qnonfull);
+  }
+  pthread_mutex_unlock(&db->qlock);
+  *n_out = n;
+  return head;
+}
+
+static void op_complete(sc__op *op) {
+  if (op->done) {
+    op->done(op);
+  } else {
+    sem_post(&op->wake);
+  }
+}
+
+/* Runs one operation in its own savepoint. Returns false if the transaction
+ * itself was lost (an I/O error makes SQLite roll everything back). */
+static bool run_in_savepoint(sc_db *db, sc__op *op) {
+  sc__conn *w = db->wconn;
+  int rc = sc__exec(w, SQL_SAVEPOINT);
+  if (rc != SQLITE_OK) {
+    sc__op_fail_sqlite(op, w, rc, "savepoint");
+    op->status = sc__status_from_sqlite(rc);
+    return !sqlite3_get_autocommit(w->h);
+  }
+  int events_before = db->batch_events;
+  op->status = op->run(db, w, op);
+  if (op->status != SC_OK) {
+    db->batch_events = events_before;
+    if (sqlite3_get_autocommit(w->h)) return false;
+    sc__exec(w, SQL_ROLLBACK_TO);
+  }
+  sc__exec(w, SQL_RELEASE);
+  return !sqlite3_get_autocommit(w->h);
+}
+
+/* Every operation of a batch whose transaction failed fails with it, except
+ * those that had already failed on their own: none was acknowledged, so none
+ * is lost. */
+static void fail_uncommitted(sc__op *batch, int status, const char *why) {
+  for (sc__op *op = batch; op != NULL; op = op->next) {
+    if (op->status == SC_OK) {
+      sc__op_fail(op, status, "%s (the operation was not committed)", why);
+      op->status = status;
+    }
+  }
+}
+
+/* Runs the batch in one transaction; returns true if it committed. */
+static bool commit_batch(sc_db *db, sc__op *batch) {
+  sc__conn *w = db->wconn;
+  char why[SC__ERRMSG_MAX];
+  db->batch_events = 0;
+  int rc = sc__exec(w, SQL_BEGIN);
+  if (rc != SQLITE_OK) {
+    snprintf(why, sizeof why, "begin: %s", sqlite3_errmsg(w->h));
+    fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+    return false;
+  }
+  bool alive = true;
+  for (sc__op *op = batch; op != NULL && alive; op = op->next) {
+    alive = run_in_savepoint(db, op);
+  }
+  rc = alive ? sc__exec(w, SQL_COMMIT) : SQLITE_IOERR;
+  if (rc == SQLITE_OK) return true;
+  /* Operations after a lost transaction never ran; they fail with it. */
+  snprintf(why, sizeof why, "%s: %s", alive ? "commit" : "transaction lost",
+           sqlite3_errmsg(w->h));
+  if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
+  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  db->batch_events = 0;
+  return false;
+}
+
+static void run_batch(sc_db *db, sc__op *batch, int n) {
+  int64_t begin_ns = sc__monotonic_ns();
+  bool committed = commit_batch(db, batch);
+  sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
+  int events = db->batch_events;
+  /* Completion last: a woken caller may free its op at once. */
+  for (sc__op *op = batch, *next; op != NULL; op = next) {
+    next = op->next;
+    sc__metrics_op(db, op->kind, op->status,
+                   sc__monotonic_ns() - op->enqueued_ns);
+    op_complete(op);
+  }
+  pthread_mutex_lock(&db->hook_lock);
+  if (db->commit_hook != NULL && committed) {
+    db->commit_hook(db->commit_hook_ud, events);
+  }
+  pthread_mutex_unlock(&db->hook_lock);
+}
+
+static void *writer_main(void *arg) {
+  sc_db *db = arg;
+  for (;;) {
+    int n = 0;
+    sc__op *batch = queue_take_batch(db, &n);
+    if (batch == NULL) break;
+    run_batch(db, batch, n);
+  }
+  return NULL;
+}
+
+void sc__set_commit_hook(sc_db *db, sc__commit_hook_fn fn, void *ud) {
+  pthread_mutex_lock(&db->hook_lock);
+  db->commit_hook = fn;
+  db->commit_hook_ud = ud;
+  pthread_mutex_unlock(&db->hook_lock);
+}
+
+void sc__note_deadline(sc_db *db, int64_t deadline_ms) {
+  int64_t cur = atomic_load(&db->earliest_deadline_ms);
+  while ((cur == 0 || deadline_ms < cur) &&
+         !atomic_compare_exchange_weak(&db->earliest_deadline_ms, &cur,
+                                       deadline_ms)) {
+  }
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+static void db_free(sc_db *db) {
+  sc__conn_close(db->wconn);
+  while (db->ridle != NULL) {
+    sc__conn *c = db->ridle;
+    db->ridle = c->next_idle;
+    sc__conn_close(c);
+  }
+  pthread_mutex_destroy(&db->qlock);
+  pthread_cond_destroy(&db->qnonempty);
+  pthread_cond_destroy(&db->qnonfull);
+  pthread_mutex_destroy(&db->rlock);
+  pthread_mutex_destroy(&db->hook_lock);
+  sc__metrics_free(db);
+  sc__free(db->path);
+  sc__free(db);
+}
+
+static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
+  if (path == NULL || path[0] == '\0') {
+    return sc__fail(SC_INVALID, "sc_open: path is NULL or empty");
+  }
+  if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: %s: the library needs a plain file name", path);
+  }
+  sc_options o;
+  int rc = options_resolve(opts, &o);
+  if (rc != SC_OK) return rc;
+  sc_db *db = sc__calloc(1, sizeof *db);
+  if (db == NULL) return sc__fail(SC_NOMEM, "sc_open: out of memory");
+  db->opts = o;
+  pthread_mutex_init(&db->qlock, NULL);
+  pthread_cond_init(&db->qnonempty, NULL);
+  pthread_cond_init(&db->qnonfull, NULL);
+  pthread_mutex_init(&db->rlock, NULL);
+  pthread_mutex_init(&db->hook_lock, NULL);
+  db->path = sc__strdup(path);
+  if (db->path == NULL || sc__metrics_init(db) != SC_OK) {
+    db_free(db);
+    return sc__fail(SC_NOMEM, "sc_open: out of memory");
+  }
+  rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                     &db->wconn);
+  if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
+  if (rc == SC_OK &&
+      pthread_create(&db->writer, NULL, writer_main, db) != 0) {
+    rc = sc__fail(SC_ERROR, "sc_open: cannot start the writer thread");
+  }
+  if (rc != SC_OK) {
+    db_free(db);
+    return rc;
+  }
+  db->writer_started = true;
+  *out = db;
+  return SC_OK;
+}
+
+int sc_open(const char *path, const sc_options *opts, sc_db **out) {
+  if (out == NULL) return sc__fail(SC_MISUSE, "sc_open: out is NULL");
+  *out = NULL;
+  return open_checked(path, opts, out);
+}
+
+int sc_close(sc_db *db) {
+  if (db == NULL) return SC_OK;
+  if (atomic_exchange(&db->closing, true)) {
+    return sc__fail(SC_MISUSE, "sc_close: the database is already closing");
+  }
+  /* Calls already inside the library finish first: their operations are
+   * queued and the writer is still running. */
+  while (atomic_load(&db->calls) > 0) sc__sleep_ms(1);
+  pthread_mutex_lock(&db->qlock);
+  db->stopping = true;
+  pthread_cond_broadcast(&db->qnonempty);
+  pthread_cond_broadcast(&db->qnonfull);
+  pthread_mutex_unlock(&db->qlock);
+  if (db->writer_started) pthread_join(db->writer, NULL);
+  /* Fold the WAL back into the database so the file stands alone. */
+  int rc = sqlite3_wal_checkpoint_v2(db->wconn->h, NULL,
+                                     SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  int st = rc == SQLITE_OK || rc == SQLITE_BUSY
+               ? SC_OK
+               : sc__fail(sc__status_from_sqlite(rc), "sc_close: %s",
+                          sqlite3_errmsg(db->wconn->h));
+  db_free(db);
+  return st;
+}

@@ -1,0 +1,212 @@
+/* Internal declarations shared by the modules of lib/. Nothing here is API. */
+#ifndef SC_INTERNAL_H
+#define SC_INTERNAL_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sqlite3.h>
+
+#include "shopcore.h"
+
+#define SC__ERRMSG_MAX 256
+
+#if defined(__GNUC__)
+#define SC__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SC__PRINTF(f, a)
+#endif
+
+/* ---- allocation (alloc.c) ---------------------------------------------- */
+
+void *sc__malloc(size_t size);
+void *sc__calloc(size_t n, size_t size); /* overflow-checked */
+void *sc__realloc(void *p, size_t size);
+void sc__free(void *p);
+char *sc__strdup(const char *s);
+
+/* ---- errors (error.c) --------------------------------------------------- */
+
+/* Records a failure for the calling thread (sc_errmsg) and returns status. */
+int sc__fail(int status, const char *fmt, ...) SC__PRINTF(2, 3);
+/* Copies a message prepared elsewhere (by the writer) into this thread's
+ * errmsg. */
+void sc__set_errmsg(const char *msg);
+/* Maps an SQLite result code to a status. */
+int sc__status_from_sqlite(int rc);
+
+/* ---- time (util.c) ----------------------------------------------------- */
+
+int64_t sc__monotonic_ns(void);
+int64_t sc__wall_ms(void);
+void sc__sleep_ms(int64_t ms);
+/* Checked int64 arithmetic: false on overflow. */
+bool sc__add_i64(int64_t a, int64_t b, int64_t *out);
+bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
+
+/* ---- connections (conn.c) ---------------------------------------------- */
+
+#define SC__STMT_CACHE 128 /* power of two; more SQL texts than this is a bug */
+
+typedef struct sc__conn {
+  sqlite3 *h;
+  sc_db *db;
+  int64_t busy_started_ns; /* when the current wait for a lock began */
+  struct {
+    const char *sql; /* the SQL constant's address is the key */
+    sqlite3_stmt *stmt;
+  } cache[SC__STMT_CACHE];
+  struct sc__conn *next_idle;
+} sc__conn;
+
+/* Opens a connection with the library's pragmas. flags are SQLITE_OPEN_*. */
+int sc__conn_open(sc_db *db, int flags, sc__conn **out);
+void sc__conn_close(sc__conn *c);
+/* The prepared statement for sql (a named constant: it is cached by its
+ * address), reset and with its bindings cleared. NULL on failure, with the
+ * error left on the connection (sqlite3_errcode). */
+sqlite3_stmt *sc__stmt(sc__conn *c, const char *sql);
+/* Runs a statement with no result rows; SQLITE_OK/DONE -> SQLITE_OK. */
+int sc__exec(sc__conn *c, const char *sql);
+
+/* Read connections, pooled: WAL lets them read beside the writer. */
+int sc__read_acquire(sc_db *db, sc__conn **out);
+void sc__read_release(sc_db *db, sc__conn *c);
+/* Reads the int64 columns of the single row that sql (one parameter: id)
+ * returns, on a read connection. SC_NOT_FOUND (with "<what> <id> not found")
+ * when there is none. The getters of every module share it. */
+int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols,
+                 int ncols, const char *what);
+
+/* ---- operations and the writer (engine.c) ------------------------------ */
+
+typedef struct sc__op sc__op;
+/* Runs one operation on the writer connection, inside its own SAVEPOINT.
+ * Returns SC_OK to release the savepoint, any other status to roll it back. */
+typedef int (*sc__op_run_fn)(sc_db *db, sc__conn *w, sc__op *op);
+/* Called on the writer thread once the operation's commit is durable (or its
+ * failure is final). NULL: a blocking caller is woken. */
+typedef void (*sc__op_done_fn)(sc__op *op);
+
+/* Operation kinds, for metrics. */
+#define SC__OP_KIND_MAP(XX)                \
+  XX(PRODUCT_CREATE, "product_create")     \
+  XX(PRODUCT_RESTOCK, "product_restock")   \
+  XX(DEPOSIT, "account_deposit")           \
+  XX(POLICY_CREATE, "coupon_policy_create") \
+  XX(POLICY_PAUSE, "coupon_policy_pause")  \
+  XX(COUPON_ISSUE, "coupon_issue")         \
+  XX(CHECKOUT, "checkout")                 \
+  XX(ORDER_PAY, "order_pay")               \
+  XX(ORDER_CANCEL, "order_cancel")         \
+  XX(ORDERS_EXPIRE, "orders_expire_due")   \
+  XX(OUTBOX, "outbox")                     \
+  XX(ADMIN, "admin")
+
+typedef enum {
+#define SC__OP_KIND_ENUM(name, text) SC__OP_##name,
+  SC__OP_KIND_MAP(SC__OP_KIND_ENUM)
+#undef SC__OP_KIND_ENUM
+  SC__OP_KIND_COUNT
+} sc__op_kind;
+
+struct sc__op {
+  sc__op_run_fn run;
+  sc__op_done_fn done;
+  int kind;   /* sc__op_kind */
+  int status; /* the result, set by the writer */
+  int64_t enqueued_ns;
+  sc__op *next; /* queue link */
+  sem_t wake;   /* blocking callers only */
+  char errmsg[SC__ERRMSG_MAX];
+};
+
+/* Fails an operation with a message; returns status (for `return`). */
+int sc__op_fail(sc__op *op, int status, const char *fmt, ...)
+    SC__PRINTF(3, 4);
+/* Fails an operation after an SQLite error on the writer connection. */
+int sc__op_fail_sqlite(sc__op *op, sc__conn *w, int rc, const char *what);
+
+/* Submits op and waits for its durable completion; returns its status and
+ * copies its message into the caller's errmsg on failure. */
+int sc__op_execute(sc_db *db, sc__op *op);
+/* Submits op without waiting: op->done will be called exactly once on the
+ * writer thread. SC_CLOSED (and done never called) if the db is closing. */
+int sc__op_submit(sc_db *db, sc__op *op);
+
+/* Public calls bracket themselves with these so sc_close can wait for them. */
+int sc__call_enter(sc_db *db);
+void sc__call_leave(sc_db *db);
+
+/* Called by the writer after each commit with the number of events written in
+ * it (so the worker can be woken); set by the worker module. */
+typedef void (*sc__commit_hook_fn)(void *ud, int events_written);
+
+struct sc_db {
+  char *path;
+  sc_options opts;
+
+  /* The submission queue: bounded, many producers, one consumer. */
+  pthread_mutex_t qlock;
+  pthread_cond_t qnonempty;
+  pthread_cond_t qnonfull;
+  sc__op *qhead, *qtail;
+  int qlen;
+  bool stopping; /* the writer leaves once the queue is drained */
+
+  pthread_t writer;
+  bool writer_started;
+  sc__conn *wconn;
+  int batch_events; /* events written by the batch being committed */
+
+  pthread_mutex_t rlock; /* the read pool */
+  sc__conn *ridle;
+  int nidle;
+
+  atomic_int calls; /* public calls in progress */
+  atomic_bool closing;
+
+  pthread_mutex_t hook_lock;
+  sc__commit_hook_fn commit_hook;
+  void *commit_hook_ud;
+  /* Earliest order deadline committed since the worker last looked. */
+  _Atomic int64_t earliest_deadline_ms;
+
+  struct sc__metrics *metrics; /* metrics.c, may be NULL */
+};
+
+int64_t sc__now_ms(sc_db *db);
+void sc__set_commit_hook(sc_db *db, sc__commit_hook_fn fn, void *ud);
+/* Tells the writer's commit hook that an order deadline was committed. */
+void sc__note_deadline(sc_db *db, int64_t deadline_ms);
+
+/* ---- schema (schema.c) ------------------------------------------------- */
+
+int sc__schema_migrate(sc__conn *w);
+
+/* ---- outbox and codec -------------------------------------------------- */
+
+/* The fields of an event payload, encoded as a msgpack map (codec.c). */
+typedef struct sc__event_fields {
+  int type;
+  sc_id user, order, policy, coupon;
+  int64_t amount, discount, expires_at_ms, at_ms;
+} sc__event_fields;
+
+#define SC__PAYLOAD_MAX 256
+/* Encodes f into buf; returns the length, or 0 if it does not fit. */
+size_t sc__event_encode(const sc__event_fields *f, char *buf, size_t cap);
+/* Appends the event of a state change in the current savepoint (outbox.c):
+ * its aggregate is derived from the type (order, coupon, account, policy). */
+int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
+                    const sc__event_fields *f);
+
+/* Convenience: check a handle and an out pointer at the top of a call. */
+#define SC__CHECK_DB(db) \
+  do { \
+    if ((db) == NULL) return sc__fail(SC_MISUSE, "%s: db is NULL", __func__); \
+  } while (0)
+
+#endif /* SC_INTERNAL_H */

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages libshopcore needs to build and test, if any is
+# missing. Safe to run again: it does nothing when all are there.
+set -euo pipefail
+packages=(build-essential cmake ninja-build pkg-config
+  libsqlite3-dev libuv1-dev libmsgpack-dev check
+  swig python3-dev valgrind clang libclang-rt-14-dev sqlite3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,297 @@
+/* The engine: opening, closing, status codes, options, the schema in a
+ * shared file, and group commit with per-operation savepoints. */
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "test_util.h"
+
+START_TEST(status_codes_have_names_and_texts) {
+  ck_assert_int_eq(SC_OK, 0);
+  for (int s = 0; s < SC_STATUS_COUNT_; s++) {
+    ck_assert_str_ne(sc_err_name(s), "SC_UNKNOWN");
+    ck_assert_str_ne(sc_strerror(s), "unknown status");
+    for (int t = 0; t < s; t++) {
+      ck_assert_str_ne(sc_err_name(s), sc_err_name(t));
+    }
+  }
+  ck_assert_str_eq(sc_err_name(SC_SOLD_OUT), "SC_SOLD_OUT");
+  ck_assert_str_eq(sc_strerror(SC_SOLD_OUT), "sold out");
+  ck_assert_str_eq(sc_err_name(-1), "SC_UNKNOWN");
+  ck_assert_str_eq(sc_strerror(SC_STATUS_COUNT_), "unknown status");
+  ck_assert_str_eq(sc_version(), SC_VERSION_STRING);
+  ck_assert_uint_eq(sc_version_hex(), SC_VERSION_HEX);
+}
+END_TEST
+
+START_TEST(null_is_harmless) {
+  sc_free(NULL);
+  ck_assert_sc(sc_close(NULL), SC_OK);
+  sc_options_init(NULL);
+}
+END_TEST
+
+START_TEST(open_rejects_bad_arguments) {
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open("x.db", NULL, NULL), SC_MISUSE);
+  ck_assert_sc(sc_open(NULL, NULL, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  ck_assert_sc(sc_open("", NULL, &db), SC_INVALID);
+  ck_assert_sc(sc_open(":memory:", NULL, &db), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), ":memory:"));
+  char *path = tu_db_path("badopt");
+  sc_options o;
+  sc_options_init(&o);
+  o.durability = 7;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  sc_options_init(&o);
+  o.batch_max = -1;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  /* Nothing was created for a refused open. */
+  ck_assert_int_eq(access(path, F_OK), -1);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(open_rejects_unusable_paths) {
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open("/nonexistent-dir/x/shop.db", NULL, &db), SC_IOERR);
+  ck_assert_ptr_null(db);
+  /* A directory is not a database file. */
+  const char *dir = getenv("SC_TEST_TMPDIR") ? getenv("SC_TEST_TMPDIR") : "/tmp";
+  ck_assert_int_ne(sc_open(dir, NULL, &db), SC_OK);
+  ck_assert_ptr_null(db);
+  /* A file that is not SQLite is refused and left as it was. */
+  char *path = tu_db_path("notadb");
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < 200; i++) fputs("this is not an SQLite database\n", f);
+  fclose(f);
+  struct stat before, after;
+  ck_assert_int_eq(stat(path, &before), 0);
+  ck_assert_sc(sc_open(path, NULL, &db), SC_CORRUPT);
+  ck_assert_ptr_null(db);
+  ck_assert_int_eq(stat(path, &after), 0);
+  ck_assert_int_eq(before.st_size, after.st_size);
+  tu_remove_db(path);
+}
+END_TEST
+
+static void host_exec(const char *path, const char *sql) {
+  sqlite3 *h;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  char *err = NULL;
+  ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s",
+                err ? err : "");
+  sqlite3_close(h);
+}
+
+START_TEST(shares_a_host_file) {
+  char *path = tu_db_path("host");
+  host_exec(path,
+            "PRAGMA user_version = 77; CREATE TABLE users(id, name);"
+            "INSERT INTO users VALUES(1, 'host row');");
+  sc_db *db = tu_open(path, NULL);
+  ck_assert_sc(sc_close(db), SC_OK);
+  db = tu_open(path, NULL); /* a second open migrates nothing */
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM users"), 1);
+  ck_assert_int_eq(tu_count(path, "PRAGMA user_version"), 77);
+  ck_assert_int_eq(
+      tu_count(path,
+               "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+               " AND name NOT LIKE 'sc\\_%' ESCAPE '\\' AND name <> 'users'"),
+      0);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
+      1);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(refuses_a_newer_schema) {
+  char *path = tu_db_path("newer");
+  sc_db *db = tu_open(path, NULL);
+  sc_close(db);
+  host_exec(path, "UPDATE sc_meta SET value = 999 WHERE key = 'schema_version'");
+  ck_assert_sc(sc_open(path, NULL, &db), SC_CORRUPT);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "999"));
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(wal_and_full_durability_by_default) {
+  char *path = tu_db_path("pragmas");
+  sc_db *db = tu_open(path, NULL);
+  ck_assert_int_eq(db->wconn != NULL, 1);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db->wconn->h, "PRAGMA synchronous", -1,
+                                      &st, NULL),
+                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  ck_assert_int_eq(sqlite3_column_int(st, 0), 2); /* FULL */
+  sqlite3_finalize(st);
+  sc_close(db);
+  sqlite3 *h;
+  sqlite3_open(path, &h);
+  sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &st, NULL);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- group commit ------------------------------------------------------- */
+
+/* An operation that holds the writer until released, so that the
+ * operations queued behind it are committed as one batch. */
+typedef struct gate_op {
+  sc__op base;
+  sem_t entered, release;
+} gate_op;
+
+static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  (void)w;
+  gate_op *g = (gate_op *)base;
+  sem_post(&g->entered);
+  while (sem_wait(&g->release) != 0 && errno == EINTR) {
+  }
+  return SC_OK;
+}
+
+static void gate_done(sc__op *op) { (void)op; }
+
+/* An operation that writes a row, then fails: its savepoint is rolled back. */
+typedef struct row_op {
+  sc__op base;
+  int value;
+  bool fail;
+  sem_t done;
+} row_op;
+
+static const char SQL_TEST_INSERT[] = "INSERT INTO t(v) VALUES(?1)";
+
+static int row_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  row_op *op = (row_op *)base;
+  sqlite3_stmt *st = sc__stmt(w, SQL_TEST_INSERT);
+  ck_assert_ptr_nonnull(st);
+  sqlite3_bind_int(st, 1, op->value);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_reset(st);
+  if (op->fail) return sc__op_fail(base, SC_CONFLICT, "fails on purpose");
+  return SC_OK;
+}
+
+static void row_done(sc__op *base) { sem_post(&((row_op *)base)->done); }
+
+START_TEST(a_failing_operation_does_not_disturb_its_batch) {
+  char *path = tu_db_path("batch");
+  host_exec(path, "CREATE TABLE t(v INTEGER)");
+  sc_db *db = tu_open(path, NULL);
+  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
+  sem_init(&gate.entered, 0, 0);
+  sem_init(&gate.release, 0, 0);
+  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
+  sem_wait(&gate.entered);
+  enum { N = 20 };
+  row_op ops[N];
+  for (int i = 0; i < N; i++) {
+    ops[i] = (row_op){.base = {.run = row_run, .done = row_done},
+                      .value = i,
+                      .fail = i % 3 == 1};
+    sem_init(&ops[i].done, 0, 0);
+    ck_assert_sc(sc__op_submit(db, &ops[i].base), SC_OK);
+  }
+  sem_post(&gate.release);
+  int ok = 0;
+  for (int i = 0; i < N; i++) {
+    sem_wait(&ops[i].done);
+    ck_assert_int_eq(ops[i].base.status, ops[i].fail ? SC_CONFLICT : SC_OK);
+    if (!ops[i].fail) ok++;
+    sem_destroy(&ops[i].done);
+  }
+  sc_close(db);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM t"), ok);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM t WHERE v % 3 = 1"), 0);
+  tu_remove_db(path);
+}
+END_TEST
+
+typedef struct close_race {
+  sc_db *db;
+  row_op queued;
+  int queued_status;
+  int close_status;
+} close_race;
+
+static void *queued_caller(void *arg) {
+  close_race *r = arg;
+  r->queued_status = sc__op_execute(r->db, &r->queued.base);
+  return NULL;
+}
+
+static void *closer(void *arg) {
+  close_race *r = arg;
+  r->close_status = sc_close(r->db);
+  return NULL;
+}
+
+START_TEST(close_waits_for_calls_and_refuses_new_ones) {
+  char *path = tu_db_path("closing");
+  host_exec(path, "CREATE TABLE t(v INTEGER)");
+  close_race r = {.db = tu_open(path, NULL)};
+  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
+  sem_init(&gate.entered, 0, 0);
+  sem_init(&gate.release, 0, 0);
+  ck_assert_sc(sc__op_submit(r.db, &gate.base), SC_OK);
+  sem_wait(&gate.entered);
+  /* A blocking call queued behind the gate is a call in progress. */
+  r.queued = (row_op){.base = {.run = row_run}, .value = 42};
+  pthread_t caller, closing;
+  ck_assert_int_eq(pthread_create(&caller, NULL, queued_caller, &r), 0);
+  while (atomic_load(&r.db->calls) == 0) usleep(1000);
+  ck_assert_int_eq(pthread_create(&closing, NULL, closer, &r), 0);
+  while (!atomic_load(&r.db->closing)) usleep(1000);
+  /* sc_close is waiting for the call in progress: the handle is still
+   * valid, and a new call is refused. */
+  ck_assert_sc(sc_coupon_issue(r.db, 1, 1, NULL), SC_CLOSED);
+  ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}), SC_CLOSED);
+  sem_post(&gate.release);
+  pthread_join(caller, NULL);
+  pthread_join(closing, NULL);
+  ck_assert_sc(r.queued_status, SC_OK);
+  ck_assert_sc(r.close_status, SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM t WHERE v = 42"), 1);
+  tu_remove_db(path);
+}
+END_TEST
+
+Suite *engine_suite(void) {
+  Suite *s = suite_create("engine");
+  TCase *tc = tu_tcase("engine");
+  tcase_add_test(tc, status_codes_have_names_and_texts);
+  tcase_add_test(tc, null_is_harmless);
+  tcase_add_test(tc, open_rejects_bad_arguments);
+  tcase_add_test(tc, open_rejects_unusable_paths);
+  tcase_add_test(tc, shares_a_host_file);
+  tcase_add_test(tc, refuses_a_newer_schema);
+  tcase_add_test(tc, wal_and_full_durability_by_default);
+  tcase_add_test(tc, a_failing_operation_does_not_disturb_its_batch);
+  tcase_add_test(tc, close_waits_for_calls_and_refuses_new_ones);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return tu_run_suite(engine_suite()); }

@@ -1,0 +1,138 @@
+#include "test_util.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+char *tu_db_path(const char *tag) {
+  static atomic_int counter;
+  const char *dir = getenv("SC_TEST_TMPDIR");
+  if (dir == NULL || dir[0] == '\0') dir = "/tmp";
+  char *path = malloc(512);
+  ck_assert_ptr_nonnull(path);
+  snprintf(path, 512, "%s/%s-%d-%d.db", dir, tag, (int)getpid(),
+           atomic_fetch_add(&counter, 1));
+  unlink(path);
+  return path;
+}
+
+void tu_remove_db(char *path) {
+  if (path == NULL) return;
+  char side[600];
+  unlink(path);
+  snprintf(side, sizeof side, "%s-wal", path);
+  unlink(side);
+  snprintf(side, sizeof side, "%s-shm", path);
+  unlink(side);
+  free(path);
+}
+
+int64_t tu_clock_read(void *ud) {
+  return atomic_load(&((tu_clock *)ud)->now_ms);
+}
+
+void tu_use_clock(sc_options *o, tu_clock *c, int64_t start_ms) {
+  atomic_store(&c->now_ms, start_ms);
+  o->clock_ms = tu_clock_read;
+  o->clock_ud = c;
+}
+
+sc_db *tu_open(const char *path, const sc_options *opts) {
+  sc_db *db = NULL;
+  ck_assert_sc(sc_open(path, opts, &db), SC_OK);
+  ck_assert_ptr_nonnull(db);
+  return db;
+}
+
+void tu_assert_verify(sc_db *db) {
+  char *report = NULL;
+  int rc = sc_verify(db, &report);
+  ck_assert_msg(rc == SC_OK, "sc_verify: %s: %s", sc_err_name(rc),
+                report ? report : sc_errmsg(db));
+  ck_assert_ptr_nonnull(report);
+  ck_assert_str_eq(report, "ok\n");
+  sc_free(report);
+}
+
+typedef struct race {
+  tu_thread_fn fn;
+  void *ud;
+  int index;
+  pthread_barrier_t *start;
+} race;
+
+static void *race_main(void *arg) {
+  race *r = arg;
+  pthread_barrier_wait(r->start);
+  r->fn(r->index, r->ud);
+  return NULL;
+}
+
+void tu_race(int n, tu_thread_fn fn, void *ud) {
+  pthread_t *threads = calloc((size_t)n, sizeof *threads);
+  race *races = calloc((size_t)n, sizeof *races);
+  pthread_barrier_t start;
+  ck_assert_ptr_nonnull(threads);
+  ck_assert_ptr_nonnull(races);
+  pthread_barrier_init(&start, NULL, (unsigned)n);
+  for (int i = 0; i < n; i++) {
+    races[i] = (race){fn, ud, i, &start};
+    ck_assert_int_eq(pthread_create(&threads[i], NULL, race_main, &races[i]),
+                     0);
+  }
+  for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+  pthread_barrier_destroy(&start);
+  free(threads);
+  free(races);
+}
+
+void tu_fork_race(int n, tu_process_fn fn, void *ud) {
+  pid_t *pids = calloc((size_t)n, sizeof *pids);
+  ck_assert_ptr_nonnull(pids);
+  for (int i = 0; i < n; i++) {
+    pids[i] = fork();
+    ck_assert_int_ge(pids[i], 0);
+    if (pids[i] == 0) _exit(fn(i, ud));
+  }
+  for (int i = 0; i < n; i++) {
+    int status = 0;
+    ck_assert_int_eq(waitpid(pids[i], &status, 0), pids[i]);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "process %d failed (status 0x%x)", i, status);
+  }
+  free(pids);
+}
+
+int64_t tu_count(const char *path, const char *sql) {
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL),
+                   SQLITE_OK);
+  sqlite3_busy_timeout(h, 10000);
+  sqlite3_stmt *st = NULL;
+  ck_assert_msg(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK, "%s",
+                sqlite3_errmsg(h));
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return n;
+}
+
+TCase *tu_tcase(const char *name) {
+  TCase *tc = tcase_create(name);
+  /* Races under sanitizers on two shared cores can take a while; a hung
+   * test is still caught. */
+  tcase_set_timeout(tc, 600);
+  return tc;
+}
+
+int tu_run_suite(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,60 @@
+/* Helpers shared by the Check suites. */
+#ifndef SC_TEST_UTIL_H
+#define SC_TEST_UTIL_H
+
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shopcore.h"
+
+/* Asserts a status, printing both names and the thread's errmsg. */
+#define ck_assert_sc(expr, expected)                                        \
+  do {                                                                      \
+    int ck_sc_got_ = (expr);                                                \
+    int ck_sc_want_ = (expected);                                           \
+    ck_assert_msg(ck_sc_got_ == ck_sc_want_, "%s: got %s, want %s (%s)",    \
+                  #expr, sc_err_name(ck_sc_got_), sc_err_name(ck_sc_want_), \
+                  sc_errmsg(NULL));                                         \
+  } while (0)
+
+/* A fresh database file path under SC_TEST_TMPDIR (or /tmp), unique per
+ * call; the caller frees it with tu_remove_db (which also removes -wal and
+ * -shm). */
+char *tu_db_path(const char *tag);
+void tu_remove_db(char *path);
+
+/* A manual clock for sc_options.clock_ms: thread-safe. */
+typedef struct tu_clock {
+  _Atomic int64_t now_ms;
+} tu_clock;
+int64_t tu_clock_read(void *ud);
+void tu_use_clock(sc_options *o, tu_clock *c, int64_t start_ms);
+
+/* Opens a new database with the given options (NULL = defaults), failing
+ * the test if it cannot. */
+sc_db *tu_open(const char *path, const sc_options *opts);
+
+/* Asserts that sc_verify reports every invariant holding. */
+void tu_assert_verify(sc_db *db);
+
+/* Runs fn(i, ud) on n threads released together; waits for them all. */
+typedef void (*tu_thread_fn)(int i, void *ud);
+void tu_race(int n, tu_thread_fn fn, void *ud);
+
+/* Runs fn(i, ud) in n forked processes; fails the test unless each exits 0.
+ * The child must not use a db handle opened by the parent. */
+typedef int (*tu_process_fn)(int i, void *ud);
+void tu_fork_race(int n, tu_process_fn fn, void *ud);
+
+/* Counts rows: SELECT count(*) ... through a separate plain SQLite
+ * connection, to check the library's work from outside. */
+int64_t tu_count(const char *path, const char *sql);
+
+/* Builds a suite runner with a generous per-test timeout, runs it, and
+ * returns the process exit status. */
+int tu_run_suite(Suite *s);
+TCase *tu_tcase(const char *name);
+
+#endif

@@ -248,18 +248,49 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
   return false;
 }
 
+/* Hands a finished batch to the completer thread. */
+static void completions_push(sc_db *db, sc__op *batch) {
+  sc__op *last = batch;
+  while (last->next != NULL) last = last->next;
+  pthread_mutex_lock(&db->dlock);
+  if (db->dtail) {
+    db->dtail->next = batch;
+  } else {
+    db->dhead = batch;
+  }
+  db->dtail = last;
+  pthread_cond_signal(&db->dnonempty);
+  pthread_mutex_unlock(&db->dlock);
+}
+
+static void *completer_main(void *arg) {
+  sc_db *db = arg;
+  pthread_setname_np(pthread_self(), "sc-complete");
+  for (;;) {
+    pthread_mutex_lock(&db->dlock);
+    while (db->dhead == NULL && !db->dstopping) {
+      pthread_cond_wait(&db->dnonempty, &db->dlock);
+    }
+    sc__op *ops = db->dhead;
+    db->dhead = db->dtail = NULL;
+    pthread_mutex_unlock(&db->dlock);
+    if (ops == NULL) return NULL; /* stopping, and nothing left */
+    /* Read next first: a woken caller may free its op at once. */
+    for (sc__op *op = ops, *next; op != NULL; op = next) {
+      next = op->next;
+      sc__metrics_op(db, op->kind, op->status,
+                     sc__monotonic_ns() - op->enqueued_ns);
+      op_complete(op);
+    }
+  }
+}
+
 static void run_batch(sc_db *db, sc__op *batch, int n) {
   int64_t begin_ns = sc__monotonic_ns();
   bool committed = commit_batch(db, batch);
   sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
   int events = db->batch_events;
-  /* Completion last: a woken caller may free its op at once. */
-  for (sc__op *op = batch, *next; op != NULL; op = next) {
-    next = op->next;
-    sc__metrics_op(db, op->kind, op->status,
-                   sc__monotonic_ns() - op->enqueued_ns);
-    op_complete(op);
-  }
+  completions_push(db, batch);
   pthread_mutex_lock(&db->hook_lock);
   if (db->commit_hook != NULL && committed) {
     db->commit_hook(db->commit_hook_ud, events);
@@ -269,6 +300,7 @@ static void run_batch(sc_db *db, sc__op *batch, int n) {
 
 static void *writer_main(void *arg) {
   sc_db *db = arg;
+  pthread_setname_np(pthread_self(), "sc-writer");
   for (;;) {
     int n = 0;
     sc__op *batch = queue_take_batch(db, &n);
@@ -295,6 +327,24 @@ void sc__note_deadline(sc_db *db, int64_t deadline_ms) {
 
 /* ---- open and close ----------------------------------------------------- */
 
+/* Stops the writer once the queue is drained, then the completer once every
+ * caller is woken, and joins both. */
+static void stop_threads(sc_db *db) {
+  pthread_mutex_lock(&db->qlock);
+  db->stopping = true;
+  pthread_cond_broadcast(&db->qnonempty);
+  pthread_cond_broadcast(&db->qnonfull);
+  pthread_mutex_unlock(&db->qlock);
+  if (db->writer_started) pthread_join(db->writer, NULL);
+  db->writer_started = false;
+  pthread_mutex_lock(&db->dlock);
+  db->dstopping = true;
+  pthread_cond_signal(&db->dnonempty);
+  pthread_mutex_unlock(&db->dlock);
+  if (db->completer_started) pthread_join(db->completer, NULL);
+  db->completer_started = false;
+}
+
 static void db_free(sc_db *db) {
   sc__conn_close(db->wconn);
   while (db->ridle != NULL) {
@@ -307,6 +357,8 @@ static void db_free(sc_db *db) {
   pthread_cond_destroy(&db->qnonfull);
   pthread_mutex_destroy(&db->rlock);
   pthread_mutex_destroy(&db->hook_lock);
+  pthread_mutex_destroy(&db->dlock);
+  pthread_cond_destroy(&db->dnonempty);
   sc__metrics_free(db);
   sc__free(db->path);
   sc__free(db);
@@ -331,6 +383,8 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   pthread_cond_init(&db->qnonfull, NULL);
   pthread_mutex_init(&db->rlock, NULL);
   pthread_mutex_init(&db->hook_lock, NULL);
+  pthread_mutex_init(&db->dlock, NULL);
+  pthread_cond_init(&db->dnonempty, NULL);
   db->path = sc__strdup(path);
   if (db->path == NULL || sc__metrics_init(db) != SC_OK) {
     db_free(db);
@@ -339,15 +393,25 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                      &db->wconn);
   if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
-  if (rc == SC_OK &&
-      pthread_create(&db->writer, NULL, writer_main, db) != 0) {
-    rc = sc__fail(SC_ERROR, "sc_open: cannot start the writer thread");
+  if (rc == SC_OK) {
+    if (pthread_create(&db->completer, NULL, completer_main, db) != 0) {
+      rc = sc__fail(SC_ERROR, "sc_open: cannot start the completion thread");
+    } else {
+      db->completer_started = true;
+    }
+  }
+  if (rc == SC_OK) {
+    if (pthread_create(&db->writer, NULL, writer_main, db) != 0) {
+      rc = sc__fail(SC_ERROR, "sc_open: cannot start the writer thread");
+    } else {
+      db->writer_started = true;
+    }
   }
   if (rc != SC_OK) {
+    stop_threads(db);
     db_free(db);
     return rc;
   }
-  db->writer_started = true;
   *out = db;
   return SC_OK;
 }
@@ -366,12 +430,7 @@ int sc_close(sc_db *db) {
   /* Calls already inside the library finish first: their operations are
    * queued and the writer is still running. */
   while (atomic_load(&db->calls) > 0) sc__sleep_ms(1);
-  pthread_mutex_lock(&db->qlock);
-  db->stopping = true;
-  pthread_cond_broadcast(&db->qnonempty);
-  pthread_cond_broadcast(&db->qnonfull);
-  pthread_mutex_unlock(&db->qlock);
-  if (db->writer_started) pthread_join(db->writer, NULL);
+  stop_threads(db);
   /* Fold the WAL back into the database so the file stands alone. */
   int rc = sqlite3_wal_checkpoint_v2(db->wconn->h, NULL,
                                      SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);

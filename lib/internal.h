@@ -158,6 +158,16 @@ struct sc_db {
 
   pthread_t writer;
   bool writer_started;
+
+  /* Completed batches waiting for their callers to be woken. A thread of its
+   * own wakes them, so the writer starts the next batch (and its fsync)
+   * without paying for a futex wake-up per caller. */
+  pthread_mutex_t dlock;
+  pthread_cond_t dnonempty;
+  sc__op *dhead, *dtail;
+  bool dstopping;
+  pthread_t completer;
+  bool completer_started;
   sc__conn *wconn;
   int batch_events; /* events written by the batch being committed */
 
@@ -202,6 +212,20 @@ size_t sc__event_encode(const sc__event_fields *f, char *buf, size_t cap);
  * its aggregate is derived from the type (order, coupon, account, policy). */
 int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
                     const sc__event_fields *f);
+
+/* ---- text buffers (strbuf.c), for metrics and repair reports ---- */
+
+typedef struct sc__strbuf {
+  char *text;
+  size_t len, cap;
+  bool nomem; /* an allocation failed: the text is incomplete */
+} sc__strbuf;
+/* Appends formatted text; after a failed allocation it does nothing. */
+void sc__strbuf_printf(sc__strbuf *b, const char *fmt, ...) SC__PRINTF(2, 3);
+/* Hands over the text ("" if none was added), or NULL if an allocation
+ * failed; the buffer is empty afterwards. */
+char *sc__strbuf_take(sc__strbuf *b);
+void sc__strbuf_free(sc__strbuf *b);
 
 /* Convenience: check a handle and an out pointer at the top of a call. */
 #define SC__CHECK_DB(db) \

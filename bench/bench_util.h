@@ -1,0 +1,54 @@
+/* The microbenchmark harness: runs a call on N threads for a fixed time,
+ * records each call's latency, and prints ops/s and percentiles, as a table
+ * row for people and as one JSON line (prefixed "BENCH_JSON ") for
+ * bench/run_all.sh. Figures are only comparable within one run: this
+ * machine is shared and noisy, so every benchmark measures its baseline in the
+ * same process and prints the ratio. */
+#ifndef SC_BENCH_UTIL_H
+#define SC_BENCH_UTIL_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "shopcore.h"
+
+/* One timed call. Returns 0 for success, another value for a failure that
+ * is counted (not fatal). t is the thread index, i the call's global index. */
+typedef int (*bu_call_fn)(int t, int64_t i, void *ud);
+
+typedef struct bu_result {
+  char bench[48];   /* e.g. "coupon_issue" */
+  char variant[48]; /* e.g. "group_commit" */
+  int threads;
+  int64_t ops, errors;
+  double seconds, ops_per_s;
+  double p50_ms, p95_ms, p99_ms, max_ms, mean_ms;
+} bu_result;
+
+/* Runs fn on `threads` threads, released together, until `seconds` have
+ * passed (each thread finishes its call in flight). */
+bu_result bu_run(const char *bench, const char *variant, int threads,
+                 double seconds, bu_call_fn fn, void *ud);
+
+/* Prints a result as a table row and as a BENCH_JSON line. */
+void bu_print(const bu_result *r);
+void bu_print_header(const char *title);
+/* Prints "ratio <what>: a/b = x" and a BENCH_JSON ratio line. */
+void bu_print_ratio(const char *what, const bu_result *a, const bu_result *b);
+
+/* A fresh benchmark database path in $SC_BENCH_DIR (default: the working
+ * directory); removes any earlier file and its -wal/-shm. */
+void bu_db_path(char *buf, size_t cap, const char *tag);
+void bu_remove_db(const char *path);
+
+/* Opens a plain SQLite connection configured like the library's writer
+ * (WAL, synchronous=FULL, a 30 s busy timeout): the baseline's connection. */
+sqlite3 *bu_sqlite_open(const char *path);
+
+/* Parses "--seconds X" and "--threads a,b,c" from argv (defaults given). */
+double bu_arg_seconds(int argc, char **argv, double dflt);
+int bu_arg_threads(int argc, char **argv, int *out, int max, const int *dflt,
+                   int n_dflt);
+int bu_arg_flag(int argc, char **argv, const char *flag);
+
+#endif

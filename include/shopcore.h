@@ -126,6 +126,8 @@ SC_API sc_allocator sc_set_allocator(const sc_allocator *a);
 
 enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
 
+typedef struct sc_alert sc_alert; /* declared with the metrics, below */
+
 typedef struct sc_options {
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
@@ -154,6 +156,31 @@ typedef struct sc_options {
   int64_t outbox_retry_base_ms;
   /** Cap of the retry delay; 0 = 60,000 ms. */
   int64_t outbox_retry_max_ms;
+  /* ---- alerts (see sc_alert below) ---- */
+  /** Called when an alert threshold is crossed and again when it recovers;
+   * NULL = no callback (the state is still in sc_metrics). It runs on one of
+   * the library's threads (the one completing operations, or the writer for
+   * the queue-depth alert), never two calls at once: it must be quick and
+   * must not call the library for this db (a blocking call would wait for
+   * the thread it runs on). */
+  void (*on_alert)(const sc_alert *alert, void *ud);
+  void *alert_ud;
+  /** p95 of operation latency (submission to durable completion, all
+   * operations) over the window above which SC_ALERT_LATENCY fires;
+   * 0 = 1,000 ms; negative = off. */
+  int64_t alert_p95_ms;
+  /** Share (0..1) of operations that failed with an error (not an expected
+   * outcome: see sc_status_outcome) over the window above which
+   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off. */
+  double alert_error_rate;
+  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires; 0 = 80% of
+   * queue_max; negative = off. */
+  int alert_queue_depth;
+  /** The sliding window, by the db's clock; 0 = 10,000 ms. */
+  int64_t alert_window_ms;
+  /** Fewest operations in the window for the latency and error-rate alerts
+   * to decide (fire or recover); 0 = 20. */
+  int alert_min_samples;
   /* ... more fields may follow; always start from sc_options_init() */
 } sc_options;
 
@@ -384,6 +411,100 @@ SC_API int sc_worker_stop(sc_worker *w,
 SC_API int sc_worker_start_thread(sc_db *db, const sc_worker_options *opts,
                                   sc_worker **out);
 SC_API int sc_worker_stop_thread(sc_worker *w);
+
+/* ---- metrics and alerts ---- */
+
+/* Built-in metrics of one handle: every write operation is counted by kind
+ * and status when the writer completes it, with the latency from submission
+ * to durable completion; batches and commits are measured too. Reads
+ * (sc_stock_get, sc_order_get ...) do not go through the writer and are not
+ * counted. */
+
+/** How an outcome counts: SC_OUTCOME_OK; SC_OUTCOME_EXPECTED for the
+ * business outcomes a shop expects under contention (SC_SOLD_OUT,
+ * SC_LIMIT_REACHED, SC_PAUSED, SC_NOT_ACTIVE, SC_OUT_OF_STOCK,
+ * SC_INSUFFICIENT_BALANCE, SC_COUPON_UNAVAILABLE, SC_EXPIRED,
+ * SC_INVALID_STATE, SC_CONFLICT), which are not errors for the error rate;
+ * SC_OUTCOME_ERROR for every other status (bad input, unknown ids, I/O,
+ * busy, out of memory ...). */
+enum { SC_OUTCOME_OK = 0, SC_OUTCOME_EXPECTED, SC_OUTCOME_ERROR };
+/** The SC_OUTCOME_* of a status. Any thread. */
+SC_API int sc_status_outcome(int status);
+
+/** Latency or size percentiles read from a log-linear histogram (within
+ * 12.5% of the true value; max is exact). */
+typedef struct sc_quantiles {
+  uint64_t count;
+  double sum, p50, p95, p99, max;
+} sc_quantiles;
+
+typedef struct sc_op_metrics {
+  const char *name;     /* "checkout", "coupon_issue" ...; static storage */
+  uint64_t count;       /* completed operations of this kind */
+  uint64_t ok, expected, errors; /* count by SC_OUTCOME_* */
+  uint64_t by_status[SC_STATUS_COUNT_]; /* count by status code */
+  sc_quantiles latency_ms; /* submission to durable completion */
+} sc_op_metrics;
+
+#define SC_METRICS_OPS_MAX 32
+typedef struct sc_metrics {
+  int n_ops;                          /* entries used in ops[] */
+  sc_op_metrics ops[SC_METRICS_OPS_MAX]; /* every kind, counted or not */
+  sc_quantiles batch_size;            /* operations per commit */
+  sc_quantiles commit_ms;             /* one batch, BEGIN to COMMIT */
+  int queue_depth;                    /* operations waiting now */
+  int queue_max;
+  int alerts_firing;                  /* bit (1 << SC_ALERT_*) per alert */
+} sc_metrics;
+
+/**
+ * A snapshot of the handle's metrics since sc_open (or sc_metrics_reset).
+ * Counters are read one by one while the writer runs, so a snapshot taken
+ * under load may be off by the operations completing meanwhile.
+ * @return SC_OK, SC_MISUSE (NULL db or out). Any thread.
+ */
+SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
+
+/**
+ * The metrics in the Prometheus text exposition format (version 0.0.4):
+ * shopcore_operations_total{op,status,outcome} counters, latency summaries
+ * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
+ * a _max gauge, batch size and commit summaries, the queue depth gauge and
+ * one shopcore_alert_firing{alert} gauge per alert.
+ * @param[out] text_out NUL-terminated text, freed with sc_free.
+ * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
+ */
+SC_API int sc_metrics_prometheus(sc_db *db, char **text_out);
+
+/** Zeroes the counters and histograms (not the alert window or state).
+ * Operations completing meanwhile may be counted either side. Any thread.
+ * @return SC_OK, SC_MISUSE. */
+SC_API int sc_metrics_reset(sc_db *db);
+
+enum {
+  SC_ALERT_LATENCY = 0, /* p95 latency over the window > alert_p95_ms */
+  SC_ALERT_ERROR_RATE,  /* errors / operations over the window >
+                           alert_error_rate */
+  SC_ALERT_QUEUE_DEPTH, /* operations waiting >= alert_queue_depth */
+  SC_ALERT_COUNT_       /* not an alert; the number of them */
+};
+
+/** What sc_options.on_alert receives. The latency and error-rate alerts
+ * are decided as each operation completes (before its caller is woken),
+ * over a sliding window of alert_window_ms by the db's clock
+ * (sc_options.clock_ms, so tests can inject time), once the window holds
+ * alert_min_samples operations; the queue-depth alert after each batch. An
+ * alert fires once when its threshold is crossed and once more when it
+ * recovers. The struct is valid during the call only. */
+struct sc_alert {
+  int kind;          /* SC_ALERT_* */
+  const char *name;  /* "latency_p95", "error_rate", "queue_depth" */
+  int firing;        /* 1: crossed; 0: recovered */
+  double value;      /* p95 in ms, error share 0..1, or queue depth */
+  double threshold;
+  uint64_t samples;  /* operations in the window (0 for queue_depth) */
+  int64_t at_ms;     /* the db's clock */
+};
 
 #ifdef __cplusplus
 }

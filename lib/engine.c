@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "checkpoint.h"
 #include "metrics.h"
 
 #define DEFAULT_BATCH_MAX 512
@@ -337,6 +338,8 @@ static void stop_threads(sc_db *db) {
   pthread_mutex_unlock(&db->qlock);
   if (db->writer_started) pthread_join(db->writer, NULL);
   db->writer_started = false;
+  sc__checkpointer_stop(db->checkpointer, db->wconn ? db->wconn->h : NULL);
+  db->checkpointer = NULL;
   pthread_mutex_lock(&db->dlock);
   db->dstopping = true;
   pthread_cond_signal(&db->dnonempty);
@@ -393,6 +396,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                      &db->wconn);
   if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
+  if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {
     if (pthread_create(&db->completer, NULL, completer_main, db) != 0) {
       rc = sc__fail(SC_ERROR, "sc_open: cannot start the completion thread");

@@ -168,6 +168,8 @@ struct sc_db {
   bool dstopping;
   pthread_t completer;
   bool completer_started;
+
+  struct sc__checkpointer *checkpointer; /* checkpoint.c */
   sc__conn *wconn;
   int batch_events; /* events written by the batch being committed */
 

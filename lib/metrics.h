@@ -8,9 +8,36 @@
 
 int sc__metrics_init(sc_db *db);
 void sc__metrics_free(sc_db *db);
-/* One committed (or failed) batch of n operations that took commit_ns. */
+/* One committed (or failed) batch of n operations that took commit_ns; the
+ * queue-depth alert is decided here. Writer thread. */
 void sc__metrics_batch(sc_db *db, int n, int64_t commit_ns);
-/* One completed operation of kind with its status and queue-to-done time. */
+/* One completed operation of kind with its status and queue-to-done time;
+ * the latency and error-rate alerts are decided here, before the caller is
+ * woken. The thread that completes operations (one at a time). */
 void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns);
+
+/* The log-linear bucket scheme, shared with the alert window (alert.c):
+ * 8 sub-buckets per power of two. */
+#define SC__HIST_SUB_BITS 3
+#define SC__HIST_BUCKETS (64 << SC__HIST_SUB_BITS)
+int sc__hist_bucket(int64_t v);
+/* A representative value of bucket b: its midpoint. */
+double sc__hist_value(int b);
+
+/* ---- alerts (alert.c) ---- */
+typedef struct sc__alerts sc__alerts;
+/* Allocates the window with the thresholds resolved from db->opts. */
+int sc__alerts_init(sc_db *db, sc__alerts **out);
+void sc__alerts_free(sc__alerts *a);
+/* Adds one completed operation to the window and decides the latency and
+ * error-rate alerts. The completing thread only. */
+void sc__alerts_record(sc_db *db, sc__alerts *a, int status,
+                       int64_t latency_ns);
+/* Decides the queue-depth alert with the depth after a batch. Writer. */
+void sc__alerts_queue(sc_db *db, sc__alerts *a, int depth);
+/* Bit (1 << SC_ALERT_*) per firing alert. Any thread. */
+int sc__alerts_firing(sc__alerts *a);
+/* "latency_p95", "error_rate", "queue_depth". */
+const char *sc__alert_name(int kind);
 
 #endif

@@ -278,6 +278,40 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
 }
 END_TEST
 
+static long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+START_TEST(checkpoints_keep_the_wal_bounded) {
+  /* One commit per issue: without checkpoints the WAL would grow by a few
+   * pages per commit, past 20 MB here. The writer never checkpoints itself
+   * (its autocheckpoint is off); the checkpoint thread must. */
+  char *path = tu_db_path("wal");
+  sc_options o;
+  sc_options_init(&o);
+  o.batch_max = 1;
+  o.durability = SC_DURABILITY_NORMAL; /* fewer fsyncs: same WAL growth */
+  sc_db *db = tu_open(path, &o);
+  sc_coupon_policy_spec spec = {.name = "wal", .max_count = 100000};
+  sc_id policy;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  char wal[600];
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  long largest = 0;
+  for (int u = 1; u <= 1500; u++) {
+    ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_OK);
+    long size = file_size(wal);
+    if (size > largest) largest = size;
+  }
+  ck_assert_int_gt(largest, 0);
+  ck_assert_msg(largest < 12L * 1024 * 1024, "WAL grew to %ld bytes", largest);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 Suite *engine_suite(void) {
   Suite *s = suite_create("engine");
   TCase *tc = tu_tcase("engine");
@@ -290,6 +324,7 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, wal_and_full_durability_by_default);
   tcase_add_test(tc, a_failing_operation_does_not_disturb_its_batch);
   tcase_add_test(tc, close_waits_for_calls_and_refuses_new_ones);
+  tcase_add_test(tc, checkpoints_keep_the_wal_bounded);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,0 +1,102 @@
+/* Background WAL checkpoints. SQLite's automatic checkpoint runs inside the
+ * committing thread: every ~1,000 pages the writer would stop to copy the WAL
+ * into the database and fsync it, and every caller of that batch would wait.
+ * Here the writer only notes the WAL's size after each commit (wal hook) and
+ * a thread of its own, on its own connection, runs PASSIVE checkpoints, which
+ * never block the writer; the writer only finishes the last few frames (see
+ * on_wal_commit). */
+#include "checkpoint.h"
+
+#include <string.h>
+
+/* Checkpoint when the WAL holds this many pages (SQLite's default). */
+#define CHECKPOINT_PAGES 1000
+
+struct sc__checkpointer {
+  sc_db *db;
+  sc__conn *conn;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  bool pending, stopping, running;
+};
+
+/* Runs on the writer thread after each commit: it must stay cheap. */
+static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
+  sc__checkpointer *cp = ud;
+  if (pages >= 2 * CHECKPOINT_PAGES) {
+    /* SQLite rewinds the WAL only when a write transaction starts on a fully
+     * checkpointed WAL, which a checkpoint running beside a busy writer never
+     * leaves behind. The thread has copied all but the newest frames, so
+     * finishing here, between two transactions, is short, and the next
+     * transaction rewinds. BUSY (the thread is mid-copy) just means later. */
+    sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  } else if (pages >= CHECKPOINT_PAGES) {
+    pthread_mutex_lock(&cp->lock);
+    cp->pending = true;
+    pthread_cond_signal(&cp->wake);
+    pthread_mutex_unlock(&cp->lock);
+  }
+  return SQLITE_OK;
+}
+
+static void *checkpointer_main(void *arg) {
+  sc__checkpointer *cp = arg;
+  pthread_setname_np(pthread_self(), "sc-checkpoint");
+  pthread_mutex_lock(&cp->lock);
+  for (;;) {
+    while (!cp->pending && !cp->stopping) {
+      pthread_cond_wait(&cp->wake, &cp->lock);
+    }
+    if (cp->stopping) break;
+    cp->pending = false;
+    pthread_mutex_unlock(&cp->lock);
+    /* Failure is not fatal: the next commit asks again, and a busy or
+     * failing checkpoint leaves the WAL valid. */
+    sqlite3_wal_checkpoint_v2(cp->conn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                              NULL, NULL);
+    pthread_mutex_lock(&cp->lock);
+  }
+  pthread_mutex_unlock(&cp->lock);
+  return NULL;
+}
+
+int sc__checkpointer_start(sc_db *db, sc__checkpointer **out) {
+  *out = NULL;
+  sc__checkpointer *cp = sc__calloc(1, sizeof *cp);
+  if (cp == NULL) return sc__fail(SC_NOMEM, "sc_open: out of memory");
+  cp->db = db;
+  int rc = sc__conn_open(db, SQLITE_OPEN_READWRITE, &cp->conn);
+  if (rc != SC_OK) {
+    sc__free(cp);
+    return rc;
+  }
+  pthread_mutex_init(&cp->lock, NULL);
+  pthread_cond_init(&cp->wake, NULL);
+  if (pthread_create(&cp->thread, NULL, checkpointer_main, cp) != 0) {
+    sc__checkpointer_stop(cp, NULL);
+    return sc__fail(SC_ERROR, "sc_open: cannot start the checkpoint thread");
+  }
+  cp->running = true;
+  /* From here on the writer never checkpoints by itself. */
+  sqlite3_wal_autocheckpoint(db->wconn->h, 0);
+  sqlite3_wal_hook(db->wconn->h, on_wal_commit, cp);
+  *out = cp;
+  return SC_OK;
+}
+
+void sc__checkpointer_stop(sc__checkpointer *cp, sqlite3 *writer) {
+  if (cp == NULL) return;
+  if (writer != NULL) sqlite3_wal_hook(writer, NULL, NULL);
+  if (cp->running) {
+    pthread_mutex_lock(&cp->lock);
+    cp->stopping = true;
+    pthread_cond_signal(&cp->wake);
+    pthread_mutex_unlock(&cp->lock);
+    pthread_join(cp->thread, NULL);
+  }
+  pthread_mutex_destroy(&cp->lock);
+  pthread_cond_destroy(&cp->wake);
+  sc__conn_close(cp->conn);
+  sc__free(cp);
+}

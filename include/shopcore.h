@@ -506,6 +506,47 @@ struct sc_alert {
   int64_t at_ms;     /* the db's clock */
 };
 
+/* ---- event payloads, dead letters, asynchronous calls (outbox) ---- */
+
+/** The schema version every payload carries in "v". */
+#define SC_EVENT_SCHEMA_VERSION 1
+/** Payloads longer than this are refused by sc_event_decode. */
+#define SC_EVENT_PAYLOAD_MAX 1024
+
+/** An event payload, decoded. The payload is a msgpack map with the keys
+ * "type", "v", "at" and the type's own fields below; a field the type does
+ * not carry reads 0. */
+typedef struct sc_event_data {
+  int type;              /* SC_EVENT_*, the payload's "type" */
+  int version;           /* "v": SC_EVENT_SCHEMA_VERSION */
+  int64_t at_ms;         /* "at": when the change committed, db clock */
+  sc_id user;            /* coupon issued, order events, deposit */
+  sc_id order;           /* order events */
+  sc_id policy;          /* coupon issued, policy paused/resumed */
+  sc_id coupon;          /* coupon issued; order events (0 = none) */
+  int64_t amount;        /* order events: the total; deposit: the amount */
+  int64_t discount;      /* order events */
+  int64_t expires_at_ms; /* order created: the payment deadline */
+} sc_event_data;
+
+/**
+ * Decodes and validates an event payload (sc_event.payload). Accepted only
+ * when it is exactly one msgpack map (no trailing bytes) whose keys are the
+ * ones its type carries, each once, each with an integer value in range,
+ * with "v" == SC_EVENT_SCHEMA_VERSION and a known "type". Nothing is ever
+ * converted: a float, string or boolean where an integer belongs is refused.
+ * The decoder never reads outside [payload, payload + len).
+ * @param[out] out  filled on success; untouched on failure.
+ * @return SC_OK; SC_INVALID for anything malformed, truncated, of the wrong
+ *   type, of an unknown type or version, or longer than SC_EVENT_PAYLOAD_MAX
+ *   (sc_errmsg says what); SC_MISUSE (NULL out, or NULL payload with len >
+ *   0); SC_NOMEM. Any thread; no database needed.
+ */
+SC_API int sc_event_decode(const void *payload, size_t len,
+                           sc_event_data *out);
+/** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
+SC_API const char *sc_event_type_name(int type);
+
 #ifdef __cplusplus
 }
 #endif

@@ -272,3 +272,115 @@ int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user, sc_id *coupon_out) {
   if (rc == SC_OK && coupon_out != NULL) *coupon_out = op.coupon;
   return rc;
 }
+
+/* ---- coupons on orders ---------------------------------------------------
+ * A checkout holds a coupon (status 2, order_id set), a payment uses it
+ * (status 3), a cancellation or expiry makes it available again (status 1,
+ * no order). Each step is conditional on the previous status, so a coupon
+ * can back only one PENDING or CONFIRMED order. */
+
+enum { COUPON_AVAILABLE = 1, COUPON_HELD = 2, COUPON_USED = 3 };
+
+static const char SQL_COUPON_FOR_ORDER[] =
+    "SELECT c.user_id, c.status, p.discount_amount, p.discount_percent,"
+    " p.max_discount, p.starts_at_ms, p.ends_at_ms"
+    " FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
+    " WHERE c.id = ?1";
+static const char SQL_COUPON_HOLD[] =
+    "UPDATE sc_coupon SET status = 2, order_id = ?2"
+    " WHERE id = ?1 AND status = 1";
+static const char SQL_COUPON_USE[] =
+    "UPDATE sc_coupon SET status = 3 WHERE order_id = ?1 AND status = 2";
+static const char SQL_COUPON_RELEASE[] =
+    "UPDATE sc_coupon SET status = 1, order_id = NULL"
+    " WHERE order_id = ?1 AND status = 2";
+
+/* The discount of a policy on subtotal: a fixed amount, or a percentage
+ * (rounded down, computed without overflow) capped by max_discount when that
+ * is > 0; never more than the subtotal. */
+static int64_t discount_on(int64_t subtotal, int64_t amount, int64_t percent,
+                           int64_t cap) {
+  int64_t d = amount;
+  if (percent > 0) {
+    d = subtotal / 100 * percent + subtotal % 100 * percent / 100;
+    if (cap > 0 && d > cap) d = cap;
+  }
+  return d < subtotal ? d : subtotal;
+}
+
+/* Why user cannot use a coupon now, or SC_OK. */
+static int coupon_refusal(sc__op *op, sc_id coupon, sc_id user,
+                          sqlite3_stmt *row, int64_t now) {
+  long long id = (long long)coupon;
+  int64_t starts = sqlite3_column_int64(row, 5);
+  int64_t ends = sqlite3_column_int64(row, 6);
+  if (sqlite3_column_int64(row, 0) != user) {
+    return sc__op_fail(op, SC_COUPON_UNAVAILABLE,
+                       "coupon %lld belongs to another user", id);
+  }
+  int status = sqlite3_column_int(row, 1);
+  if (status != COUPON_AVAILABLE) {
+    return sc__op_fail(op, SC_COUPON_UNAVAILABLE, "coupon %lld is %s", id,
+                       status == COUPON_HELD ? "held by a pending order"
+                                             : "used");
+  }
+  if ((starts != 0 && now < starts) || (ends != 0 && now >= ends)) {
+    return sc__op_fail(op, SC_COUPON_UNAVAILABLE,
+                       "coupon %lld: its policy is not active at %lld", id,
+                       (long long)now);
+  }
+  return SC_OK;
+}
+
+int sc__coupon_discount(sc__conn *w, sc__op *op, sc_id coupon, sc_id user,
+                        int64_t now, int64_t subtotal, int64_t *discount) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_COUPON_FOR_ORDER);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "coupon");
+  sqlite3_bind_int64(st, 1, coupon);
+  int rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "coupon");
+    return sc__op_fail(op, SC_NOT_FOUND, "coupon %lld not found",
+                       (long long)coupon);
+  }
+  rc = coupon_refusal(op, coupon, user, st, now);
+  if (rc == SC_OK) {
+    *discount = discount_on(subtotal, sqlite3_column_int64(st, 2),
+                            sqlite3_column_int64(st, 3),
+                            sqlite3_column_int64(st, 4));
+  }
+  sqlite3_reset(st);
+  return rc;
+}
+
+/* Runs one two-id transition and checks it changed exactly `want` rows. */
+static int coupon_step(sc__conn *w, sc__op *op, const char *sql, sc_id a,
+                       sc_id b, int nparams, const char *what) {
+  sqlite3_stmt *st = sc__stmt(w, sql);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, what);
+  sqlite3_bind_int64(st, 1, a);
+  if (nparams > 1) sqlite3_bind_int64(st, 2, b);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, what);
+  if (sqlite3_changes(w->h) == 1) return SC_OK;
+  /* The order's own coupon is missing or in another state: the books are
+   * already wrong, so refuse rather than make them worse. */
+  return sc__op_fail(op, SC_CORRUPT, "%s: coupon of order %lld is not %s",
+                     what, (long long)(nparams > 1 ? b : a),
+                     nparams > 1 ? "available" : "held");
+}
+
+int sc__coupon_hold(sc__conn *w, sc__op *op, sc_id coupon, sc_id order) {
+  return coupon_step(w, op, SQL_COUPON_HOLD, coupon, order, 2, "hold coupon");
+}
+
+int sc__coupon_use(sc__conn *w, sc__op *op, sc_id order) {
+  return coupon_step(w, op, SQL_COUPON_USE, order, 0, 1, "use coupon");
+}
+
+int sc__coupon_release(sc__conn *w, sc__op *op, sc_id order) {
+  return coupon_step(w, op, SQL_COUPON_RELEASE, order, 0, 1,
+                     "release coupon");
+}

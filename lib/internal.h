@@ -229,6 +229,55 @@ void sc__strbuf_printf(sc__strbuf *b, const char *fmt, ...) SC__PRINTF(2, 3);
 char *sc__strbuf_take(sc__strbuf *b);
 void sc__strbuf_free(sc__strbuf *b);
 
+/* ---- orders: stock, accounts, coupon holds, idempotency ---------------- */
+/* These run inside an operation's savepoint on the writer connection. Each
+ * returns SC_OK or fails op with a message and returns the status; a
+ * failure leaves the savepoint to be rolled back by the engine. */
+
+/* stock.c. Reserves qty (> 0) of product and bumps its version by one;
+ * expected_version < 0 means no check. Writes the unit price.
+ * SC_NOT_FOUND, SC_CONFLICT (version differs), SC_OUT_OF_STOCK. */
+int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                      int64_t expected_version, int64_t *price_out);
+/* Releases every line of order (version + 1 per product). */
+int sc__stock_release_order(sc__conn *w, sc__op *op, sc_id order);
+/* Consumes every line of order: total and reserved drop, version stays. */
+int sc__stock_consume_order(sc__conn *w, sc__op *op, sc_id order);
+
+/* account.c. Holds amount (>= 0) against balance - held: SC_NOT_FOUND (no
+ * account), SC_INSUFFICIENT_BALANCE. */
+int sc__account_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
+/* Gives back a hold; SC_CORRUPT if less than amount is held. */
+int sc__account_release(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
+/* Pays a held amount: balance and held drop, a payment ledger row (-amount,
+ * order) is written. SC_CORRUPT if less than amount is held. */
+int sc__account_debit(sc_db *db, sc__conn *w, sc__op *op, sc_id user,
+                      int64_t amount, sc_id order);
+
+/* coupon.c. Checks that user may use coupon at now (SC_NOT_FOUND,
+ * SC_COUPON_UNAVAILABLE: another user's, held, used, policy not active) and
+ * computes its discount on subtotal (at most subtotal). Changes nothing. */
+int sc__coupon_discount(sc__conn *w, sc__op *op, sc_id coupon, sc_id user,
+                        int64_t now, int64_t subtotal, int64_t *discount);
+/* available -> held by order; used by order; back to available. */
+int sc__coupon_hold(sc__conn *w, sc__op *op, sc_id coupon, sc_id order);
+int sc__coupon_use(sc__conn *w, sc__op *op, sc_id order);
+int sc__coupon_release(sc__conn *w, sc__op *op, sc_id order);
+
+/* idempotency.c. Scopes of sc_idempotency. */
+enum { SC__IDEM_CHECKOUT = 1, SC__IDEM_DEPOSIT = 2 };
+/* Writes v big-endian: requests are compared byte for byte, in any process
+ * on any machine. */
+void sc__idem_put_i64(unsigned char *p, int64_t v);
+/* SC_OK with *result_id if key holds this very request, SC_NOT_FOUND (no
+ * message) if key is new, SC_IDEMPOTENCY_MISMATCH if it holds another. */
+int sc__idem_find(sc__conn *w, sc__op *op, int scope, const char *key,
+                  const void *request, size_t len, sc_id *result_id);
+/* Records key for request and its result, in the current savepoint. */
+int sc__idem_record(sc__conn *w, sc__op *op, int scope, const char *key,
+                    const void *request, size_t len, sc_id result_id,
+                    int64_t now);
+
 /* Convenience: check a handle and an out pointer at the top of a call. */
 #define SC__CHECK_DB(db) \
   do { \

@@ -27,6 +27,85 @@ static const check CHECKS[] = {
     {"6 integrity_check",
      "SELECT integrity_check FROM pragma_integrity_check"
      " WHERE integrity_check <> 'ok'"},
+    /* ---- orders: stock, accounts, order states ---- */
+    {"2 stock: 0 <= reserved <= total",
+     "SELECT printf('product %d: total %d, reserved %d', id, total, reserved)"
+     " FROM sc_product WHERE total < 0 OR reserved < 0 OR reserved > total"},
+    {"2 stock: reserved equals the lines of PENDING orders",
+     "SELECT printf('product %d: reserved %d, pending lines %d', p.id,"
+     " p.reserved, coalesce(s.q, 0))"
+     " FROM sc_product p LEFT JOIN (SELECT l.product_id AS pid,"
+     "  sum(l.qty) AS q FROM sc_order_line l"
+     "  JOIN sc_order o ON o.id = l.order_id WHERE o.status = 1"
+     "  GROUP BY l.product_id) s ON s.pid = p.id"
+     " WHERE p.reserved <> coalesce(s.q, 0)"},
+    {"3 accounts: 0 <= held <= balance",
+     "SELECT printf('user %d: balance %d, held %d', user_id, balance, held)"
+     " FROM sc_account WHERE balance < 0 OR held < 0 OR held > balance"},
+    {"3 accounts: held equals the totals of PENDING orders",
+     "SELECT printf('user %d: held %d, pending totals %d', a.user_id, a.held,"
+     " coalesce(s.t, 0))"
+     " FROM sc_account a LEFT JOIN (SELECT user_id AS uid, sum(total) AS t"
+     "  FROM sc_order WHERE status = 1 GROUP BY user_id) s"
+     " ON s.uid = a.user_id WHERE a.held <> coalesce(s.t, 0)"},
+    {"3 accounts: every order's user has an account",
+     "SELECT printf('order %d: user %d has no account', o.id, o.user_id)"
+     " FROM sc_order o WHERE NOT EXISTS (SELECT 1 FROM sc_account a"
+     "  WHERE a.user_id = o.user_id)"},
+    {"3 accounts: balance equals the sum of the ledger",
+     "SELECT printf('user %d: balance %d, ledger %d', a.user_id, a.balance,"
+     " coalesce(s.t, 0))"
+     " FROM sc_account a LEFT JOIN (SELECT user_id AS uid, sum(amount) AS t"
+     "  FROM sc_ledger GROUP BY user_id) s ON s.uid = a.user_id"
+     " WHERE a.balance <> coalesce(s.t, 0)"},
+    {"3 ledger: deposits are positive, payments name an order",
+     "SELECT printf('ledger %d: kind %d, amount %d, order %s', l.id, l.kind,"
+     " l.amount, coalesce(l.order_id, 'none'))"
+     " FROM sc_ledger l WHERE l.kind NOT IN (1, 2)"
+     " OR (l.kind = 1 AND (l.amount <= 0 OR l.order_id IS NOT NULL))"
+     " OR (l.kind = 2 AND (l.amount > 0 OR NOT EXISTS (SELECT 1"
+     "  FROM sc_order o WHERE o.id = l.order_id)))"},
+    {"4 orders: one state each, closed exactly when not PENDING",
+     "SELECT printf('order %d: status %d, closed at %s', id, status,"
+     " coalesce(closed_at_ms, 'never'))"
+     " FROM sc_order WHERE status NOT BETWEEN 1 AND 4"
+     " OR (status = 1) <> (closed_at_ms IS NULL)"},
+    {"4 orders: total is the lines less the discount",
+     "SELECT printf('order %d: total %d, lines %s, discount %d', o.id,"
+     " o.total, coalesce(s.t, 'none'), o.discount)"
+     " FROM sc_order o LEFT JOIN (SELECT order_id AS oid,"
+     "  sum(qty * price) AS t FROM sc_order_line GROUP BY order_id) s"
+     " ON s.oid = o.id"
+     " WHERE s.t IS NULL OR o.discount < 0 OR o.total <> s.t - o.discount"},
+    {"4 orders: a CONFIRMED order paid its total once, no other order paid",
+     "SELECT printf('order %d (status %d): %d payment(s) of %d, total %d',"
+     " o.id, o.status, coalesce(s.n, 0), coalesce(s.t, 0), o.total)"
+     " FROM sc_order o LEFT JOIN (SELECT order_id AS oid, count(*) AS n,"
+     "  sum(amount) AS t, min(user_id) AS u1, max(user_id) AS u2"
+     "  FROM sc_ledger WHERE kind = 2 GROUP BY order_id) s ON s.oid = o.id"
+     " WHERE CASE WHEN o.status = 2 THEN s.n IS NOT 1 OR s.t <> -o.total"
+     "  OR s.u1 <> o.user_id OR s.u2 <> o.user_id"
+     "  ELSE s.n IS NOT NULL END"},
+    {"4 orders: an order's coupon is held if PENDING, used if CONFIRMED,"
+     " released otherwise",
+     "SELECT printf('order %d (status %d): coupon %d in status %s for order"
+     " %s', o.id, o.status, o.coupon_id, coalesce(c.status, 'missing'),"
+     " coalesce(c.order_id, 'none'))"
+     " FROM sc_order o LEFT JOIN sc_coupon c ON c.id = o.coupon_id"
+     " WHERE o.coupon_id IS NOT NULL AND (c.id IS NULL"
+     "  OR c.user_id <> o.user_id OR CASE o.status"
+     "  WHEN 1 THEN c.status <> 2 OR c.order_id IS NOT o.id"
+     "  WHEN 2 THEN c.status <> 3 OR c.order_id IS NOT o.id"
+     "  ELSE c.order_id IS o.id END)"},
+    {"4 coupons: a held or used coupon belongs to its PENDING or CONFIRMED"
+     " order, an available one to none",
+     "SELECT printf('coupon %d: status %d, order %s', c.id, c.status,"
+     " coalesce(c.order_id, 'none'))"
+     " FROM sc_coupon c LEFT JOIN sc_order o ON o.id = c.order_id"
+     " WHERE CASE c.status WHEN 1 THEN c.order_id IS NOT NULL"
+     "  WHEN 2 THEN o.status IS NOT 1 OR o.coupon_id IS NOT c.id"
+     "  WHEN 3 THEN o.status IS NOT 2 OR o.coupon_id IS NOT c.id"
+     "  ELSE 1 END"},
 };
 
 typedef struct report {

@@ -1,0 +1,212 @@
+/* Products and their stock. A reservation is one conditional UPDATE that
+ * checks the available units (and the caller's expected version) and bumps
+ * the version in the same step (force increment), so a stale reader can never
+ * half-reserve, and every reservation, release and restock is visible as a
+ * new version even to a caller that reads nothing else of the row. */
+#include <string.h>
+
+#include "internal.h"
+
+static const char SQL_PRODUCT_INSERT[] =
+    "INSERT INTO sc_product(name, price, total) VALUES(?1, ?2, ?3)";
+/* The overflow guard keeps total an exact integer: SQLite would turn an
+ * overflowing sum into a REAL. */
+static const char SQL_RESTOCK[] =
+    "UPDATE sc_product SET total = total + ?2, version = version + 1"
+    " WHERE id = ?1 AND total <= 9223372036854775807 - ?2";
+static const char SQL_STOCK_GET[] =
+    "SELECT total, reserved, version FROM sc_product WHERE id = ?1";
+/* ?3 < 0: no version check. */
+static const char SQL_RESERVE[] =
+    "UPDATE sc_product SET reserved = reserved + ?2, version = version + 1"
+    " WHERE id = ?1 AND total - reserved >= ?2 AND (?3 < 0 OR version = ?3)"
+    " RETURNING price";
+/* Releasing and consuming go by the order's lines, one statement per order.
+ * The CHECK constraints on sc_product refuse a reserved count that would go
+ * negative, so a bookkeeping bug fails loudly instead of drifting. */
+static const char SQL_RELEASE_ORDER[] =
+    "UPDATE sc_product SET reserved = reserved - l.qty, version = version + 1"
+    " FROM sc_order_line l"
+    " WHERE l.order_id = ?1 AND sc_product.id = l.product_id";
+/* Paying does not change what is available (total - reserved), so it keeps
+ * the version: an expected version read before the payment stays valid. */
+static const char SQL_CONSUME_ORDER[] =
+    "UPDATE sc_product SET total = total - l.qty, reserved = reserved - l.qty"
+    " FROM sc_order_line l"
+    " WHERE l.order_id = ?1 AND sc_product.id = l.product_id";
+
+/* ---- creating a product ------------------------------------------------- */
+
+typedef struct product_create_op {
+  sc__op base;
+  const char *name;
+  int64_t price, stock;
+  sc_id id;
+} product_create_op;
+
+static int product_create_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  product_create_op *op = (product_create_op *)base;
+  sqlite3_stmt *st = sc__stmt(w, SQL_PRODUCT_INSERT);
+  if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "product");
+  sqlite3_bind_text(st, 1, op->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, op->price);
+  sqlite3_bind_int64(st, 3, op->stock);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(base, w, rc, "product");
+  op->id = sqlite3_last_insert_rowid(w->h);
+  return SC_OK;
+}
+
+int sc_product_create(sc_db *db, const char *name, int64_t price, int64_t stock,
+                      sc_id *out) {
+  const char *fn = "sc_product_create";
+  SC__CHECK_DB(db);
+  if (out == NULL) return sc__fail(SC_MISUSE, "%s: out is NULL", fn);
+  if (name == NULL || name[0] == '\0') {
+    return sc__fail(SC_INVALID, "%s: name is NULL or empty", fn);
+  }
+  if (price < 0 || stock < 0) {
+    return sc__fail(SC_INVALID, "%s: price %lld and stock %lld must be >= 0",
+                    fn, (long long)price, (long long)stock);
+  }
+  product_create_op op = {
+      .base = {.run = product_create_run, .kind = SC__OP_PRODUCT_CREATE},
+      .name = name,
+      .price = price,
+      .stock = stock};
+  int rc = sc__op_execute(db, &op.base);
+  if (rc == SC_OK) *out = op.id;
+  return rc;
+}
+
+/* ---- restocking --------------------------------------------------------- */
+
+typedef struct restock_op {
+  sc__op base;
+  sc_id product;
+  int64_t qty;
+} restock_op;
+
+/* Reads a product's stock on the writer connection. */
+static int stock_read(sc__conn *w, sc__op *op, sc_id product, sc_stock *s) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_STOCK_GET);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "stock");
+  sqlite3_bind_int64(st, 1, product);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    s->total = sqlite3_column_int64(st, 0);
+    s->reserved = sqlite3_column_int64(st, 1);
+    s->version = sqlite3_column_int64(st, 2);
+    s->available = s->total - s->reserved;
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE) {
+    return sc__op_fail(op, SC_NOT_FOUND, "product %lld not found",
+                       (long long)product);
+  }
+  return rc == SQLITE_ROW ? SC_OK : sc__op_fail_sqlite(op, w, rc, "stock");
+}
+
+static int restock_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  restock_op *op = (restock_op *)base;
+  sqlite3_stmt *st = sc__stmt(w, SQL_RESTOCK);
+  if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "restock");
+  sqlite3_bind_int64(st, 1, op->product);
+  sqlite3_bind_int64(st, 2, op->qty);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(base, w, rc, "restock");
+  if (sqlite3_changes(w->h) == 1) return SC_OK;
+  sc_stock s;
+  rc = stock_read(w, base, op->product, &s);
+  if (rc != SC_OK) return rc;
+  return sc__op_fail(base, SC_INVALID,
+                     "sc_product_restock: product %lld: total %lld + %lld "
+                     "overflows",
+                     (long long)op->product, (long long)s.total,
+                     (long long)op->qty);
+}
+
+int sc_product_restock(sc_db *db, sc_id product, int64_t qty) {
+  SC__CHECK_DB(db);
+  if (qty <= 0) {
+    return sc__fail(SC_INVALID, "sc_product_restock: qty %lld must be > 0",
+                    (long long)qty);
+  }
+  if (product <= 0) {
+    return sc__fail(SC_NOT_FOUND, "product %lld not found", (long long)product);
+  }
+  restock_op op = {.base = {.run = restock_run, .kind = SC__OP_PRODUCT_RESTOCK},
+                   .product = product,
+                   .qty = qty};
+  return sc__op_execute(db, &op.base);
+}
+
+int sc_stock_get(sc_db *db, sc_id product, sc_stock *out) {
+  SC__CHECK_DB(db);
+  if (out == NULL) return sc__fail(SC_MISUSE, "sc_stock_get: out is NULL");
+  int64_t cols[3];
+  int rc = sc__read_row(db, SQL_STOCK_GET, product, cols, 3, "product");
+  if (rc != SC_OK) return rc;
+  out->total = cols[0];
+  out->reserved = cols[1];
+  out->available = cols[0] - cols[1];
+  out->version = cols[2];
+  return SC_OK;
+}
+
+/* ---- reservations, for orders ------------------------------------------- */
+
+/* Names the reason a reservation was refused: the conditional UPDATE already
+ * decided; this only reads the row to say why. */
+static int reserve_refusal(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                           int64_t expected_version) {
+  sc_stock s;
+  int rc = stock_read(w, op, product, &s);
+  if (rc != SC_OK) return rc;
+  if (expected_version >= 0 && s.version != expected_version) {
+    return sc__op_fail(
+        op, SC_CONFLICT, "product %lld: version is %lld, expected %lld",
+        (long long)product, (long long)s.version, (long long)expected_version);
+  }
+  return sc__op_fail(
+      op, SC_OUT_OF_STOCK, "product %lld: %lld available, %lld asked",
+      (long long)product, (long long)s.available, (long long)qty);
+}
+
+int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                      int64_t expected_version, int64_t *price_out) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_RESERVE);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "reserve");
+  sqlite3_bind_int64(st, 1, product);
+  sqlite3_bind_int64(st, 2, qty);
+  sqlite3_bind_int64(st, 3, expected_version);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) *price_out = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  if (rc == SQLITE_ROW) return SC_OK;
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "reserve");
+  return reserve_refusal(w, op, product, qty, expected_version);
+}
+
+/* Runs one of the by-order statements. */
+static int by_order(sc__conn *w, sc__op *op, const char *sql, sc_id order,
+                    const char *what) {
+  sqlite3_stmt *st = sc__stmt(w, sql);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, what);
+  sqlite3_bind_int64(st, 1, order);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? SC_OK : sc__op_fail_sqlite(op, w, rc, what);
+}
+
+int sc__stock_release_order(sc__conn *w, sc__op *op, sc_id order) {
+  return by_order(w, op, SQL_RELEASE_ORDER, order, "release stock");
+}
+
+int sc__stock_consume_order(sc__conn *w, sc__op *op, sc_id order) {
+  return by_order(w, op, SQL_CONSUME_ORDER, order, "consume stock");
+}

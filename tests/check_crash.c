@@ -86,6 +86,7 @@ typedef struct child_ctx {
   sc_db *db;
   _Atomic int64_t deadline_ns;
   int64_t epoch; /* keeps idempotency keys unique across epochs */
+  struct thread_state *threads;
 } child_ctx;
 
 static void send_rec(child_ctx *c, const rec *r) {
@@ -102,51 +103,128 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* One random operation of thread t: a..d are filled in before the call
- * (intent) and completed after it (result). */
-static void child_one_op(child_ctx *c, int t, uint64_t *rng, int64_t n) {
-  const world *w = c->w;
-  rec r = {.type = REC_INTENT, .thread = t};
+/* What a thread remembers of its own earlier results, across epochs. */
+#define KEEP 64
+typedef struct thread_state {
+  sc_id orders[KEEP];  /* its latest orders, any state */
+  sc_id coupons[KEEP]; /* coupons of policy_big it was issued */
+  int n_orders, n_coupons;
+} thread_state;
+
+static void keep(sc_id *ids, int *n, sc_id id) {
+  if (*n < KEEP) {
+    ids[(*n)++] = id;
+  } else {
+    memmove(ids, ids + 1, (KEEP - 1) * sizeof *ids);
+    ids[KEEP - 1] = id;
+  }
+}
+
+static sc_id pick_id(const sc_id *ids, int n, uint64_t *rng) {
+  return n == 0 ? 0 : ids[rng_range(rng, 0, n - 1)];
+}
+
+/* Chooses thread t's next operation: the intent record. */
+static void choose_op(const world *w, int t, thread_state *ts, uint64_t *rng,
+                      int64_t keyno, rec *r) {
   int pick = (int)rng_range(rng, 0, 99);
   sc_id user = user_of(t, (int)rng_range(rng, 0, USERS_PER_THREAD - 1));
-  if (pick < 40) {
-    r.op = OP_DEPOSIT;
-    r.a = user;
-    r.b = rng_range(rng, 1, MAX_DEPOSIT);
-    r.c = c->epoch << 40 | (int64_t)t << 32 | n; /* the key's number */
-  } else if (pick < 75) {
-    r.op = OP_ISSUE;
-    r.a = rng_range(rng, 0, 1) ? w->policy_small : w->policy_big;
-    r.b = user;
-  } else if (pick < 95 || t != 0) {
-    r.op = OP_RESTOCK;
-    r.a = w->products[rng_range(rng, 0, PRODUCTS - 1)];
-    r.b = rng_range(rng, 1, 10);
+  if (pick < 25) {
+    *r = (rec){.op = OP_DEPOSIT, .a = user, .c = keyno};
+    r->b = rng_range(rng, 1, MAX_DEPOSIT);
+  } else if (pick < 40) {
+    *r = (rec){.op = OP_ISSUE, .b = user};
+    r->a = rng_range(rng, 0, 1) ? w->policy_small : w->policy_big;
+  } else if (pick < 45) {
+    *r = (rec){.op = OP_RESTOCK, .b = rng_range(rng, 1, 10)};
+    r->a = w->products[rng_range(rng, 0, PRODUCTS - 1)];
+  } else if (pick < 70) {
+    *r = (rec){.op = OP_CHECKOUT, .a = user, .c = keyno};
+    if (rng_range(rng, 0, 3) == 0)
+      r->d = pick_id(ts->coupons, ts->n_coupons, rng);
+  } else if (pick < 85) {
+    *r = (rec){.op = OP_PAY, .a = pick_id(ts->orders, ts->n_orders, rng)};
+  } else if (pick < 92) {
+    *r = (rec){.op = OP_CANCEL, .a = pick_id(ts->orders, ts->n_orders, rng)};
+  } else if (pick < 97 || t != 0) {
+    *r = (rec){.op = OP_EXPIRE};
   } else {
     /* Only thread 0 pauses, so the last pause is well defined. */
-    r.op = OP_PAUSE;
-    r.a = w->policy_small;
-    r.b = rng_range(rng, 0, 1);
+    *r = (rec){.op = OP_PAUSE, .a = w->policy_small, .b = rng_range(rng, 0, 1)};
   }
-  send_rec(c, &r);
+  if ((r->op == OP_PAY || r->op == OP_CANCEL) && r->a == 0) r->op = OP_EXPIRE;
+  r->type = REC_INTENT;
+  r->thread = t;
+}
+
+static int do_checkout(child_ctx *c, uint64_t *rng, rec *r) {
+  const world *w = c->w;
+  sc_line lines[2];
+  size_t n = (size_t)rng_range(rng, 1, 2);
+  int first = (int)rng_range(rng, 0, PRODUCTS - 1);
+  for (size_t i = 0; i < n; i++) {
+    lines[i] = (sc_line){w->products[(first + (int)i) % PRODUCTS],
+                         rng_range(rng, 1, 3)};
+  }
   char key[64];
-  switch (r.op) {
+  snprintf(key, sizeof key, "crash-co-%llx", (unsigned long long)r->c);
+  sc_checkout_req req = {.user = r->a,
+                         .lines = lines,
+                         .n_lines = n,
+                         .coupon = r->d,
+                         .ttl_ms = rng_range(rng, 20, 400),
+                         .idempotency_key = key};
+  return sc_checkout(c->db, &req, &r->b);
+}
+
+/* Makes the call of the intent r, completing r with its result. */
+static void run_op(child_ctx *c, uint64_t *rng, rec *r) {
+  char key[64];
+  int expired = 0;
+  switch (r->op) {
     case OP_DEPOSIT:
-      snprintf(key, sizeof key, "crash-%llx", (unsigned long long)r.c);
-      r.rc = sc_account_deposit(c->db, r.a, r.b, key);
+      snprintf(key, sizeof key, "crash-%llx", (unsigned long long)r->c);
+      r->rc = sc_account_deposit(c->db, r->a, r->b, key);
       break;
     case OP_ISSUE:
-      r.rc = sc_coupon_issue(c->db, r.a, r.b, &r.c);
+      r->rc = sc_coupon_issue(c->db, r->a, r->b, &r->c);
       break;
     case OP_RESTOCK:
-      r.rc = sc_product_restock(c->db, r.a, r.b);
+      r->rc = sc_product_restock(c->db, r->a, r->b);
       break;
     case OP_PAUSE:
-      r.rc = sc_coupon_policy_pause(c->db, r.a, (int)r.b);
+      r->rc = sc_coupon_policy_pause(c->db, r->a, (int)r->b);
+      break;
+    case OP_CHECKOUT:
+      r->rc = do_checkout(c, rng, r);
+      break;
+    case OP_PAY:
+      r->rc = sc_order_pay(c->db, r->a);
+      break;
+    case OP_CANCEL:
+      r->rc = sc_order_cancel(c->db, r->a);
+      break;
+    case OP_EXPIRE:
+      r->rc = sc_orders_expire_due(c->db, &expired);
+      r->b = expired;
       break;
   }
-  r.type = REC_RESULT;
+  r->type = REC_RESULT;
+}
+
+/* One random operation of thread t, reported before and after the call. */
+static void child_one_op(child_ctx *c, int t, uint64_t *rng, int64_t n) {
+  thread_state *ts = &c->threads[t];
+  rec r;
+  choose_op(c->w, t, ts, rng, c->epoch << 40 | (int64_t)t << 32 | n, &r);
   send_rec(c, &r);
+  run_op(c, rng, &r);
+  send_rec(c, &r);
+  if (r.op == OP_CHECKOUT && r.rc == SC_OK)
+    keep(ts->orders, &ts->n_orders, r.b);
+  if (r.op == OP_ISSUE && r.rc == SC_OK && r.a == c->w->policy_big) {
+    keep(ts->coupons, &ts->n_coupons, r.c);
+  }
 }
 
 static void child_thread(int t, void *ud) {
@@ -162,7 +240,12 @@ static void child_thread(int t, void *ud) {
  * child must not run Check's assertions. */
 static void child_main(const char *path, const world *w, int fd,
                        int durability) {
-  child_ctx c = {.path = path, .w = w, .fd = fd, .durability = durability};
+  static struct thread_state threads[THREADS];
+  child_ctx c = {.path = path,
+                 .w = w,
+                 .fd = fd,
+                 .durability = durability,
+                 .threads = threads};
   sc_options o;
   sc_options_init(&o);
   o.durability = durability;
@@ -327,7 +410,94 @@ typedef struct expect {
   int64_t restocked[PRODUCTS];
   int last_pause; /* -1: no pause acknowledged */
   int64_t acked, failed;
+  int64_t ok_by_op[OP_KINDS_];
+  /* Per order id: what the acknowledged results say of its final state. */
+  unsigned char *order_flags;
+  size_t n_orders;
 } expect;
+
+enum { MUST_CONFIRMED = 1, MUST_CANCELLED = 2, NOT_CONFIRMED = 4, CLOSED = 8 };
+
+static void order_flag(expect *e, sc_id order, unsigned char flag) {
+  ck_assert_int_gt(order, 0);
+  if ((size_t)order >= e->n_orders) {
+    size_t n = (size_t)order * 2 + 16;
+    e->order_flags = realloc(e->order_flags, n);
+    ck_assert_ptr_nonnull(e->order_flags);
+    memset(e->order_flags + e->n_orders, 0, n - e->n_orders);
+    e->n_orders = n;
+  }
+  e->order_flags[order] |= flag;
+}
+
+static int64_t checkout_key_result(sqlite3 *h, int64_t keyno) {
+  char key[64];
+  snprintf(key, sizeof key, "crash-co-%llx", (unsigned long long)keyno);
+  sqlite3_stmt *st = NULL;
+  ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                      "SELECT result_id FROM sc_idempotency"
+                                      " WHERE scope = 1 AND key = ?1",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st);
+  int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_finalize(st);
+  return id;
+}
+
+static void check_checkout(sqlite3 *h, const rec *r, expect *e) {
+  int64_t id = checkout_key_result(h, r->c);
+  if (r->rc != SC_OK) {
+    ck_assert_msg(r->rc == SC_OUT_OF_STOCK ||
+                      r->rc == SC_INSUFFICIENT_BALANCE ||
+                      r->rc == SC_COUPON_UNAVAILABLE || r->rc == SC_NOT_FOUND,
+                  "checkout: %s", sc_err_name(r->rc));
+    ck_assert_msg(id == 0, "refused checkout left order %lld", (long long)id);
+    return;
+  }
+  ck_assert_msg(id == r->b, "acknowledged order %lld is lost (key holds %lld)",
+                (long long)r->b, (long long)id);
+  ck_assert_int_eq(q_i64(h,
+                         "SELECT count(*) FROM sc_order WHERE id = ?1"
+                         " AND user_id = ?2",
+                         r->b, r->a, 0),
+                   1);
+  order_flag(e, r->b, 0);
+}
+
+static void check_order_op(const rec *r, expect *e) {
+  if (r->op == OP_PAY) {
+    ck_assert_msg(
+        r->rc == SC_OK || r->rc == SC_EXPIRED || r->rc == SC_INVALID_STATE,
+        "pay: %s", sc_err_name(r->rc));
+    order_flag(e, r->a,
+               r->rc == SC_OK        ? MUST_CONFIRMED
+               : r->rc == SC_EXPIRED ? NOT_CONFIRMED
+                                     : MUST_CANCELLED);
+  } else {
+    ck_assert_msg(r->rc == SC_OK || r->rc == SC_INVALID_STATE, "cancel: %s",
+                  sc_err_name(r->rc));
+    order_flag(e, r->a, r->rc == SC_OK ? MUST_CANCELLED : CLOSED);
+  }
+}
+
+/* Every order's state agrees with what was acknowledged of it. */
+static void check_orders(sqlite3 *h, const expect *e) {
+  for (size_t id = 1; id < e->n_orders; id++) {
+    unsigned char f = e->order_flags[id];
+    if (f == 0) continue;
+    int st = (int)q_i64(h,
+                        "SELECT coalesce((SELECT status FROM sc_order"
+                        " WHERE id = ?1), 0)",
+                        (int64_t)id, 0, 0);
+    ck_assert_msg(st != 0, "order %zu is lost", id);
+    if (f & MUST_CONFIRMED) ck_assert_int_eq(st, SC_ORDER_CONFIRMED);
+    if (f & MUST_CANCELLED) ck_assert_int_eq(st, SC_ORDER_CANCELLED);
+    if (f & NOT_CONFIRMED) ck_assert_int_ne(st, SC_ORDER_CONFIRMED);
+    if (f & CLOSED) ck_assert_int_ne(st, SC_ORDER_PENDING);
+  }
+}
 
 static int product_index(const world *w, sc_id p) {
   for (int i = 0; i < PRODUCTS; i++) {
@@ -343,6 +513,7 @@ static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
     ck_assert_msg(r->rc == SC_OK, "sc_close: %s", sc_err_name(r->rc));
     return;
   }
+  if (r->rc == SC_OK) e->ok_by_op[r->op]++;
   if (r->rc == SC_OK) e->acked++;
   if (r->rc != SC_OK) e->failed++;
   switch (r->op) {
@@ -384,6 +555,16 @@ static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
       ck_assert_sc(r->rc, SC_OK);
       e->last_pause = (int)r->b;
       break;
+    case OP_CHECKOUT:
+      check_checkout(h, r, e);
+      break;
+    case OP_PAY:
+    case OP_CANCEL:
+      check_order_op(r, e);
+      break;
+    case OP_EXPIRE:
+      ck_assert_sc(r->rc, SC_OK);
+      break;
   }
 }
 
@@ -396,9 +577,12 @@ static void check_totals(sqlite3 *h, const world *w, const log_t *lg,
     for (int k = 0; k < USERS_PER_THREAD; k++) {
       sc_id user = user_of(t, k);
       int64_t want = e->deposited[t][k];
+      /* Money paid for confirmed orders left the balance. */
       int64_t got = q_i64(h,
                           "SELECT coalesce((SELECT balance FROM sc_account"
-                          " WHERE user_id = ?1), 0)",
+                          " WHERE user_id = ?1), 0) + (SELECT coalesce("
+                          "sum(total), 0) FROM sc_order WHERE user_id = ?1"
+                          " AND status = 2)",
                           user, 0, 0);
       int64_t extra = 0;
       if (f->op == OP_DEPOSIT && f->a == user) {
@@ -411,7 +595,12 @@ static void check_totals(sqlite3 *h, const world *w, const log_t *lg,
     }
   }
   for (int i = 0; i < PRODUCTS; i++) {
-    int64_t got = q_i64(h, "SELECT total FROM sc_product WHERE id = ?1",
+    /* Units paid for left the stock. */
+    int64_t got = q_i64(h,
+                        "SELECT total + (SELECT coalesce(sum(l.qty), 0)"
+                        " FROM sc_order_line l JOIN sc_order o"
+                        " ON o.id = l.order_id WHERE l.product_id = ?1"
+                        " AND o.status = 2) FROM sc_product WHERE id = ?1",
                         w->products[i], 0, 0);
     int64_t want = w->initial_stock + e->restocked[i], slack = 0;
     for (int t = 0; t < THREADS; t++) {
@@ -456,6 +645,8 @@ static void check_reopened(const char *path, const world *w, const log_t *lg,
     if (lg->recs[i].type == REC_RESULT) check_result(h, w, &lg->recs[i], e);
   }
   check_totals(h, w, lg, e);
+  check_orders(h, e);
+  free(e->order_flags);
   sqlite3_close(h);
 }
 
@@ -467,7 +658,7 @@ static uint64_t env_u64(const char *name, uint64_t dflt) {
 START_TEST(acknowledged_operations_survive_sigkill) {
   int rounds = (int)env_u64("SC_CRASH_ROUNDS", 20);
   uint64_t base = env_u64("SC_CRASH_SEED", (uint64_t)time(NULL));
-  int64_t total_acked = 0;
+  int64_t total_acked = 0, ok_by_op[OP_KINDS_] = {0};
   for (int round = 0; round < rounds; round++) {
     world w = {.seed = base + (uint64_t)round};
     uint64_t rng = w.seed;
@@ -492,12 +683,21 @@ START_TEST(acknowledged_operations_survive_sigkill) {
     printf("  %zu records, %lld acknowledged ok, %lld refused\n", lg.n,
            (long long)e.acked, (long long)e.failed);
     total_acked += e.acked;
+    for (int k = 0; k < OP_KINDS_; k++)
+      ok_by_op[k] += e.ok_by_op[k];
     free(lg.recs);
     tu_remove_db(path);
   }
   /* The kills must not all land before any work: the test would prove
    * nothing. */
   ck_assert_int_gt(total_acked, 0);
+  printf(
+      "crash: acknowledged ok over all rounds: %lld deposits, %lld "
+      "coupons, %lld checkouts, %lld payments, %lld cancels, %lld expiry "
+      "sweeps\n",
+      (long long)ok_by_op[OP_DEPOSIT], (long long)ok_by_op[OP_ISSUE],
+      (long long)ok_by_op[OP_CHECKOUT], (long long)ok_by_op[OP_PAY],
+      (long long)ok_by_op[OP_CANCEL], (long long)ok_by_op[OP_EXPIRE]);
 }
 END_TEST
 

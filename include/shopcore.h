@@ -142,10 +142,11 @@ typedef struct sc_options {
    * the writer thread and from callers' threads: it must be thread-safe. */
   int64_t (*clock_ms)(void *ud);
   void *clock_ud;
-  /** Operations waiting for the writer at most; a full queue blocks callers
-   * (back-pressure). 0 = library default (4096). */
+  /** Operations waiting for the writer at most; a full queue makes callers
+   * wait (back-pressure) up to busy_timeout_ms, then SC_BUSY. 0 = library
+   * default (4096). */
   int queue_max;
-  /** Idle read connections kept open; 0 = library default (16). */
+  /** Idle read connections kept open; 0 = library default (64). */
   int read_pool_max;
   /** Time-to-live of a checkout when its request says 0; 0 = 15 minutes. */
   int64_t default_order_ttl_ms;

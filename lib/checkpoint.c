@@ -19,23 +19,30 @@ struct sc__checkpointer {
   pthread_mutex_t lock;
   pthread_cond_t wake;
   bool pending, stopping, running;
+  /* Set by the writer when the WAL is past twice the threshold: the thread
+   * then starts no checkpoint, so the writer's own one is not refused. */
+  atomic_bool writer_turn;
 };
 
 /* Runs on the writer thread after each commit: it must stay cheap. */
 static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   sc__checkpointer *cp = ud;
-  if (pages >= 2 * CHECKPOINT_PAGES) {
-    /* SQLite rewinds the WAL only when a write transaction starts on a fully
-     * checkpointed WAL, which a checkpoint running beside a busy writer never
-     * leaves behind. The thread has copied all but the newest frames, so
-     * finishing here, between two transactions, is short, and the next
-     * transaction rewinds. BUSY (the thread is mid-copy) just means later. */
-    sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-  } else if (pages >= CHECKPOINT_PAGES) {
+  if (pages < CHECKPOINT_PAGES) {
+    atomic_store(&cp->writer_turn, false); /* the WAL has rewound */
+  } else if (pages < 2 * CHECKPOINT_PAGES) {
     pthread_mutex_lock(&cp->lock);
     cp->pending = true;
     pthread_cond_signal(&cp->wake);
     pthread_mutex_unlock(&cp->lock);
+  } else {
+    /* SQLite rewinds the WAL only when a write transaction starts on a fully
+     * checkpointed WAL, which a checkpoint running beside a busy writer never
+     * leaves behind. The thread has copied all but the newest frames, so
+     * finishing here, between two transactions, is short, and the next
+     * transaction rewinds. BUSY means the thread is mid-copy: it starts no
+     * other, and the next commit tries again. */
+    atomic_store(&cp->writer_turn, true);
+    sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   }
   return SQLITE_OK;
 }
@@ -50,6 +57,7 @@ static void *checkpointer_main(void *arg) {
     }
     if (cp->stopping) break;
     cp->pending = false;
+    if (atomic_load(&cp->writer_turn)) continue;
     pthread_mutex_unlock(&cp->lock);
     /* Failure is not fatal: the next commit asks again, and a busy or
      * failing checkpoint leaves the WAL valid. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "checkpoint.h"
@@ -115,8 +116,27 @@ int sc__op_submit(sc_db *db, sc__op *op) {
   op->errmsg[0] = '\0';
   op->enqueued_ns = sc__monotonic_ns();
   pthread_mutex_lock(&db->qlock);
-  while (db->qlen >= db->opts.queue_max && !db->stopping) {
-    pthread_cond_wait(&db->qnonfull, &db->qlock);
+  if (db->qlen >= db->opts.queue_max && !db->stopping) {
+    /* Back-pressure, bounded: a caller waits for room at most
+     * busy_timeout_ms, then hears SC_BUSY rather than hanging. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += db->opts.busy_timeout_ms / 1000;
+    deadline.tv_nsec += (long)(db->opts.busy_timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000;
+    }
+    int wrc = 0;
+    while (db->qlen >= db->opts.queue_max && !db->stopping && wrc == 0) {
+      wrc = pthread_cond_timedwait(&db->qnonfull, &db->qlock, &deadline);
+    }
+    if (db->qlen >= db->opts.queue_max && !db->stopping) {
+      pthread_mutex_unlock(&db->qlock);
+      return sc__fail(SC_BUSY,
+                      "the write queue stayed full (%d operations) for %d ms",
+                      db->opts.queue_max, db->opts.busy_timeout_ms);
+    }
   }
   if (db->stopping) {
     pthread_mutex_unlock(&db->qlock);
@@ -383,7 +403,11 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   db->opts = o;
   pthread_mutex_init(&db->qlock, NULL);
   pthread_cond_init(&db->qnonempty, NULL);
-  pthread_cond_init(&db->qnonfull, NULL);
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+  pthread_cond_init(&db->qnonfull, &monotonic);
+  pthread_condattr_destroy(&monotonic);
   pthread_mutex_init(&db->rlock, NULL);
   pthread_mutex_init(&db->hook_lock, NULL);
   pthread_mutex_init(&db->dlock, NULL);

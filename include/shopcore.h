@@ -548,6 +548,41 @@ SC_API int sc_event_decode(const void *payload, size_t len,
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
 SC_API const char *sc_event_type_name(int type);
 
+/* ---- administration: repair and backup ---- */
+
+/**
+ * The seeds' recovery steps, for a database written by something else or
+ * imported: removes the lines of orders that no longer exist; releases
+ * coupons held by orders that no longer exist or are closed; revokes
+ * (deletes) the newest unused coupons issued past a policy's max_count or a
+ * user's per_user_limit; recomputes every counter from the rows
+ * (issued_count, reserved, balance from the ledger, held from PENDING
+ * orders). All in one transaction on the writer; no outbox event is
+ * written. Run sc_verify afterwards: findings repair does not handle
+ * (order totals, events ...) remain.
+ * @param[in] dry_run  non-zero: list the changes, make none.
+ * @param[out] changes_out  number of changes made (or that would be); may
+ *   be NULL.
+ * @param[out] report_out  one line per change ("nothing to repair" when
+ *   none; "cannot repair: ..." for a change a constraint refused), freed
+ *   with sc_free; may be NULL.
+ * @return SC_OK; SC_CORRUPT when some finding could not be repaired (the
+ *   others are, and the report lists both); SC_BUSY, SC_IOERR, SC_NOMEM,
+ *   SC_CLOSED (nothing changed). Any thread; it holds up other writes of
+ *   this db while it runs.
+ */
+SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
+                     char **report_out);
+
+/**
+ * Copies the database to dest_path with SQLite's online backup, as one
+ * consistent snapshot while writers go on. dest_path must not exist (it is
+ * never overwritten); on failure nothing is left there.
+ * @return SC_OK, SC_INVALID (NULL or empty path), SC_EXISTS, SC_IOERR,
+ *   SC_NOMEM, SC_MISUSE (NULL db). Any thread.
+ */
+SC_API int sc_backup(sc_db *db, const char *dest_path);
+
 #ifdef __cplusplus
 }
 #endif

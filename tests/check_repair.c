@@ -1,0 +1,208 @@
+/* Repair: a clean database needs nothing; a database corrupted on purpose
+ * (coupons past the cap, counters off, orphan holds) is listed by a dry run
+ * that changes nothing, then repaired back to a passing sc_verify; a change
+ * a constraint refuses is reported, not hidden. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+static void exec_sql(const char *path, const char *sql) {
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  char *err = NULL;
+  int rc = sqlite3_exec(h, sql, NULL, NULL, &err);
+  ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, err ? err : "");
+  sqlite3_close(h);
+}
+
+/* Every row of the tables repair may touch, as one string. */
+static char *snapshot(const char *path) {
+  static const char *const TABLES[] = {
+      "sc_coupon",     "sc_coupon_policy", "sc_product", "sc_account",
+      "sc_order_line", "sc_order",         "sc_ledger"};
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap);
+  for (size_t t = 0; t < sizeof TABLES / sizeof *TABLES; t++) {
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY 1, 2", TABLES[t]);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      for (int c = 0; c < sqlite3_column_count(st); c++) {
+        const char *v = (const char *)sqlite3_column_text(st, c);
+        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
+        ck_assert_uint_lt(len, cap - 64);
+      }
+      out[len++] = '\n';
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
+typedef struct shop {
+  char *path;
+  sc_id policy, product, order;
+} shop;
+
+/* A small consistent shop: 5 coupons of a 5-coupon policy, one PENDING
+ * order of 2 units by user 1. */
+static shop make_shop(const char *tag) {
+  shop s = {.path = tu_db_path(tag)};
+  sc_db *db = tu_open(s.path, NULL);
+  sc_coupon_policy_spec spec = {.name = "r", .max_count = 5};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &s.policy), SC_OK);
+  for (int u = 1; u <= 5; u++) {
+    ck_assert_sc(sc_coupon_issue(db, s.policy, u, NULL), SC_OK);
+  }
+  ck_assert_sc(sc_product_create(db, "p", 1000, 10, &s.product), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 10000, NULL), SC_OK);
+  sc_line line = {.product = s.product, .qty = 2};
+  sc_checkout_req req = {.user = 1, .lines = &line, .n_lines = 1};
+  ck_assert_sc(sc_checkout(db, &req, &s.order), SC_OK);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  return s;
+}
+
+START_TEST(a_clean_database_needs_nothing) {
+  shop s = make_shop("repair-clean");
+  sc_db *db = tu_open(s.path, NULL);
+  char *report = NULL;
+  int changes = -1;
+  ck_assert_sc(sc_repair(db, 0, &changes, &report), SC_OK);
+  ck_assert_int_eq(changes, 0);
+  ck_assert_str_eq(report, "nothing to repair\n");
+  sc_free(report);
+  ck_assert_sc(sc_repair(db, 1, NULL, NULL), SC_OK);
+  ck_assert_sc(sc_repair(NULL, 0, NULL, NULL), SC_MISUSE);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
+static void corrupt(const shop *s) {
+  char sql[1024];
+  snprintf(sql, sizeof sql,
+           /* three coupons past the cap, issued last */
+           "INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+           " VALUES(%lld, 6, 9e15), (%lld, 7, 9e15 + 1), (%lld, 8, 9e15 + 2);"
+           /* counters off by some */
+           "UPDATE sc_product SET reserved = reserved + 3 WHERE id = %lld;"
+           "UPDATE sc_account SET held = held + 500 WHERE user_id = 1;"
+           "UPDATE sc_coupon_policy SET issued_count = 3;"
+           /* holds of orders that do not exist */
+           "UPDATE sc_coupon SET status = 2, order_id = 777 WHERE user_id = 1;"
+           "INSERT INTO sc_order_line(order_id, product_id, qty, price)"
+           " VALUES(999, %lld, 4, 1000);",
+           (long long)s->policy, (long long)s->policy, (long long)s->policy,
+           (long long)s->product, (long long)s->product);
+  exec_sql(s->path, sql);
+}
+
+static void assert_has(const char *report, const char *line) {
+  ck_assert_msg(strstr(report, line) != NULL, "'%s' not in:\n%s", line, report);
+}
+
+START_TEST(repair_lists_then_fixes_a_corrupted_database) {
+  shop s = make_shop("repair-corrupt");
+  corrupt(&s);
+  sc_db *db = tu_open(s.path, NULL);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT);
+  /* A dry run lists every change and makes none. */
+  char *before = snapshot(s.path);
+  char *dry = NULL;
+  int dry_changes = 0;
+  ck_assert_sc(sc_repair(db, 1, &dry_changes, &dry), SC_OK);
+  char *after = snapshot(s.path);
+  ck_assert_str_eq(before, after);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT);
+  /* One orphan line set, one coupon released, three revoked,
+   * issued_count, reserved, held: 8 changes. */
+  ck_assert_int_eq(dry_changes, 8);
+  char *report = NULL;
+  int changes = 0;
+  ck_assert_sc(sc_repair(db, 0, &changes, &report), SC_OK);
+  ck_assert_str_eq(report, dry); /* the dry run said exactly this */
+  ck_assert_int_eq(changes, 8);
+  assert_has(report,
+             "order 999: removed the lines of an order that no "
+             "longer exists\n");
+  assert_has(report, "released from order 777, which no longer exists\n");
+  for (int u = 6; u <= 8; u++) {
+    char line[64];
+    snprintf(line, sizeof line, "of user %d, issued at", u);
+    assert_has(report, line);
+  }
+  char line[128];
+  snprintf(line, sizeof line, "policy %lld: issued_count 3 -> 5\n",
+           (long long)s.policy);
+  assert_has(report, line);
+  snprintf(line, sizeof line, "product %lld: reserved 5 -> 2\n",
+           (long long)s.product);
+  assert_has(report, line);
+  assert_has(report, "user 1: balance 10000 -> 10000, held 2500 -> 2000\n");
+  tu_assert_verify(db);
+  /* The oldest coupons stay: users 1..5 still hold theirs. */
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, s.policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 5);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE user_id BETWEEN 1 AND 5"),
+                   5);
+  /* Repaired once, nothing is left to do. */
+  sc_free(report);
+  ck_assert_sc(sc_repair(db, 0, &changes, &report), SC_OK);
+  ck_assert_str_eq(report, "nothing to repair\n");
+  sc_free(report);
+  sc_free(dry);
+  free(before);
+  free(after);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
+START_TEST(a_refused_change_is_reported) {
+  shop s = make_shop("repair-refused");
+  /* The ledger says 100 while a PENDING order holds 2,000: the balance
+   * cannot be recomputed without breaking held <= balance. */
+  exec_sql(s.path,
+           "UPDATE sc_ledger SET amount = 100 WHERE user_id = 1;"
+           "UPDATE sc_product SET reserved = 0;");
+  sc_db *db = tu_open(s.path, NULL);
+  char *report = NULL;
+  int changes = -1;
+  ck_assert_sc(sc_repair(db, 0, &changes, &report), SC_CORRUPT);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "could not be repaired"));
+  ck_assert_int_eq(changes, 1); /* the product was repaired all the same */
+  assert_has(report, "reserved 0 -> 2\n");
+  assert_has(report, "cannot repair: user 1: balance 10000 -> 100");
+  sc_free(report);
+  ck_assert_int_eq(tu_count(s.path, "SELECT reserved FROM sc_product"), 2);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
+Suite *repair_suite(void) {
+  Suite *s = suite_create("repair");
+  TCase *tc = tu_tcase("repair");
+  tcase_add_test(tc, a_clean_database_needs_nothing);
+  tcase_add_test(tc, repair_lists_then_fixes_a_corrupted_database);
+  tcase_add_test(tc, a_refused_change_is_reported);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run_suite(repair_suite());
+}

@@ -229,7 +229,8 @@ typedef struct sc_stock {
   int64_t total;     /* units on hand, reserved ones included */
   int64_t reserved;  /* units held by PENDING orders */
   int64_t available; /* total - reserved */
-  int64_t version;   /* +1 on every reservation, release and restock */
+  int64_t version;   /* +1 on every reservation, release and restock;
+                        a payment keeps it (available does not change) */
 } sc_stock;
 /** Reads a product's stock. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
 SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
@@ -311,17 +312,28 @@ typedef struct sc_checkout_req {
   const int64_t *expected_versions;
 } sc_checkout_req;
 /** Reserves every line's stock, holds the coupon and the total against the
- * user's balance - held, and creates a PENDING order: all or nothing.
+ * user's balance - held, and creates a PENDING order: all or nothing. The
+ * total is the lines' price x qty less the coupon's discount (a fixed amount,
+ * or a percentage capped by max_discount when that is > 0; never more than
+ * the lines). A refused checkout changes nothing and records nothing under
+ * its idempotency key, which may then be retried; a replay of a recorded
+ * key returns the first order's id even if that order was paid since.
+ * @param[out] order_out  the order's id; must not be NULL.
  * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
- *   SC_COUPON_UNAVAILABLE, SC_CONFLICT, SC_INVALID, SC_NOT_FOUND (product,
- *   user account or coupon), SC_IDEMPOTENCY_MISMATCH. */
+ *   SC_COUPON_UNAVAILABLE (another user's, held, used, or its policy not
+ *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines, qty <= 0, a
+ *   product twice, ttl_ms < 0, an overflowing total or deadline, an empty
+ *   key, an expected version < 0), SC_NOT_FOUND (product, user account or
+ *   coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
  * @return SC_OK, SC_EXPIRED, SC_INVALID_STATE (cancelled), SC_NOT_FOUND. */
 SC_API int sc_order_pay(sc_db *db, sc_id order);
-/** Cancels a PENDING order, releasing stock, hold and coupon. Cancelling a
- * cancelled order is SC_OK. @return SC_OK, SC_INVALID_STATE, SC_NOT_FOUND. */
+/** Cancels a PENDING order, releasing stock, hold and coupon; a PENDING
+ * order past its deadline may still be cancelled until it is expired.
+ * Cancelling a cancelled order is SC_OK and changes nothing.
+ * @return SC_OK, SC_INVALID_STATE (paid or expired), SC_NOT_FOUND. */
 SC_API int sc_order_cancel(sc_db *db, sc_id order);
 
 enum {
@@ -337,9 +349,13 @@ typedef struct sc_order {
 } sc_order;
 /** Reads an order. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
 SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
-/** Expires every PENDING order with expires_at_ms <= now (the db's clock),
- * in as many internal batches as needed. @param[out] expired_out may be NULL.
- */
+/** Expires every PENDING order with expires_at_ms <= now (the db's clock,
+ * read once at the call), releasing stock, hold and coupon, in as many
+ * internal batches (write operations of a few hundred orders) as needed.
+ * @param[out] expired_out  how many were expired; may be NULL.
+ * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_CLOSED, or an I/O error; after a
+ *   failure the batches committed before it stay expired and *expired_out
+ *   is left untouched. */
 SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
 
 /* ------------------------------------------------------------------------ */

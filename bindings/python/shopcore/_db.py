@@ -1,0 +1,409 @@
+"""The database handle and open()."""
+
+import atexit
+import os
+import threading
+import weakref
+from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Union)
+
+from . import _check as chk
+from . import _shopcore as _c
+from ._errors import error_for
+from ._types import (Account, CouponPolicy, Durability, Event, Order,
+                     OrderStatus, Stock)
+from ._worker import EventHandler, Worker
+
+__all__ = ["Database", "ManualClock", "open"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Lines = Union[Mapping[int, int], Iterable[Tuple[int, int]]]
+
+# Databases still open, closed at interpreter exit: a worker thread must not
+# call into an interpreter that is finalizing.
+_open_dbs: "weakref.WeakSet[Database]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for db in list(_open_dbs):
+        try:
+            db.close()
+        except Exception:  # pragma: no cover - nothing to report to at exit
+            pass
+
+
+class ManualClock:
+    """A clock you set by hand, for deterministic tests of deadlines and
+    validity windows: ``open(path, clock=ManualClock(start_ms))``.
+
+    The library reads it from its own threads; setting it is thread-safe.
+    """
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self._c = _c.scpy_clock_new(chk.non_negative(now_ms, "now_ms"))
+
+    @property
+    def now_ms(self) -> int:
+        """The current time, milliseconds since the epoch."""
+        return int(_c.scpy_clock_get(self._c))
+
+    @now_ms.setter
+    def now_ms(self, value: int) -> None:
+        _c.scpy_clock_set(self._c, chk.non_negative(value, "now_ms"))
+
+    def advance(self, ms: int) -> int:
+        """Moves the clock forward by ms (>= 0); returns the new time."""
+        now = self.now_ms + chk.non_negative(ms, "ms")
+        self.now_ms = now
+        return now
+
+    def __repr__(self) -> str:
+        return "ManualClock({})".format(self.now_ms)
+
+
+class Database:
+    """An open libshopcore database; create it with ``shopcore.open()``.
+
+    Every method may be called from any number of threads at once: the GIL
+    is released while the library works, and writes from all threads are
+    committed together (group commit). A write returns once it is durable.
+
+    Failures raise a subclass of ``shopcore.Error`` (``SoldOut``,
+    ``OutOfStock`` ...); bad arguments raise TypeError or ValueError before
+    reaching the library. Use it as a context manager, or call ``close()``;
+    any call after closing raises ``shopcore.Closed``.
+    """
+
+    def __init__(self, handle: Any, path: str,
+                 clock: Optional[ManualClock]) -> None:
+        # Private: use shopcore.open().
+        self._h = handle
+        self._path = path
+        self._clock = clock
+        self._workers: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+        self._workers_lock = threading.Lock()
+        _open_dbs.add(self)
+
+    # ---- life cycle ------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+        return bool(_c.scpy_is_closed(self._h))
+
+    def close(self) -> None:
+        """Stops this database's workers, waits for calls in progress in
+        other threads, and closes the file. Calling it again does nothing.
+        """
+        _c.scpy_close(self._h)
+        _open_dbs.discard(self)
+        with self._workers_lock:
+            workers = list(self._workers)
+        for w in workers:
+            w.stop()  # already stopped by the close: releases its handler
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<shopcore.Database {!r}{}>".format(
+            self._path, " closed" if self.closed else "")
+
+    @property
+    def peak_concurrent_calls(self) -> int:
+        """The most calls that were ever in progress at once on this handle,
+        the GIL released. Above 1 shows that Python threads really ran
+        library calls concurrently."""
+        return int(_c.scpy_peak_calls(self._h))
+
+    def _calls_in_progress(self) -> int:
+        # For tests: the calls between their entry and exit right now.
+        return int(_c.scpy_calls_in_progress(self._h))
+
+    # ---- catalog and stock -----------------------------------------------
+
+    def create_product(self, name: str, price: int, stock: int = 0) -> int:
+        """Creates a product; returns its id.
+
+        Args:
+            name: non-empty.
+            price: minor units (cents), >= 0.
+            stock: units on hand, >= 0.
+        """
+        return _c.sc_product_create(self._h, chk.text(name, "name"),
+                                    chk.non_negative(price, "price"),
+                                    chk.non_negative(stock, "stock"))
+
+    def restock(self, product: int, qty: int) -> None:
+        """Adds qty (> 0) units to a product's stock.
+
+        Raises: NotFound (no such product), Invalid (overflow).
+        """
+        _c.sc_product_restock(self._h, chk.ident(product, "product"),
+                              chk.positive(qty, "qty"))
+
+    def stock(self, product: int) -> Stock:
+        """Reads a product's stock. Raises NotFound."""
+        return Stock._make(_c.sc_stock_get(self._h,
+                                           chk.ident(product, "product")))
+
+    # ---- accounts ----------------------------------------------------------
+
+    def deposit(self, user: int, amount: int,
+                idempotency_key: Optional[str] = None) -> None:
+        """Credits amount (> 0, minor units) to a user's account, creating
+        it on first use.
+
+        With an idempotency_key, a replay with the same user and amount
+        changes nothing; another user or amount raises IdempotencyMismatch.
+        """
+        _c.sc_account_deposit(self._h, chk.ident(user, "user"),
+                              chk.positive(amount, "amount"),
+                              chk.optional_text(idempotency_key,
+                                                "idempotency_key"))
+
+    def account(self, user: int) -> Account:
+        """Reads a user's account. Raises NotFound."""
+        return Account._make(_c.sc_account_get(self._h,
+                                               chk.ident(user, "user")))
+
+    # ---- coupons -----------------------------------------------------------
+
+    def create_policy(self, name: str, max_count: int, *,
+                      per_user_limit: int = 1, discount_amount: int = 0,
+                      discount_percent: int = 0, max_discount: int = 0,
+                      starts_at_ms: int = 0, ends_at_ms: int = 0) -> int:
+        """Creates a coupon policy; returns its id.
+
+        Args:
+            name: non-empty.
+            max_count: the cap (> 0): never more coupons than this, whatever
+                the concurrency.
+            per_user_limit: coupons one user may hold (>= 1).
+            discount_amount: a fixed discount in minor units, or
+            discount_percent: percent off (1..100), capped by max_discount
+                when that is > 0. Not both.
+            starts_at_ms, ends_at_ms: the validity window (0 = unbounded);
+                active while starts <= now < ends.
+
+        Raises: Invalid (inconsistent discounts or window).
+        """
+        spec = (chk.text(name, "name"), chk.positive(max_count, "max_count"),
+                chk.int32(per_user_limit, "per_user_limit", 1),
+                chk.non_negative(discount_amount, "discount_amount"),
+                chk.int32(discount_percent, "discount_percent"),
+                chk.non_negative(max_discount, "max_discount"),
+                chk.non_negative(starts_at_ms, "starts_at_ms"),
+                chk.non_negative(ends_at_ms, "ends_at_ms"))
+        if spec[4] > 100:
+            raise ValueError("discount_percent {} is above 100".format(
+                spec[4]))
+        return _c.sc_coupon_policy_create(self._h, spec)
+
+    def pause_policy(self, policy: int, paused: bool = True) -> None:
+        """The kill switch: stops issuance (paused=False resumes). Pausing a
+        paused policy changes nothing. Raises NotFound."""
+        if not isinstance(paused, bool):
+            raise TypeError("paused must be a bool, not " +
+                            type(paused).__name__)
+        _c.sc_coupon_policy_pause(self._h, chk.ident(policy, "policy"),
+                                  int(paused))
+
+    def resume_policy(self, policy: int) -> None:
+        """Resumes issuance of a paused policy. Raises NotFound."""
+        self.pause_policy(policy, False)
+
+    def policy(self, policy: int) -> CouponPolicy:
+        """Reads a coupon policy. Raises NotFound."""
+        pid = chk.ident(policy, "policy")
+        max_count, issued, per_user, paused = _c.sc_coupon_policy_get(
+            self._h, pid)
+        return CouponPolicy(pid, max_count, issued, per_user, bool(paused))
+
+    def issue_coupon(self, policy: int, user: int) -> int:
+        """Issues one coupon of policy to user; returns the coupon's id.
+
+        The cap holds whatever the concurrency (threads and processes).
+
+        Raises: SoldOut, LimitReached (the user holds per_user_limit),
+        Paused, NotActive (outside the validity window), NotFound.
+        """
+        return _c.sc_coupon_issue(self._h, chk.ident(policy, "policy"),
+                                  chk.ident(user, "user"))
+
+    # ---- orders ------------------------------------------------------------
+
+    def checkout(self, user: int, lines: Lines, *,
+                 coupon: Optional[int] = None, ttl_ms: int = 0,
+                 idempotency_key: Optional[str] = None,
+                 expected_versions: Optional[Mapping[int, int]] = None
+                 ) -> int:
+        """Reserves stock, holds the coupon and the total against the user's
+        available balance, and creates a PENDING order: all or nothing.
+        Returns the order's id.
+
+        Args:
+            user: the buyer, who must have an account.
+            lines: {product: qty} or [(product, qty), ...]; each product
+                once, each qty > 0.
+            coupon: one of the user's coupons, or None.
+            ttl_ms: time to pay; 0 = the database's default_order_ttl_ms.
+            idempotency_key: a replay with the same key and request returns
+                the first order's id and changes nothing.
+            expected_versions: {product: stock version} for every line; a
+                product whose version moved raises Conflict.
+
+        Raises: OutOfStock, InsufficientBalance, CouponUnavailable,
+        Conflict, NotFound, IdempotencyMismatch, Invalid.
+        """
+        pairs = chk.lines(lines)
+        versions = chk.versions(expected_versions, [p for p, _ in pairs])
+        req = (chk.ident(user, "user"), pairs,
+               0 if coupon is None else chk.ident(coupon, "coupon"),
+               chk.non_negative(ttl_ms, "ttl_ms"),
+               chk.optional_text(idempotency_key, "idempotency_key"),
+               versions)
+        return _c.sc_checkout(self._h, req)
+
+    def pay(self, order: int) -> None:
+        """Pays a PENDING order before its deadline: debits the balance,
+        consumes the stock, uses the coupon. Paying twice does nothing.
+
+        Raises: Expired (deadline passed), InvalidState (cancelled),
+        NotFound.
+        """
+        _c.sc_order_pay(self._h, chk.ident(order, "order"))
+
+    def cancel(self, order: int) -> None:
+        """Cancels a PENDING order, releasing its stock, hold and coupon.
+        Cancelling twice does nothing. Raises InvalidState, NotFound."""
+        _c.sc_order_cancel(self._h, chk.ident(order, "order"))
+
+    def order(self, order: int) -> Order:
+        """Reads an order. Raises NotFound."""
+        oid = chk.ident(order, "order")
+        user, status, total, discount, expires = _c.sc_order_get(self._h, oid)
+        return Order(oid, user, OrderStatus(status), total, discount, expires)
+
+    def expire_due(self) -> int:
+        """Expires every PENDING order past its deadline (by the database's
+        clock); returns how many. A running worker does this on time."""
+        return int(_c.sc_orders_expire_due(self._h))
+
+    # ---- invariants --------------------------------------------------------
+
+    def verify(self) -> str:
+        """Checks every invariant of the design on one snapshot; returns the
+        report ("ok") when all hold. Raises Corrupt with the findings."""
+        (rc, message), report = _c.sc_verify(self._h)
+        if rc != 0:
+            raise error_for(rc, message + ("\n" + report if report else ""))
+        return str(report).strip()
+
+    # ---- events ------------------------------------------------------------
+
+    def claim_events(self, max: int = 100, lease_ms: int = 30000
+                     ) -> List[Event]:
+        """Claims up to max deliverable events for lease_ms: an event is
+        handed out only when every earlier event of its aggregate is
+        acknowledged, and not again until its lease ends. Acknowledge each
+        with ack(), or nack() it to have it retried."""
+        raw = _c.sc_outbox_claim(self._h, chk.int32(max, "max", 1),
+                                 chk.positive(lease_ms, "lease_ms"))
+        return [Event._from_dict(d) for d in raw]
+
+    def ack(self, event: Union[Event, int]) -> None:
+        """Marks an event delivered. Raises NotFound."""
+        _c.sc_outbox_ack(self._h, _event_id(event))
+
+    def nack(self, event: Union[Event, int],
+             reason: Optional[str] = None) -> None:
+        """A failed delivery: the event is retried later with backoff, and
+        is dead after outbox_max_attempts. Raises NotFound."""
+        _c.sc_outbox_nack(self._h, _event_id(event),
+                          chk.optional_text(reason, "reason"))
+
+    def start_worker(self, handler: EventHandler) -> Worker:
+        """Starts a background worker calling handler(event) for every
+        event, on the worker's own thread, and expiring due orders on time.
+        See Worker. Closing the database stops it."""
+        w = Worker(self, handler)
+        with self._workers_lock:
+            self._workers.add(w)
+        return w
+
+
+def _event_id(event: Union[Event, int]) -> int:
+    if isinstance(event, Event):
+        return event.id
+    return chk.ident(event, "event")
+
+
+def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
+         batch_max: int = 0, busy_timeout_ms: int = 0, queue_max: int = 0,
+         read_pool_max: int = 0, default_order_ttl_ms: int = 0,
+         outbox_max_attempts: int = 0, outbox_retry_base_ms: int = 0,
+         outbox_retry_max_ms: int = 0,
+         clock: Optional[ManualClock] = None) -> Database:
+    """Opens (creating if needed) a libshopcore database file.
+
+    The library's tables are all prefixed ``sc_``, so the file may be shared
+    with your application's own tables. Options left at 0 take the
+    library's defaults.
+
+    Args:
+        path: the file (":memory:" is refused).
+        durability: "full" (every acknowledged write survives power loss)
+            or "normal" (survives a process crash).
+        batch_max: operations per commit; 1 disables group commit.
+        busy_timeout_ms: wait for another process's write lock before Busy.
+        queue_max: operations waiting for the writer before callers block.
+        read_pool_max: idle read connections kept.
+        default_order_ttl_ms: time to pay when checkout's ttl_ms is 0.
+        outbox_max_attempts: deliveries before an event is dead.
+        outbox_retry_base_ms, outbox_retry_max_ms: retry backoff.
+        clock: a ManualClock, for tests; None = the wall clock.
+
+    Raises: Invalid, IOFailure, Corrupt, Busy.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError("path must be a str or os.PathLike, not " +
+                        type(path).__name__)
+    fspath = os.fspath(path)
+    if not isinstance(fspath, str):
+        fspath = os.fsdecode(fspath)
+    chk.text(fspath, "path")
+    dur = _durability(durability)
+    if clock is not None and not isinstance(clock, ManualClock):
+        raise TypeError("clock must be a shopcore.ManualClock or None")
+    handle = _c.scpy_open(
+        fspath, None if clock is None else clock._c, int(dur),
+        chk.int32(batch_max, "batch_max"),
+        chk.int32(busy_timeout_ms, "busy_timeout_ms"),
+        chk.int32(queue_max, "queue_max"),
+        chk.int32(read_pool_max, "read_pool_max"),
+        chk.non_negative(default_order_ttl_ms, "default_order_ttl_ms"),
+        chk.int32(outbox_max_attempts, "outbox_max_attempts"),
+        chk.non_negative(outbox_retry_base_ms, "outbox_retry_base_ms"),
+        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"))
+    return Database(handle, fspath, clock)
+
+
+def _durability(value: Union[Durability, str]) -> Durability:
+    if isinstance(value, Durability):
+        return value
+    if isinstance(value, str):
+        try:
+            return Durability[value.upper()]
+        except KeyError:
+            raise ValueError("durability must be 'full' or 'normal', not "
+                             "{!r}".format(value)) from None
+    raise TypeError("durability must be 'full', 'normal' or a Durability")

@@ -68,6 +68,10 @@ def text(value: Any, what: str) -> str:
         raise ValueError("{} must not be empty".format(what))
     if "\0" in value:
         raise ValueError("{} must not contain NUL characters".format(what))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("{} is not encodable as UTF-8".format(what)) from None
     return value
 
 
@@ -87,8 +91,8 @@ def lines(value: Any) -> List[Tuple[int, int]]:
         items = list(pairs)
     except TypeError:
         raise TypeError("lines must be a mapping {product: qty} or an "
-                        "iterable of (product, qty) pairs, not {}".format(
-                            type(value).__name__)) from None
+                        "iterable of (product, qty) pairs, not " +
+                        type(value).__name__) from None
     if not items:
         raise ValueError("lines must not be empty")
     out = []

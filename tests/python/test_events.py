@@ -1,0 +1,124 @@
+"""The outbox from Python: events decoded in C into dicts, claim, ack and
+nack with retries."""
+
+import unittest
+
+import shopcore
+from shopcore import EventType
+
+from sctest import DbTestCase
+
+START_MS = 5_000_000
+
+
+class OutboxTest(DbTestCase):
+    def setUp(self):
+        self.clock = shopcore.ManualClock(START_MS)
+        self.open_options = {"clock": self.clock, "outbox_retry_base_ms": 100,
+                             "outbox_max_attempts": 3}
+        super().setUp()
+
+    def drain(self):
+        """Claims and acks everything deliverable; returns the events."""
+        seen = []
+        while True:
+            batch = self.db.claim_events(max=100, lease_ms=60_000)
+            if not batch:
+                return seen
+            for ev in batch:
+                self.db.ack(ev)
+            seen.extend(batch)
+
+    def test_every_change_is_an_event_with_its_fields(self):
+        policy = self.db.create_policy("p", max_count=5, discount_amount=50)
+        coupon = self.db.issue_coupon(policy, 7)
+        self.db.deposit(7, 1000)
+        product = self.db.create_product("tea", price=300, stock=3)
+        order = self.db.checkout(7, {product: 2}, coupon=coupon,
+                                 ttl_ms=60_000)
+        self.db.pay(order)
+        self.db.pause_policy(policy)
+        self.db.resume_policy(policy)
+        events = self.drain()
+        by_type = {ev.type: ev for ev in events}
+        self.assertEqual(sorted(by_type), sorted([
+            EventType.COUPON_ISSUED, EventType.DEPOSIT,
+            EventType.ORDER_CREATED, EventType.ORDER_PAID,
+            EventType.POLICY_PAUSED, EventType.POLICY_RESUMED]))
+        self.assertEqual(len(events), 6)
+        self.assertEqual(len({ev.id for ev in events}), 6)
+
+        issued = by_type[EventType.COUPON_ISSUED]
+        self.assertEqual(issued.type_name, "coupon_issued")
+        self.assertEqual(issued.aggregate_id, coupon)
+        self.assertEqual(issued.data, {"type": 1, "v": 1, "at_ms": START_MS,
+                                       "user": 7, "policy": policy,
+                                       "coupon": coupon})
+        self.assertEqual(by_type[EventType.DEPOSIT].data["amount"], 1000)
+        created = by_type[EventType.ORDER_CREATED]
+        self.assertEqual(created.aggregate_id, order)
+        self.assertEqual(created.seq, 1)
+        self.assertEqual(created.data["order"], order)
+        self.assertEqual(created.data["amount"], 600 - 50)
+        self.assertEqual(created.data["discount"], 50)
+        self.assertEqual(created.data["coupon"], coupon)
+        self.assertEqual(created.data["expires_at_ms"], START_MS + 60_000)
+        paid = by_type[EventType.ORDER_PAID]
+        self.assertEqual((paid.aggregate_id, paid.seq), (order, 2))
+        self.assertNotIn("expires_at_ms", paid.data)
+        paused = by_type[EventType.POLICY_PAUSED]
+        self.assertEqual(paused.data, {"type": paused.type, "v": 1,
+                                       "at_ms": START_MS, "policy": policy})
+        for ev in events:
+            self.assertEqual(ev.attempts, 0)
+            self.assertEqual(ev.created_at_ms, START_MS)
+            self.assertEqual(ev.data["type"], int(ev.type))
+            self.assertIsInstance(ev, shopcore.Event)
+        # Events are immutable and hashable by value.
+        with self.assertRaises(AttributeError):
+            paid.seq = 3
+        self.assertEqual(len({paid, paid}), 1)
+
+    def test_nothing_to_claim(self):
+        self.assertEqual(self.db.claim_events(), [])
+
+    def test_one_event_per_aggregate_until_acked(self):
+        self.db.deposit(7, 100)
+        self.db.deposit(7, 200)
+        first = self.db.claim_events()
+        self.assertEqual([ev.data["amount"] for ev in first], [100])
+        self.assertEqual(self.db.claim_events(), [])  # leased, and in order
+        self.db.ack(first[0].id)
+        second = self.db.claim_events()
+        self.assertEqual([(ev.seq, ev.data["amount"]) for ev in second],
+                         [(2, 200)])
+        self.db.ack(second[0])
+
+    def test_nack_retries_later(self):
+        self.db.deposit(7, 100)
+        ev, = self.db.claim_events()
+        self.db.nack(ev, reason="consumer down")
+        self.assertEqual(self.db.claim_events(), [])  # backing off
+        self.clock.advance(1000)
+        again, = self.db.claim_events()
+        self.assertEqual((again.id, again.attempts), (ev.id, 1))
+        self.db.ack(again)
+        self.assertEqual(self.db.claim_events(), [])
+
+    def test_lease_expiry_redelivers(self):
+        self.db.deposit(7, 100)
+        ev, = self.db.claim_events(lease_ms=1000)
+        self.clock.advance(1000)
+        again, = self.db.claim_events(lease_ms=1000)
+        self.assertEqual(again.id, ev.id)
+        self.db.ack(again)
+
+    def test_unknown_event(self):
+        with self.assertRaises(shopcore.NotFound):
+            self.db.ack(999)
+        with self.assertRaises(shopcore.NotFound):
+            self.db.nack(999)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -599,6 +599,20 @@ SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
  */
 SC_API int sc_backup(sc_db *db, const char *dest_path);
 
+/* ---- administration: database counts ---- */
+
+typedef struct sc_stats {
+  int64_t products, units_total, units_reserved;
+  int64_t accounts, balance_total, held_total;
+  int64_t orders_pending, orders_confirmed, orders_cancelled, orders_expired;
+  int64_t policies, coupons;
+  int64_t events_pending, events_dead; /* outbox: not yet delivered; dead */
+} sc_stats;
+/** Counts what the database holds, on one read snapshot (full scans of the
+ * tables: for an administrator or a slow dashboard, not a hot path).
+ * @return SC_OK, SC_MISUSE, SC_IOERR, SC_NOMEM. Any thread. */
+SC_API int sc_stats_get(sc_db *db, sc_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,201 @@
+/* Option parsing, strict numbers and one-line errors, shared by every
+ * command. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static int vreport(const char *cmd, int status, const char *fmt, va_list ap) {
+  fprintf(stderr, "shopcore %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  return status;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(cmd, CLI_USAGE, fmt, ap);
+  va_end(ap);
+  return CLI_USAGE;
+}
+
+int cli_fail(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(cmd, CLI_FAILED, fmt, ap);
+  va_end(ap);
+  return CLI_FAILED;
+}
+
+int cli_sc_fail(const char *cmd, int rc) {
+  return cli_fail(cmd, "%s: %s", sc_err_name(rc), sc_errmsg(NULL));
+}
+
+static cli_opt *find_opt(cli_opt *opts, int n, const char *name, size_t len) {
+  for (int i = 0; i < n; i++) {
+    if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0) {
+      return &opts[i];
+    }
+  }
+  return NULL;
+}
+
+/* One "--name[=value]" argument; may consume the next one as its value. */
+static int parse_long(const char *cmd, int argc, char **argv, int *i,
+                      cli_opt *opts, int n_opts) {
+  const char *name = argv[*i] + 2;
+  const char *eq = strchr(name, '=');
+  size_t len = eq ? (size_t)(eq - name) : strlen(name);
+  cli_opt *o = find_opt(opts, n_opts, name, len);
+  if (o == NULL) {
+    return cli_usage(cmd, "unknown option --%.*s (see --help)", (int)len, name);
+  }
+  if (!o->has_arg) {
+    if (eq) return cli_usage(cmd, "--%s takes no value", o->name);
+    o->value = "";
+    return CLI_OK;
+  }
+  if (eq) {
+    o->value = eq + 1;
+  } else if (*i + 1 < argc) {
+    o->value = argv[++*i];
+  } else {
+    return cli_usage(cmd, "--%s needs a value", o->name);
+  }
+  return CLI_OK;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int n_opts,
+              const char **pos, int max_pos, int *n_pos, bool *help) {
+  *n_pos = 0;
+  *help = false;
+  bool only_pos = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!only_pos && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+      *help = true;
+    } else if (!only_pos && strcmp(a, "--") == 0) {
+      only_pos = true;
+    } else if (!only_pos && strncmp(a, "--", 2) == 0) {
+      int rc = parse_long(cmd, argc, argv, &i, opts, n_opts);
+      if (rc != CLI_OK) return rc;
+    } else if (!only_pos && a[0] == '-' && a[1] != '\0' &&
+               !(a[1] >= '0' && a[1] <= '9')) {
+      return cli_usage(cmd, "unknown option %s (see --help)", a);
+    } else if (*n_pos < max_pos) {
+      pos[(*n_pos)++] = a;
+    } else {
+      return cli_usage(cmd, "unexpected argument '%s' (see --help)", a);
+    }
+  }
+  return CLI_OK;
+}
+
+const char *cli_get(const cli_opt *opts, int n_opts, const char *name) {
+  for (int i = 0; i < n_opts; i++) {
+    if (strcmp(opts[i].name, name) == 0) return opts[i].value;
+  }
+  return NULL;
+}
+
+int cli_int64(const char *cmd, const char *what, const char *text, int64_t min,
+              int64_t max, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(text, &end, 10);
+  if (text[0] == '\0' || *end != '\0' || errno == ERANGE) {
+    return cli_usage(cmd, "%s: '%s' is not an integer", what, text);
+  }
+  if (v < min || v > max) {
+    return cli_usage(cmd, "%s: %lld is out of range %lld..%lld", what, v,
+                     (long long)min, (long long)max);
+  }
+  *out = v;
+  return CLI_OK;
+}
+
+int cli_double(const char *cmd, const char *what, const char *text, double min,
+               double max, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(text, &end);
+  if (text[0] == '\0' || *end != '\0' || errno == ERANGE || !isfinite(v)) {
+    return cli_usage(cmd, "%s: '%s' is not a number", what, text);
+  }
+  if (v < min || v > max) {
+    return cli_usage(cmd, "%s: %g is out of range %g..%g", what, v, min, max);
+  }
+  *out = v;
+  return CLI_OK;
+}
+
+sc_db *cli_open_existing(const char *cmd, const char *path,
+                         const sc_options *opts) {
+  if (access(path, F_OK) != 0) {
+    cli_fail(cmd, "%s: no such database (create one with shopcore init)", path);
+    return NULL;
+  }
+  sc_db *db = NULL;
+  int rc = sc_open(path, opts, &db);
+  if (rc != SC_OK) {
+    cli_sc_fail(cmd, rc);
+    return NULL;
+  }
+  return db;
+}
+
+int cli_dispatch(const char *group, const char *help, const cli_sub *subs,
+                 int n_subs, int argc, char **argv) {
+  const char *sub = argc > 1 ? argv[1] : "";
+  bool want_help = argc < 2 || strcmp(sub, "--help") == 0 ||
+                   strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0;
+  for (int i = 0; i < n_subs && !want_help; i++) {
+    if (strcmp(subs[i].name, sub) == 0) return subs[i].fn(argc - 1, argv + 1);
+  }
+  FILE *out = want_help && argc >= 2 ? stdout : stderr;
+  if (!want_help) {
+    fprintf(stderr, "shopcore %s: unknown subcommand '%s'\n", group, sub);
+  } else if (argc < 2) {
+    fprintf(stderr, "shopcore %s: a subcommand is needed\n", group);
+  }
+  fprintf(out, "%s\nusage:\n", help);
+  for (int i = 0; i < n_subs; i++) {
+    fprintf(out, "  shopcore %s %s %s\n      %s\n", group, subs[i].name,
+            subs[i].usage, subs[i].summary);
+  }
+  fprintf(out, "Each subcommand takes --help.\n");
+  return want_help && argc >= 2 ? CLI_OK : CLI_USAGE;
+}
+
+/* Parses a subcommand's options (always with --db) and n_pos positionals;
+ * returns CLI_OK, CLI_USAGE, or -1 when help was printed. */
+int cli_parse_sub(const char *cmd, const char *usage, int argc, char **argv,
+                  cli_opt *opts, int n_opts, const char **pos, int want_pos) {
+  int n_pos = 0;
+  bool help = false;
+  int rc =
+      cli_parse(cmd, argc, argv, opts, n_opts, pos, want_pos, &n_pos, &help);
+  if (rc != CLI_OK) return rc;
+  if (help) {
+    printf(
+        "usage: shopcore %s %s\n  --db PATH   the database (default "
+        "./" CLI_DEFAULT_DB ")\n",
+        cmd, usage);
+    return -1;
+  }
+  if (n_pos < want_pos) {
+    return cli_usage(cmd, "missing arguments: %s (see --help)", usage);
+  }
+  return CLI_OK;
+}
+
+const char *cli_db_path(const cli_opt *opts, int n) {
+  const char *p = cli_get(opts, n, "db");
+  return p ? p : CLI_DEFAULT_DB;
+}

@@ -17,6 +17,8 @@ from sctest import DbTestCase, race
 class OpenCloseTest(unittest.TestCase):
     def setUp(self):
         base = os.environ.get("SC_TEST_TMPDIR") or None
+        if base:
+            os.makedirs(base, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="pytest-", dir=base)
         self.path = os.path.join(self.dir, "shop.db")
 

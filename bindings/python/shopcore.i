@@ -226,20 +226,43 @@ SCPY_OUT_STRUCT(sc_order, "(LiLLL)", (long long)s->user, s->status,
                 (long long)s->total, (long long)s->discount,
                 (long long)s->expires_at_ms)
 
+SCPY_OUT_STRUCT(sc_stats, "(LLLLLLLLLLLLLL)", (long long)s->products,
+                (long long)s->units_total, (long long)s->units_reserved,
+                (long long)s->accounts, (long long)s->balance_total,
+                (long long)s->held_total, (long long)s->orders_pending,
+                (long long)s->orders_confirmed,
+                (long long)s->orders_cancelled, (long long)s->orders_expired,
+                (long long)s->policies, (long long)s->coupons,
+                (long long)s->events_pending, (long long)s->events_dead)
+
+%typemap(in, numinputs=0) int *changes_out (int tmp = 0) { $1 = &tmp; }
+%typemap(argout) int *changes_out {
+  $result = SWIG_Python_AppendOutput($result, PyLong_FromLong(*$1));
+}
+
+/* sc_status_outcome returns an SC_OUTCOME_*, not a status. */
+%typemap(out) int sc_status_outcome { $result = PyLong_FromLong($1); }
+
 /* sc_verify: the report is the result, also when an invariant fails (the
  * package raises shopcore.Corrupt with it), so the status is returned with
  * its message: ((status, message), report). */
 %typemap(out) int sc_verify {
   $result = Py_BuildValue("(is)", $1, $1 != SC_OK ? sc_errmsg(NULL) : "");
 }
-%typemap(in, numinputs=0) char **report_out (char *tmp = NULL) { $1 = &tmp; }
-%typemap(argout) char **report_out {
+%typemap(out) int sc_repair = int sc_verify;
+%typemap(in, numinputs=0) char **report_out (char *tmp = NULL),
+                          char **text_out (char *tmp = NULL) {
+  $1 = &tmp;
+}
+%typemap(argout) char **report_out, char **text_out {
   PyObject *text = *$1 ? PyUnicode_DecodeUTF8(*$1, (Py_ssize_t)strlen(*$1),
                                                "replace")
                        : SWIG_Py_Void();
   $result = SWIG_Python_AppendOutput($result, text);
 }
-%typemap(freearg) char **report_out { sc_free(tmp$argnum); }
+%typemap(freearg) char **report_out, char **text_out {
+  sc_free(tmp$argnum);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Request structs, from tuples the package builds                          */
@@ -472,6 +495,11 @@ static PyObject *scpy_event_list(const sc_event *evs, int n) {
 %rename("%s") sc_outbox_claim;
 %rename("%s") sc_outbox_ack;
 %rename("%s") sc_outbox_nack;
+%rename("%s") sc_status_outcome;
+%rename("%s") sc_repair;
+%rename("%s") sc_backup;
+%rename("%s") sc_stats_get;
+%rename("%s") sc_metrics_prometheus;
 
 %include "shopcore.h"
 

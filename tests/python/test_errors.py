@@ -51,6 +51,17 @@ class ErrorClassesTest(unittest.TestCase):
         for name, code in expected.items():
             self.assertEqual(getattr(shopcore, name).code, code, name)
 
+    def test_expected_outcomes(self):
+        for cls in (shopcore.SoldOut, shopcore.LimitReached, shopcore.Paused,
+                    shopcore.NotActive, shopcore.OutOfStock,
+                    shopcore.InsufficientBalance, shopcore.CouponUnavailable,
+                    shopcore.Expired, shopcore.InvalidState,
+                    shopcore.Conflict):
+            self.assertTrue(cls.expected, cls)
+        for cls in (shopcore.Invalid, shopcore.NotFound, shopcore.Busy,
+                    shopcore.Closed, shopcore.IOFailure, shopcore.Error):
+            self.assertFalse(cls.expected, cls)
+
     def test_builtin_bases(self):
         self.assertTrue(issubclass(shopcore.Invalid, ValueError))
         self.assertTrue(issubclass(shopcore.NotFound, LookupError))

@@ -22,7 +22,7 @@ from ._errors import *  # noqa: F401,F403 - one class per status code
 from ._errors import __all__ as _error_names
 from ._errors import Error, error_class
 from ._types import (Account, CouponPolicy, Durability, Event, EventType,
-                     Order, OrderStatus, Stock)
+                     Order, OrderStatus, RepairResult, Stats, Stock)
 from ._worker import EventHandler, Worker
 from ._db import Database, ManualClock, open
 
@@ -31,7 +31,8 @@ __version__: str = _c.sc_version()
 
 __all__ = ["open", "Database", "Worker", "EventHandler", "ManualClock",
            "Stock", "Account", "CouponPolicy", "Order", "Event", "EventType",
-           "OrderStatus", "Durability", "error_class",
+           "OrderStatus", "Durability", "Stats", "RepairResult",
+           "error_class",
            "__version__"] + [n for n in _error_names if n != "error_for"]
 
 del _error_names

@@ -10,7 +10,7 @@ from . import _check as chk
 from . import _shopcore as _c
 from ._errors import error_for
 from ._types import (Account, CouponPolicy, Durability, Event, Order,
-                     OrderStatus, Stock)
+                     OrderStatus, RepairResult, Stats, Stock)
 from ._worker import EventHandler, Worker
 
 __all__ = ["Database", "ManualClock", "open"]
@@ -308,6 +308,37 @@ class Database:
             raise error_for(rc, message + ("\n" + report if report else ""))
         return str(report).strip()
 
+    def repair(self, dry_run: bool = False) -> RepairResult:
+        """The recovery steps for a database written by something else:
+        recomputes every counter from the rows, releases coupons of orders
+        that are gone or closed, revokes unused coupons issued past a cap.
+        One transaction; no events. Run verify() afterwards.
+
+        Raises Corrupt (with the report) when a finding could not be
+        repaired; the others are.
+        """
+        if not isinstance(dry_run, bool):
+            raise TypeError("dry_run must be a bool")
+        (rc, message), changes, report = _c.sc_repair(self._h, int(dry_run))
+        if rc != 0:
+            raise error_for(rc, message + ("\n" + report if report else ""))
+        return RepairResult(int(changes), str(report).strip())
+
+    def backup(self, dest_path: "PathLike") -> None:
+        """Copies the database to dest_path (which must not exist) as one
+        consistent snapshot while writers go on. Raises Exists, IOFailure.
+        """
+        _c.sc_backup(self._h, _path_text(dest_path, "dest_path"))
+
+    def stats(self) -> Stats:
+        """Counts what the database holds (full scans: not a hot path)."""
+        return Stats._make(_c.sc_stats_get(self._h))
+
+    def metrics_prometheus(self) -> str:
+        """This handle's operation counters, latency summaries, batch sizes,
+        queue depth and alerts in the Prometheus text format."""
+        return str(_c.sc_metrics_prometheus(self._h))
+
     # ---- events ------------------------------------------------------------
 
     def claim_events(self, max: int = 100, lease_ms: int = 30000
@@ -347,6 +378,16 @@ def _event_id(event: Union[Event, int]) -> int:
     return chk.ident(event, "event")
 
 
+def _path_text(path: Any, what: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError("{} must be a str or os.PathLike, not {}".format(
+            what, type(path).__name__))
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    return chk.text(text, what)
+
+
 def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
          batch_max: int = 0, busy_timeout_ms: int = 0, queue_max: int = 0,
          read_pool_max: int = 0, default_order_ttl_ms: int = 0,
@@ -374,13 +415,7 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
 
     Raises: Invalid, IOFailure, Corrupt, Busy.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError("path must be a str or os.PathLike, not " +
-                        type(path).__name__)
-    fspath = os.fspath(path)
-    if not isinstance(fspath, str):
-        fspath = os.fsdecode(fspath)
-    chk.text(fspath, "path")
+    fspath = _path_text(path, "path")
     dur = _durability(durability)
     if clock is not None and not isinstance(clock, ManualClock):
         raise TypeError("clock must be a shopcore.ManualClock or None")

@@ -41,6 +41,9 @@ class Error(Exception):
 
     code: int = _c.SC_ERROR
     name: str = "SC_ERROR"
+    #: True for the business outcomes a shop expects under contention
+    #: (SoldOut, OutOfStock, Expired ...), False for real errors.
+    expected: bool = False
 
     def __init__(self, message: str = "", code: Optional[int] = None) -> None:
         super().__init__(message)
@@ -70,8 +73,9 @@ def _make_classes() -> Tuple[Dict[int, Type[Error]], Dict[str, Type[Error]]]:
         name = _class_name(c_name)
         doc = "Status {} ({}).".format(c_name, _c.sc_strerror(code))
         bases = (Error,) + _ALSO.get(c_name, ())
+        expected = _c.sc_status_outcome(code) == _c.SC_OUTCOME_EXPECTED
         attrs = {"code": code, "name": c_name, "__doc__": doc,
-                 "__module__": "shopcore"}
+                 "expected": expected, "__module__": "shopcore"}
         cls = type(name, bases, attrs)
         by_code[code] = cls
         by_name[name] = cls

@@ -9,6 +9,7 @@ __all__: List[str]
 class Error(Exception):
     code: int
     name: str
+    expected: bool
     message: str
     def __init__(self, message: str = ..., code: Optional[int] = ...) -> None: ...
     def __reduce__(self) -> Tuple[type, Tuple[str, int]]: ...

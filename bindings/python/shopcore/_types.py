@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, NamedTuple
 from . import _shopcore as _c
 
 __all__ = ["Durability", "OrderStatus", "EventType", "Stock", "Account",
-           "CouponPolicy", "Order", "Event"]
+           "CouponPolicy", "Order", "Event", "Stats", "RepairResult"]
 
 
 class Durability(enum.IntEnum):
@@ -101,6 +101,37 @@ class Order(NamedTuple):
     discount: int
     #: the payment deadline, milliseconds since the epoch (the db's clock)
     expires_at_ms: int
+
+
+class Stats(NamedTuple):
+    """What the database holds, counted on one snapshot (full scans: for an
+    administrator or a slow dashboard, not a hot path)."""
+
+    products: int
+    units_total: int
+    units_reserved: int
+    accounts: int
+    balance_total: int
+    held_total: int
+    orders_pending: int
+    orders_confirmed: int
+    orders_cancelled: int
+    orders_expired: int
+    policies: int
+    coupons: int
+    #: outbox events not yet delivered
+    events_pending: int
+    #: outbox events that failed every attempt
+    events_dead: int
+
+
+class RepairResult(NamedTuple):
+    """What Database.repair() changed (or would change, in a dry run)."""
+
+    #: the number of changes
+    changes: int
+    #: one line per change, "nothing to repair" when none
+    report: str
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,21 @@ static int lib_call(int t, int64_t i, void *ud) {
   return rc != SC_OK;
 }
 
+/* What the writer saw: batch sizes and the time of each batch from BEGIN
+ * to COMMIT (running its operations and the fsync), hence its cost per
+ * operation. */
+static void print_writer(sc_db *db) {
+  sc_metrics m;
+  if (sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) return;
+  double ops = m.batch_size.sum, per_op_us = 1000 * m.commit_ms.sum / ops;
+  printf(
+      "   writer: %llu batches, size mean %.0f p50 %.0f max %.0f; commit"
+      " p50 %.2f ms p99 %.2f ms; %.1f us of writer time per operation\n",
+      (unsigned long long)m.batch_size.count, ops / (double)m.batch_size.count,
+      m.batch_size.p50, m.batch_size.max, m.commit_ms.p50, m.commit_ms.p99,
+      per_op_us);
+}
+
 static void verify(sc_db *db, const char *variant) {
   char *report = NULL;
   int rc = sc_verify(db, &report);
@@ -106,6 +121,7 @@ static bu_result run_lib(const scenario *sc, const char *variant, int batch_max,
   snprintf(bench, sizeof bench, "%s_%s", sc->pay ? "checkout_pay" : "checkout",
            sc->name);
   bu_result r = bu_run(bench, variant, threads, seconds, lib_call, &c);
+  print_writer(c.db);
   if (check) verify(c.db, variant);
   sc_close(c.db);
   bu_remove_db(path);

@@ -303,9 +303,10 @@ static const char SQL_COUPON_FOR_ORDER[] =
     " p.max_discount, p.starts_at_ms, p.ends_at_ms"
     " FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
     " WHERE c.id = ?1";
+/* ?1 is the order in each transition; ?2 the coupon a hold takes. */
 static const char SQL_COUPON_HOLD[] =
-    "UPDATE sc_coupon SET status = 2, order_id = ?2"
-    " WHERE id = ?1 AND status = 1";
+    "UPDATE sc_coupon SET status = 2, order_id = ?1"
+    " WHERE id = ?2 AND status = 1";
 static const char SQL_COUPON_USE[] =
     "UPDATE sc_coupon SET status = 3 WHERE order_id = ?1 AND status = 2";
 static const char SQL_COUPON_RELEASE[] =
@@ -337,9 +338,9 @@ static int coupon_refusal(sc__op *op, sc_id coupon, sc_id user,
   }
   int status = sqlite3_column_int(row, 1);
   if (status != COUPON_AVAILABLE) {
-    return sc__op_fail(op, SC_COUPON_UNAVAILABLE, "coupon %lld is %s", id,
-                       status == COUPON_HELD ? "held by a pending order"
-                                             : "used");
+    return sc__op_fail(
+        op, SC_COUPON_UNAVAILABLE, "coupon %lld is %s", id,
+        status == COUPON_HELD ? "held by a pending order" : "used");
   }
   if ((starts != 0 && now < starts) || (ends != 0 && now >= ends)) {
     return sc__op_fail(op, SC_COUPON_UNAVAILABLE,
@@ -363,41 +364,42 @@ int sc__coupon_discount(sc__conn *w, sc__op *op, sc_id coupon, sc_id user,
   }
   rc = coupon_refusal(op, coupon, user, st, now);
   if (rc == SC_OK) {
-    *discount = discount_on(subtotal, sqlite3_column_int64(st, 2),
-                            sqlite3_column_int64(st, 3),
-                            sqlite3_column_int64(st, 4));
+    *discount =
+        discount_on(subtotal, sqlite3_column_int64(st, 2),
+                    sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
   }
   sqlite3_reset(st);
   return rc;
 }
 
-/* Runs one two-id transition and checks it changed exactly `want` rows. */
-static int coupon_step(sc__conn *w, sc__op *op, const char *sql, sc_id a,
-                       sc_id b, int nparams, const char *what) {
+/* Runs one transition of the coupon of order and checks that it moved
+ * exactly one coupon from the state `from`. */
+static int coupon_step(sc__conn *w, sc__op *op, const char *sql, sc_id order,
+                       sc_id coupon, const char *what, const char *from) {
   sqlite3_stmt *st = sc__stmt(w, sql);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, what);
-  sqlite3_bind_int64(st, 1, a);
-  if (nparams > 1) sqlite3_bind_int64(st, 2, b);
+  sqlite3_bind_int64(st, 1, order);
+  if (coupon != 0) sqlite3_bind_int64(st, 2, coupon);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, what);
   if (sqlite3_changes(w->h) == 1) return SC_OK;
   /* The order's own coupon is missing or in another state: the books are
    * already wrong, so refuse rather than make them worse. */
-  return sc__op_fail(op, SC_CORRUPT, "%s: coupon of order %lld is not %s",
-                     what, (long long)(nparams > 1 ? b : a),
-                     nparams > 1 ? "available" : "held");
+  return sc__op_fail(op, SC_CORRUPT, "%s: the coupon of order %lld is not %s",
+                     what, (long long)order, from);
 }
 
 int sc__coupon_hold(sc__conn *w, sc__op *op, sc_id coupon, sc_id order) {
-  return coupon_step(w, op, SQL_COUPON_HOLD, coupon, order, 2, "hold coupon");
+  return coupon_step(w, op, SQL_COUPON_HOLD, order, coupon, "hold coupon",
+                     "available");
 }
 
 int sc__coupon_use(sc__conn *w, sc__op *op, sc_id order) {
-  return coupon_step(w, op, SQL_COUPON_USE, order, 0, 1, "use coupon");
+  return coupon_step(w, op, SQL_COUPON_USE, order, 0, "use coupon", "held");
 }
 
 int sc__coupon_release(sc__conn *w, sc__op *op, sc_id order) {
-  return coupon_step(w, op, SQL_COUPON_RELEASE, order, 0, 1,
-                     "release coupon");
+  return coupon_step(w, op, SQL_COUPON_RELEASE, order, 0, "release coupon",
+                     "held");
 }

@@ -300,10 +300,15 @@ static int checkout_prepare(sc_db *db, checkout_op *op,
   op->n = req->n_lines;
   op->items = op->small_items;
   op->request = op->small_request;
+  /* The request is bound as one blob, whose length is an int. */
+  if (op->n > (INT32_MAX - 40) / 24) {
+    return sc__fail(SC_INVALID, "sc_checkout: %zu lines are too many", op->n);
+  }
   if (op->n > SMALL_LINES) {
     op->items = sc__calloc(op->n, sizeof *op->items);
-    op->request = sc__calloc(op->n + 2, 24); /* >= REQUEST_LEN(n) */
-    if (op->items == NULL || op->request == NULL) {
+    op->request = req->idempotency_key ? sc__malloc(REQUEST_LEN(op->n)) : NULL;
+    if (op->items == NULL ||
+        (req->idempotency_key != NULL && op->request == NULL)) {
       return sc__fail(SC_NOMEM, "sc_checkout: out of memory");
     }
   }

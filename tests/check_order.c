@@ -212,6 +212,36 @@ START_TEST(multi_line_order_is_all_or_nothing) {
 }
 END_TEST
 
+/* More lines than the operation keeps inline, keyed: the allocated path. */
+START_TEST(a_long_keyed_order_replays_in_any_line_order) {
+  shop s;
+  shop_open(&s, "long", SC_DURABILITY_FULL);
+  ck_assert_sc(sc_account_deposit(s.db, 1, 1000000, NULL), SC_OK);
+  sc_line lines[20], reversed[20];
+  int64_t want = 0;
+  for (int i = 0; i < 20; i++) {
+    lines[i] = (sc_line){product(s.db, 10 + i, 5), 1 + i % 3};
+    want += (10 + i) * (1 + i % 3);
+  }
+  for (int i = 0; i < 20; i++)
+    reversed[i] = lines[19 - i];
+  sc_checkout_req req = {
+      .user = 1, .lines = lines, .n_lines = 20, .idempotency_key = "long"};
+  sc_id first = 0, again = 0;
+  ck_assert_sc(sc_checkout(s.db, &req, &first), SC_OK);
+  ck_assert_int_eq(order_of(s.db, first).total, want);
+  req.lines = reversed;
+  ck_assert_sc(sc_checkout(s.db, &req, &again), SC_OK);
+  ck_assert_int_eq(again, first);
+  reversed[0].qty++; /* now another request */
+  ck_assert_sc(sc_checkout(s.db, &req, &again), SC_IDEMPOTENCY_MISMATCH);
+  ck_assert_int_eq(account_of(s.db, 1).held, want);
+  ck_assert_int_eq(stock_of(s.db, lines[19].product).reserved, lines[19].qty);
+  tu_assert_verify(s.db);
+  shop_close(&s);
+}
+END_TEST
+
 START_TEST(discounts_fixed_and_percent_with_cap) {
   shop s;
   shop_open(&s, "discount", SC_DURABILITY_FULL);
@@ -1041,6 +1071,7 @@ Suite *order_suite(void) {
   TCase *tc = tu_tcase("order");
   tcase_add_test(tc, checkout_pay_cancel_and_their_events);
   tcase_add_test(tc, multi_line_order_is_all_or_nothing);
+  tcase_add_test(tc, a_long_keyed_order_replays_in_any_line_order);
   tcase_add_test(tc, discounts_fixed_and_percent_with_cap);
   tcase_add_test(tc, unavailable_coupons_are_refused);
   tcase_add_test(tc, payable_until_the_deadline_then_expired);

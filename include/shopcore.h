@@ -396,15 +396,36 @@ typedef struct sc_event {
 
 /** Claims up to max deliverable events for lease_ms: an event is handed out
  * only when every earlier event of its aggregate is acked, and not again
- * until its lease ends. *events_out is freed with sc_events_free. */
+ * until its lease ends. *events_out is freed with sc_events_free.
+ * Deliverable: pending, due (new, or its retry delay passed), not leased,
+ * and no earlier event of its aggregate undelivered (a dead one holds back
+ * its aggregate until requeued). Claiming is a write (it sets the leases),
+ * committed like every other; the events come in id order, at most one per
+ * aggregate. Times are the db's clock.
+ * @param[in] max       1..SC_OUTBOX_CLAIM_MAX.
+ * @param[in] lease_ms  > 0: ack or nack before it ends, or the event is
+ *                      handed out again (at least once delivery).
+ * @param[out] events_out  NULL when *n_out is 0.
+ * @return SC_OK (also with none), SC_INVALID, SC_MISUSE, SC_CLOSED, SC_NOMEM,
+ *   SC_BUSY, SC_IOERR. Any thread. */
 SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
                            sc_event **events_out, int *n_out);
 /** Frees what sc_outbox_claim returned. NULL is a no-op. */
 SC_API void sc_events_free(sc_event *events, int n);
-/** Marks an event delivered. @return SC_OK, SC_NOT_FOUND. */
+/** Marks an event delivered: the next event of its aggregate becomes
+ * deliverable. Acking a delivered event changes nothing; acking a dead one
+ * (a late success) makes it delivered. @return SC_OK, SC_NOT_FOUND. Any
+ * thread. */
 SC_API int sc_outbox_ack(sc_db *db, sc_id event_id);
 /** A failed delivery: retried later (backoff with jitter), or dead after
- * outbox_max_attempts. reason may be NULL. @return SC_OK, SC_NOT_FOUND. */
+ * outbox_max_attempts. reason may be NULL (truncated to 500 bytes, it is
+ * kept as the event's last_error). attempts grows by one; once it reaches
+ * sc_options.outbox_max_attempts the event is dead (listed by
+ * sc_outbox_dead_list, holding back its aggregate); before that it is
+ * deliverable again after outbox_retry_base_ms x 2^(attempts - 1), capped at
+ * outbox_retry_max_ms, each delay spread by +-20% at random (db clock).
+ * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (delivered or dead). Any
+ * thread. */
 SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
 
 /* ------------------------------------------------------------------------ */
@@ -563,6 +584,43 @@ SC_API int sc_event_decode(const void *payload, size_t len,
                            sc_event_data *out);
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
 SC_API const char *sc_event_type_name(int type);
+
+/** Most events one sc_outbox_claim or sc_outbox_dead_list call returns. */
+#define SC_OUTBOX_CLAIM_MAX 4096
+
+/** A dead event: it failed outbox_max_attempts deliveries. */
+typedef struct sc_dead_event {
+  sc_event event;         /* attempts: the failed deliveries */
+  const char *last_error; /* the last nack's reason; "" if none */
+} sc_dead_event;
+/**
+ * Lists dead events in id order, from the first with an id > after_id (0 to
+ * start; pass the last id seen to page on).
+ * @param[in] max  1..SC_OUTBOX_CLAIM_MAX.
+ * @param[out] events_out  freed with sc_dead_events_free; NULL when *n_out
+ *   is 0.
+ * @return SC_OK, SC_INVALID, SC_MISUSE, SC_NOMEM. Any thread (a read).
+ */
+SC_API int sc_outbox_dead_list(sc_db *db, sc_id after_id, int max,
+                               sc_dead_event **events_out, int *n_out);
+/** Frees what sc_outbox_dead_list returned. NULL is a no-op. */
+SC_API void sc_dead_events_free(sc_dead_event *events, int n);
+/** Makes a dead event pending again, with attempts 0, deliverable now (its
+ * aggregate's later events follow it). A running worker is woken.
+ * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (not dead). Any thread. */
+SC_API int sc_outbox_requeue(sc_db *db, sc_id event_id);
+/** Requeues every dead event. @param[out] requeued_out may be NULL.
+ * @return SC_OK, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_requeue_all(sc_db *db, int *requeued_out);
+
+typedef struct sc_outbox_stats {
+  int64_t pending;           /* not yet delivered, not dead */
+  int64_t dead;
+  int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
+} sc_outbox_stats;
+/** Counts the outbox's events (a read, on one snapshot).
+ * @return SC_OK, SC_MISUSE. Any thread. */
+SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
 
 /* ---- administration: repair and backup ---- */
 

@@ -215,6 +215,43 @@ size_t sc__event_encode(const sc__event_fields *f, char *buf, size_t cap);
 int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
                     const sc__event_fields *f);
 
+/* ---- outbox: the worker's round trip (outbox.c) ---- */
+
+/* What becomes of one delivered event. */
+enum {
+  SC__SETTLE_ACK = 1, /* delivered */
+  SC__SETTLE_NACK,    /* failed: retried after a backoff, or dead */
+  SC__SETTLE_RELEASE, /* not delivered (stopping): lease dropped, no attempt */
+  SC__SETTLE_DEAD     /* can never be delivered (undecodable): dead now */
+};
+typedef struct sc__settle {
+  sc_id id;
+  int verdict;        /* SC__SETTLE_* */
+  const char *reason; /* NACK, DEAD: stored as last_error; may be NULL */
+} sc__settle;
+
+/* One writer operation that settles the events of the last batch and claims
+ * the next: the worker's whole round trip, one op and one commit. Settling
+ * an event that changed meanwhile (acked or requeued elsewhere) is skipped.
+ * The caller owns every array; the op allocates the claimed payloads, which
+ * sc__events_clear frees. */
+typedef struct sc__outbox_round {
+  sc__op base;
+  const sc__settle *settle; /* in */
+  int n_settle;
+  int claim_max;        /* in: 0 = claim nothing */
+  int64_t lease_ms;     /* in */
+  sc_event *events;     /* in: room for claim_max; out: the claimed ones */
+  int n_events;         /* out */
+  int64_t next_due_ms;  /* out, when fewer than claim_max were claimed: the
+                           earliest moment (db clock) a pending event not
+                           deliverable now becomes so by time; 0 = none */
+} sc__outbox_round;
+/* Sets base.run and base.kind; the other fields are the caller's. */
+void sc__outbox_round_init(sc__outbox_round *r);
+/* Frees the payloads of events[0..n) (not the array). */
+void sc__events_clear(sc_event *events, int n);
+
 /* ---- text buffers (strbuf.c), for metrics and repair reports ---- */
 
 typedef struct sc__strbuf {

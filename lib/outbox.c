@@ -1,8 +1,22 @@
 /* The transactional outbox: each state change appends its event in the same
- * savepoint, with a gap-free sequence number per aggregate. */
+ * savepoint, with a gap-free sequence number per aggregate; consumers claim
+ * events with a lease, then ack or nack them. Claims, acks and nacks are
+ * writes, so they go through the writer like every other change and hold
+ * across processes sharing the file.
+ *
+ * An event is deliverable when it is pending (state 0), due (available_at),
+ * not leased, and every earlier event of its aggregate is delivered: one
+ * aggregate's events reach the consumer in sequence order, and a failing or
+ * dead event holds back its own aggregate only. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "internal.h"
 
 enum { AGG_COUPON = 1, AGG_ORDER = 2, AGG_ACCOUNT = 3, AGG_POLICY = 4 };
+enum { ST_PENDING = 0, ST_DELIVERED = 1, ST_DEAD = 2 };
+
+#define REASON_MAX 500 /* bytes of a nack's reason kept as last_error */
 
 static const char SQL_APPEND[] =
     "INSERT INTO sc_outbox(type, agg_kind, agg_id, seq, created_at_ms,"
@@ -11,6 +25,40 @@ static const char SQL_APPEND[] =
     "  (SELECT coalesce(max(seq), 0) + 1 FROM sc_outbox"
     "   WHERE agg_kind = ?2 AND agg_id = ?3),"
     "  ?4, ?5, ?4)";
+/* The partial indexes sc_outbox_pending and sc_outbox_open serve this. The
+ * rows come back in no particular order; they are sorted by id after. */
+static const char SQL_CLAIM[] =
+    "UPDATE sc_outbox SET lease_until_ms = ?3 WHERE id IN ("
+    " SELECT o.id FROM sc_outbox o"
+    " WHERE o.state = 0 AND o.available_at_ms <= ?1"
+    "  AND o.lease_until_ms <= ?1"
+    "  AND NOT EXISTS (SELECT 1 FROM sc_outbox e"
+    "   WHERE e.agg_kind = o.agg_kind AND e.agg_id = o.agg_id"
+    "    AND e.seq < o.seq AND e.state <> 1)"
+    " ORDER BY o.id LIMIT ?2)"
+    " RETURNING id, type, agg_id, seq, created_at_ms, attempts, payload";
+static const char SQL_NEXT_DUE[] =
+    "SELECT min(max(available_at_ms, lease_until_ms)) FROM sc_outbox"
+    " WHERE state = 0 AND max(available_at_ms, lease_until_ms) > ?1";
+static const char SQL_STATE[] =
+    "SELECT state, attempts FROM sc_outbox WHERE id = ?1";
+static const char SQL_ACK[] =
+    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0"
+    " WHERE id = ?1 AND state <> 1";
+static const char SQL_RETRY[] =
+    "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
+    " lease_until_ms = 0, last_error = ?5 WHERE id = ?1 AND state = 0";
+static const char SQL_RELEASE[] =
+    "UPDATE sc_outbox SET lease_until_ms = 0 WHERE id = ?1 AND state = 0";
+static const char SQL_REQUEUE[] =
+    "UPDATE sc_outbox SET state = 0, attempts = 0, available_at_ms = ?2,"
+    " lease_until_ms = 0, last_error = NULL WHERE id = ?1 AND state = 2";
+static const char SQL_REQUEUE_ALL[] =
+    "UPDATE sc_outbox SET state = 0, attempts = 0, available_at_ms = ?1,"
+    " lease_until_ms = 0, last_error = NULL WHERE state = 2";
+
+/* ---- appending ------------------------------------------------------------
+ */
 
 /* The aggregate an event belongs to, by the design's rule. */
 static int aggregate_of(const sc__event_fields *f, sc_id *id) {
@@ -31,6 +79,13 @@ static int aggregate_of(const sc__event_fields *f, sc_id *id) {
   }
 }
 
+/* Counts as "events written" for the commit hook, which wakes the worker:
+ * an event that becomes deliverable again (requeued, or its aggregate
+ * unblocked) is as new to it as an appended one. */
+static void note_deliverable(sc_db *db) {
+  db->batch_events++;
+}
+
 int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
                     const sc__event_fields *f) {
   char payload[SC__PAYLOAD_MAX];
@@ -46,10 +101,358 @@ int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
   sqlite3_bind_int(st, 2, agg_kind);
   sqlite3_bind_int64(st, 3, agg_id);
   sqlite3_bind_int64(st, 4, f->at_ms);
-  sqlite3_bind_blob(st, 5, payload, (int)len, SQLITE_TRANSIENT);
+  /* SQLITE_STATIC: no copy, so no allocation that could fail and leave the
+   * payload NULL; the buffer outlives the step, and sc__stmt clears the
+   * binding before the statement is used again. */
+  int rc = sqlite3_bind_blob(st, 5, payload, (int)len, SQLITE_STATIC);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "outbox");
+  note_deliverable(db);
+  return SC_OK;
+}
+
+/* ---- claiming -------------------------------------------------------------
+ */
+
+void sc__events_clear(sc_event *events, int n) {
+  for (int i = 0; events != NULL && i < n; i++) {
+    sc__free((void *)events[i].payload);
+    events[i].payload = NULL;
+  }
+}
+
+/* Copies the row of SQL_CLAIM (or a listing) into ev, payload included. */
+static bool event_read(sqlite3_stmt *st, sc_event *ev) {
+  const void *blob = sqlite3_column_blob(st, 6);
+  size_t len = (size_t)sqlite3_column_bytes(st, 6);
+  void *copy = sc__malloc(len);
+  if (copy == NULL) return false;
+  if (len > 0) memcpy(copy, blob, len);
+  *ev = (sc_event){.id = sqlite3_column_int64(st, 0),
+                   .type = sqlite3_column_int(st, 1),
+                   .aggregate_id = sqlite3_column_int64(st, 2),
+                   .seq = sqlite3_column_int64(st, 3),
+                   .created_at_ms = sqlite3_column_int64(st, 4),
+                   .attempts = sqlite3_column_int(st, 5),
+                   .payload = copy,
+                   .payload_len = len};
+  return true;
+}
+
+static int by_id(const void *a, const void *b) {
+  sc_id x = ((const sc_event *)a)->id, y = ((const sc_event *)b)->id;
+  return (x > y) - (x < y);
+}
+
+static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_CLAIM);
+  if (st == NULL) return sc__op_fail_sqlite(&r->base, w, SQLITE_ERROR, "claim");
+  int64_t until;
+  if (!sc__add_i64(now, r->lease_ms, &until)) until = INT64_MAX;
+  sqlite3_bind_int64(st, 1, now);
+  sqlite3_bind_int(st, 2, r->claim_max);
+  sqlite3_bind_int64(st, 3, until);
+  int rc;
+  bool nomem = false;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n_events < r->claim_max) {
+    if (!event_read(st, &r->events[r->n_events])) {
+      nomem = true;
+      break;
+    }
+    r->n_events++;
+  }
+  sqlite3_reset(st);
+  if (nomem || (rc != SQLITE_DONE && rc != SQLITE_ROW)) {
+    sc__events_clear(r->events, r->n_events);
+    r->n_events = 0;
+    if (nomem) return sc__op_fail(&r->base, SC_NOMEM, "claim: out of memory");
+    return sc__op_fail_sqlite(&r->base, w, rc, "claim");
+  }
+  qsort(r->events, (size_t)r->n_events, sizeof *r->events, by_id);
+  return SC_OK;
+}
+
+static int next_due(sc__conn *w, sc__outbox_round *r, int64_t now) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_NEXT_DUE);
+  if (st == NULL) return sc__op_fail_sqlite(&r->base, w, SQLITE_ERROR, "claim");
+  sqlite3_bind_int64(st, 1, now);
+  int rc = sqlite3_step(st);
+  r->next_due_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? SC_OK
+                          : sc__op_fail_sqlite(&r->base, w, rc, "claim");
+}
+
+/* ---- settling -------------------------------------------------------------
+ */
+
+/* The state and attempts of an event; SC_NOT_FOUND if there is none. */
+static int event_state(sc__conn *w, sc__op *op, sc_id id, int *state,
+                       int *attempts) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_STATE);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "outbox");
+  sqlite3_bind_int64(st, 1, id);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *state = sqlite3_column_int(st, 0);
+    *attempts = sqlite3_column_int(st, 1);
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE) {
+    return sc__op_fail(op, SC_NOT_FOUND, "event %lld not found", (long long)id);
+  }
+  return rc == SQLITE_ROW ? SC_OK : sc__op_fail_sqlite(op, w, rc, "outbox");
+}
+
+/* Runs an UPDATE keyed by event id (?1) with an optional int64 ?2; returns
+ * SC_OK with *changed, or the failure. */
+static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
+                      int64_t arg, bool *changed) {
+  sqlite3_stmt *st = sc__stmt(w, sql);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "outbox");
+  sqlite3_bind_int64(st, 1, id);
+  if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_int64(st, 2, arg);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "outbox");
-  db->batch_events++;
+  *changed = sqlite3_changes(w->h) > 0;
   return SC_OK;
+}
+
+/* A pending or dead event becomes delivered (a dead one's late success
+ * counts too); acking a delivered one changes nothing. */
+static int ack(sc__conn *w, sc__op *op, sc_id id, bool *changed) {
+  int rc = update_one(w, op, SQL_ACK, id, 0, changed);
+  if (rc != SC_OK || *changed) return rc;
+  int state, attempts;
+  return event_state(w, op, id, &state, &attempts);
+}
+
+/* Uniform in [0, n), from a per-thread xorshift: only the writer thread
+ * draws, and jitter needs no quality beyond spreading retries apart. */
+static int64_t jitter_draw(int64_t n) {
+  static _Thread_local uint64_t x;
+  if (x == 0) x = (uint64_t)sc__monotonic_ns() | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return n > 0 ? (int64_t)(x % (uint64_t)n) : 0;
+}
+
+/* The wait before delivery attempt number attempts + 1: base doubled per
+ * failed attempt, capped, then spread by +-20% so that events failing
+ * together do not come back together. */
+static int64_t backoff_ms(const sc_options *o, int attempts) {
+  int64_t d = o->outbox_retry_max_ms;
+  if (attempts - 1 < 62 &&
+      o->outbox_retry_base_ms <= (o->outbox_retry_max_ms >> (attempts - 1))) {
+    d = o->outbox_retry_base_ms << (attempts - 1);
+  }
+  return d - d / 5 + jitter_draw(2 * (d / 5) + 1);
+}
+
+/* A failed delivery: retried after a backoff, or dead once it has failed
+ * outbox_max_attempts times (at once with dead_now). */
+static int nack(sc_db *db, sc__conn *w, sc__op *op, sc_id id,
+                const char *reason, bool dead_now) {
+  int state, attempts;
+  int rc = event_state(w, op, id, &state, &attempts);
+  if (rc != SC_OK) return rc;
+  if (state != ST_PENDING) {
+    return sc__op_fail(op, SC_INVALID_STATE, "event %lld is %s", (long long)id,
+                       state == ST_DELIVERED ? "delivered" : "dead");
+  }
+  attempts++;
+  bool dead = dead_now || attempts >= db->opts.outbox_max_attempts;
+  int64_t at = sc__now_ms(db);
+  if (!dead && !sc__add_i64(at, backoff_ms(&db->opts, attempts), &at)) {
+    at = INT64_MAX;
+  }
+  sqlite3_stmt *st = sc__stmt(w, SQL_RETRY);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "nack");
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int(st, 2, dead ? ST_DEAD : ST_PENDING);
+  sqlite3_bind_int(st, 3, attempts);
+  sqlite3_bind_int64(st, 4, at);
+  rc = SQLITE_OK;
+  if (reason != NULL) {
+    size_t n = strnlen(reason, REASON_MAX);
+    rc = sqlite3_bind_text(st, 5, reason, (int)n, SQLITE_STATIC);
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? SC_OK : sc__op_fail_sqlite(op, w, rc, "nack");
+}
+
+static int settle_one(sc_db *db, sc__conn *w, sc__op *op, const sc__settle *s) {
+  bool changed;
+  switch (s->verdict) {
+    case SC__SETTLE_ACK:
+      /* The round's own claim follows: no need to wake anyone. */
+      return ack(w, op, s->id, &changed);
+    case SC__SETTLE_NACK:
+    case SC__SETTLE_DEAD:
+      return nack(db, w, op, s->id, s->reason, s->verdict == SC__SETTLE_DEAD);
+    default:
+      return update_one(w, op, SQL_RELEASE, s->id, 0, &changed);
+  }
+}
+
+/* Settles, then claims. An event that cannot be settled (acked, requeued
+ * or deleted by someone else meanwhile) is skipped: the round's purpose is
+ * the rest. A failed claim fails the round, settlements included, so
+ * nothing is half-done; the worker then retries later. */
+static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
+  sc__outbox_round *r = (sc__outbox_round *)base;
+  r->n_events = 0;
+  r->next_due_ms = 0;
+  for (int i = 0; i < r->n_settle; i++) {
+    int rc = settle_one(db, w, base, &r->settle[i]);
+    if (rc != SC_OK && rc != SC_NOT_FOUND && rc != SC_INVALID_STATE) return rc;
+  }
+  base->errmsg[0] = '\0';
+  if (r->claim_max <= 0) return SC_OK;
+  int64_t now = sc__now_ms(db);
+  int rc = claim(w, r, now);
+  if (rc == SC_OK && r->n_events < r->claim_max) rc = next_due(w, r, now);
+  if (rc != SC_OK) {
+    sc__events_clear(r->events, r->n_events);
+    r->n_events = 0;
+  }
+  return rc;
+}
+
+void sc__outbox_round_init(sc__outbox_round *r) {
+  r->base.run = round_run;
+  r->base.kind = SC__OP_OUTBOX;
+}
+
+/* ---- the public pull API ----------------------------------------------------
+ */
+
+int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms, sc_event **events_out,
+                    int *n_out) {
+  SC__CHECK_DB(db);
+  if (events_out == NULL || n_out == NULL) {
+    return sc__fail(SC_MISUSE, "sc_outbox_claim: events_out or n_out is NULL");
+  }
+  if (max <= 0 || max > SC_OUTBOX_CLAIM_MAX) {
+    return sc__fail(SC_INVALID, "sc_outbox_claim: max %d is not in 1..%d", max,
+                    SC_OUTBOX_CLAIM_MAX);
+  }
+  if (lease_ms <= 0) {
+    return sc__fail(SC_INVALID, "sc_outbox_claim: lease_ms %lld must be > 0",
+                    (long long)lease_ms);
+  }
+  sc__outbox_round r = {.claim_max = max, .lease_ms = lease_ms};
+  sc__outbox_round_init(&r);
+  r.events = sc__calloc((size_t)max, sizeof *r.events);
+  if (r.events == NULL) return sc__fail(SC_NOMEM, "sc_outbox_claim: no memory");
+  int rc = sc__op_execute(db, &r.base);
+  if (rc != SC_OK || r.n_events == 0) {
+    sc__free(r.events);
+    r.events = NULL;
+  }
+  if (rc == SC_OK) {
+    *events_out = r.events;
+    *n_out = r.n_events;
+  }
+  return rc;
+}
+
+void sc_events_free(sc_event *events, int n) {
+  sc__events_clear(events, n);
+  sc__free(events);
+}
+
+/* A one-event write: ack, nack or requeue. */
+typedef struct event_op {
+  sc__op base;
+  sc_id id;
+  const char *reason;
+  int verdict;
+} event_op;
+
+static int requeue(sc_db *db, sc__conn *w, sc__op *op, sc_id id) {
+  bool changed;
+  int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), &changed);
+  if (rc != SC_OK) return rc;
+  if (changed) {
+    note_deliverable(db);
+    return SC_OK;
+  }
+  int state, attempts;
+  rc = event_state(w, op, id, &state, &attempts);
+  if (rc != SC_OK) return rc;
+  return sc__op_fail(op, SC_INVALID_STATE, "event %lld is not dead (%s)",
+                     (long long)id,
+                     state == ST_DELIVERED ? "delivered" : "pending");
+}
+
+static int event_op_run(sc_db *db, sc__conn *w, sc__op *base) {
+  event_op *op = (event_op *)base;
+  bool changed = false;
+  int rc;
+  switch (op->verdict) {
+    case SC__SETTLE_ACK:
+      rc = ack(w, base, op->id, &changed);
+      /* The next event of its aggregate may be deliverable now. */
+      if (changed) note_deliverable(db);
+      return rc;
+    case SC__SETTLE_NACK:
+      return nack(db, w, base, op->id, op->reason, false);
+    default:
+      return requeue(db, w, base, op->id);
+  }
+}
+
+static int event_execute(sc_db *db, sc_id id, int verdict, const char *reason) {
+  SC__CHECK_DB(db);
+  if (id <= 0) {
+    return sc__fail(SC_NOT_FOUND, "event %lld not found", (long long)id);
+  }
+  event_op op = {.base = {.run = event_op_run, .kind = SC__OP_OUTBOX},
+                 .id = id,
+                 .reason = reason,
+                 .verdict = verdict};
+  return sc__op_execute(db, &op.base);
+}
+
+int sc_outbox_ack(sc_db *db, sc_id event_id) {
+  return event_execute(db, event_id, SC__SETTLE_ACK, NULL);
+}
+
+int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason) {
+  return event_execute(db, event_id, SC__SETTLE_NACK, reason);
+}
+
+int sc_outbox_requeue(sc_db *db, sc_id event_id) {
+  return event_execute(db, event_id, 0, NULL);
+}
+
+typedef struct requeue_all_op {
+  sc__op base;
+  int n;
+} requeue_all_op;
+
+static int requeue_all_run(sc_db *db, sc__conn *w, sc__op *base) {
+  requeue_all_op *op = (requeue_all_op *)base;
+  sqlite3_stmt *st = sc__stmt(w, SQL_REQUEUE_ALL);
+  if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "requeue");
+  sqlite3_bind_int64(st, 1, sc__now_ms(db));
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(base, w, rc, "requeue");
+  op->n = sqlite3_changes(w->h);
+  if (op->n > 0) note_deliverable(db);
+  return SC_OK;
+}
+
+int sc_outbox_requeue_all(sc_db *db, int *requeued_out) {
+  SC__CHECK_DB(db);
+  requeue_all_op op = {.base = {.run = requeue_all_run, .kind = SC__OP_OUTBOX}};
+  int rc = sc__op_execute(db, &op.base);
+  if (rc == SC_OK && requeued_out != NULL) *requeued_out = op.n;
+  return rc;
 }

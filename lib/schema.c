@@ -83,7 +83,12 @@ static const char MIGRATION_1[] =
     " lease_until_ms INTEGER NOT NULL DEFAULT 0,"
     " last_error TEXT,"
     " UNIQUE(agg_kind, agg_id, seq));"
-    "CREATE INDEX sc_outbox_pending ON sc_outbox(id) WHERE state = 0;";
+    "CREATE INDEX sc_outbox_pending ON sc_outbox(id) WHERE state = 0;"
+    /* Undelivered events per aggregate: a claim checks that no earlier one
+     * is left without visiting the delivered history. */
+    "CREATE INDEX sc_outbox_open ON sc_outbox(agg_kind, agg_id, seq)"
+    " WHERE state <> 1;"
+    "CREATE INDEX sc_outbox_dead ON sc_outbox(id) WHERE state = 2;";
 
 static const char *const MIGRATIONS[] = {MIGRATION_1};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))

@@ -137,8 +137,12 @@ int sc__read_acquire(sc_db *db, sc__conn **out) {
 
 void sc__read_release(sc_db *db, sc__conn *c) {
   if (!sqlite3_get_autocommit(c->h)) sqlite3_exec(c->h, "ROLLBACK", 0, 0, 0);
+  /* A connection still inside a transaction (its ROLLBACK failed for want
+   * of memory) is closed, not pooled: the next reader's BEGIN would fail,
+   * and it would pin an old snapshot. */
+  bool reusable = sqlite3_get_autocommit(c->h);
   pthread_mutex_lock(&db->rlock);
-  if (db->nidle < db->opts.read_pool_max) {
+  if (reusable && db->nidle < db->opts.read_pool_max) {
     c->next_idle = db->ridle;
     db->ridle = c;
     db->nidle++;

@@ -210,25 +210,29 @@ static void op_complete(sc__op *op) {
   }
 }
 
-/* Runs one operation in its own savepoint. Returns false if the transaction
- * itself was lost (an I/O error makes SQLite roll everything back). */
-static bool run_in_savepoint(sc_db *db, sc__op *op) {
+/* Runs one operation in its own savepoint. Returns SC_OK while the
+ * transaction lives, else the status that lost it: SQLite rolls everything
+ * back on some errors (I/O, out of memory), and an operation whose changes
+ * cannot be rolled back alone (ROLLBACK TO failed) must take the whole
+ * transaction with it, or its half-done changes would be committed. */
+static int run_in_savepoint(sc_db *db, sc__op *op) {
   sc__conn *w = db->wconn;
   int rc = sc__exec(w, SQL_SAVEPOINT);
   if (rc != SQLITE_OK) {
     sc__op_fail_sqlite(op, w, rc, "savepoint");
     op->status = sc__status_from_sqlite(rc);
-    return !sqlite3_get_autocommit(w->h);
+    return sqlite3_get_autocommit(w->h) ? op->status : SC_OK;
   }
   int events_before = db->batch_events;
   op->status = op->run(db, w, op);
   if (op->status != SC_OK) {
     db->batch_events = events_before;
-    if (sqlite3_get_autocommit(w->h)) return false;
-    sc__exec(w, SQL_ROLLBACK_TO);
+    if (sqlite3_get_autocommit(w->h)) return op->status;
+    rc = sc__exec(w, SQL_ROLLBACK_TO);
+    if (rc != SQLITE_OK) return sc__status_from_sqlite(rc);
   }
   sc__exec(w, SQL_RELEASE);
-  return !sqlite3_get_autocommit(w->h);
+  return sqlite3_get_autocommit(w->h) ? SC_IOERR : SC_OK;
 }
 
 /* Every operation of a batch whose transaction failed fails with it, except
@@ -248,25 +252,47 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
   sc__conn *w = db->wconn;
   char why[SC__ERRMSG_MAX];
   db->batch_events = 0;
+  /* A batch whose ROLLBACK failed (out of memory) left its transaction open;
+   * its operations were all reported failed, so it goes now, or every later
+   * BEGIN would fail. */
+  if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
   int rc = sc__exec(w, SQL_BEGIN);
   if (rc != SQLITE_OK) {
     snprintf(why, sizeof why, "begin: %s", sqlite3_errmsg(w->h));
     fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
     return false;
   }
-  bool alive = true;
-  for (sc__op *op = batch; op != NULL && alive; op = op->next) {
-    alive = run_in_savepoint(db, op);
+  int lost = SC_OK;
+  for (sc__op *op = batch; op != NULL && lost == SC_OK; op = op->next) {
+    lost = run_in_savepoint(db, op);
   }
-  rc = alive ? sc__exec(w, SQL_COMMIT) : SQLITE_IOERR;
-  if (rc == SQLITE_OK) return true;
+  rc = lost == SC_OK ? sc__exec(w, SQL_COMMIT) : SQLITE_OK;
+  if (lost == SC_OK && rc == SQLITE_OK) return true;
   /* Operations after a lost transaction never ran; they fail with it. */
-  snprintf(why, sizeof why, "%s: %s", alive ? "commit" : "transaction lost",
+  snprintf(why, sizeof why, "%s: %s",
+           lost == SC_OK ? "commit" : "transaction lost",
            sqlite3_errmsg(w->h));
   if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  fail_uncommitted(batch, lost != SC_OK ? lost : sc__status_from_sqlite(rc),
+                   why);
   db->batch_events = 0;
   return false;
+}
+
+/* Prepares the statements a failing batch needs, while memory is there:
+ * preparing ROLLBACK only when out of memory would fail and leave the
+ * transaction open. */
+static int writer_prepare(sc__conn *w) {
+  const char *const sql[] = {SQL_BEGIN,   SQL_COMMIT,  SQL_ROLLBACK,
+                             SQL_SAVEPOINT, SQL_RELEASE, SQL_ROLLBACK_TO};
+  for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
+    if (sc__stmt(w, sql[i]) == NULL) {
+      return sc__fail(sc__status_from_sqlite(sqlite3_errcode(w->h)),
+                      "sc_open: cannot prepare %s: %s", sql[i],
+                      sqlite3_errmsg(w->h));
+    }
+  }
+  return SC_OK;
 }
 
 /* Hands a finished batch to the completer thread. */
@@ -420,6 +446,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                      &db->wconn);
   if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
+  if (rc == SC_OK) rc = writer_prepare(db->wconn);
   if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {
     if (pthread_create(&db->completer, NULL, completer_main, db) != 0) {

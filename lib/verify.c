@@ -2,6 +2,7 @@
  * Each check is a query returning one text row per violation, so a new
  * invariant is one more entry in the table below. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -189,6 +190,21 @@ static void report_add(report *r, const char *invariant, const char *finding) {
                              invariant, finding);
 }
 
+/* The SQLite code of a finding that says a check could not read (out of
+ * memory, I/O): integrity_check reports those in rows of their own, as
+ * "... error code=7", and they are no evidence of corruption. */
+static int unreadable(const char *finding) {
+  if (finding == NULL || strstr(finding, "out of memory") != NULL) {
+    return SQLITE_NOMEM;
+  }
+  const char *at = strstr(finding, "error code=");
+  int code = at != NULL ? atoi(at + strlen("error code=")) : SQLITE_OK;
+  /* A page that reads as corrupt stays a finding. */
+  return (code & 0xff) == SQLITE_NOMEM || (code & 0xff) == SQLITE_IOERR
+             ? code
+             : SQLITE_OK;
+}
+
 /* Runs every check; returns an SQLite code for a failure to read. */
 static int run_checks(sc__conn *c, report *r) {
   int rc = sqlite3_exec(c->h, "BEGIN", NULL, NULL, NULL);
@@ -198,7 +214,12 @@ static int run_checks(sc__conn *c, report *r) {
     if (st == NULL) return sqlite3_errcode(c->h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
       const char *finding = (const char *)sqlite3_column_text(st, 0);
-      report_add(r, CHECKS[i].invariant, finding ? finding : "(null)");
+      int err = unreadable(finding);
+      if (err != SQLITE_OK) {
+        rc = err;
+        break;
+      }
+      report_add(r, CHECKS[i].invariant, finding);
     }
     sqlite3_reset(st);
     rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -216,8 +237,9 @@ int sc_verify(sc_db *db, char **report_out) {
   report r = {0};
   int src = run_checks(c, &r);
   if (src != SQLITE_OK) {
+    /* errstr, not errmsg: the COMMIT after the checks reset the message. */
     rc = sc__fail(sc__status_from_sqlite(src), "sc_verify: %s",
-                  sqlite3_errmsg(c->h));
+                  sqlite3_errstr(src));
   }
   sc__read_release(db, c);
   if (rc == SC_OK && r.nomem) rc = sc__fail(SC_NOMEM, "sc_verify: no memory");

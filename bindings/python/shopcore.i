@@ -469,6 +469,42 @@ static PyObject *scpy_event_list(const sc_event *evs, int n) {
   sc_events_free(evs$argnum, n$argnum);
 }
 
+%{
+/* Dead events as [(event dict, last_error), ...]. */
+static PyObject *scpy_dead_list(const sc_dead_event *evs, int n) {
+  PyObject *list = PyList_New(n);
+  for (int i = 0; list != NULL && i < n; i++) {
+    PyObject *d = scpy_event_dict(&evs[i].event);
+    const char *why = evs[i].last_error ? evs[i].last_error : "";
+    PyObject *item = d != NULL ? Py_BuildValue("(Ns)", d, why) : NULL;
+    if (item == NULL) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, i, item);
+  }
+  return list;
+}
+%}
+
+%typemap(in, numinputs=0) (sc_dead_event **events_out, int *n_out)
+    (sc_dead_event *evs = NULL, int n = 0) {
+  $1 = &evs;
+  $2 = &n;
+}
+%typemap(argout) (sc_dead_event **events_out, int *n_out) {
+  PyObject *list = scpy_dead_list(*$1, *$2);
+  if (list == NULL) SWIG_fail;
+  $result = SWIG_Python_AppendOutput($result, list);
+}
+%typemap(freearg) (sc_dead_event **events_out, int *n_out) {
+  sc_dead_events_free(evs$argnum, n$argnum);
+}
+
+%typemap(in, numinputs=0) int *requeued_out (int tmp = 0) { $1 = &tmp; }
+%typemap(argout) int *requeued_out {
+  $result = SWIG_Python_AppendOutput($result, PyLong_FromLong(*$1));
+}
+SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
+                (long long)s->dead, (long long)s->oldest_pending_ms)
+
 /* ------------------------------------------------------------------------ */
 /* The wrapped C API                                                         */
 /* ------------------------------------------------------------------------ */
@@ -496,6 +532,10 @@ static PyObject *scpy_event_list(const sc_event *evs, int n) {
 %rename("%s") sc_outbox_ack;
 %rename("%s") sc_outbox_nack;
 %rename("%s") sc_status_outcome;
+%rename("%s") sc_outbox_dead_list;
+%rename("%s") sc_outbox_requeue;
+%rename("%s") sc_outbox_requeue_all;
+%rename("%s") sc_outbox_stats_get;
 %rename("%s") sc_repair;
 %rename("%s") sc_backup;
 %rename("%s") sc_stats_get;

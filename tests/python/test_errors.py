@@ -90,6 +90,10 @@ class ErrorClassesTest(unittest.TestCase):
         generated = {shopcore.error_class(c).__name__
                      for c in range(1, _c.SC_STATUS_COUNT_)}
         self.assertEqual(in_stub, generated | {"Error"})
+        stub_all, = [ast.literal_eval(n.value) for n in tree.body
+                     if isinstance(n, ast.Assign)
+                     and n.targets[0].id == "__all__"]
+        self.assertEqual(sorted(stub_all), sorted(shopcore._errors.__all__))
 
 
 class RaisedFromCTest(DbTestCase):

@@ -113,11 +113,62 @@ class OutboxTest(DbTestCase):
         self.assertEqual(again.id, ev.id)
         self.db.ack(again)
 
+    def kill(self, amount):
+        """Deposits and fails the event until it is dead; returns its id."""
+        self.db.deposit(7, amount)
+        for attempt in range(3):  # outbox_max_attempts
+            self.clock.advance(10_000)
+            ev, = self.db.claim_events()
+            self.assertEqual(ev.attempts, attempt)
+            self.db.nack(ev, reason="attempt %d failed" % attempt)
+        return ev.id
+
+    def test_dead_events_and_requeue(self):
+        dead_id = self.kill(100)
+        self.db.deposit(7, 200)  # held back behind the dead one
+        self.clock.advance(10_000)
+        self.assertEqual(self.db.claim_events(), [])
+        stats = self.db.outbox_stats()
+        self.assertIsInstance(stats, shopcore.OutboxStats)
+        self.assertEqual((stats.pending, stats.dead), (1, 1))
+        dead, = self.db.dead_events()
+        self.assertIsInstance(dead, shopcore.DeadEvent)
+        self.assertEqual((dead.event.id, dead.event.attempts),
+                         (dead_id, 3))
+        self.assertEqual(dead.event.data["amount"], 100)
+        self.assertEqual(dead.last_error, "attempt 2 failed")
+        self.assertEqual(self.db.dead_events(after=dead_id), [])
+        with self.assertRaises(shopcore.InvalidState):
+            self.db.nack(dead_id)
+        self.db.requeue(dead)
+        with self.assertRaises(shopcore.InvalidState):
+            self.db.requeue(dead_id)  # not dead any more
+        again, = self.db.claim_events()
+        self.assertEqual((again.id, again.attempts), (dead_id, 0))
+        self.db.ack(again)
+        self.assertEqual([ev.data["amount"] for ev in self.drain()], [200])
+        self.assertEqual(self.db.outbox_stats()[:2], (0, 0))
+
+    def test_requeue_all(self):
+        self.kill(100)
+        self.db.deposit(8, 5)
+        for ev in self.db.claim_events():
+            self.db.ack(ev)
+        self.assertEqual(self.db.requeue_all(), 1)
+        self.assertEqual(self.db.requeue_all(), 0)
+        self.assertEqual(len(self.drain()), 1)
+        with self.assertRaises(ValueError):
+            self.db.dead_events(max=shopcore._db.CLAIM_MAX + 1)
+        with self.assertRaises(ValueError):
+            self.db.dead_events(after=-1)
+
     def test_unknown_event(self):
         with self.assertRaises(shopcore.NotFound):
             self.db.ack(999)
         with self.assertRaises(shopcore.NotFound):
             self.db.nack(999)
+        with self.assertRaises(shopcore.NotFound):
+            self.db.requeue(999)
 
 
 if __name__ == "__main__":

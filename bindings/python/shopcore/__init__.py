@@ -17,12 +17,13 @@ Status codes are exceptions (``shopcore.Error`` and one subclass per status:
 results are immutable values (``Stock``, ``Account``, ``Order`` ...).
 """
 
+from . import _errors
 from . import _shopcore as _c
 from ._errors import *  # noqa: F401,F403 - one class per status code
-from ._errors import __all__ as _error_names
-from ._errors import Error, error_class
-from ._types import (Account, CouponPolicy, Durability, Event, EventType,
-                     Order, OrderStatus, RepairResult, Stats, Stock)
+from ._errors import Error, error_class, error_for
+from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
+                     EventType, Order, OrderStatus, OutboxStats, RepairResult,
+                     Stats, Stock)
 from ._worker import EventHandler, Worker
 from ._db import Database, ManualClock, open
 
@@ -31,8 +32,6 @@ __version__: str = _c.sc_version()
 
 __all__ = ["open", "Database", "Worker", "EventHandler", "ManualClock",
            "Stock", "Account", "CouponPolicy", "Order", "Event", "EventType",
-           "OrderStatus", "Durability", "Stats", "RepairResult",
-           "error_class",
-           "__version__"] + [n for n in _error_names if n != "error_for"]
-
-del _error_names
+           "OrderStatus", "Durability", "DeadEvent", "OutboxStats", "Stats",
+           "RepairResult", "__version__"]
+__all__ += _errors.__all__

@@ -9,11 +9,15 @@ from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Union)
 from . import _check as chk
 from . import _shopcore as _c
 from ._errors import error_for
-from ._types import (Account, CouponPolicy, Durability, Event, Order,
-                     OrderStatus, RepairResult, Stats, Stock)
+from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
+                     Order, OrderStatus, OutboxStats, RepairResult, Stats,
+                     Stock)
 from ._worker import EventHandler, Worker
 
 __all__ = ["Database", "ManualClock", "open"]
+
+#: The most events one claim_events() or dead_events() call returns.
+CLAIM_MAX: int = _c.SC_OUTBOX_CLAIM_MAX
 
 PathLike = Union[str, "os.PathLike[str]"]
 Lines = Union[Mapping[int, int], Iterable[Tuple[int, int]]]
@@ -138,9 +142,9 @@ class Database:
             price: minor units (cents), >= 0.
             stock: units on hand, >= 0.
         """
-        return _c.sc_product_create(self._h, chk.text(name, "name"),
-                                    chk.non_negative(price, "price"),
-                                    chk.non_negative(stock, "stock"))
+        return int(_c.sc_product_create(self._h, chk.text(name, "name"),
+                                        chk.non_negative(price, "price"),
+                                        chk.non_negative(stock, "stock")))
 
     def restock(self, product: int, qty: int) -> None:
         """Adds qty (> 0) units to a product's stock.
@@ -206,7 +210,7 @@ class Database:
         if spec[4] > 100:
             raise ValueError("discount_percent {} is above 100".format(
                 spec[4]))
-        return _c.sc_coupon_policy_create(self._h, spec)
+        return int(_c.sc_coupon_policy_create(self._h, spec))
 
     def pause_policy(self, policy: int, paused: bool = True) -> None:
         """The kill switch: stops issuance (paused=False resumes). Pausing a
@@ -236,8 +240,8 @@ class Database:
         Raises: SoldOut, LimitReached (the user holds per_user_limit),
         Paused, NotActive (outside the validity window), NotFound.
         """
-        return _c.sc_coupon_issue(self._h, chk.ident(policy, "policy"),
-                                  chk.ident(user, "user"))
+        return int(_c.sc_coupon_issue(self._h, chk.ident(policy, "policy"),
+                                      chk.ident(user, "user")))
 
     # ---- orders ------------------------------------------------------------
 
@@ -271,7 +275,7 @@ class Database:
                chk.non_negative(ttl_ms, "ttl_ms"),
                chk.optional_text(idempotency_key, "idempotency_key"),
                versions)
-        return _c.sc_checkout(self._h, req)
+        return int(_c.sc_checkout(self._h, req))
 
     def pay(self, order: int) -> None:
         """Pays a PENDING order before its deadline: debits the balance,
@@ -347,7 +351,8 @@ class Database:
         handed out only when every earlier event of its aggregate is
         acknowledged, and not again until its lease ends. Acknowledge each
         with ack(), or nack() it to have it retried."""
-        raw = _c.sc_outbox_claim(self._h, chk.int32(max, "max", 1),
+        raw = _c.sc_outbox_claim(self._h,
+                                 chk.in_range(max, "max", 1, CLAIM_MAX),
                                  chk.positive(lease_ms, "lease_ms"))
         return [Event._from_dict(d) for d in raw]
 
@@ -361,6 +366,30 @@ class Database:
         is dead after outbox_max_attempts. Raises NotFound."""
         _c.sc_outbox_nack(self._h, _event_id(event),
                           chk.optional_text(reason, "reason"))
+
+    def dead_events(self, after: int = 0, max: int = 100
+                    ) -> List[DeadEvent]:
+        """Lists dead events in id order, from the first with an id above
+        `after` (pass the last id seen to page on)."""
+        raw = _c.sc_outbox_dead_list(
+            self._h, chk.non_negative(after, "after"),
+            chk.in_range(max, "max", 1, CLAIM_MAX))
+        return [DeadEvent(Event._from_dict(d), why) for d, why in raw]
+
+    def requeue(self, event: Union[Event, DeadEvent, int]) -> None:
+        """Makes a dead event deliverable again, with attempts 0.
+        Raises NotFound, InvalidState (not dead)."""
+        if isinstance(event, DeadEvent):
+            event = event.event
+        _c.sc_outbox_requeue(self._h, _event_id(event))
+
+    def requeue_all(self) -> int:
+        """Requeues every dead event; returns how many."""
+        return int(_c.sc_outbox_requeue_all(self._h))
+
+    def outbox_stats(self) -> OutboxStats:
+        """Counts the outbox's pending and dead events."""
+        return OutboxStats._make(_c.sc_outbox_stats_get(self._h))
 
     def start_worker(self, handler: EventHandler) -> Worker:
         """Starts a background worker calling handler(event) for every

@@ -2,9 +2,15 @@
 list, for type checkers. tests/python/test_errors.py checks that it names
 exactly the generated classes."""
 
-from typing import List, Optional, Tuple, Type
+from typing import Optional, Tuple, Type
 
-__all__: List[str]
+__all__ = [
+    "Error", "error_class", "error_for", "Busy", "Canceled", "Closed",
+    "Conflict", "Corrupt", "CouponUnavailable", "Exists", "Expired",
+    "IOFailure", "IdempotencyMismatch", "InsufficientBalance",
+    "InternalError", "Invalid", "InvalidState", "LimitReached", "Misuse",
+    "NoMemory", "NotActive", "NotFound", "OutOfStock", "Paused", "SoldOut"
+]
 
 class Error(Exception):
     code: int

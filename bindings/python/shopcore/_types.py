@@ -7,7 +7,8 @@ from typing import Any, Dict, Mapping, NamedTuple
 from . import _shopcore as _c
 
 __all__ = ["Durability", "OrderStatus", "EventType", "Stock", "Account",
-           "CouponPolicy", "Order", "Event", "Stats", "RepairResult"]
+           "CouponPolicy", "Order", "Event", "DeadEvent", "OutboxStats", "Stats",
+           "RepairResult"]
 
 
 class Durability(enum.IntEnum):
@@ -168,3 +169,24 @@ class Event:
     def _from_dict(cls, d: Dict[str, Any]) -> "Event":
         return cls(d["id"], EventType(d["type"]), d["aggregate_id"], d["seq"],
                    d["created_at_ms"], d["attempts"], d["data"])
+
+
+class DeadEvent(NamedTuple):
+    """An event that failed every delivery attempt; it holds back the later
+    events of its aggregate until requeued (Database.requeue)."""
+
+    #: the event; attempts is the number of failed deliveries
+    event: Event
+    #: the reason given by the last nack ("" if none)
+    last_error: str
+
+
+class OutboxStats(NamedTuple):
+    """The outbox's events, counted on one snapshot."""
+
+    #: not yet delivered, not dead
+    pending: int
+    #: failed every attempt
+    dead: int
+    #: created_at_ms of the oldest pending event; 0 when none
+    oldest_pending_ms: int

@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"coupon", cmd_coupon, "create, pause, resume or show coupon policies"},
     {"account", cmd_account, "deposit to or show an account"},
     {"order", cmd_order, "show an order"},
+    {"outbox", cmd_outbox, "outbox counts, dead events, requeue"},
     {"stats", cmd_stats, "database counts and metrics (Prometheus text)"},
     {"backup", cmd_backup, "online backup of a database to a new file"},
 };

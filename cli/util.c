@@ -158,19 +158,21 @@ int cli_dispatch(const char *group, const char *help, const cli_sub *subs,
   for (int i = 0; i < n_subs && !want_help; i++) {
     if (strcmp(subs[i].name, sub) == 0) return subs[i].fn(argc - 1, argv + 1);
   }
-  FILE *out = want_help && argc >= 2 ? stdout : stderr;
   if (!want_help) {
-    fprintf(stderr, "shopcore %s: unknown subcommand '%s'\n", group, sub);
-  } else if (argc < 2) {
-    fprintf(stderr, "shopcore %s: a subcommand is needed\n", group);
+    return cli_usage(group, "unknown subcommand '%s' (see shopcore %s --help)",
+                     sub, group);
   }
-  fprintf(out, "%s\nusage:\n", help);
+  if (argc < 2) {
+    return cli_usage(group, "a subcommand is needed (see shopcore %s --help)",
+                     group);
+  }
+  printf("%s\nusage:\n", help);
   for (int i = 0; i < n_subs; i++) {
-    fprintf(out, "  shopcore %s %s %s\n      %s\n", group, subs[i].name,
-            subs[i].usage, subs[i].summary);
+    printf("  shopcore %s %s %s\n      %s\n", group, subs[i].name,
+           subs[i].usage, subs[i].summary);
   }
-  fprintf(out, "Each subcommand takes --help.\n");
-  return want_help && argc >= 2 ? CLI_OK : CLI_USAGE;
+  printf("Each subcommand takes --help.\n");
+  return CLI_OK;
 }
 
 /* Parses a subcommand's options (always with --db) and n_pos positionals;

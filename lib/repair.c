@@ -13,7 +13,14 @@
 typedef struct fix {
   const char *select; /* key, report line */
   const char *apply;  /* ?1 = key */
+  const char *also;   /* NULL, or a second statement for the same key */
 } fix;
+
+/* A revoked coupon's events go with it: an event must name an aggregate
+ * that exists, and an undelivered one must not announce a coupon that is
+ * gone. */
+static const char SQL_COUPON_EVENTS_DELETE[] =
+    "DELETE FROM sc_outbox WHERE agg_kind = 1 AND agg_id = ?1";
 
 /* Order matters: holds of missing orders go first, then coupons past their
  * caps, then every counter is recomputed from the rows that remain. */
@@ -22,14 +29,14 @@ static const fix FIXES[] = {
      " an order that no longer exists', l.order_id)"
      " FROM sc_order_line l WHERE NOT EXISTS (SELECT 1 FROM sc_order o"
      "  WHERE o.id = l.order_id)",
-     "DELETE FROM sc_order_line WHERE order_id = ?1"},
+     "DELETE FROM sc_order_line WHERE order_id = ?1", NULL},
     {"SELECT c.id, printf('coupon %d: released from order %d, which %s',"
      " c.id, c.order_id, CASE WHEN o.id IS NULL THEN 'no longer exists'"
      "  ELSE 'is closed' END)"
      " FROM sc_coupon c LEFT JOIN sc_order o ON o.id = c.order_id"
      " WHERE c.order_id IS NOT NULL AND (o.id IS NULL"
      "  OR (c.status = 2 AND o.status IN (3, 4)))",
-     "UPDATE sc_coupon SET status = 1, order_id = NULL WHERE id = ?1"},
+     "UPDATE sc_coupon SET status = 1, order_id = NULL WHERE id = ?1", NULL},
     /* Past the cap: revoke the newest coupons nobody has used or holds. */
     {"SELECT id, printf('policy %d: revoked coupon %d of user %d, issued at"
      " %d past max_count %d', policy_id, id, user_id, issued_at_ms, max_count)"
@@ -41,7 +48,7 @@ static const fix FIXES[] = {
      "  FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
      "  WHERE c.status = 1)"
      " WHERE k <= excess",
-     "DELETE FROM sc_coupon WHERE id = ?1"},
+     "DELETE FROM sc_coupon WHERE id = ?1", SQL_COUPON_EVENTS_DELETE},
     {"SELECT id, printf('policy %d: revoked coupon %d of user %d, past"
      " per_user_limit %d', policy_id, id, user_id, per_user_limit)"
      " FROM (SELECT c.id, c.policy_id, c.user_id, p.per_user_limit,"
@@ -52,13 +59,14 @@ static const fix FIXES[] = {
      "  FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
      "  WHERE c.status = 1)"
      " WHERE k <= excess",
-     "DELETE FROM sc_coupon WHERE id = ?1"},
+     "DELETE FROM sc_coupon WHERE id = ?1", SQL_COUPON_EVENTS_DELETE},
     {"SELECT id, printf('policy %d: issued_count %d -> %d', id,"
      " issued_count, n) FROM (SELECT p.id, p.issued_count, (SELECT count(*)"
      "  FROM sc_coupon c WHERE c.policy_id = p.id) AS n"
      "  FROM sc_coupon_policy p) WHERE issued_count <> n",
      "UPDATE sc_coupon_policy SET issued_count = (SELECT count(*)"
-     " FROM sc_coupon c WHERE c.policy_id = ?1) WHERE id = ?1"},
+     " FROM sc_coupon c WHERE c.policy_id = ?1) WHERE id = ?1",
+     NULL},
     {"SELECT id, printf('product %d: reserved %d -> %d', id, reserved, q)"
      " FROM (SELECT p.id, p.reserved, coalesce((SELECT sum(l.qty)"
      "  FROM sc_order_line l JOIN sc_order o ON o.id = l.order_id"
@@ -67,7 +75,8 @@ static const fix FIXES[] = {
      "UPDATE sc_product SET version = version + 1,"
      " reserved = coalesce((SELECT sum(l.qty) FROM sc_order_line l"
      "  JOIN sc_order o ON o.id = l.order_id"
-     "  WHERE l.product_id = ?1 AND o.status = 1), 0) WHERE id = ?1"},
+     "  WHERE l.product_id = ?1 AND o.status = 1), 0) WHERE id = ?1",
+     NULL},
     {"SELECT user_id, printf('user %d: balance %d -> %d, held %d -> %d',"
      " user_id, balance, b, held, h)"
      " FROM (SELECT a.user_id, a.balance, a.held,"
@@ -80,7 +89,8 @@ static const fix FIXES[] = {
      " balance = coalesce((SELECT sum(amount) FROM sc_ledger l"
      "  WHERE l.user_id = ?1), 0),"
      " held = coalesce((SELECT sum(total) FROM sc_order o"
-     "  WHERE o.user_id = ?1 AND o.status = 1), 0) WHERE user_id = ?1"},
+     "  WHERE o.user_id = ?1 AND o.status = 1), 0) WHERE user_id = ?1",
+     NULL},
 };
 
 static const char SQL_DRY_BEGIN[] = "SAVEPOINT sc_repair_dry";
@@ -138,6 +148,12 @@ static int apply_one(sc__conn *w, repair_op *op, const fix *f,
   sqlite3_bind_int64(st, 1, x->key);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
+  if (rc == SQLITE_DONE && f->also != NULL) {
+    if ((st = sc__stmt(w, f->also)) == NULL) return sqlite3_errcode(w->h);
+    sqlite3_bind_int64(st, 1, x->key);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+  }
   if (rc == SQLITE_DONE) {
     op->changes++;
     sc__strbuf_printf(&op->report, "%s\n", x->line);

@@ -4,7 +4,8 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
   libsqlite3-dev libuv1-dev libmsgpack-dev check
-  swig python3-dev valgrind clang libclang-rt-14-dev sqlite3)
+  swig python3-dev valgrind clang libclang-rt-14-dev sqlite3
+  chromium)  # chromium: the CLI test loads simulate's HTML report headless
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

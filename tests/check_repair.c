@@ -193,12 +193,39 @@ START_TEST(a_refused_change_is_reported) {
 }
 END_TEST
 
+/* Coupons issued the ordinary way (each with its event) but past a cap that
+ * was lowered behind the library's back: the newest go, with their events,
+ * and the events of the others stay. */
+START_TEST(revoked_coupons_take_their_events_along) {
+  shop s = make_shop("repair-events");
+  exec_sql(s.path,
+           "UPDATE sc_coupon_policy SET issued_count = 3,"
+           " max_count = 3;");
+  sc_db *db = tu_open(s.path, NULL);
+  int changes = 0;
+  char *report = NULL;
+  ck_assert_sc(sc_repair(db, 0, &changes, &report), SC_OK);
+  ck_assert_int_eq(changes, 2); /* issued_count already says 3 */
+  assert_has(report, "of user 5, issued at");
+  assert_has(report, "of user 4, issued at");
+  sc_free(report);
+  tu_assert_verify(db);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_outbox"
+                            " WHERE agg_kind = 1"),
+                   3);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
 Suite *repair_suite(void) {
   Suite *s = suite_create("repair");
   TCase *tc = tu_tcase("repair");
   tcase_add_test(tc, a_clean_database_needs_nothing);
   tcase_add_test(tc, repair_lists_then_fixes_a_corrupted_database);
   tcase_add_test(tc, a_refused_change_is_reported);
+  tcase_add_test(tc, revoked_coupons_take_their_events_along);
   suite_add_tcase(s, tc);
   return s;
 }

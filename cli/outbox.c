@@ -1,0 +1,108 @@
+/* shopcore outbox: the transactional outbox from an operator's side: how
+ * many events wait, which are dead (failed every delivery), and requeueing
+ * them once the consumer is fixed. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int outbox_list(int argc, char **argv) {
+  const char *cmd = "outbox list";
+  cli_opt opts[] = {{"db", true, NULL}};
+  int rc = cli_parse_sub(cmd, "[--db PATH]", argc, argv, opts, 1, NULL, 0);
+  if (rc != CLI_OK) return CLI_DONE(rc);
+  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 1), NULL);
+  if (db == NULL) return CLI_FAILED;
+  sc_outbox_stats s;
+  int src = sc_outbox_stats_get(db, &s);
+  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
+  if (rc == CLI_OK) {
+    printf("outbox: %lld pending, %lld dead", (long long)s.pending,
+           (long long)s.dead);
+    if (s.pending > 0) {
+      printf(", oldest pending created at %lld ms",
+             (long long)s.oldest_pending_ms);
+    }
+    printf("\n");
+  }
+  sc_close(db);
+  return rc;
+}
+
+static void print_dead(const sc_dead_event *d) {
+  const sc_event *e = &d->event;
+  printf(
+      "event %lld: %s, aggregate %lld seq %lld, created at %lld ms, %d "
+      "attempt(s), last error: %s\n",
+      (long long)e->id, sc_event_type_name(e->type), (long long)e->aggregate_id,
+      (long long)e->seq, (long long)e->created_at_ms, e->attempts,
+      d->last_error[0] ? d->last_error : "(none)");
+}
+
+static int outbox_dead(int argc, char **argv) {
+  const char *cmd = "outbox dead";
+  cli_opt opts[] = {
+      {"db", true, NULL}, {"after", true, NULL}, {"limit", true, NULL}};
+  int rc = cli_parse_sub(cmd, "[--after ID] [--limit N] [--db PATH]", argc,
+                         argv, opts, 3, NULL, 0);
+  if (rc != CLI_OK) return CLI_DONE(rc);
+  int64_t after = 0, limit = 100;
+  const char *a = cli_get(opts, 3, "after"), *l = cli_get(opts, 3, "limit");
+  if ((a && (rc = cli_int64(cmd, "--after", a, 0, ID_MAX, &after))) ||
+      (l &&
+       (rc = cli_int64(cmd, "--limit", l, 1, SC_OUTBOX_CLAIM_MAX, &limit)))) {
+    return rc;
+  }
+  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 3), NULL);
+  if (db == NULL) return CLI_FAILED;
+  sc_dead_event *events = NULL;
+  int n = 0;
+  int src = sc_outbox_dead_list(db, after, (int)limit, &events, &n);
+  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
+  for (int i = 0; i < n; i++)
+    print_dead(&events[i]);
+  if (rc == CLI_OK) printf("%d dead event(s)\n", n);
+  sc_dead_events_free(events, n);
+  sc_close(db);
+  return rc;
+}
+
+static int outbox_requeue(int argc, char **argv) {
+  const char *cmd = "outbox requeue";
+  cli_opt opts[] = {{"db", true, NULL}, {"all", false, NULL}};
+  const char *pos[1] = {NULL};
+  int n_pos = 0;
+  bool help = false;
+  int rc = cli_parse(cmd, argc, argv, opts, 2, pos, 1, &n_pos, &help);
+  if (rc != CLI_OK) return rc;
+  bool all = cli_get(opts, 2, "all") != NULL;
+  if (help) {
+    printf(
+        "usage: shopcore outbox requeue ID | --all [--db PATH]\n"
+        "Makes a dead event (or every one) pending again.\n");
+    return CLI_OK;
+  }
+  if (all == (n_pos == 1)) return cli_usage(cmd, "give either ID or --all");
+  int64_t id = 0;
+  if (!all && (rc = cli_int64(cmd, "ID", pos[0], 1, ID_MAX, &id))) return rc;
+  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 2), NULL);
+  if (db == NULL) return CLI_FAILED;
+  int n = 1;
+  int src = all ? sc_outbox_requeue_all(db, &n) : sc_outbox_requeue(db, id);
+  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
+  if (rc == CLI_OK) printf("requeued %d event(s)\n", n);
+  sc_close(db);
+  return rc;
+}
+
+int cmd_outbox(int argc, char **argv) {
+  static const cli_sub SUBS[] = {
+      {"list", outbox_list, "[--db PATH]", "counts pending and dead events"},
+      {"dead", outbox_dead, "[--after ID] [--limit N] [--db PATH]",
+       "lists dead events with their last error"},
+      {"requeue", outbox_requeue, "ID | --all [--db PATH]",
+       "makes dead events pending again"},
+  };
+  return cli_dispatch("outbox", "shopcore outbox: event delivery", SUBS, 3,
+                      argc, argv);
+}

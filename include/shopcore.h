@@ -432,22 +432,89 @@ SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
 /* The worker                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The worker runs, inside a libuv loop, the two jobs that need a clock and
+ * a wake-up: expiring PENDING orders at their deadline (one uv_timer armed
+ * for the earliest deadline, re-armed when a checkout commits an earlier
+ * one), and delivering outbox events to a handler as soon as the commit
+ * that wrote them is durable (the writer wakes the loop with uv_async; a
+ * slow poll picks up events other processes wrote). It never blocks the
+ * loop: claims, acks and expiry run in the writer and libuv's thread pool,
+ * and their completions come back through uv_async.
+ *
+ * Timers run on real time, but what is due is decided by the db's clock
+ * (sc_options.clock_ms): each timer waits (due - clock now), at most
+ * poll_interval_ms, and checks the clock again when it fires. An injected
+ * clock that jumps forward is thus seen within poll_interval_ms.
+ *
+ * One worker per sc_db handle. Stop it (and let its close callback run)
+ * before sc_close. */
 typedef struct sc_worker sc_worker;
 /** Called on the worker's loop thread for each event; SC_OK acks it, any
- * other value retries it later. */
+ * other value retries it later. The event and its payload are valid during
+ * the call only; the payload has already passed sc_event_decode (one that does not is dead at
+ * once and never reaches the handler). Events of one aggregate come in
+ * sequence order, each once every earlier one is acked; delivery is at
+ * least once, so deduplicate by ev->id. A retry follows the nack rules of
+ * sc_outbox_nack. The handler may call sc_worker_stop (the rest of the
+ * batch is then released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
   void *ud;
+  /** Events claimed per round trip (1..SC_OUTBOX_CLAIM_MAX); 0 = 256. */
+  int batch_max;
+  /** Lease of claimed events: if this process dies holding them, they are
+   * delivered again after it. 0 = 30,000 ms. */
+  int64_t lease_ms;
+  /** The fallback poll for events other processes wrote, and the longest
+   * any timer waits before it checks the db clock again. 0 = 1,000 ms. */
+  int64_t poll_interval_ms;
+  /** Non-zero: no expiry (another process expires orders). */
+  int no_expiry;
   /* ... more fields may follow; always start from sc_worker_options_init() */
 } sc_worker_options;
+/** Fills opts with the defaults (all zero). NULL is a no-op. */
 SC_API void sc_worker_options_init(sc_worker_options *opts);
+/**
+ * Starts a worker on loop: at once it expires the overdue orders, finds the
+ * earliest deadline and claims the events already waiting; then it runs as
+ * long as the loop does, until sc_worker_stop.
+ * @param[in] opts  NULL = defaults (expiry only).
+ * @param[out] out  the worker, or NULL on failure.
+ * @return SC_OK, SC_MISUSE (NULL argument; a worker already runs on db),
+ *   SC_INVALID (bad option), SC_CLOSED, SC_NOMEM, SC_ERROR (libuv refused a
+ *   handle). On the loop's thread only.
+ */
 SC_API int sc_worker_start(sc_db *db, uv_loop_t *loop,
                            const sc_worker_options *opts, sc_worker **out);
+/**
+ * Stops a worker: no handler is called from now on (the rest of a batch in
+ * hand is released undelivered, its events delivered again later); work in
+ * flight (a round trip with the writer, expiry in the thread pool) is
+ * completed or canceled; then the worker's handles are closed with
+ * uv_close, close_cb(w, ud) runs (close_cb may be NULL) on the loop thread,
+ * and w is freed: it must not be used after close_cb. Keep running the loop
+ * until then. Nothing of the worker runs after close_cb.
+ * @return SC_OK, SC_MISUSE (NULL, already stopping, or started with
+ *   sc_worker_start_thread). On the loop's thread only (a handler may call
+ *   it).
+ */
 SC_API int sc_worker_stop(sc_worker *w,
                           void (*close_cb)(sc_worker *w, void *ud), void *ud);
+/**
+ * Starts a worker on a loop and a thread of its own (for hosts without
+ * libuv). The handler then runs on that thread. Returns once the worker has
+ * started, or with the error sc_worker_start gave.
+ * @return as sc_worker_start. Any thread.
+ */
 SC_API int sc_worker_start_thread(sc_db *db, const sc_worker_options *opts,
                                   sc_worker **out);
+/**
+ * Stops a worker started by sc_worker_start_thread, as sc_worker_stop does,
+ * and joins its thread; w is freed when it returns.
+ * @return SC_OK, SC_MISUSE (NULL; a worker on the host's loop; called from
+ *   the worker's own thread, i.e. its handler). Any other thread.
+ */
 SC_API int sc_worker_stop_thread(sc_worker *w);
 
 /* ---- metrics and alerts ---- */

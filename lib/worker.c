@@ -1,0 +1,411 @@
+/* The worker: order expiry and outbox dispatch inside the host's libuv loop.
+ *
+ * Nothing here blocks the loop. Database work runs elsewhere and comes back
+ * through the uv_async handle: dispatch is a round trip through the writer
+ * (settle the last batch, claim the next: one op, see outbox.c) whose
+ * completion the completer thread signals; expiry runs sc_orders_expire_due
+ * in libuv's thread pool. The writer's commit hook, on the writer thread,
+ * only sets a flag and calls uv_async_send.
+ *
+ * Timers run on real time; what is due is decided by the db's clock. A
+ * timer's delay is (due - db clock now), clamped to [0, poll_interval_ms],
+ * and on firing the worker compares again with the db clock: with an
+ * injected clock, a jump forward is seen within poll_interval_ms, and a
+ * clock that stands still never makes anything due. */
+#include <string.h>
+
+#include "worker.h"
+
+#define DEFAULT_BATCH_MAX 256
+#define DEFAULT_LEASE_MS 30000
+#define DEFAULT_POLL_INTERVAL_MS 1000
+
+static const char SQL_NEXT_DEADLINE[] =
+    "SELECT coalesce(min(expires_at_ms), 0) FROM sc_order WHERE status = 1";
+
+static void request_round(sc_worker *w);
+static void poll_fired(uv_timer_t *t);
+static void arm_expiry(sc_worker *w);
+static void maybe_close(sc_worker *w);
+
+void sc_worker_options_init(sc_worker_options *opts) {
+  if (opts != NULL) memset(opts, 0, sizeof *opts);
+}
+
+static int options_resolve(const sc_worker_options *in, sc_worker_options *o) {
+  if (in == NULL) {
+    sc_worker_options_init(o);
+  } else {
+    *o = *in;
+  }
+  if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX ||
+      o->lease_ms < 0 || o->poll_interval_ms < 0) {
+    return sc__fail(SC_INVALID,
+                    "sc_worker_start: batch_max must be in 0..%d, lease_ms "
+                    "and poll_interval_ms >= 0",
+                    SC_OUTBOX_CLAIM_MAX);
+  }
+  if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
+  if (o->lease_ms == 0) o->lease_ms = DEFAULT_LEASE_MS;
+  if (o->poll_interval_ms == 0) o->poll_interval_ms = DEFAULT_POLL_INTERVAL_MS;
+  return SC_OK;
+}
+
+/* A timer delay in real ms for something due at due_ms on the db clock. */
+static uint64_t delay_until(sc_worker *w, int64_t due_ms) {
+  int64_t d = due_ms - sc__now_ms(w->db);
+  if (d < 0) d = 0;
+  if (d > w->opts.poll_interval_ms) d = w->opts.poll_interval_ms;
+  return (uint64_t)d;
+}
+
+/* ---- the cross-thread signals ------------------------------------------- */
+
+/* Runs on the writer thread after every commit, under the engine's hook
+ * lock (sc_worker_stop removes the hook under it, so no call is in progress
+ * once it is gone). */
+static void on_commit(void *ud, int events_written) {
+  sc_worker *w = ud;
+  bool deadline = atomic_load(&w->db->earliest_deadline_ms) != 0;
+  if (events_written == 0 && !deadline) return;
+  pthread_mutex_lock(&w->flags_lock);
+  if (events_written > 0) w->events_committed = true;
+  uv_async_send(&w->wake);
+  pthread_mutex_unlock(&w->flags_lock);
+}
+
+/* Runs on the completer thread. The flag and the send happen under the
+ * lock, so once the loop has seen the flag this thread no longer touches w
+ * (the worker may be freed right after). */
+static void on_round_done(sc__op *op) {
+  sc_worker *w = (sc_worker *)((char *)op - offsetof(sc_worker, round));
+  pthread_mutex_lock(&w->flags_lock);
+  w->round_done = true;
+  uv_async_send(&w->wake);
+  pthread_mutex_unlock(&w->flags_lock);
+}
+
+/* ---- dispatch -------------------------------------------------------------
+ */
+
+static void submit_round(sc_worker *w, int n_settle) {
+  w->round.settle = w->settle;
+  w->round.n_settle = n_settle;
+  w->round.claim_max = w->stopping ? 0 : w->opts.batch_max;
+  w->round.lease_ms = w->opts.lease_ms;
+  w->round.events = w->events;
+  sc__outbox_round_init(&w->round);
+  w->round.base.done = on_round_done;
+  w->dirty = false;
+  uv_timer_stop(&w->dispatch_timer);
+  if (sc__op_submit(w->db, &w->round.base) != SC_OK) {
+    /* The db is closing: the leases of what was delivered run out and the
+     * events are delivered again elsewhere (at least once). */
+    w->db_closed = true;
+    return;
+  }
+  w->round_busy = true;
+}
+
+static void request_round(sc_worker *w) {
+  if (w->stopping || w->db_closed || w->opts.on_event == NULL) return;
+  if (w->round_busy || w->dispatching) {
+    w->dirty = true;
+    return;
+  }
+  submit_round(w, 0);
+}
+
+/* What the handler's result makes of one event. */
+static void judge(sc_worker *w, int i, int rc) {
+  sc__settle *s = &w->settle[i];
+  s->id = w->events[i].id;
+  s->reason = NULL;
+  s->verdict = rc == SC_OK ? SC__SETTLE_ACK : SC__SETTLE_NACK;
+  if (rc != SC_OK) {
+    snprintf(w->reasons[i], SC__REASON_MAX, "the handler returned %s",
+             sc_err_name(rc));
+    s->reason = w->reasons[i];
+  }
+}
+
+/* Hands each claimed event to the handler, in id order (one per aggregate,
+ * so per-aggregate order is the claim's). An undecodable payload never
+ * reaches the handler: no retry can fix it, so it is dead at once. Once the
+ * worker is stopping (the handler may stop it), the rest are released. */
+static int dispatch(sc_worker *w) {
+  int n = w->round.n_events;
+  w->dispatching = true;
+  for (int i = 0; i < n; i++) {
+    sc_event *ev = &w->events[i];
+    sc_event_data data;
+    if (w->stopping) {
+      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_RELEASE, NULL};
+    } else if (sc_event_decode(ev->payload, ev->payload_len, &data) != SC_OK) {
+      snprintf(w->reasons[i], SC__REASON_MAX, "undecodable payload: %s",
+               sc_errmsg(NULL));
+      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_DEAD, w->reasons[i]};
+    } else {
+      judge(w, i, w->opts.on_event(ev, w->opts.ud));
+    }
+  }
+  w->dispatching = false;
+  sc__events_clear(w->events, n);
+  return n;
+}
+
+/* Idle: poll again after poll_interval_ms, or sooner when a retry or a
+ * lease comes due. */
+static void go_idle(sc_worker *w, int64_t next_due_ms) {
+  uint64_t delay = (uint64_t)w->opts.poll_interval_ms;
+  if (next_due_ms > 0) delay = delay_until(w, next_due_ms);
+  uv_timer_start(&w->dispatch_timer, poll_fired, delay, 0);
+}
+
+static void poll_fired(uv_timer_t *t) {
+  request_round(t->data);
+}
+
+static void round_finished(sc_worker *w) {
+  w->round_busy = false;
+  if (w->round.base.status != SC_OK) {
+    /* Busy past its timeout, I/O...: nothing was claimed or settled; the
+     * settlements are lost to lease expiry, the claim is retried later. */
+    if (!w->stopping) go_idle(w, 0);
+    maybe_close(w);
+    return;
+  }
+  int n = dispatch(w);
+  if (n > 0 || (w->dirty && !w->stopping)) {
+    submit_round(w, n); /* settles this batch, claims the next */
+  } else if (!w->stopping) {
+    go_idle(w, w->round.next_due_ms);
+  }
+  maybe_close(w);
+}
+
+/* ---- expiry ---------------------------------------------------------------
+ */
+
+/* The earliest PENDING deadline (0: none), or -1 if it cannot be read. */
+static int64_t next_deadline(sc_db *db) {
+  int64_t next = 0;
+  int rc = sc__read_row(db, SQL_NEXT_DEADLINE, 0, &next, 1, "deadline");
+  return rc == SC_OK ? next : -1;
+}
+
+/* In the thread pool: may block on the writer. */
+static void expire_work(uv_work_t *req) {
+  sc_worker *w = req->data;
+  w->expire_status = sc_orders_expire_due(w->db, NULL);
+  w->expire_next_ms = next_deadline(w->db);
+}
+
+static void note_deadline(sc_worker *w, int64_t deadline_ms) {
+  if (deadline_ms > 0 &&
+      (w->deadline_ms == 0 || deadline_ms < w->deadline_ms)) {
+    w->deadline_ms = deadline_ms;
+  }
+}
+
+static void expire_done(uv_work_t *req, int status) {
+  sc_worker *w = req->data;
+  w->expire_busy = false;
+  if (status == 0 && w->expire_status == SC_OK && w->expire_next_ms >= 0) {
+    note_deadline(w, w->expire_next_ms);
+  } else if (status == 0) {
+    /* The database could not be reached: try again a poll later. */
+    note_deadline(w, sc__now_ms(w->db) + w->opts.poll_interval_ms);
+  }
+  arm_expiry(w);
+  maybe_close(w);
+}
+
+static void expire_now(sc_worker *w) {
+  w->deadline_ms = 0;
+  w->expire_work.data = w;
+  if (uv_queue_work(w->loop, &w->expire_work, expire_work, expire_done) == 0) {
+    w->expire_busy = true;
+  }
+}
+
+static void expiry_fired(uv_timer_t *t) {
+  sc_worker *w = t->data;
+  if (w->stopping || w->expire_busy || w->deadline_ms == 0) return;
+  if (sc__now_ms(w->db) >= w->deadline_ms) {
+    expire_now(w);
+  } else {
+    arm_expiry(w); /* woken early (clamped delay, or a slow db clock) */
+  }
+}
+
+static void arm_expiry(sc_worker *w) {
+  if (w->stopping || w->expire_busy || w->opts.no_expiry) return;
+  if (w->deadline_ms == 0) {
+    uv_timer_stop(&w->expiry_timer);
+    return;
+  }
+  uv_timer_start(&w->expiry_timer, expiry_fired, delay_until(w, w->deadline_ms),
+                 0);
+}
+
+/* ---- the wake-up handler --------------------------------------------------
+ */
+
+static void woken(uv_async_t *a) {
+  sc_worker *w = a->data;
+  pthread_mutex_lock(&w->flags_lock);
+  bool events = w->events_committed, done = w->round_done;
+  w->events_committed = w->round_done = false;
+  pthread_mutex_unlock(&w->flags_lock);
+  int64_t deadline = atomic_exchange(&w->db->earliest_deadline_ms, 0);
+  if (deadline != 0 && !w->opts.no_expiry && !w->stopping) {
+    int64_t before = w->deadline_ms;
+    note_deadline(w, deadline);
+    if (w->deadline_ms != before) arm_expiry(w); /* an earlier deadline */
+  }
+  if (done) round_finished(w);
+  if (events) request_round(w);
+}
+
+/* ---- start and stop -------------------------------------------------------
+ */
+
+static void worker_free(sc_worker *w) {
+  pthread_mutex_destroy(&w->flags_lock);
+  sc__free(w->events);
+  sc__free(w->settle);
+  sc__free(w->reasons);
+  sc__free(w);
+}
+
+static int worker_alloc(sc_db *db, uv_loop_t *loop, const sc_worker_options *o,
+                        sc_worker **out) {
+  sc_worker *w = sc__calloc(1, sizeof *w);
+  if (w == NULL) return sc__fail(SC_NOMEM, "sc_worker_start: out of memory");
+  w->db = db;
+  w->loop = loop;
+  w->opts = *o;
+  pthread_mutex_init(&w->flags_lock, NULL);
+  size_t n = (size_t)o->batch_max;
+  w->events = sc__calloc(n, sizeof *w->events);
+  w->settle = sc__calloc(n, sizeof *w->settle);
+  w->reasons = sc__calloc(n, sizeof *w->reasons);
+  if (w->events == NULL || w->settle == NULL || w->reasons == NULL) {
+    worker_free(w);
+    return sc__fail(SC_NOMEM, "sc_worker_start: out of memory");
+  }
+  *out = w;
+  return SC_OK;
+}
+
+/* Installs the commit hook unless another worker has one on this db. */
+static int hook_install(sc_worker *w) {
+  sc_db *db = w->db;
+  pthread_mutex_lock(&db->hook_lock);
+  bool taken = db->commit_hook != NULL;
+  if (!taken) {
+    db->commit_hook = on_commit;
+    db->commit_hook_ud = w;
+  }
+  pthread_mutex_unlock(&db->hook_lock);
+  if (taken) {
+    return sc__fail(SC_MISUSE,
+                    "sc_worker_start: a worker already runs on "
+                    "this database handle");
+  }
+  return SC_OK;
+}
+
+static int worker_init_handles(sc_worker *w) {
+  int rc = uv_async_init(w->loop, &w->wake, woken);
+  if (rc != 0) {
+    return sc__fail(SC_ERROR, "sc_worker_start: uv_async_init: %s",
+                    uv_strerror(rc));
+  }
+  uv_timer_init(w->loop, &w->expiry_timer);
+  uv_timer_init(w->loop, &w->dispatch_timer);
+  w->wake.data = w->expiry_timer.data = w->dispatch_timer.data = w;
+  w->open_handles = 3;
+  return SC_OK;
+}
+
+int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
+                    sc_worker **out) {
+  if (out == NULL) return sc__fail(SC_MISUSE, "sc_worker_start: out is NULL");
+  *out = NULL;
+  SC__CHECK_DB(db);
+  if (loop == NULL) return sc__fail(SC_MISUSE, "sc_worker_start: loop is NULL");
+  sc_worker_options o;
+  int rc = options_resolve(opts, &o);
+  sc_worker *w = NULL;
+  /* Only a check: a handle that is closing takes no new worker. */
+  if (rc == SC_OK) rc = sc__call_enter(db);
+  if (rc != SC_OK) return rc;
+  sc__call_leave(db);
+  rc = worker_alloc(db, loop, &o, &w);
+  if (rc == SC_OK) rc = hook_install(w);
+  if (rc == SC_OK && (rc = worker_init_handles(w)) != SC_OK) {
+    sc__set_commit_hook(db, NULL, NULL);
+  }
+  if (rc != SC_OK) {
+    if (w != NULL) worker_free(w);
+    return rc;
+  }
+  /* What is already there: overdue orders, the first deadline, events
+   * committed before the worker started. */
+  if (!o.no_expiry) expire_now(w);
+  request_round(w);
+  *out = w;
+  return SC_OK;
+}
+
+static void handle_closed(uv_handle_t *h) {
+  sc_worker *w = h->data;
+  if (--w->open_handles > 0) return;
+  if (w->close_cb != NULL) w->close_cb(w, w->close_ud);
+  worker_free(w);
+}
+
+/* Closes the handles once nothing is in flight: the round trip and the
+ * expiry work have come back, the handler has returned. */
+static void maybe_close(sc_worker *w) {
+  if (!w->stopping || w->closing || w->round_busy || w->expire_busy ||
+      w->dispatching) {
+    return;
+  }
+  w->closing = true;
+  uv_close((uv_handle_t *)&w->wake, handle_closed);
+  uv_close((uv_handle_t *)&w->expiry_timer, handle_closed);
+  uv_close((uv_handle_t *)&w->dispatch_timer, handle_closed);
+}
+
+void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
+                     void *ud) {
+  w->stopping = true;
+  w->close_cb = close_cb;
+  w->close_ud = ud;
+  sc__set_commit_hook(w->db, NULL, NULL);
+  uv_timer_stop(&w->expiry_timer);
+  uv_timer_stop(&w->dispatch_timer);
+  /* Expiry not yet started is canceled (its callback then sees
+   * UV_ECANCELED); one already running finishes first. */
+  if (w->expire_busy) uv_cancel((uv_req_t *)&w->expire_work);
+  maybe_close(w);
+}
+
+int sc_worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
+                   void *ud) {
+  if (w == NULL) return sc__fail(SC_MISUSE, "sc_worker_stop: w is NULL");
+  if (w->thread != NULL) {
+    return sc__fail(SC_MISUSE,
+                    "sc_worker_stop: this worker runs on its own "
+                    "thread; stop it with sc_worker_stop_thread");
+  }
+  if (w->stopping) {
+    return sc__fail(SC_MISUSE,
+                    "sc_worker_stop: the worker is already stopping");
+  }
+  sc__worker_stop(w, close_cb, ud);
+  return SC_OK;
+}

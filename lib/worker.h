@@ -1,0 +1,56 @@
+/* The worker's state, shared by worker.c (the worker on a host's loop) and
+ * worker_thread.c (a loop and a thread of its own). Internal header. */
+#ifndef SC_WORKER_H
+#define SC_WORKER_H
+
+#include <uv.h>
+
+#include "internal.h"
+
+#define SC__REASON_MAX 160 /* a nack's or dead letter's reason */
+
+typedef struct sc__worker_thread sc__worker_thread;
+
+struct sc_worker {
+  sc_db *db;
+  uv_loop_t *loop;
+  sc_worker_options opts; /* zero fields resolved to defaults */
+  uv_async_t wake;        /* commits, round completions */
+  uv_timer_t expiry_timer;
+  uv_timer_t dispatch_timer; /* retries coming due, and the fallback poll */
+  uv_work_t expire_work;
+  int open_handles; /* closed ones counted down by the close callback */
+
+  /* Loop thread only. */
+  bool stopping, closing, db_closed;
+  bool round_busy;     /* a round trip is with the writer */
+  bool dirty;          /* events were committed while it was */
+  bool dispatching;    /* inside the handlers */
+  bool expire_busy;    /* expire_work is in the thread pool */
+  int64_t deadline_ms; /* earliest PENDING deadline known (db clock); 0 */
+  sc__outbox_round round;
+  sc_event *events;   /* room for batch_max */
+  sc__settle *settle; /* room for batch_max */
+  char (*reasons)[SC__REASON_MAX];
+  void (*close_cb)(sc_worker *w, void *ud);
+  void *close_ud;
+
+  /* expire_work's results, read by its after-work callback. */
+  int expire_status;
+  int64_t expire_next_ms;
+
+  /* Cross-thread: set by the writer's commit hook and the completer. */
+  pthread_mutex_t flags_lock;
+  bool events_committed; /* the commit hook saw events */
+  bool round_done;       /* the round's op completed */
+
+  sc__worker_thread *thread; /* sc_worker_start_thread's; NULL otherwise */
+};
+
+/* Stops w (not yet stopping): no more rounds or expiry; in-flight work
+ * completes, then the handles close and close_cb (may be NULL) runs, and w
+ * is freed. Loop thread. */
+void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
+                     void *ud);
+
+#endif

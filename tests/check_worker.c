@@ -1,0 +1,688 @@
+/* The worker on a real libuv loop: dispatch woken by commits, retries in
+ * sequence, dead letters for undecodable payloads, expiry on time and
+ * re-armed by earlier deadlines, the pay-versus-expiry race with the worker
+ * running, the fallback poll, start/stop cycles and stops with work in
+ * flight: no callback after close, no handle left open. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "internal.h"
+#include "test_util.h"
+
+#define MAX_IDS 20000
+
+/* ---- a loop, a worker and what its handler saw ----------------------------
+ */
+
+typedef struct harness harness;
+typedef bool (*pred_fn)(harness *h);
+
+struct harness {
+  uv_loop_t loop;
+  sc_db *db;
+  sc_worker *w;
+  uv_timer_t check;
+  pred_fn until;
+  int64_t deadline_ns;
+  bool timed_out;
+  pthread_t loop_thread;
+  /* what the handler saw */
+  atomic_int handled, failed, wrong_thread, after_close;
+  atomic_int closes;
+  atomic_bool closed;
+  _Atomic unsigned char seen[MAX_IDS]; /* deliveries per event id, capped */
+  int (*verdict)(harness *h, const sc_event *ev); /* NULL: SC_OK */
+  int stop_after;                                 /* > 0: stop in handler */
+  /* order of delivery within the policy aggregate */
+  int64_t policy_seqs[64];
+  int n_policy_seqs;
+};
+
+static int on_event(const sc_event *ev, void *ud) {
+  harness *h = ud;
+  if (atomic_load(&h->closed)) atomic_fetch_add(&h->after_close, 1);
+  if (!pthread_equal(pthread_self(), h->loop_thread)) {
+    atomic_fetch_add(&h->wrong_thread, 1);
+  }
+  sc_event_data d;
+  ck_assert_sc(sc_event_decode(ev->payload, ev->payload_len, &d), SC_OK);
+  ck_assert_int_eq(d.type, ev->type);
+  int rc = h->verdict ? h->verdict(h, ev) : SC_OK;
+  if (rc != SC_OK) {
+    atomic_fetch_add(&h->failed, 1);
+    return rc;
+  }
+  if (ev->id > 0 && ev->id < MAX_IDS && h->seen[ev->id] < 255)
+    h->seen[ev->id]++;
+  if ((ev->type == SC_EVENT_POLICY_PAUSED ||
+       ev->type == SC_EVENT_POLICY_RESUMED) &&
+      h->n_policy_seqs < 64) {
+    h->policy_seqs[h->n_policy_seqs++] = ev->seq;
+  }
+  int n = atomic_fetch_add(&h->handled, 1) + 1;
+  if (h->stop_after > 0 && n == h->stop_after) {
+    ck_assert_sc(sc_worker_stop(h->w, NULL, NULL), SC_OK);
+    atomic_store(&h->closed, true); /* no handler call from here on */
+  }
+  return SC_OK;
+}
+
+static void on_closed(sc_worker *w, void *ud) {
+  harness *h = ud;
+  ck_assert_ptr_eq(w, h->w);
+  atomic_fetch_add(&h->closes, 1);
+  atomic_store(&h->closed, true);
+}
+
+static void harness_init(harness *h, sc_db *db) {
+  memset(h, 0, sizeof *h);
+  ck_assert_int_eq(uv_loop_init(&h->loop), 0);
+  h->db = db;
+  h->loop_thread = pthread_self();
+}
+
+static void start(harness *h, const sc_worker_options *o) {
+  sc_worker_options opts;
+  if (o != NULL) {
+    opts = *o;
+  } else {
+    sc_worker_options_init(&opts);
+    opts.on_event = on_event;
+  }
+  opts.ud = h;
+  ck_assert_sc(sc_worker_start(h->db, &h->loop, &opts, &h->w), SC_OK);
+  ck_assert_ptr_nonnull(h->w);
+  atomic_store(&h->closed, false);
+}
+
+static void check_fired(uv_timer_t *t) {
+  harness *h = t->data;
+  bool done = h->until != NULL && h->until(h);
+  if (!done && sc__monotonic_ns() < h->deadline_ns) return;
+  h->timed_out = !done;
+  uv_close((uv_handle_t *)&h->check, NULL);
+  if (h->w != NULL && !atomic_load(&h->closed)) {
+    ck_assert_sc(sc_worker_stop(h->w, on_closed, h), SC_OK);
+  }
+}
+
+/* Runs the loop until pred holds (or timeout_ms passes), then stops the
+ * worker and runs until every handle is closed. True if pred held. */
+static bool run_until(harness *h, pred_fn pred, int timeout_ms) {
+  h->until = pred;
+  h->deadline_ns = sc__monotonic_ns() + (int64_t)timeout_ms * 1000000;
+  uv_timer_init(&h->loop, &h->check);
+  h->check.data = h;
+  uv_timer_start(&h->check, check_fired, 2, 2);
+  uv_run(&h->loop, UV_RUN_DEFAULT);
+  ck_assert(atomic_load(&h->closed));
+  return !h->timed_out;
+}
+
+static void harness_close(harness *h) {
+  /* Every handle of the worker is closed: the loop closes cleanly. */
+  ck_assert_int_eq(uv_loop_close(&h->loop), 0);
+  ck_assert_int_eq(atomic_load(&h->after_close), 0);
+  ck_assert_int_eq(atomic_load(&h->wrong_thread), 0);
+}
+
+static sc_id make_policy(sc_db *db, int64_t max_count) {
+  sc_coupon_policy_spec spec = {.name = "w", .max_count = max_count};
+  sc_id id = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &id), SC_OK);
+  return id;
+}
+
+static int target;
+static bool handled_target(harness *h) {
+  return atomic_load(&h->handled) >= target;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+typedef struct producer {
+  sc_db *db;
+  sc_id policy;
+  int n;
+} producer;
+
+static void *issue_coupons(void *arg) {
+  producer *p = arg;
+  for (int u = 1; u <= p->n; u++) {
+    ck_assert_sc(sc_coupon_issue(p->db, p->policy, u, NULL), SC_OK);
+  }
+  return NULL;
+}
+
+START_TEST(commits_wake_dispatch_on_the_loop_thread) {
+  char *path = tu_db_path("wk-dispatch");
+  sc_db *db = tu_open(path, NULL);
+  producer p = {db, make_policy(db, 501), 500};
+  ck_assert_sc(sc_coupon_issue(db, p.policy, 10000, NULL), SC_OK); /* before */
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  start(h, NULL);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, issue_coupons, &p), 0);
+  target = 501;
+  ck_assert(run_until(h, handled_target, 60000));
+  pthread_join(t, NULL);
+  ck_assert_int_eq(atomic_load(&h->closes), 1);
+  harness_close(h);
+  for (int id = 1; id <= 501; id++)
+    ck_assert_int_eq(h->seen[id], 1);
+  free(h);
+  sc_outbox_stats st;
+  ck_assert_sc(sc_outbox_stats_get(db, &st), SC_OK);
+  ck_assert_int_eq(st.pending, 0);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Fails each event's first delivery. */
+static int fail_first(harness *h, const sc_event *ev) {
+  (void)h;
+  return ev->attempts == 0 ? SC_CONFLICT : SC_OK;
+}
+
+START_TEST(failures_are_retried_in_sequence_then_acked) {
+  char *path = tu_db_path("wk-retry");
+  sc_options o;
+  sc_options_init(&o);
+  o.outbox_retry_base_ms = 5;
+  o.outbox_retry_max_ms = 20;
+  sc_db *db = tu_open(path, &o);
+  sc_id policy = make_policy(db, 100);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_sc(sc_coupon_policy_pause(db, policy, 1), SC_OK);
+    ck_assert_sc(sc_coupon_policy_pause(db, policy, 0), SC_OK);
+  }
+  for (int u = 1; u <= 20; u++) {
+    ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_OK);
+  }
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  h->verdict = fail_first;
+  start(h, NULL);
+  target = 26;
+  ck_assert(run_until(h, handled_target, 60000));
+  harness_close(h);
+  /* Every event failed once, then was delivered once more and acked. */
+  ck_assert_int_eq(atomic_load(&h->failed), 26);
+  for (int id = 1; id <= 26; id++)
+    ck_assert_int_eq(h->seen[id], 1);
+  /* The policy's six events, each retried, still in sequence. */
+  ck_assert_int_eq(h->n_policy_seqs, 6);
+  for (int i = 0; i < 6; i++)
+    ck_assert_int_eq(h->policy_seqs[i], i + 1);
+  free(h);
+  sc_close(db);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_outbox"
+                            " WHERE state = 1 AND attempts = 1"),
+                   26);
+  tu_remove_db(path);
+}
+END_TEST
+
+static void exec_sql(const char *path, const char *sql) {
+  sqlite3 *hd;
+  ck_assert_int_eq(sqlite3_open(path, &hd), SQLITE_OK);
+  sqlite3_busy_timeout(hd, 10000);
+  ck_assert_int_eq(sqlite3_exec(hd, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(hd);
+}
+
+static bool one_dead(harness *h) {
+  sc_outbox_stats st;
+  return atomic_load(&h->handled) >= 1 &&
+         sc_outbox_stats_get(h->db, &st) == SC_OK && st.dead == 1;
+}
+
+START_TEST(undecodable_payloads_die_without_reaching_the_handler) {
+  char *path = tu_db_path("wk-poison");
+  sc_db *db = tu_open(path, NULL);
+  sc_close(db);
+  /* Written by something else than the library: a float where an id
+   * belongs, in an otherwise good coupon event. */
+  exec_sql(path,
+           "INSERT INTO sc_outbox(id, type, agg_kind, agg_id, seq,"
+           " created_at_ms, payload) VALUES(1, 1, 1, 77, 1, 0,"
+           " x'86a47479706501a17601a2617400a475736572cb401c000000000000"
+           "a6706f6c69637901a6636f75706f6e4d')");
+  db = tu_open(path, NULL);
+  sc_id policy = make_policy(db, 10);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, NULL), SC_OK);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  start(h, NULL);
+  ck_assert(run_until(h, one_dead, 60000));
+  harness_close(h);
+  ck_assert_int_eq(h->seen[1], 0); /* never handed over */
+  ck_assert_int_eq(h->seen[2], 1);
+  free(h);
+  sc_dead_event *dead;
+  int n;
+  ck_assert_sc(sc_outbox_dead_list(db, 0, 10, &dead, &n), SC_OK);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(dead[0].event.id, 1);
+  ck_assert_ptr_nonnull(strstr(dead[0].last_error, "undecodable payload"));
+  sc_dead_events_free(dead, n);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- the fallback poll -------------------------------------------------- */
+
+START_TEST(the_poll_picks_up_events_of_another_handle) {
+  char *path = tu_db_path("wk-poll");
+  sc_db *db = tu_open(path, NULL);
+  /* A second handle has its own writer and no worker: like another
+   * process, its commits wake nobody here. */
+  sc_db *other = tu_open(path, NULL);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = on_event;
+  o.poll_interval_ms = 20;
+  start(h, &o);
+  producer p = {other, make_policy(other, 50), 50};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, issue_coupons, &p), 0);
+  target = 50;
+  ck_assert(run_until(h, handled_target, 60000));
+  pthread_join(t, NULL);
+  harness_close(h);
+  free(h);
+  sc_close(other);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- expiry ------------------------------------------------------------- */
+
+typedef struct shop {
+  sc_db *db;
+  sc_id product;
+} shop;
+
+static shop shop_open(sc_db *db, int64_t stock) {
+  shop s = {db, 0};
+  ck_assert_sc(sc_product_create(db, "p", 10, stock, &s.product), SC_OK);
+  for (sc_id u = 1; u <= 8; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 100000000, NULL), SC_OK);
+  }
+  return s;
+}
+
+static sc_id checkout(shop *s, sc_id user, int64_t ttl_ms) {
+  sc_line line = {.product = s->product, .qty = 1};
+  sc_checkout_req req = {
+      .user = user, .lines = &line, .n_lines = 1, .ttl_ms = ttl_ms};
+  sc_id order = 0;
+  ck_assert_sc(sc_checkout(s->db, &req, &order), SC_OK);
+  return order;
+}
+
+static int status_of(sc_db *db, sc_id order) {
+  sc_order o;
+  ck_assert_sc(sc_order_get(db, order, &o), SC_OK);
+  return o.status;
+}
+
+static bool wait_status(sc_db *db, sc_id order, int status, int timeout_ms) {
+  for (int waited = 0; waited < timeout_ms; waited += 5) {
+    if (status_of(db, order) == status) return true;
+    usleep(5000);
+  }
+  return status_of(db, order) == status;
+}
+
+START_TEST(expiry_fires_at_the_deadline_and_rearms_for_earlier_ones) {
+  char *path = tu_db_path("wk-expiry");
+  sc_db *db = tu_open(path, NULL);
+  shop s = shop_open(db, 100);
+  sc_id overdue = checkout(&s, 1, 1);
+  usleep(5000);
+  sc_id late = checkout(&s, 1, 60000);
+  /* A poll far longer than the test: only the deadline timer can expire
+   * the orders below in time. */
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = 600000;
+  sc_worker *w = NULL;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  /* Overdue before the worker started: expired as it starts. */
+  ck_assert(wait_status(db, overdue, SC_ORDER_EXPIRED, 30000));
+  /* The timer waits for the 60 s order; an earlier deadline re-arms it. */
+  sc_id soon = checkout(&s, 2, 300);
+  ck_assert(wait_status(db, soon, SC_ORDER_EXPIRED, 30000));
+  ck_assert_int_eq(status_of(db, late), SC_ORDER_PENDING);
+  /* And again, after the timer was last armed for the 60 s order. */
+  sc_id again = checkout(&s, 3, 200);
+  ck_assert(wait_status(db, again, SC_ORDER_EXPIRED, 30000));
+  ck_assert_int_eq(status_of(db, late), SC_ORDER_PENDING);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  tu_assert_verify(db);
+  sc_close(db);
+  /* Never before the deadline (by the db clock). */
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_order WHERE"
+                            " status = 4 AND closed_at_ms >= expires_at_ms"),
+                   3);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_order"), 4);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* An injected clock: nothing expires while it stands still, and a jump past
+ * the deadline is seen within poll_interval_ms. */
+START_TEST(expiry_follows_the_injected_clock) {
+  char *path = tu_db_path("wk-clock");
+  sc_options so;
+  sc_options_init(&so);
+  tu_clock clock;
+  tu_use_clock(&so, &clock, 1000000);
+  sc_db *db = tu_open(path, &so);
+  shop s = shop_open(db, 100);
+  sc_id order = checkout(&s, 1, 50);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = 10;
+  sc_worker *w = NULL;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  usleep(300000); /* 300 ms of real time, 0 ms of db time */
+  ck_assert_int_eq(status_of(db, order), SC_ORDER_PENDING);
+  atomic_store(&clock.now_ms, 1000050);
+  ck_assert(wait_status(db, order, SC_ORDER_EXPIRED, 30000));
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- pay against expiry, the worker running ------------------------------ */
+
+#define RACE_ORDERS 600
+
+typedef struct pay_race {
+  shop s;
+  sc_id orders[RACE_ORDERS];
+  atomic_int next, paid, expired_refusals, other;
+} pay_race;
+
+static void *create_orders(void *arg) {
+  pay_race *r = arg;
+  for (int i = 0; i < RACE_ORDERS; i++) {
+    /* Deadlines spread over ~300 ms, payers chasing them. */
+    r->orders[i] = checkout(&r->s, 1 + i % 8, 100 + (i % 60) * 5);
+  }
+  return NULL;
+}
+
+static void pay_all(int t, void *ud) {
+  pay_race *r = ud;
+  (void)t;
+  for (int i; (i = atomic_fetch_add(&r->next, 1)) < RACE_ORDERS;) {
+    if (i % 3 == 0) usleep(1000); /* some payments come late */
+    int rc = sc_order_pay(r->s.db, r->orders[i]);
+    if (rc == SC_OK) {
+      atomic_fetch_add(&r->paid, 1);
+    } else if (rc == SC_EXPIRED) {
+      atomic_fetch_add(&r->expired_refusals, 1);
+    } else {
+      atomic_fetch_add(&r->other, 1);
+    }
+  }
+}
+
+static bool all_closed(harness *h) {
+  sc_outbox_stats st;
+  return sc_outbox_stats_get(h->db, &st) == SC_OK && st.pending == 0 &&
+         atomic_load(&h->handled) >= target;
+}
+
+typedef struct race_thread {
+  pay_race *r;
+} race_thread;
+
+static void *race_main(void *arg) {
+  pay_race *r = arg;
+  create_orders(r);
+  tu_race(8, pay_all, r);
+  return NULL;
+}
+
+START_TEST(pay_against_expiry_with_the_worker_running) {
+  char *path = tu_db_path("wk-race");
+  sc_db *db = tu_open(path, NULL);
+  pay_race *r = calloc(1, sizeof *r);
+  r->s = shop_open(db, RACE_ORDERS);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  start(h, NULL); /* expiry and dispatch on this loop */
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, race_main, r), 0);
+  /* 8 deposits, then per order a created and a paid or expired event. */
+  target = 8 + 2 * RACE_ORDERS;
+  ck_assert(run_until(h, all_closed, 120000));
+  pthread_join(t, NULL);
+  harness_close(h);
+  ck_assert_int_eq(atomic_load(&r->other), 0);
+  int paid = atomic_load(&r->paid);
+  ck_assert_int_eq(paid + atomic_load(&r->expired_refusals), RACE_ORDERS);
+  fprintf(stderr, "pay vs expiry: %d paid, %d expired\n", paid,
+          RACE_ORDERS - paid);
+  /* Each event was handed to the handler exactly once. */
+  for (int id = 1; id <= target; id++)
+    ck_assert_int_eq(h->seen[id], 1);
+  free(h);
+  tu_assert_verify(db); /* invariants 1..6, 5 included */
+  sc_close(db);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_order"
+                            " WHERE status = 2"),
+                   paid);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_order"
+                            " WHERE status = 4"),
+                   RACE_ORDERS - paid);
+  /* A confirmed order has its paid event and no expired one; an expired
+   * order the reverse; none has both. */
+  ck_assert_int_eq(
+      tu_count(path,
+               "SELECT count(*) FROM sc_order o WHERE (SELECT count(*) FROM"
+               " sc_outbox e WHERE e.agg_kind = 2 AND e.agg_id = o.id AND"
+               " e.type = CASE o.status WHEN 2 THEN 3 ELSE 5 END) = 1 AND"
+               " (SELECT count(*) FROM sc_outbox e WHERE e.agg_kind = 2 AND"
+               " e.agg_id = o.id AND e.type IN (3, 5)) = 1"),
+      RACE_ORDERS);
+  free(r);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- start, stop, stop with work in flight ------------------------------- */
+
+START_TEST(start_stop_cycles_leave_nothing_behind) {
+  char *path = tu_db_path("wk-cycles");
+  sc_db *db = tu_open(path, NULL);
+  sc_id policy = make_policy(db, 1000);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  for (int cycle = 0; cycle < 25; cycle++) {
+    ck_assert_sc(sc_coupon_issue(db, policy, cycle + 1, NULL), SC_OK);
+    start(h, NULL);
+    target = cycle + 1;
+    ck_assert(run_until(h, handled_target, 60000));
+    ck_assert_int_eq(atomic_load(&h->closes), cycle + 1);
+    /* Stopped at once, in the middle of whatever it was doing. */
+    start(h, NULL);
+    ck_assert_sc(sc_worker_stop(h->w, on_closed, h), SC_OK);
+    ck_assert_sc(sc_worker_stop(h->w, on_closed, h), SC_MISUSE);
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(atomic_load(&h->closes), cycle + 2);
+    atomic_store(&h->closes, cycle + 1);
+  }
+  harness_close(h);
+  for (int id = 1; id <= 25; id++)
+    ck_assert_int_ge(h->seen[id], 1);
+  free(h);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(stop_with_events_in_flight_releases_the_rest) {
+  char *path = tu_db_path("wk-inflight");
+  sc_db *db = tu_open(path, NULL);
+  sc_id policy = make_policy(db, 3000);
+  producer p = {db, policy, 3000};
+  issue_coupons(&p);
+  /* The handler stops its own worker in the middle of a batch. */
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  h->stop_after = 100;
+  start(h, NULL);
+  uv_run(&h->loop, UV_RUN_DEFAULT); /* returns once the worker closed */
+  ck_assert_int_eq(atomic_load(&h->handled), 100);
+  ck_assert_int_eq(uv_loop_close(&h->loop), 0);
+  ck_assert_int_eq(atomic_load(&h->after_close), 0);
+  /* The hundred were acked; the rest of their batch was released, not left
+   * leased: a new worker delivers exactly the others, at once. */
+  sc_outbox_stats st;
+  ck_assert_sc(sc_outbox_stats_get(db, &st), SC_OK);
+  ck_assert_int_eq(st.pending, 2900);
+  harness_init(h, db);
+  start(h, NULL);
+  target = 2900;
+  ck_assert(run_until(h, handled_target, 60000));
+  harness_close(h);
+  for (int id = 1; id <= 3000; id++)
+    ck_assert_int_eq(h->seen[id], id > 100);
+  free(h);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- the thread convenience and bad input ---------------------------------
+ */
+
+typedef struct thread_probe {
+  pthread_t test_thread;
+  sc_worker *w;
+  atomic_int handled, on_test_thread, stop_refused;
+} thread_probe;
+
+static int probe_event(const sc_event *ev, void *ud) {
+  thread_probe *p = ud;
+  (void)ev;
+  if (pthread_equal(pthread_self(), p->test_thread)) {
+    atomic_fetch_add(&p->on_test_thread, 1);
+  }
+  if (sc_worker_stop_thread(p->w) == SC_MISUSE) {
+    atomic_fetch_add(&p->stop_refused, 1);
+  }
+  atomic_fetch_add(&p->handled, 1);
+  return SC_OK;
+}
+
+START_TEST(thread_worker_runs_apart_and_refuses_misuse) {
+  char *path = tu_db_path("wk-thread");
+  sc_db *db = tu_open(path, NULL);
+  thread_probe p = {.test_thread = pthread_self()};
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = probe_event;
+  o.ud = &p;
+  for (int cycle = 0; cycle < 5; cycle++) {
+    ck_assert_sc(sc_worker_start_thread(db, &o, &p.w), SC_OK);
+    sc_worker *second = (sc_worker *)0x1;
+    ck_assert_sc(sc_worker_start_thread(db, &o, &second), SC_MISUSE);
+    ck_assert_ptr_null(second);
+    ck_assert_sc(sc_worker_stop(p.w, NULL, NULL), SC_MISUSE);
+    sc_id policy = make_policy(db, 10);
+    ck_assert_sc(sc_coupon_issue(db, policy, 1, NULL), SC_OK);
+    while (atomic_load(&p.handled) < cycle + 1)
+      usleep(1000);
+    ck_assert_sc(sc_worker_stop_thread(p.w), SC_OK);
+  }
+  ck_assert_int_eq(atomic_load(&p.on_test_thread), 0);
+  ck_assert_int_eq(atomic_load(&p.stop_refused), 5);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(bad_input_is_refused) {
+  char *path = tu_db_path("wk-bad");
+  sc_db *db = tu_open(path, NULL);
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  sc_worker *w = (sc_worker *)0x1;
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  ck_assert_sc(sc_worker_start(NULL, &loop, &o, &w), SC_MISUSE);
+  ck_assert_ptr_null(w);
+  ck_assert_sc(sc_worker_start(db, NULL, &o, &w), SC_MISUSE);
+  ck_assert_sc(sc_worker_start(db, &loop, &o, NULL), SC_MISUSE);
+  o.batch_max = -1;
+  ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  o.batch_max = SC_OUTBOX_CLAIM_MAX + 1;
+  ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  sc_worker_options_init(&o);
+  o.lease_ms = -1;
+  ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = -1;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_INVALID);
+  ck_assert_ptr_null(w);
+  ck_assert_sc(sc_worker_start_thread(NULL, NULL, &w), SC_MISUSE);
+  ck_assert_sc(sc_worker_start_thread(db, NULL, NULL), SC_MISUSE);
+  ck_assert_sc(sc_worker_stop(NULL, NULL, NULL), SC_MISUSE);
+  ck_assert_sc(sc_worker_stop_thread(NULL), SC_MISUSE);
+  /* A loop worker is not stopped as a thread worker, and NULL options are
+   * the defaults (expiry only). */
+  ck_assert_sc(sc_worker_start(db, &loop, NULL, &w), SC_OK);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_MISUSE);
+  ck_assert_sc(sc_worker_stop(w, NULL, NULL), SC_OK);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ck_assert_int_eq(uv_loop_close(&loop), 0);
+  sc_worker_options_init(NULL);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+Suite *worker_suite(void) {
+  Suite *s = suite_create("worker");
+  TCase *tc = tu_tcase("worker");
+  tcase_add_test(tc, commits_wake_dispatch_on_the_loop_thread);
+  tcase_add_test(tc, failures_are_retried_in_sequence_then_acked);
+  tcase_add_test(tc, undecodable_payloads_die_without_reaching_the_handler);
+  tcase_add_test(tc, the_poll_picks_up_events_of_another_handle);
+  tcase_add_test(tc, expiry_fires_at_the_deadline_and_rearms_for_earlier_ones);
+  tcase_add_test(tc, expiry_follows_the_injected_clock);
+  tcase_add_test(tc, pay_against_expiry_with_the_worker_running);
+  tcase_add_test(tc, start_stop_cycles_leave_nothing_behind);
+  tcase_add_test(tc, stop_with_events_in_flight_releases_the_rest);
+  tcase_add_test(tc, thread_worker_runs_apart_and_refuses_misuse);
+  tcase_add_test(tc, bad_input_is_refused);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run_suite(worker_suite());
+}

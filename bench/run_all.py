@@ -115,58 +115,78 @@ def markdown(records, meta):
     return "\n".join(lines) + "\n"
 
 
+VARIANT_COLORS = {"group_commit": "#1971c2", "batch_max_1": "#e8590c",
+                  "plain_sqlite": "#2b8a3e", "python": "#c2255c"}
+OTHER_COLORS = ["#5f3dc4", "#0c8599", "#e67700", "#495057"]
+
+
 def svg_chart(records):
-    """Throughput against caller threads, one line per bench and variant, on
-    log2 threads and log10 ops/s axes."""
+    """Throughput against caller threads: one small chart per benchmark, a
+    line per variant (same colour everywhere), log2 threads and log10 ops/s.
+    A point measured twice (bench_python re-measures the C baseline) is
+    drawn once, from the first program that printed it."""
     import math
-    series = {}
+    panels = {}
     for r in records:
         if "ratio" in r or r["bench"] == "simulate" or r["ops_per_s"] <= 0:
             continue
-        series.setdefault(f"{r['bench']} {r['variant']}", []).append(
-            (r["threads"], r["ops_per_s"]))
-    W, H, L, T, PW, PH = 820, 460, 70, 40, 520, 360
-    threads = sorted({t for s in series.values() for t, _ in s}) or [1]
-    rates = [v for s in series.values() for _, v in s] or [1]
-    x0, x1 = math.log2(threads[0]), max(math.log2(threads[-1]), 1)
+        pts = panels.setdefault(r["bench"], {}).setdefault(r["variant"], {})
+        pts.setdefault(r["threads"], r["ops_per_s"])
+    variants = sorted({v for p in panels.values() for v in p})
+    colors = {}
+    for v in variants:
+        colors[v] = VARIANT_COLORS.get(v) or OTHER_COLORS[
+            len([c for c in colors if c not in VARIANT_COLORS]) % 4]
+    threads = sorted({t for p in panels.values() for s in p.values()
+                      for t in s}) or [1]
+    rates = [v for p in panels.values() for s in p.values()
+             for v in s.values()] or [1]
     y0 = math.floor(math.log10(min(rates)))
     y1 = max(math.ceil(math.log10(max(rates))), y0 + 1)
-
-    def px(t):
-        return L + PW * (math.log2(t) - x0) / ((x1 - x0) or 1)
-
-    def py(v):
-        return T + PH - PH * (math.log10(v) - y0) / (y1 - y0)
-
+    x0, x1 = math.log2(threads[0]), max(math.log2(threads[-1]), 1)
+    cols, PW, PH, L, T = 2, 330, 200, 70, 70
+    rows = (len(panels) + cols - 1) // cols
+    W, H = cols * (PW + L + 20) + 20, T + rows * (PH + 70)
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}'"
-           f" font-family='sans-serif' font-size='11'>",
+           " font-family='sans-serif' font-size='11'>",
            "<rect width='100%' height='100%' fill='white'/>",
-           f"<text x='{L}' y='22' font-size='14' font-weight='bold'>"
-           "Throughput against caller threads (log scales)</text>"]
-    for e in range(y0, y1 + 1):
-        y = py(10 ** e)
-        out.append(f"<line x1='{L}' y1='{y:.1f}' x2='{L + PW}' y2='{y:.1f}'"
-                   f" stroke='#ddd'/><text x='{L - 6}' y='{y + 4:.1f}'"
-                   f" text-anchor='end'>{10 ** e:g}/s</text>")
-    for t in threads:
-        x = px(t)
-        out.append(f"<line x1='{x:.1f}' y1='{T}' x2='{x:.1f}' y2='{T + PH}'"
-                   f" stroke='#eee'/><text x='{x:.1f}' y='{T + PH + 16}'"
-                   f" text-anchor='middle'>{t}</text>")
-    out.append(f"<text x='{L + PW / 2}' y='{T + PH + 34}'"
-               " text-anchor='middle'>caller threads</text>")
-    colors = ["#1971c2", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4",
-              "#0c8599", "#e67700", "#495057"]
-    for i, (name, pts) in enumerate(sorted(series.items())):
-        c = colors[i % len(colors)]
-        pts = sorted(pts)
-        poly = " ".join(f"{px(t):.1f},{py(v):.1f}" for t, v in pts)
-        out.append(f"<polyline fill='none' stroke='{c}' stroke-width='2'"
-                   f" points='{poly}'/>")
-        out += [f"<circle cx='{px(t):.1f}' cy='{py(v):.1f}' r='3' fill='{c}'/>"
-                for t, v in pts]
-        out.append(f"<text x='{L + PW + 14}' y='{T + 14 + 16 * i}'"
-                   f" fill='{c}'>{name}</text>")
+           "<text x='20' y='22' font-size='15' font-weight='bold'>Throughput"
+           " against caller threads (ops/s, log scales)</text>"]
+    for k, v in enumerate(variants):
+        out.append(f"<rect x='{20 + 130 * k}' y='34' width='12' height='12'"
+                   f" fill='{colors[v]}'/><text x='{36 + 130 * k}' y='44'>"
+                   f"{v}</text>")
+    for n, (bench, series) in enumerate(sorted(panels.items())):
+        left = 20 + L + (n % cols) * (PW + L + 20)
+        top = T + (n // cols) * (PH + 70) + 20
+
+        def px(t):
+            return left + PW * (math.log2(t) - x0) / ((x1 - x0) or 1)
+
+        def py(v):
+            return top + PH - PH * (math.log10(v) - y0) / (y1 - y0)
+
+        out.append(f"<text x='{left}' y='{top - 8}' font-size='13'"
+                   f" font-weight='bold'>{bench}</text>")
+        for e in range(y0, y1 + 1):
+            out.append(f"<line x1='{left}' y1='{py(10 ** e):.1f}'"
+                       f" x2='{left + PW}' y2='{py(10 ** e):.1f}'"
+                       f" stroke='#ddd'/><text x='{left - 6}'"
+                       f" y='{py(10 ** e) + 4:.1f}' text-anchor='end'>"
+                       f"{10 ** e:g}</text>")
+        for t in threads:
+            out.append(f"<text x='{px(t):.1f}' y='{top + PH + 16}'"
+                       f" text-anchor='middle'>{t}</text>")
+        out.append(f"<text x='{left + PW / 2}' y='{top + PH + 32}'"
+                   " text-anchor='middle'>caller threads</text>")
+        for v, pts in sorted(series.items()):
+            pts = sorted(pts.items())
+            poly = " ".join(f"{px(t):.1f},{py(r):.1f}" for t, r in pts)
+            out.append(f"<polyline fill='none' stroke='{colors[v]}'"
+                       f" stroke-width='2' points='{poly}'/>")
+            out += [f"<circle cx='{px(t):.1f}' cy='{py(r):.1f}' r='3.5'"
+                    f" fill='{colors[v]}'><title>{bench} {v} {t} threads:"
+                    f" {r:.0f} ops/s</title></circle>" for t, r in pts]
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -689,6 +689,65 @@ typedef struct sc_outbox_stats {
  * @return SC_OK, SC_MISUSE. Any thread. */
 SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
 
+/* Asynchronous calls, for hosts on a libuv loop. An sc_async handle binds a
+ * database handle to a loop; each *_async call queues its operation to the
+ * writer like the blocking call does, and returns at once. The callback
+ * runs later on the loop's thread (never on the writer's), once the commit
+ * holding the operation is durable, exactly once for each call that
+ * returned SC_OK, and never for one that returned an error. In the
+ * callback, status is the status the blocking call would have returned,
+ * and sc_errmsg() its detail.
+ *
+ * Thread rule (libuv's): the handle and its calls belong to the loop's
+ * thread. A full writer queue (sc_options.queue_max) makes a call wait for
+ * room, as the blocking calls do. Close the handle (and let its close
+ * callback run) before sc_close; requests queued before sc_close still
+ * complete. */
+typedef struct sc_async sc_async;
+typedef struct sc_async_req sc_async_req;
+typedef void (*sc_async_cb)(sc_async_req *req, int status);
+/** One asynchronous call, owned by the caller: keep it alive and untouched
+ * until its callback; it may then be reused or freed (also from within the
+ * callback). */
+struct sc_async_req {
+  void *data;   /* the caller's; the library never touches it */
+  int status;   /* set before the callback: the result */
+  sc_id id;     /* set before the callback: the new coupon (issue) or order
+                   (checkout) on success; 0 otherwise */
+  void *op_;    /* private */
+};
+
+/** Binds db to loop. @param[out] out  the handle, or NULL on failure.
+ * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_ERROR (libuv refused the
+ * uv_async handle). On the loop's thread. */
+SC_API int sc_async_open(sc_db *db, uv_loop_t *loop, sc_async **out);
+/** Closes the handle: requests the writer has not started yet complete
+ * with SC_CANCELED (and changed nothing); started ones complete with their
+ * real result. Once every callback has run, the handle's uv_async is closed
+ * with uv_close, close_cb(a, ud) runs (close_cb may be NULL) and a is
+ * freed. Keep running the loop until then. Further calls on a get
+ * SC_CLOSED until it is freed. @return SC_OK, SC_MISUSE (NULL, already
+ * closing). On the loop's thread (a callback may call it). */
+SC_API int sc_async_close(sc_async *a, void (*close_cb)(sc_async *a, void *ud),
+                          void *ud);
+/** sc_coupon_issue, asynchronously: req->id is the coupon. Returns the
+ * argument errors of sc_coupon_issue, SC_MISUSE (NULL a, req or cb),
+ * SC_CLOSED, SC_NOMEM; the callback gets the rest. */
+SC_API int sc_coupon_issue_async(sc_async *a, sc_async_req *req, sc_id policy,
+                                 sc_id user, sc_async_cb cb);
+/** sc_checkout, asynchronously: req->id is the order. The request and its
+ * arrays and key are copied: they may go away once the call returns.
+ * Returns the argument errors of sc_checkout, SC_MISUSE, SC_CLOSED,
+ * SC_NOMEM; the callback gets the rest. */
+SC_API int sc_checkout_async(sc_async *a, sc_async_req *req,
+                             const sc_checkout_req *creq, sc_async_cb cb);
+/** sc_order_pay, asynchronously. */
+SC_API int sc_order_pay_async(sc_async *a, sc_async_req *req, sc_id order,
+                              sc_async_cb cb);
+/** sc_order_cancel, asynchronously. */
+SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
+                                 sc_async_cb cb);
+
 /* ---- administration: repair and backup ---- */
 
 /**

@@ -290,6 +290,29 @@ int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user, sc_id *coupon_out) {
   return rc;
 }
 
+/* For sc_coupon_issue_async (async.c): the same operation, allocated. */
+static void issue_op_free(sc__op *op) { sc__free(op); }
+
+int sc__coupon_issue_prepare(sc_db *db, sc_id policy, sc_id user,
+                             sc__prepared *out) {
+  SC__CHECK_DB(db);
+  if (user <= 0) {
+    return sc__fail(SC_INVALID, "sc_coupon_issue_async: user %lld must be > 0",
+                    (long long)user);
+  }
+  if (policy <= 0) {
+    return sc__fail(SC_NOT_FOUND, "coupon policy %lld not found",
+                    (long long)policy);
+  }
+  issue_op *op = sc__calloc(1, sizeof *op);
+  if (op == NULL) return sc__fail(SC_NOMEM, "sc_coupon_issue_async: no memory");
+  *op = (issue_op){.base = {.run = issue_run, .kind = SC__OP_COUPON_ISSUE},
+                   .policy = policy,
+                   .user = user};
+  *out = (sc__prepared){&op->base, &op->coupon, issue_op_free};
+  return SC_OK;
+}
+
 /* ---- coupons on orders ---------------------------------------------------
  * A checkout holds a coupon (status 2, order_id set), a payment uses it
  * (status 3), a cancellation or expiry makes it available again (status 1,

@@ -252,6 +252,27 @@ void sc__outbox_round_init(sc__outbox_round *r);
 /* Frees the payloads of events[0..n) (not the array). */
 void sc__events_clear(sc_event *events, int n);
 
+/* ---- write operations prepared for the *_async calls (async.c) ---- */
+
+/* A write operation built but not submitted: validated on the caller's
+ * thread as its blocking call does (sc__fail, nothing allocated on
+ * failure), with everything it needs copied in, so the caller's arguments
+ * may go away. result: where its id is once it has run (NULL: none). free
+ * releases it after its completion. */
+typedef struct sc__prepared {
+  sc__op *op;
+  const sc_id *result;
+  void (*free)(sc__op *op);
+} sc__prepared;
+/* coupon.c */
+int sc__coupon_issue_prepare(sc_db *db, sc_id policy, sc_id user,
+                             sc__prepared *out);
+/* order.c */
+int sc__checkout_prepare(sc_db *db, const sc_checkout_req *req,
+                         sc__prepared *out);
+int sc__order_pay_prepare(sc_db *db, sc_id order, sc__prepared *out);
+int sc__order_cancel_prepare(sc_db *db, sc_id order, sc__prepared *out);
+
 /* ---- text buffers (strbuf.c), for metrics and repair reports ---- */
 
 typedef struct sc__strbuf {

@@ -433,6 +433,69 @@ int sc_order_cancel(sc_db *db, sc_id order) {
   return order_execute(db, order, cancel_run, SC__OP_ORDER_CANCEL);
 }
 
+/* ---- prepared for the *_async calls (async.c) ---------------------------- */
+
+static void checkout_op_free(sc__op *base) {
+  checkout_op *op = (checkout_op *)base;
+  sc__free((char *)op->key);
+  checkout_free(op);
+  sc__free(op);
+}
+
+/* As sc_checkout, but the idempotency key is copied too: the request may
+ * be gone by the time the writer runs the operation. */
+int sc__checkout_prepare(sc_db *db, const sc_checkout_req *req,
+                         sc__prepared *out) {
+  SC__CHECK_DB(db);
+  if (req == NULL) return sc__fail(SC_MISUSE, "sc_checkout_async: req is NULL");
+  int rc = check_request(req);
+  if (rc != SC_OK) return rc;
+  checkout_op *op = sc__calloc(1, sizeof *op);
+  if (op == NULL) return sc__fail(SC_NOMEM, "sc_checkout_async: no memory");
+  op->base.run = checkout_run;
+  op->base.kind = SC__OP_CHECKOUT;
+  rc = checkout_prepare(db, op, req);
+  if (rc == SC_OK && op->key != NULL) {
+    op->key = sc__strdup(op->key);
+    if (op->key == NULL) {
+      rc = sc__fail(SC_NOMEM, "sc_checkout_async: no memory");
+    }
+  } else if (rc != SC_OK) {
+    op->key = NULL; /* still the caller's */
+  }
+  if (rc != SC_OK) {
+    checkout_op_free(&op->base);
+    return rc;
+  }
+  *out = (sc__prepared){&op->base, &op->order, checkout_op_free};
+  return SC_OK;
+}
+
+static void order_op_free(sc__op *op) {
+  sc__free(op);
+}
+
+static int order_prepare(sc_db *db, sc_id order, sc__op_run_fn run, int kind,
+                         sc__prepared *out) {
+  SC__CHECK_DB(db);
+  if (order <= 0) {
+    return sc__fail(SC_NOT_FOUND, "order %lld not found", (long long)order);
+  }
+  order_op *op = sc__calloc(1, sizeof *op);
+  if (op == NULL) return sc__fail(SC_NOMEM, "order: out of memory");
+  *op = (order_op){.base = {.run = run, .kind = kind}, .order = order};
+  *out = (sc__prepared){&op->base, NULL, order_op_free};
+  return SC_OK;
+}
+
+int sc__order_pay_prepare(sc_db *db, sc_id order, sc__prepared *out) {
+  return order_prepare(db, order, pay_run, SC__OP_ORDER_PAY, out);
+}
+
+int sc__order_cancel_prepare(sc_db *db, sc_id order, sc__prepared *out) {
+  return order_prepare(db, order, cancel_run, SC__OP_ORDER_CANCEL, out);
+}
+
 int sc_order_get(sc_db *db, sc_id order, sc_order *out) {
   SC__CHECK_DB(db);
   if (out == NULL) return sc__fail(SC_MISUSE, "sc_order_get: out is NULL");

@@ -111,6 +111,8 @@ typedef struct scpy_db {
  * must not stop that worker or close the database (it would join itself). */
 static _Thread_local scpy_worker *scpy_in_handler = NULL;
 
+static bool scpy_in_handler_of(scpy_db *h); /* with the workers */
+
 static scpy_db *scpy_db_get(PyObject *obj) {
   if (!PyCapsule_IsValid(obj, SCPY_DB_CAPSULE)) {
     PyErr_SetString(PyExc_TypeError, "expected a shopcore database handle");
@@ -652,9 +654,10 @@ PyObject *scpy_open(PyObject *path, PyObject *clock, int durability,
 PyObject *scpy_close(PyObject *handle) {
   scpy_db *h = scpy_db_get(handle);
   if (h == NULL) return NULL;
-  if (scpy_in_handler != NULL) {
+  if (scpy_in_handler_of(h)) {
     PyErr_SetString(PyExc_RuntimeError,
-                    "cannot close the database from an event handler");
+                    "cannot close the database from one of its event "
+                    "handlers");
     return NULL;
   }
   if (atomic_exchange(&h->closed, true)) Py_RETURN_NONE;

@@ -12,13 +12,6 @@
  * with the GIL released: the handler may be waiting for the GIL then. */
 
 %{
-/* TRANSITIONAL: the worker (issue 4) is declared but not yet in the library;
- * weak references let the module load meanwhile (start raises). Removed
- * once lib/worker.c lands. */
-#pragma weak sc_worker_start_thread
-#pragma weak sc_worker_stop_thread
-#pragma weak sc_worker_options_init
-
 struct scpy_worker {
   sc_worker *w;         /* the running worker, while listed */
   PyObject *callback;   /* owned; called with an event dict */
@@ -28,6 +21,10 @@ struct scpy_worker {
   bool listed;       /* guarded by h->lock */
   atomic_bool halted; /* not running: before start, and once stopped */
 };
+
+static bool scpy_in_handler_of(scpy_db *h) {
+  return scpy_in_handler != NULL && scpy_in_handler->h == h;
+}
 
 static bool scpy_finalizing(void) {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -134,20 +131,17 @@ static scpy_worker *scpy_worker_get(PyObject *obj) {
 %nothread;
 %inline %{
 /** Starts a worker on its own thread calling callback(event_dict) per
- * event; returns the worker handle. */
-PyObject *scpy_worker_start(PyObject *db_capsule, PyObject *callback) {
-  if (!PyCallable_Check(callback)) {
+ * event (None: expiry only); the options are sc_worker_options'. Returns
+ * the worker handle. */
+PyObject *scpy_worker_start(PyObject *db_capsule, PyObject *callback,
+                            int batch_max, long long lease_ms,
+                            long long poll_interval_ms, int no_expiry) {
+  if (callback != Py_None && !PyCallable_Check(callback)) {
     PyErr_SetString(PyExc_TypeError, "the event handler must be callable");
     return NULL;
   }
   scpy_db *h = scpy_db_enter(db_capsule);
   if (h == NULL) return NULL;
-  if (sc_worker_start_thread == NULL) {
-    scpy_db_leave(h);
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "this libshopcore has no worker yet");
-    return NULL;
-  }
   scpy_worker *pw = calloc(1, sizeof *pw);
   if (pw == NULL) {
     scpy_db_leave(h);
@@ -169,8 +163,12 @@ PyObject *scpy_worker_start(PyObject *db_capsule, PyObject *callback) {
   }
   sc_worker_options o;
   sc_worker_options_init(&o);
-  o.on_event = scpy_on_event;
+  o.on_event = callback != Py_None ? scpy_on_event : NULL;
   o.ud = pw;
+  o.batch_max = batch_max;
+  o.lease_ms = lease_ms;
+  o.poll_interval_ms = poll_interval_ms;
+  o.no_expiry = no_expiry;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = sc_worker_start_thread(h->db, &o, &pw->w);

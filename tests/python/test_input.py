@@ -163,7 +163,7 @@ class BadInputTest(DbTestCase):
         with self.assertRaises(TypeError):
             self.db.nack(1, reason=3)
         with self.assertRaises(TypeError):
-            self.db.start_worker(None)
+            self.db.start_worker(5)
         with self.assertRaises(TypeError):
             self.db.start_worker("not callable")
         self.assert_nothing_changed()

@@ -391,11 +391,29 @@ class Database:
         """Counts the outbox's pending and dead events."""
         return OutboxStats._make(_c.sc_outbox_stats_get(self._h))
 
-    def start_worker(self, handler: EventHandler) -> Worker:
-        """Starts a background worker calling handler(event) for every
-        event, on the worker's own thread, and expiring due orders on time.
-        See Worker. Closing the database stops it."""
-        w = Worker(self, handler)
+    def start_worker(self, handler: Optional[EventHandler], *,
+                     batch_max: int = 0, lease_ms: int = 0,
+                     poll_interval_ms: int = 0,
+                     expire_orders: bool = True) -> Worker:
+        """Starts the background worker (one per database at a time): it
+        calls handler(event) for every event on the worker's own thread, and
+        expires due orders at their deadline. See Worker. Closing the
+        database stops it.
+
+        Args:
+            handler: called per event; None = expiry only.
+            batch_max: events claimed per round trip; 0 = 256.
+            lease_ms: lease of claimed events (redelivered after it if this
+                process dies holding them); 0 = 30,000 ms.
+            poll_interval_ms: fallback poll for events other processes
+                wrote, and the longest a timer waits before it reads the
+                clock again; 0 = 1,000 ms.
+            expire_orders: False leaves expiry to another process.
+
+        Raises: Misuse (a worker already runs on this database), Closed.
+        """
+        w = Worker(self, handler, batch_max, lease_ms, poll_interval_ms,
+                   expire_orders)
         with self._workers_lock:
             self._workers.add(w)
         return w

@@ -5,6 +5,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
+from . import _check as chk
 from . import _shopcore as _c
 from ._types import Event
 
@@ -29,25 +30,37 @@ class Worker:
     at least once (deduplicate by ``event.id``). While the worker runs,
     pending orders are also expired at their deadline.
 
-    ``stop()`` (or leaving a ``with`` block, or closing the database)
-    finishes the event in flight, stops the thread and joins it; no handler
-    call happens after it returns. A handler must not stop its own worker or
-    close the database (RuntimeError).
+    One worker runs per database handle at a time (starting a second
+    raises Misuse). ``stop()`` (or leaving a ``with`` block, or closing the
+    database) finishes the event in flight, stops the thread and joins it;
+    no handler call happens after it returns. A handler must not stop its
+    own worker or close the database (RuntimeError).
     """
 
-    def __init__(self, db: "Database", handler: EventHandler) -> None:
-        if not callable(handler):
+    def __init__(self, db: "Database", handler: Optional[EventHandler],
+                 batch_max: int, lease_ms: int, poll_interval_ms: int,
+                 expire_orders: bool) -> None:
+        # Private: use Database.start_worker().
+        if handler is not None and not callable(handler):
             raise TypeError("handler must be callable, not {}".format(
                 type(handler).__name__))
+        if not isinstance(expire_orders, bool):
+            raise TypeError("expire_orders must be a bool")
         self._handler = handler
         self._db = db
         self._lock = threading.Lock()
         self._delivered = 0
         self._failed = 0
-        self._w = _c.scpy_worker_start(db._h, self._dispatch)
+        self._w = _c.scpy_worker_start(
+            db._h, None if handler is None else self._dispatch,
+            chk.in_range(batch_max, "batch_max", 0, _c.SC_OUTBOX_CLAIM_MAX),
+            chk.non_negative(lease_ms, "lease_ms"),
+            chk.non_negative(poll_interval_ms, "poll_interval_ms"),
+            0 if expire_orders else 1)
 
     def _dispatch(self, raw: Dict[str, Any]) -> bool:
         # Called by the C handler with the GIL held, on the worker's thread.
+        assert self._handler is not None
         try:
             event = Event._from_dict(raw)
             ok = self._handler(event) is not False

@@ -1,5 +1,7 @@
 /* Client-side latency histograms of the simulation: lock-free, shared by
  * every virtual user (a relaxed add on a counter per request). */
+#include <math.h>
+
 #include "sim.h"
 
 #define SUB (1 << HIST_SUB_BITS)
@@ -13,9 +15,10 @@ int hist_bucket_of(int64_t v) {
 
 double hist_bucket_low_ns(int b) {
   if (b < SUB) return b;
+  /* Doubles, not shifts: the last buckets' bounds pass 2^63. */
   int msb = b / SUB + HIST_SUB_BITS - 1;
-  double width = (double)(1ULL << (msb - HIST_SUB_BITS));
-  return (double)(1ULL << msb) + (b % SUB) * width;
+  double width = ldexp(1, msb - HIST_SUB_BITS);
+  return ldexp(1, msb) + (b % SUB) * width;
 }
 
 void hist_add(hist *h, int64_t ns) {

@@ -121,10 +121,13 @@ static void chart_histogram(FILE *f, sim *s, int op, int left, int top,
   int lo = 63, hi = 0;
   for (int b = 0; b < HIST_BUCKETS; b++) {
     uint64_t n = atomic_load(&s->ops[op].latency.counts[b]);
-    int p = (int)log2(hist_bucket_low_ns(b) > 1 ? hist_bucket_low_ns(b) : 1);
+    if (n == 0) continue;
+    double low = hist_bucket_low_ns(b);
+    int p = low > 1 ? (int)log2(low) : 0;
+    if (p > 63) p = 63;
     bins[p] += n;
-    if (n && p < lo) lo = p;
-    if (n && p > hi) hi = p;
+    if (p < lo) lo = p;
+    if (p > hi) hi = p;
   }
   for (int p = 0; p < 64; p++)
     ymax = bins[p] > ymax ? bins[p] : ymax;

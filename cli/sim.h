@@ -79,6 +79,11 @@ typedef struct sim {
   /* per second of the run: requests by outcome */
   int seconds;
   _Atomic uint64_t (*timeline)[3];
+  /* the worker: the host's consumer of the outbox */
+  sc_worker *worker;
+  _Atomic uint64_t delivered;
+  hist event_lag; /* commit to delivery, by the wall clock (ms resolution) */
+  sc_outbox_stats outbox_end;
   pthread_mutex_t alert_lock;
   int n_alerts;
   sim_alert alerts[SIM_ALERTS_MAX];

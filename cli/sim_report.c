@@ -115,6 +115,14 @@ static void text_tail(sim *s, FILE *out) {
           "%.0f, commit p95 %.3f ms\n",
           (unsigned long long)m->commit_ms.count, m->batch_size.p50,
           m->batch_size.max, m->commit_ms.p95);
+  fprintf(out,
+          "  outbox: %llu events delivered by the worker, commit to "
+          "handler p50 %.0f ms p95 %.0f ms max %.0f ms; %lld pending, %lld "
+          "dead at the end\n",
+          (unsigned long long)atomic_load(&s->delivered),
+          hist_quantile_ms(&s->event_lag, 0.5),
+          hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
+          (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
   if (s->n_alerts == 0) fprintf(out, "  alerts: none\n");
   for (int i = 0; i < s->n_alerts; i++) {
     const sc_alert *a = &s->alerts[i].alert;
@@ -207,6 +215,17 @@ static void json_timeline_alerts(FILE *out, sim *s) {
   fprintf(out, "],\n");
 }
 
+static void json_outbox(FILE *out, sim *s) {
+  fprintf(out,
+          "  \"outbox\": {\"delivered\": %llu, \"lag_p50_ms\": %.0f, "
+          "\"lag_p95_ms\": %.0f, \"lag_max_ms\": %.0f, "
+          "\"pending_at_end\": %lld, \"dead_at_end\": %lld},\n",
+          (unsigned long long)atomic_load(&s->delivered),
+          hist_quantile_ms(&s->event_lag, 0.5),
+          hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
+          (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
+}
+
 void sim_print_json(sim *s, FILE *out) {
   uint64_t req, ok, exp, err;
   sim_totals(s, &req, &ok, &exp, &err);
@@ -235,6 +254,7 @@ void sim_print_json(sim *s, FILE *out) {
   fprintf(out, ",\n");
   json_ops(out, s);
   json_timeline_alerts(out, s);
+  json_outbox(out, s);
   fprintf(out,
           "  \"library\": {\"commits\": %llu, \"batch_size_p50\": %.1f, "
           "\"batch_size_max\": %.0f, \"commit_p95_ms\": %.4f},\n",

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "sim.h"
 
@@ -152,6 +153,44 @@ static int open_and_seed(sim *s) {
   return rc == SC_OK ? CLI_OK : cli_sc_fail("simulate", rc);
 }
 
+/* The host's side of the outbox, as a shop would run it: every event is
+ * handed to this handler by the worker as soon as its commit is durable. */
+static int on_event(const sc_event *ev, void *ud) {
+  sim *s = ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t lag_ms = now_ms - ev->created_at_ms;
+  hist_add(&s->event_lag, (lag_ms > 0 ? lag_ms : 0) * 1000000);
+  atomic_fetch_add(&s->delivered, 1);
+  return SC_OK;
+}
+
+static int start_worker(sim *s) {
+  sc_worker_options w;
+  sc_worker_options_init(&w);
+  w.on_event = on_event;
+  w.ud = s;
+  int rc = sc_worker_start_thread(s->db, &w, &s->worker);
+  return rc == SC_OK ? CLI_OK : cli_sc_fail("simulate", rc);
+}
+
+/* Lets the worker deliver what the last commits wrote (at most 2 s), then
+ * stops it. */
+static int stop_worker(sim *s) {
+  for (int i = 0; i < 200; i++) {
+    if (sc_outbox_stats_get(s->db, &s->outbox_end) != SC_OK ||
+        s->outbox_end.pending == 0) {
+      break;
+    }
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  }
+  int rc = sc_worker_stop_thread(s->worker);
+  s->worker = NULL;
+  sc_outbox_stats_get(s->db, &s->outbox_end);
+  return rc == SC_OK ? CLI_OK : cli_sc_fail("simulate", rc);
+}
+
 static int write_metrics(sim *s) {
   char *text = NULL;
   int rc = sc_metrics_prometheus(s->db, &text);
@@ -202,7 +241,12 @@ int cmd_simulate(int argc, char **argv) {
     s->seconds = s->cfg.duration_s;
     s->timeline = calloc((size_t)s->seconds, sizeof *s->timeline);
     rc = s->timeline ? open_and_seed(s) : cli_fail("simulate", "out of memory");
+    if (rc == CLI_OK) rc = start_worker(s);
     if (rc == CLI_OK) rc = sim_run_users(s);
+    if (s->worker != NULL) {
+      int wrc = stop_worker(s);
+      if (rc == CLI_OK) rc = wrc;
+    }
     if (rc == CLI_OK) rc = finish(s);
     int crc = sc_close(s->db);
     if (crc != SC_OK && rc == CLI_OK) rc = cli_sc_fail("simulate", crc);

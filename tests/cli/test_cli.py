@@ -90,8 +90,16 @@ class Simulate(Dir):
         prom = os.path.join(self.dir, "m.prom")
         out = self.ok("simulate", "--users", "50", "--duration", "3",
                       "--json", "--report", html, "--metrics", prom,
-                      "--db", self.db, cwd=self.dir)
+                      "--db", os.path.join(self.dir, "fresh.db"), cwd=self.dir)
         j = json.loads(out)
+        # Every successful write wrote one event, which the worker delivered
+        # (or which was still pending when the run ended).
+        ops = j["operations"]
+        writes = sum(ops[o]["ok"] for o in ("deposit", "coupon_issue",
+                                             "checkout", "pay", "cancel"))
+        self.assertEqual(j["outbox"]["delivered"] +
+                         j["outbox"]["pending_at_end"], writes)
+        self.assertEqual(j["outbox"]["dead_at_end"], 0)
         self.assertEqual(j["succeeded"] + j["expected"] + j["errors"],
                          j["requests"])
         self.assertEqual(sum(j["statuses"].values()), j["requests"])

@@ -49,6 +49,7 @@ typedef struct sim_config {
   uint64_t seed;
   int coupons;
   bool json;
+  bool no_worker;      /* no sc_worker delivering the outbox */
   const char *report;  /* .html or .svg, or NULL */
   const char *metrics; /* Prometheus text file, or NULL */
 } sim_config;

@@ -115,14 +115,18 @@ static void text_tail(sim *s, FILE *out) {
           "%.0f, commit p95 %.3f ms\n",
           (unsigned long long)m->commit_ms.count, m->batch_size.p50,
           m->batch_size.max, m->commit_ms.p95);
-  fprintf(out,
-          "  outbox: %llu events delivered by the worker, commit to "
-          "handler p50 %.0f ms p95 %.0f ms max %.0f ms; %lld pending, %lld "
-          "dead at the end\n",
-          (unsigned long long)atomic_load(&s->delivered),
-          hist_quantile_ms(&s->event_lag, 0.5),
-          hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
-          (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
+  if (s->cfg.no_worker) {
+    fprintf(out, "  outbox: no worker (--no-worker); %lld events pending\n",
+            (long long)s->outbox_end.pending);
+  } else
+    fprintf(out,
+            "  outbox: %llu events delivered by the worker, commit to "
+            "handler p50 %.0f ms p95 %.0f ms max %.0f ms; %lld pending, %lld "
+            "dead at the end\n",
+            (unsigned long long)atomic_load(&s->delivered),
+            hist_quantile_ms(&s->event_lag, 0.5),
+            hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
+            (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
   if (s->n_alerts == 0) fprintf(out, "  alerts: none\n");
   for (int i = 0; i < s->n_alerts; i++) {
     const sc_alert *a = &s->alerts[i].alert;

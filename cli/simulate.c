@@ -29,7 +29,8 @@ static const char HELP[] =
     "  --seed N         random seed (default 1)\n"
     "  --json           print the report as JSON instead of text\n"
     "  --report FILE    also write FILE.html or FILE.svg with the charts\n"
-    "  --metrics FILE   also write the library's metrics (Prometheus text)\n";
+    "  --metrics FILE   also write the library's metrics (Prometheus text)\n"
+    "  --no-worker      no outbox consumer (events stay pending)\n";
 
 static int parse_config(int argc, char **argv, sim_config *c, bool *help) {
   const char *cmd = "simulate";
@@ -38,7 +39,8 @@ static int parse_config(int argc, char **argv, sim_config *c, bool *help) {
                  {"hot", true, NULL},        {"think", true, NULL},
                  {"durability", true, NULL}, {"seed", true, NULL},
                  {"json", false, NULL},      {"report", true, NULL},
-                 {"coupons", true, NULL},    {"metrics", true, NULL}};
+                 {"coupons", true, NULL},    {"metrics", true, NULL},
+                 {"no-worker", false, NULL}};
   int n = (int)(sizeof o / sizeof *o), n_pos = 0, rc;
   if ((rc = cli_parse(cmd, argc, argv, o, n, NULL, 0, &n_pos, help))) return rc;
   *c = (sim_config){.users = 100,
@@ -76,6 +78,7 @@ static int parse_config(int argc, char **argv, sim_config *c, bool *help) {
   if ((t = cli_get(o, n, "db")) != NULL) c->db = t;
   if (c->db[0] == '\0') return cli_usage(cmd, "--db is empty");
   c->json = cli_get(o, n, "json") != NULL;
+  c->no_worker = cli_get(o, n, "no-worker") != NULL;
   c->metrics = cli_get(o, n, "metrics");
   if ((c->report = cli_get(o, n, "report")) != NULL) {
     size_t len = strlen(c->report);
@@ -241,11 +244,13 @@ int cmd_simulate(int argc, char **argv) {
     s->seconds = s->cfg.duration_s;
     s->timeline = calloc((size_t)s->seconds, sizeof *s->timeline);
     rc = s->timeline ? open_and_seed(s) : cli_fail("simulate", "out of memory");
-    if (rc == CLI_OK) rc = start_worker(s);
+    if (rc == CLI_OK && !s->cfg.no_worker) rc = start_worker(s);
     if (rc == CLI_OK) rc = sim_run_users(s);
     if (s->worker != NULL) {
       int wrc = stop_worker(s);
       if (rc == CLI_OK) rc = wrc;
+    } else if (rc == CLI_OK) {
+      sc_outbox_stats_get(s->db, &s->outbox_end);
     }
     if (rc == CLI_OK) rc = finish(s);
     int crc = sc_close(s->db);

@@ -3,6 +3,7 @@
 # run each for a few seconds).
 #   scripts/fuzz.sh                 fuzz_decode for 10 minutes
 #   scripts/fuzz.sh 3600            ... for an hour
+#   SC_FUZZ_TARGET=api scripts/fuzz.sh   fuzz_api (sequences of API calls)
 #   SC_FUZZ_JOBS=2 scripts/fuzz.sh  parallel jobs (default 1)
 #   SC_FUZZ_DIR=dir                 build directory (default build-fuzz)
 # The corpus grows in build-fuzz/corpus-decode (seeded from
@@ -15,17 +16,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
+target=${SC_FUZZ_TARGET:-decode}
 jobs=${SC_FUZZ_JOBS:-1}
 dir=${SC_FUZZ_DIR:-build-fuzz}
 cmake -S . -B "$dir" -G Ninja -DCMAKE_C_COMPILER=clang -DSC_BUILD_FUZZ=ON \
   -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_CLI=OFF \
   -DSC_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$dir" --target fuzz_decode -j2
-mkdir -p "$dir/corpus-decode" "$dir/artifacts"
-seeds=$PWD/tests/fuzz/corpus/decode
+cmake --build "$dir" --target "fuzz_$target" -j2
+mkdir -p "$dir/corpus-$target" "$dir/artifacts"
+seeds=$PWD/tests/fuzz/corpus/$target
 cd "$dir" # parallel jobs write their fuzz-N.log here
 parallel=()
 ((jobs > 1)) && parallel=(-jobs="$jobs" -workers="$jobs")
-tests/fuzz/fuzz_decode -max_total_time="$seconds" "${parallel[@]}" \
-  -rss_limit_mb=512 -malloc_limit_mb=64 -max_len=2048 \
-  -artifact_prefix=artifacts/ corpus-decode "$seeds"
+# fuzz_api runs the whole library (threads, SQLite's page cache) per input.
+limits=(-rss_limit_mb=512 -malloc_limit_mb=64)
+[[ $target == api ]] && limits=(-rss_limit_mb=1024)
+tests/fuzz/"fuzz_$target" -max_total_time="$seconds" "${parallel[@]}" \
+  "${limits[@]}" -max_len=2048 \
+  -artifact_prefix=artifacts/ "corpus-$target" "$seeds"

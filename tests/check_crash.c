@@ -44,6 +44,7 @@ enum {
   OP_CANCEL,
   OP_EXPIRE,
   OP_REOPEN, /* sc_close then sc_open: a kill may land in the checkpoint */
+  OP_ACK,    /* claim one outbox event and ack it */
   OP_KINDS_
 };
 
@@ -146,8 +147,10 @@ static void choose_op(const world *w, int t, thread_state *ts, uint64_t *rng,
     *r = (rec){.op = OP_PAY, .a = pick_id(ts->orders, ts->n_orders, rng)};
   } else if (pick < 92) {
     *r = (rec){.op = OP_CANCEL, .a = pick_id(ts->orders, ts->n_orders, rng)};
-  } else if (pick < 97 || t != 0) {
+  } else if (pick < 95) {
     *r = (rec){.op = OP_EXPIRE};
+  } else if (pick < 98 || t != 0) {
+    *r = (rec){.op = OP_ACK};
   } else {
     /* Only thread 0 pauses, so the last pause is well defined. */
     *r = (rec){.op = OP_PAUSE, .a = w->policy_small, .b = rng_range(rng, 0, 1)};
@@ -175,6 +178,17 @@ static int do_checkout(child_ctx *c, uint64_t *rng, rec *r) {
                          .ttl_ms = rng_range(rng, 20, 400),
                          .idempotency_key = key};
   return sc_checkout(c->db, &req, &r->b);
+}
+
+/* Claims one deliverable event and acks it: r->a is the event (0: none). */
+static int claim_and_ack(child_ctx *c, rec *r) {
+  sc_event *ev = NULL;
+  int n = 0;
+  int rc = sc_outbox_claim(c->db, 1, 60000, &ev, &n);
+  r->a = n == 1 ? ev[0].id : 0;
+  sc_events_free(ev, n);
+  if (rc == SC_OK && r->a != 0) rc = sc_outbox_ack(c->db, r->a);
+  return rc;
 }
 
 /* Makes the call of the intent r, completing r with its result. */
@@ -207,6 +221,9 @@ static void run_op(child_ctx *c, uint64_t *rng, rec *r) {
     case OP_EXPIRE:
       r->rc = sc_orders_expire_due(c->db, &expired);
       r->b = expired;
+      break;
+    case OP_ACK:
+      r->rc = claim_and_ack(c, r);
       break;
   }
   r->type = REC_RESULT;
@@ -513,7 +530,7 @@ static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
     ck_assert_msg(r->rc == SC_OK, "sc_close: %s", sc_err_name(r->rc));
     return;
   }
-  if (r->rc == SC_OK) e->ok_by_op[r->op]++;
+  if (r->rc == SC_OK && (r->op != OP_ACK || r->a != 0)) e->ok_by_op[r->op]++;
   if (r->rc == SC_OK) e->acked++;
   if (r->rc != SC_OK) e->failed++;
   switch (r->op) {
@@ -564,6 +581,15 @@ static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
       break;
     case OP_EXPIRE:
       ck_assert_sc(r->rc, SC_OK);
+      break;
+    case OP_ACK:
+      ck_assert_sc(r->rc, SC_OK);
+      if (r->a != 0) { /* state 1: delivered */
+        ck_assert_msg(q_i64(h, "SELECT state FROM sc_outbox WHERE id = ?1",
+                            r->a, 0, 0) == 1,
+                      "acknowledged ack of event %lld is lost",
+                      (long long)r->a);
+      }
       break;
   }
 }
@@ -694,10 +720,11 @@ START_TEST(acknowledged_operations_survive_sigkill) {
   printf(
       "crash: acknowledged ok over all rounds: %lld deposits, %lld "
       "coupons, %lld checkouts, %lld payments, %lld cancels, %lld expiry "
-      "sweeps\n",
+      "sweeps, %lld claimed and acked events\n",
       (long long)ok_by_op[OP_DEPOSIT], (long long)ok_by_op[OP_ISSUE],
       (long long)ok_by_op[OP_CHECKOUT], (long long)ok_by_op[OP_PAY],
-      (long long)ok_by_op[OP_CANCEL], (long long)ok_by_op[OP_EXPIRE]);
+      (long long)ok_by_op[OP_CANCEL], (long long)ok_by_op[OP_EXPIRE],
+      (long long)ok_by_op[OP_ACK]);
 }
 END_TEST
 

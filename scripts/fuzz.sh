@@ -30,7 +30,7 @@ parallel=()
 ((jobs > 1)) && parallel=(-jobs="$jobs" -workers="$jobs")
 # fuzz_api runs the whole library (threads, SQLite's page cache) per input.
 limits=(-rss_limit_mb=512 -malloc_limit_mb=64)
-[[ $target == api ]] && limits=(-rss_limit_mb=1024)
+[[ $target == api ]] && limits=(-rss_limit_mb=1024 -len_control=0)
 tests/fuzz/"fuzz_$target" -max_total_time="$seconds" "${parallel[@]}" \
   "${limits[@]}" -max_len=2048 \
   -artifact_prefix=artifacts/ "corpus-$target" "$seeds"

@@ -252,6 +252,11 @@ static void remove_db(const char *path) {
   unlink(side);
 }
 
+static void remove_files(void) {
+  remove_db(template_path);
+  remove_db(run_path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -265,6 +270,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (sc_open(template_path, NULL, &db) != SC_OK || sc_close(db) != SC_OK) {
     abort();
   }
+  atexit(remove_files);
   return 0;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every test:
 #   1. the suites in a normal build (RelWithDebInfo), Python and CLI included;
-#   2. the C suites again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   2. the C suites and the CLI tests again under AddressSanitizer +
+#      UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
 #   4. the engine suite under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
@@ -49,7 +50,8 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
     -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_EXAMPLES=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency'
+    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli' \
+    -E cli_report_chromium
 
   echo "== 3. ThreadSanitizer (concurrency suites)"
   build build-tsan -DCMAKE_BUILD_TYPE=Debug -DSC_SANITIZE=thread \

@@ -243,9 +243,9 @@ typedef struct sc__outbox_round {
   int64_t lease_ms;     /* in */
   sc_event *events;     /* in: room for claim_max; out: the claimed ones */
   int n_events;         /* out */
-  int64_t next_due_ms;  /* out, when fewer than claim_max were claimed: the
-                           earliest moment (db clock) a pending event not
-                           deliverable now becomes so by time; 0 = none */
+  int64_t next_due_ms;  /* out: the earliest retry this round's nacks set
+                           (db clock); 0 = none */
+  int64_t claimed_at_ms; /* out: the db clock when it claimed */
 } sc__outbox_round;
 /* Sets base.run and base.kind; the other fields are the caller's. */
 void sc__outbox_round_init(sc__outbox_round *r);

@@ -37,9 +37,6 @@ static const char SQL_CLAIM[] =
     "    AND e.seq < o.seq AND e.state <> 1)"
     " ORDER BY o.id LIMIT ?2)"
     " RETURNING id, type, agg_id, seq, created_at_ms, attempts, payload";
-static const char SQL_NEXT_DUE[] =
-    "SELECT min(max(available_at_ms, lease_until_ms)) FROM sc_outbox"
-    " WHERE state = 0 AND max(available_at_ms, lease_until_ms) > ?1";
 static const char SQL_STATE[] =
     "SELECT state, attempts FROM sc_outbox WHERE id = ?1";
 static const char SQL_ACK[] =
@@ -173,17 +170,6 @@ static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
   return SC_OK;
 }
 
-static int next_due(sc__conn *w, sc__outbox_round *r, int64_t now) {
-  sqlite3_stmt *st = sc__stmt(w, SQL_NEXT_DUE);
-  if (st == NULL) return sc__op_fail_sqlite(&r->base, w, SQLITE_ERROR, "claim");
-  sqlite3_bind_int64(st, 1, now);
-  int rc = sqlite3_step(st);
-  r->next_due_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-  sqlite3_reset(st);
-  return rc == SQLITE_ROW ? SC_OK
-                          : sc__op_fail_sqlite(&r->base, w, rc, "claim");
-}
-
 /* ---- settling -------------------------------------------------------------
  */
 
@@ -255,7 +241,7 @@ static int64_t backoff_ms(const sc_options *o, int attempts) {
 /* A failed delivery: retried after a backoff, or dead once it has failed
  * outbox_max_attempts times (at once with dead_now). */
 static int nack(sc_db *db, sc__conn *w, sc__op *op, sc_id id,
-                const char *reason, bool dead_now) {
+                const char *reason, bool dead_now, int64_t *due_ms) {
   int state, attempts;
   int rc = event_state(w, op, id, &state, &attempts);
   if (rc != SC_OK) return rc;
@@ -282,18 +268,29 @@ static int nack(sc_db *db, sc__conn *w, sc__op *op, sc_id id,
   }
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
   sqlite3_reset(st);
-  return rc == SQLITE_DONE ? SC_OK : sc__op_fail_sqlite(op, w, rc, "nack");
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "nack");
+  if (due_ms != NULL) *due_ms = dead ? 0 : at;
+  return SC_OK;
 }
 
-static int settle_one(sc_db *db, sc__conn *w, sc__op *op, const sc__settle *s) {
+static int settle_one(sc_db *db, sc__conn *w, sc__outbox_round *r,
+                      const sc__settle *s) {
+  sc__op *op = &r->base;
   bool changed;
+  int64_t due = 0;
+  int rc;
   switch (s->verdict) {
     case SC__SETTLE_ACK:
       /* The round's own claim follows: no need to wake anyone. */
       return ack(w, op, s->id, &changed);
     case SC__SETTLE_NACK:
     case SC__SETTLE_DEAD:
-      return nack(db, w, op, s->id, s->reason, s->verdict == SC__SETTLE_DEAD);
+      rc = nack(db, w, op, s->id, s->reason, s->verdict == SC__SETTLE_DEAD,
+                &due);
+      if (due > 0 && (r->next_due_ms == 0 || due < r->next_due_ms)) {
+        r->next_due_ms = due;
+      }
+      return rc;
     default:
       return update_one(w, op, SQL_RELEASE, s->id, 0, &changed);
   }
@@ -308,14 +305,13 @@ static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
   r->n_events = 0;
   r->next_due_ms = 0;
   for (int i = 0; i < r->n_settle; i++) {
-    int rc = settle_one(db, w, base, &r->settle[i]);
+    int rc = settle_one(db, w, r, &r->settle[i]);
     if (rc != SC_OK && rc != SC_NOT_FOUND && rc != SC_INVALID_STATE) return rc;
   }
   base->errmsg[0] = '\0';
   if (r->claim_max <= 0) return SC_OK;
-  int64_t now = sc__now_ms(db);
-  int rc = claim(w, r, now);
-  if (rc == SC_OK && r->n_events < r->claim_max) rc = next_due(w, r, now);
+  r->claimed_at_ms = sc__now_ms(db);
+  int rc = claim(w, r, r->claimed_at_ms);
   if (rc != SC_OK) {
     sc__events_clear(r->events, r->n_events);
     r->n_events = 0;
@@ -401,7 +397,7 @@ static int event_op_run(sc_db *db, sc__conn *w, sc__op *base) {
       if (changed) note_deliverable(db);
       return rc;
     case SC__SETTLE_NACK:
-      return nack(db, w, base, op->id, op->reason, false);
+      return nack(db, w, base, op->id, op->reason, false, NULL);
     default:
       return requeue(db, w, base, op->id);
   }

@@ -154,11 +154,13 @@ static int dispatch(sc_worker *w) {
   return n;
 }
 
-/* Idle: poll again after poll_interval_ms, or sooner when a retry or a
- * lease comes due. */
-static void go_idle(sc_worker *w, int64_t next_due_ms) {
+/* Idle: poll again after poll_interval_ms, or sooner when a retry this
+ * worker set comes due. (Other consumers' retries and leases are found by
+ * the poll: looking for them on every round would scan every pending
+ * event.) */
+static void go_idle(sc_worker *w) {
   uint64_t delay = (uint64_t)w->opts.poll_interval_ms;
-  if (next_due_ms > 0) delay = delay_until(w, next_due_ms);
+  if (w->retry_due_ms > 0) delay = delay_until(w, w->retry_due_ms);
   uv_timer_start(&w->dispatch_timer, poll_fired, delay, 0);
 }
 
@@ -166,20 +168,35 @@ static void poll_fired(uv_timer_t *t) {
   request_round(t->data);
 }
 
+/* Keeps the earliest retry still ahead: one the last claim already saw due
+ * is behind us, the round's own nacks are ahead. */
+static void track_retries(sc_worker *w) {
+  sc__outbox_round *r = &w->round;
+  if (w->retry_due_ms != 0 && r->claim_max > 0 &&
+      w->retry_due_ms <= r->claimed_at_ms) {
+    w->retry_due_ms = 0;
+  }
+  if (r->next_due_ms != 0 &&
+      (w->retry_due_ms == 0 || r->next_due_ms < w->retry_due_ms)) {
+    w->retry_due_ms = r->next_due_ms;
+  }
+}
+
 static void round_finished(sc_worker *w) {
   w->round_busy = false;
   if (w->round.base.status != SC_OK) {
     /* Busy past its timeout, I/O...: nothing was claimed or settled; the
      * settlements are lost to lease expiry, the claim is retried later. */
-    if (!w->stopping) go_idle(w, 0);
+    if (!w->stopping) go_idle(w);
     maybe_close(w);
     return;
   }
+  track_retries(w);
   int n = dispatch(w);
   if (n > 0 || (w->dirty && !w->stopping)) {
     submit_round(w, n); /* settles this batch, claims the next */
   } else if (!w->stopping) {
-    go_idle(w, w->round.next_due_ms);
+    go_idle(w);
   }
   maybe_close(w);
 }

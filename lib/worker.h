@@ -23,11 +23,12 @@ struct sc_worker {
 
   /* Loop thread only. */
   bool stopping, closing, db_closed;
-  bool round_busy;     /* a round trip is with the writer */
-  bool dirty;          /* events were committed while it was */
-  bool dispatching;    /* inside the handlers */
-  bool expire_busy;    /* expire_work is in the thread pool */
-  int64_t deadline_ms; /* earliest PENDING deadline known (db clock); 0 */
+  bool round_busy;      /* a round trip is with the writer */
+  bool dirty;           /* events were committed while it was */
+  bool dispatching;     /* inside the handlers */
+  bool expire_busy;     /* expire_work is in the thread pool */
+  int64_t deadline_ms;  /* earliest PENDING deadline known (db clock); 0 */
+  int64_t retry_due_ms; /* earliest retry this worker's nacks set; 0 */
   sc__outbox_round round;
   sc_event *events;   /* room for batch_max */
   sc__settle *settle; /* room for batch_max */

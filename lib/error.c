@@ -52,6 +52,9 @@ void sc__set_errmsg(const char *msg) {
 }
 
 int sc__status_from_sqlite(int rc) {
+  /* An I/O layer that ran out of memory is out of memory, not an I/O
+   * error: the caller may retry. */
+  if (rc == SQLITE_IOERR_NOMEM) return SC_NOMEM;
   switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:

@@ -4,7 +4,9 @@
 #   2. the C suites and the CLI tests again under AddressSanitizer +
 #      UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
-#   4. the engine suite under valgrind memcheck.
+#   4. short libFuzzer runs of the payload decoder and of API call sequences
+#      (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
+#   5. the engine suite under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
 # and the valgrind run). SC_TEST_QUICK=1 runs step 1 only.
 set -euo pipefail
@@ -60,7 +62,14 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     CK_TIMEOUT_MULTIPLIER=6 run_ctest build-tsan -L concurrency
 
-  echo "== 4. valgrind memcheck (engine suite)"
+  echo "== 4. libFuzzer targets (short runs: decoder, API call sequences)"
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSC_BUILD_FUZZ=ON \
+    -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_CLI=OFF \
+    -DSC_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api
+  run_ctest build-fuzz -L fuzz
+
+  echo "== 5. valgrind memcheck (engine suite)"
   if (cd build && CK_FORK=no SC_TEST_TMPDIR=$PWD/tests/tmp valgrind -q \
       --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
       ./tests/check_engine); then

@@ -49,17 +49,73 @@ int cli_sc_fail(const char *cmd, int rc);
 sc_db *cli_open_existing(const char *cmd, const char *path,
                          const sc_options *opts);
 
-/* ---- administration commands (util.c) ---- */
+/* ---- a subcommand on one database (dbcmd.c) ----
+ * Most subcommands share one shape: parse options and positionals, check
+ * the numbers, open the database, make one library call, report, close.
+ * cli_cmd_start and cli_cmd_end hold that shape, so a subcommand keeps only
+ * its call and its output:
+ *
+ *   cli_cmd c;
+ *   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
+ *   if (rc != CLI_OK) return CLI_DONE(rc);
+ *   int src = sc_...(c.db, c.num[0]);
+ *   if (src == SC_OK) printf(...);
+ *   return cli_cmd_end(&c, src);
+ *
+ * A subcommand with checks of its own runs them between cli_cmd_parse and
+ * cli_cmd_open, so bad input is refused before the database is opened. */
 
 #define CLI_DEFAULT_DB "shop.db"
 #define ID_MAX INT64_MAX
 #define MONEY_MAX ((int64_t)1 << 53)
-/* Parses a subcommand's options (which include {"db", true}) and exactly
- * want_pos positionals; returns CLI_OK, CLI_USAGE, or -1 when --help was
- * printed (CLI_DONE turns that into the exit status). */
-int cli_parse_sub(const char *cmd, const char *usage, int argc, char **argv,
-                  cli_opt *opts, int n_opts, const char **pos, int want_pos);
+#define CLI_POS_MAX 2  /* positionals a subcommand takes at most */
+#define CLI_OPTS_MAX 8 /* options a subcommand takes at most, --db included */
+
+/* A positional argument: an integer within [min, max], named what in
+ * messages; or, when what is NULL, text passed on as given. */
+typedef struct cli_arg {
+  const char *what;
+  int64_t min, max;
+} cli_arg;
+/* A positive id named what: the usual positional. */
+#define CLI_ID(what) \
+  { what, 1, ID_MAX }
+
+/* What a subcommand accepts. Every one also takes --db PATH. */
+typedef struct cli_spec {
+  const char *cmd;   /* "product restock": names it in every message */
+  const char *usage; /* "ID QTY": shown by --help and when one is missing */
+  int n_pos;         /* exactly this many positionals */
+  cli_arg pos[CLI_POS_MAX];
+  /* Further options, each taking a value; a NULL (or the end) ends them. */
+  const char *opts[CLI_OPTS_MAX - 1];
+} cli_spec;
+
+/* One run of a subcommand: what cli_cmd_parse found, and the database
+ * cli_cmd_open opened. */
+typedef struct cli_cmd {
+  const char *cmd; /* spec->cmd */
+  cli_opt opts[CLI_OPTS_MAX];
+  int n_opts;
+  const char *pos[CLI_POS_MAX];
+  int64_t num[CLI_POS_MAX]; /* pos[i] as a number, where spec->pos[i] is one */
+  sc_db *db;
+} cli_cmd;
+
+/* Parses argv against spec: --db and spec's options, exactly spec->n_pos
+ * positionals, the numeric ones checked in order. Returns CLI_OK,
+ * CLI_USAGE after printing why, or -1 after printing the help (CLI_DONE
+ * turns that into the exit status). */
+int cli_cmd_parse(cli_cmd *c, const cli_spec *spec, int argc, char **argv);
 #define CLI_DONE(rc) ((rc) < 0 ? CLI_OK : (rc))
+/* Opens the existing database named by --db (or ./shop.db) into c->db:
+ * CLI_OK, or CLI_FAILED after printing why. */
+int cli_cmd_open(cli_cmd *c);
+/* cli_cmd_parse, then cli_cmd_open: the start of most subcommands. */
+int cli_cmd_start(cli_cmd *c, const cli_spec *spec, int argc, char **argv);
+/* Ends a subcommand whose library call returned src: prints the failure,
+ * if any, and closes c->db. Returns the exit status. */
+int cli_cmd_end(cli_cmd *c, int src);
 /* --db, or ./shop.db. */
 const char *cli_db_path(const cli_opt *opts, int n);
 

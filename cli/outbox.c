@@ -7,16 +7,13 @@
 #include "cli.h"
 
 static int outbox_list(int argc, char **argv) {
-  const char *cmd = "outbox list";
-  cli_opt opts[] = {{"db", true, NULL}};
-  int rc = cli_parse_sub(cmd, "[--db PATH]", argc, argv, opts, 1, NULL, 0);
+  static const cli_spec SPEC = {.cmd = "outbox list", .usage = "[--db PATH]"};
+  cli_cmd c;
+  int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
-  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 1), NULL);
-  if (db == NULL) return CLI_FAILED;
   sc_outbox_stats s;
-  int src = sc_outbox_stats_get(db, &s);
-  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
-  if (rc == CLI_OK) {
+  int src = sc_outbox_stats_get(c.db, &s);
+  if (src == SC_OK) {
     printf("outbox: %lld pending, %lld dead", (long long)s.pending,
            (long long)s.dead);
     if (s.pending > 0) {
@@ -25,8 +22,7 @@ static int outbox_list(int argc, char **argv) {
     }
     printf("\n");
   }
-  sc_close(db);
-  return rc;
+  return cli_cmd_end(&c, src);
 }
 
 static void print_dead(const sc_dead_event *d) {
@@ -39,32 +35,36 @@ static void print_dead(const sc_dead_event *d) {
       d->last_error[0] ? d->last_error : "(none)");
 }
 
-static int outbox_dead(int argc, char **argv) {
-  const char *cmd = "outbox dead";
-  cli_opt opts[] = {
-      {"db", true, NULL}, {"after", true, NULL}, {"limit", true, NULL}};
-  int rc = cli_parse_sub(cmd, "[--after ID] [--limit N] [--db PATH]", argc,
-                         argv, opts, 3, NULL, 0);
-  if (rc != CLI_OK) return CLI_DONE(rc);
-  int64_t after = 0, limit = 100;
-  const char *a = cli_get(opts, 3, "after"), *l = cli_get(opts, 3, "limit");
-  if ((a && (rc = cli_int64(cmd, "--after", a, 0, ID_MAX, &after))) ||
-      (l &&
-       (rc = cli_int64(cmd, "--limit", l, 1, SC_OUTBOX_CLAIM_MAX, &limit)))) {
-    return rc;
+/* --after and --limit, both optional, within what sc_outbox_dead_list
+ * accepts. */
+static int dead_range(const cli_cmd *c, int64_t *after, int64_t *limit) {
+  const char *a = cli_get(c->opts, c->n_opts, "after");
+  const char *l = cli_get(c->opts, c->n_opts, "limit");
+  int rc = a ? cli_int64(c->cmd, "--after", a, 0, ID_MAX, after) : CLI_OK;
+  if (rc == CLI_OK && l) {
+    rc = cli_int64(c->cmd, "--limit", l, 1, SC_OUTBOX_CLAIM_MAX, limit);
   }
-  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 3), NULL);
-  if (db == NULL) return CLI_FAILED;
+  return rc;
+}
+
+static int outbox_dead(int argc, char **argv) {
+  static const cli_spec SPEC = {.cmd = "outbox dead",
+                                .usage = "[--after ID] [--limit N] [--db PATH]",
+                                .opts = {"after", "limit"}};
+  cli_cmd c;
+  int64_t after = 0, limit = 100;
+  int rc = cli_cmd_parse(&c, &SPEC, argc, argv);
+  if (rc == CLI_OK) rc = dead_range(&c, &after, &limit);
+  if (rc == CLI_OK) rc = cli_cmd_open(&c);
+  if (rc != CLI_OK) return CLI_DONE(rc);
   sc_dead_event *events = NULL;
   int n = 0;
-  int src = sc_outbox_dead_list(db, after, (int)limit, &events, &n);
-  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
+  int src = sc_outbox_dead_list(c.db, after, (int)limit, &events, &n);
   for (int i = 0; i < n; i++)
     print_dead(&events[i]);
-  if (rc == CLI_OK) printf("%d dead event(s)\n", n);
+  if (src == SC_OK) printf("%d dead event(s)\n", n);
   sc_dead_events_free(events, n);
-  sc_close(db);
-  return rc;
+  return cli_cmd_end(&c, src);
 }
 
 static int outbox_requeue(int argc, char **argv) {

@@ -41,22 +41,18 @@ static void print_stats(const sc_stats *s) {
 }
 
 int cmd_stats(int argc, char **argv) {
-  const char *cmd = "stats";
-  cli_opt opts[] = {{"db", true, NULL}};
-  int rc = cli_parse_sub(cmd, "[--db PATH]", argc, argv, opts, 1, NULL, 0);
+  static const cli_spec SPEC = {.cmd = "stats", .usage = "[--db PATH]"};
+  cli_cmd c;
+  int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
-  sc_db *db = cli_open_existing(cmd, cli_db_path(opts, 1), NULL);
-  if (db == NULL) return CLI_FAILED;
   sc_stats s;
   char *text = NULL;
-  int src = sc_stats_get(db, &s);
-  if (src == SC_OK) src = sc_metrics_prometheus(db, &text);
-  rc = src == SC_OK ? CLI_OK : cli_sc_fail(cmd, src);
-  if (rc == CLI_OK) {
+  int src = sc_stats_get(c.db, &s);
+  if (src == SC_OK) src = sc_metrics_prometheus(c.db, &text);
+  if (src == SC_OK) {
     print_stats(&s);
     fputs(text, stdout);
   }
   sc_free(text);
-  sc_close(db);
-  return rc;
+  return cli_cmd_end(&c, src);
 }

@@ -174,30 +174,3 @@ int cli_dispatch(const char *group, const char *help, const cli_sub *subs,
   printf("Each subcommand takes --help.\n");
   return CLI_OK;
 }
-
-/* Parses a subcommand's options (always with --db) and n_pos positionals;
- * returns CLI_OK, CLI_USAGE, or -1 when help was printed. */
-int cli_parse_sub(const char *cmd, const char *usage, int argc, char **argv,
-                  cli_opt *opts, int n_opts, const char **pos, int want_pos) {
-  int n_pos = 0;
-  bool help = false;
-  int rc =
-      cli_parse(cmd, argc, argv, opts, n_opts, pos, want_pos, &n_pos, &help);
-  if (rc != CLI_OK) return rc;
-  if (help) {
-    printf(
-        "usage: shopcore %s %s\n  --db PATH   the database (default "
-        "./" CLI_DEFAULT_DB ")\n",
-        cmd, usage);
-    return -1;
-  }
-  if (n_pos < want_pos) {
-    return cli_usage(cmd, "missing arguments: %s (see --help)", usage);
-  }
-  return CLI_OK;
-}
-
-const char *cli_db_path(const cli_opt *opts, int n) {
-  const char *p = cli_get(opts, n, "db");
-  return p ? p : CLI_DEFAULT_DB;
-}

@@ -40,6 +40,41 @@ static uint64_t status_count(sim *s, int st) {
   return n;
 }
 
+/* One operation's line of the report: the text and JSON forms print the
+ * same numbers, so they are gathered once. */
+typedef struct op_row {
+  unsigned long long requests, ok, expected, errors;
+  double p50_ms, p95_ms, p99_ms, max_ms;
+} op_row;
+
+static op_row op_row_of(sim *s, int op) {
+  hist *h = &s->ops[op].latency;
+  return (op_row){op_count(s, op, -1),
+                  op_count(s, op, SC_OUTCOME_OK),
+                  op_count(s, op, SC_OUTCOME_EXPECTED),
+                  op_count(s, op, SC_OUTCOME_ERROR),
+                  hist_quantile_ms(h, 0.50),
+                  hist_quantile_ms(h, 0.95),
+                  hist_quantile_ms(h, 0.99),
+                  hist_max_ms(h)};
+}
+
+/* The outbox at the end of the run, likewise printed by both forms. */
+typedef struct outbox_row {
+  unsigned long long delivered;
+  double lag_p50_ms, lag_p95_ms, lag_max_ms; /* commit to handler */
+  long long pending, dead;
+} outbox_row;
+
+static outbox_row outbox_row_of(sim *s) {
+  return (outbox_row){atomic_load(&s->delivered),
+                      hist_quantile_ms(&s->event_lag, 0.5),
+                      hist_quantile_ms(&s->event_lag, 0.95),
+                      hist_max_ms(&s->event_lag),
+                      s->outbox_end.pending,
+                      s->outbox_end.dead};
+}
+
 static double pct(uint64_t part, uint64_t whole) {
   return whole ? 100.0 * (double)part / (double)whole : 0;
 }
@@ -90,14 +125,10 @@ static void text_ops(sim *s, FILE *out) {
           "requests", "ok", "expected", "errors", "p50 ms", "p95 ms", "p99 ms",
           "max ms");
   for (int op = 0; op < OP_COUNT; op++) {
-    hist *h = &s->ops[op].latency;
+    op_row r = op_row_of(s, op);
     fprintf(out, "  %-13s %9llu %9llu %9llu %7llu %9.3f %9.3f %9.3f %9.3f\n",
-            SIM_OP_NAMES[op], (unsigned long long)op_count(s, op, -1),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_OK),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_EXPECTED),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_ERROR),
-            hist_quantile_ms(h, 0.50), hist_quantile_ms(h, 0.95),
-            hist_quantile_ms(h, 0.99), hist_max_ms(h));
+            SIM_OP_NAMES[op], r.requests, r.ok, r.expected, r.errors, r.p50_ms,
+            r.p95_ms, r.p99_ms, r.max_ms);
   }
   fprintf(out, "\n  outcomes by status:\n");
   for (int st = 0; st < SC_STATUS_COUNT_; st++) {
@@ -108,6 +139,21 @@ static void text_ops(sim *s, FILE *out) {
   }
 }
 
+static void text_outbox(sim *s, FILE *out) {
+  outbox_row r = outbox_row_of(s);
+  if (s->cfg.no_worker) {
+    fprintf(out, "  outbox: no worker (--no-worker); %lld events pending\n",
+            r.pending);
+    return;
+  }
+  fprintf(out,
+          "  outbox: %llu events delivered by the worker, commit to "
+          "handler p50 %.0f ms p95 %.0f ms max %.0f ms; %lld pending, %lld "
+          "dead at the end\n",
+          r.delivered, r.lag_p50_ms, r.lag_p95_ms, r.lag_max_ms, r.pending,
+          r.dead);
+}
+
 static void text_tail(sim *s, FILE *out) {
   const sc_metrics *m = &s->lib;
   fprintf(out,
@@ -115,18 +161,7 @@ static void text_tail(sim *s, FILE *out) {
           "%.0f, commit p95 %.3f ms\n",
           (unsigned long long)m->commit_ms.count, m->batch_size.p50,
           m->batch_size.max, m->commit_ms.p95);
-  if (s->cfg.no_worker) {
-    fprintf(out, "  outbox: no worker (--no-worker); %lld events pending\n",
-            (long long)s->outbox_end.pending);
-  } else
-    fprintf(out,
-            "  outbox: %llu events delivered by the worker, commit to "
-            "handler p50 %.0f ms p95 %.0f ms max %.0f ms; %lld pending, %lld "
-            "dead at the end\n",
-            (unsigned long long)atomic_load(&s->delivered),
-            hist_quantile_ms(&s->event_lag, 0.5),
-            hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
-            (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
+  text_outbox(s, out);
   if (s->n_alerts == 0) fprintf(out, "  alerts: none\n");
   for (int i = 0; i < s->n_alerts; i++) {
     const sc_alert *a = &s->alerts[i].alert;
@@ -179,17 +214,13 @@ static void json_statuses(FILE *out, sim *s, int op) {
 static void json_ops(FILE *out, sim *s) {
   fprintf(out, "  \"operations\": {\n");
   for (int op = 0; op < OP_COUNT; op++) {
-    hist *h = &s->ops[op].latency;
+    op_row r = op_row_of(s, op);
     fprintf(out,
             "    \"%s\": {\"requests\": %llu, \"ok\": %llu, \"expected\": "
             "%llu, \"errors\": %llu, \"p50_ms\": %.4f, \"p95_ms\": %.4f, "
             "\"p99_ms\": %.4f, \"max_ms\": %.4f, \"statuses\": ",
-            SIM_OP_NAMES[op], (unsigned long long)op_count(s, op, -1),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_OK),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_EXPECTED),
-            (unsigned long long)op_count(s, op, SC_OUTCOME_ERROR),
-            hist_quantile_ms(h, 0.50), hist_quantile_ms(h, 0.95),
-            hist_quantile_ms(h, 0.99), hist_max_ms(h));
+            SIM_OP_NAMES[op], r.requests, r.ok, r.expected, r.errors, r.p50_ms,
+            r.p95_ms, r.p99_ms, r.max_ms);
     json_statuses(out, s, op);
     fprintf(out, "}%s\n", op + 1 < OP_COUNT ? "," : "");
   }
@@ -220,14 +251,13 @@ static void json_timeline_alerts(FILE *out, sim *s) {
 }
 
 static void json_outbox(FILE *out, sim *s) {
+  outbox_row r = outbox_row_of(s);
   fprintf(out,
           "  \"outbox\": {\"delivered\": %llu, \"lag_p50_ms\": %.0f, "
           "\"lag_p95_ms\": %.0f, \"lag_max_ms\": %.0f, "
           "\"pending_at_end\": %lld, \"dead_at_end\": %lld},\n",
-          (unsigned long long)atomic_load(&s->delivered),
-          hist_quantile_ms(&s->event_lag, 0.5),
-          hist_quantile_ms(&s->event_lag, 0.95), hist_max_ms(&s->event_lag),
-          (long long)s->outbox_end.pending, (long long)s->outbox_end.dead);
+          r.delivered, r.lag_p50_ms, r.lag_p95_ms, r.lag_max_ms, r.pending,
+          r.dead);
 }
 
 void sim_print_json(sim *s, FILE *out) {

@@ -461,7 +461,9 @@ typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
   void *ud;
-  /** Events claimed per round trip (1..SC_OUTBOX_CLAIM_MAX); 0 = 256. */
+  /** Events claimed per round trip (1..SC_OUTBOX_CLAIM_MAX); 0 = 512.
+   * Larger drains a backlog faster but holds the writer longer per round
+   * (about 6 us per event). */
   int batch_max;
   /** Lease of claimed events: if this process dies holding them, they are
    * delivered again after it. 0 = 30,000 ms. */

@@ -208,8 +208,10 @@ SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
  * later calls get SC_CLOSED, the writer thread and every other thread the
  * library started for this handle are joined, and the memory is freed. The
  * handle must not be used again once sc_close returns. NULL is a no-op.
- * Stop workers (sc_worker_stop*) before closing. Returns SC_OK, or the error
- * of the final checkpoint (the handle is freed all the same).
+ * Stop workers (sc_worker_stop*) before closing: with a worker still
+ * running, sc_close returns SC_MISUSE and the handle stays open and usable.
+ * Otherwise returns SC_OK, or the error of the final checkpoint (the handle
+ * is freed all the same).
  */
 SC_API int sc_close(sc_db *db);
 

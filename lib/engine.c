@@ -479,6 +479,16 @@ int sc_open(const char *path, const sc_options *opts, sc_db **out) {
 
 int sc_close(sc_db *db) {
   if (db == NULL) return SC_OK;
+  /* A worker's loop still holds the handle and would be woken by commits
+   * after it is freed: like sqlite3_close with statements open, refuse and
+   * keep the handle usable. */
+  pthread_mutex_lock(&db->hook_lock);
+  bool worker_attached = db->commit_hook != NULL;
+  pthread_mutex_unlock(&db->hook_lock);
+  if (worker_attached) {
+    return sc__fail(SC_MISUSE,
+                    "sc_close: a worker is still running; stop it first");
+  }
   if (atomic_exchange(&db->closing, true)) {
     return sc__fail(SC_MISUSE, "sc_close: the database is already closing");
   }

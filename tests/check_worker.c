@@ -612,6 +612,9 @@ START_TEST(thread_worker_runs_apart_and_refuses_misuse) {
     ck_assert_sc(sc_worker_start_thread(db, &o, &second), SC_MISUSE);
     ck_assert_ptr_null(second);
     ck_assert_sc(sc_worker_stop(p.w, NULL, NULL), SC_MISUSE);
+    /* Closing under a running worker is refused, and the db stays open. */
+    ck_assert_sc(sc_close(db), SC_MISUSE);
+    ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "worker"));
     sc_id policy = make_policy(db, 10);
     ck_assert_sc(sc_coupon_issue(db, policy, 1, NULL), SC_OK);
     while (atomic_load(&p.handled) < cycle + 1)
@@ -620,7 +623,7 @@ START_TEST(thread_worker_runs_apart_and_refuses_misuse) {
   }
   ck_assert_int_eq(atomic_load(&p.on_test_thread), 0);
   ck_assert_int_eq(atomic_load(&p.stop_refused), 5);
-  sc_close(db);
+  ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(path);
 }
 END_TEST

@@ -6,9 +6,9 @@
 #   3. the concurrency suites under ThreadSanitizer;
 #   4. short libFuzzer runs of the payload decoder and of API call sequences
 #      (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
-#   5. the engine suite under valgrind memcheck.
+#   5. the engine, codec, async and worker suites under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
-# and the valgrind run). SC_TEST_QUICK=1 runs step 1 only.
+# and the valgrind runs). SC_TEST_QUICK=1 runs step 1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -69,14 +69,18 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
   cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api
   run_ctest build-fuzz -L fuzz
 
-  echo "== 5. valgrind memcheck (engine suite)"
-  if (cd build && CK_FORK=no SC_TEST_TMPDIR=$PWD/tests/tmp valgrind -q \
-      --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
-      ./tests/check_engine); then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-  fi
+  echo "== 5. valgrind memcheck (engine, codec, async and worker suites)"
+  # Suites that fork are left out: a forked child exits holding memory its
+  # parent allocated, which valgrind counts against it.
+  for suite in check_engine check_codec check_async check_worker; do
+    if (cd build && CK_FORK=no SC_TEST_TMPDIR=$PWD/tests/tmp valgrind -q \
+        --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+        ./tests/$suite); then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+    fi
+  done
 fi
 
 echo "tests: ${passed} passed, ${failed} failed"

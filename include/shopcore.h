@@ -403,8 +403,10 @@ typedef struct sc_event {
  * and no earlier event of its aggregate undelivered (a dead one holds back
  * its aggregate until requeued). Claiming is a write (it sets the leases),
  * committed like every other; the events come in id order, at most one per
- * aggregate. Times are the db's clock. An event's attempts counts its nacks
- * (a delivery whose lease ran out is not counted).
+ * aggregate. Times are the db's clock. An event's attempts counts its
+ * deliveries before this one: nacks, and deliveries whose lease ran out
+ * without an ack or a nack (once those reach outbox_max_attempts the event
+ * is dead, with last_error saying so, instead of being handed out again).
  * @param[in] max       1..SC_OUTBOX_CLAIM_MAX.
  * @param[in] lease_ms  > 0: ack or nack before it ends, or the event is
  *                      handed out again (at least once delivery).

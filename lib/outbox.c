@@ -27,8 +27,13 @@ static const char SQL_APPEND[] =
     "  ?4, ?5, ?4)";
 /* The partial indexes sc_outbox_pending and sc_outbox_open serve this. The
  * rows come back in no particular order; they are sorted by id after. */
+/* Taking over an expired lease (lease_until_ms > 0: claimed, never acked,
+ * nacked or released) counts that delivery as an attempt: attempts is
+ * "deliveries before this one", and a payload that crashes its consumer
+ * must not be handed out forever. */
 static const char SQL_CLAIM[] =
-    "UPDATE sc_outbox SET lease_until_ms = ?3 WHERE id IN ("
+    "UPDATE sc_outbox SET attempts = attempts + (lease_until_ms > 0),"
+    " lease_until_ms = ?3 WHERE id IN ("
     " SELECT o.id FROM sc_outbox o"
     " WHERE o.state = 0 AND o.available_at_ms <= ?1"
     "  AND o.lease_until_ms <= ?1"
@@ -45,6 +50,10 @@ static const char SQL_ACK[] =
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
     " lease_until_ms = 0, last_error = ?5 WHERE id = ?1 AND state = 0";
+static const char SQL_LEASES_RAN_OUT[] =
+    "UPDATE sc_outbox SET state = 2, lease_until_ms = 0,"
+    " last_error = 'every lease ran out without an ack or a nack'"
+    " WHERE id = ?1 AND state = 0";
 static const char SQL_RELEASE[] =
     "UPDATE sc_outbox SET lease_until_ms = 0 WHERE id = ?1 AND state = 0";
 static const char SQL_REQUEUE[] =
@@ -169,6 +178,7 @@ static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
   qsort(r->events, (size_t)r->n_events, sizeof *r->events, by_id);
   return SC_OK;
 }
+
 
 /* ---- settling -------------------------------------------------------------
  */
@@ -296,6 +306,31 @@ static int settle_one(sc_db *db, sc__conn *w, sc__outbox_round *r,
   }
 }
 
+/* Events whose leases ran out outbox_max_attempts times are dead, not
+ * delivered again; the rest of the claim stands. */
+static int drop_exhausted(sc_db *db, sc__conn *w, sc__outbox_round *r) {
+  int kept = 0;
+  for (int i = 0; i < r->n_events; i++) {
+    sc_event ev = r->events[i];
+    if (ev.attempts < db->opts.outbox_max_attempts) {
+      r->events[kept++] = ev;
+      continue;
+    }
+    sc__free((void *)ev.payload);
+    bool changed;
+    int rc = update_one(w, &r->base, SQL_LEASES_RAN_OUT, ev.id, 0, &changed);
+    if (rc != SC_OK) {
+      /* Kept ones sit in [0, kept), unvisited ones in (i, n). */
+      sc__events_clear(r->events, kept);
+      sc__events_clear(r->events + i + 1, r->n_events - i - 1);
+      r->n_events = 0;
+      return rc;
+    }
+  }
+  r->n_events = kept;
+  return SC_OK;
+}
+
 /* Settles, then claims. An event that cannot be settled (acked, requeued
  * or deleted by someone else meanwhile) is skipped: the round's purpose is
  * the rest. A failed claim fails the round, settlements included, so
@@ -312,6 +347,7 @@ static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
   if (r->claim_max <= 0) return SC_OK;
   r->claimed_at_ms = sc__now_ms(db);
   int rc = claim(w, r, r->claimed_at_ms);
+  if (rc == SC_OK) rc = drop_exhausted(db, w, r);
   if (rc != SC_OK) {
     sc__events_clear(r->events, r->n_events);
     r->n_events = 0;

@@ -353,7 +353,8 @@ START_TEST(claims_lease_and_ack_delivers) {
   ck_assert_int_eq(n, 4);
   for (int i = 0; i < n; i++) {
     ck_assert_int_ne(ev[i].id, first);
-    ck_assert_int_eq(ev[i].attempts, 0); /* an expired lease is no nack */
+    /* The expired lease was a delivery: "deliveries before this one". */
+    ck_assert_int_eq(ev[i].attempts, 1);
     ck_assert_sc(sc_outbox_ack(db, ev[i].id), SC_OK);
   }
   sc_events_free(ev, n);
@@ -628,6 +629,45 @@ static void consume_thread(int t, void *ud) {
   consume_until_empty(r->db, r);
 }
 
+START_TEST(leases_that_keep_running_out_end_dead) {
+  /* A payload that crashes its consumer is never acked nor nacked: each
+   * expired lease counts as an attempt, and at outbox_max_attempts the event
+   * is dead instead of being handed out again. */
+  char *path = tu_db_path("ob-lease-dead");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 3);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  sc_event *ev;
+  int n;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    claim(db, 10, 100, &ev, &n);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ev[0].attempts, attempt);
+    sc_events_free(ev, n);
+    atomic_fetch_add(&clock.now_ms, 100); /* the lease runs out */
+  }
+  claim(db, 10, 100, &ev, &n);
+  ck_assert_int_eq(n, 0);
+  sc_dead_event *dead;
+  ck_assert_sc(sc_outbox_dead_list(db, 0, 10, &dead, &n), SC_OK);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(dead[0].event.attempts, 3);
+  ck_assert_ptr_nonnull(strstr(dead[0].last_error, "lease"));
+  sc_id id = dead[0].event.id;
+  sc_dead_events_free(dead, n);
+  /* Requeued, it is deliverable again from a clean count. */
+  ck_assert_sc(sc_outbox_requeue(db, id), SC_OK);
+  claim(db, 10, 100, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].attempts, 0);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id), SC_OK);
+  sc_events_free(ev, n);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(racing_threads_never_share_a_leased_event) {
   char *path = tu_db_path("ob-threads");
   sc_db *db = tu_open(path, NULL);
@@ -813,6 +853,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, backoff_is_capped);
   tcase_add_test(tc, a_failing_event_holds_back_its_aggregate_only);
   tcase_add_test(tc, failed_then_succeeded_is_redelivered_with_the_same_id);
+  tcase_add_test(tc, leases_that_keep_running_out_end_dead);
   tcase_add_test(tc, racing_threads_never_share_a_leased_event);
   tcase_add_test(tc, racing_processes_never_share_a_leased_event);
   tcase_add_test(tc, dead_list_pages_by_id);

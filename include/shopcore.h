@@ -706,8 +706,9 @@ SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
  * and sc_errmsg() its detail.
  *
  * Thread rule (libuv's): the handle and its calls belong to the loop's
- * thread. A full writer queue (sc_options.queue_max) makes a call wait for
- * room, as the blocking calls do. Close the handle (and let its close
+ * thread. A call never blocks the loop: when the writer queue is full
+ * (sc_options.queue_max) it returns SC_BUSY at once (and no callback
+ * follows); try again later. Close the handle (and let its close
  * callback run) before sc_close; requests queued before sc_close still
  * complete. */
 typedef struct sc_async sc_async;
@@ -739,13 +740,13 @@ SC_API int sc_async_close(sc_async *a, void (*close_cb)(sc_async *a, void *ud),
                           void *ud);
 /** sc_coupon_issue, asynchronously: req->id is the coupon. Returns the
  * argument errors of sc_coupon_issue, SC_MISUSE (NULL a, req or cb),
- * SC_CLOSED, SC_NOMEM; the callback gets the rest. */
+ * SC_CLOSED, SC_NOMEM, SC_BUSY (queue full); the callback gets the rest. */
 SC_API int sc_coupon_issue_async(sc_async *a, sc_async_req *req, sc_id policy,
                                  sc_id user, sc_async_cb cb);
 /** sc_checkout, asynchronously: req->id is the order. The request and its
  * arrays and key are copied: they may go away once the call returns.
  * Returns the argument errors of sc_checkout, SC_MISUSE, SC_CLOSED,
- * SC_NOMEM; the callback gets the rest. */
+ * SC_NOMEM, SC_BUSY (queue full); the callback gets the rest. */
 SC_API int sc_checkout_async(sc_async *a, sc_async_req *req,
                              const sc_checkout_req *creq, sc_async_cb cb);
 /** sc_order_pay, asynchronously. */

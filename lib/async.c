@@ -194,7 +194,8 @@ static int submit(sc_async *a, sc_async_req *req, sc_async_cb cb,
   a->inflight = op;
   int rc = sc__call_enter(a->db);
   if (rc == SC_OK) {
-    rc = sc__op_submit(a->db, &op->base);
+    /* Never wait for room on the loop thread: a full queue is SC_BUSY. */
+    rc = sc__op_try_submit(a->db, &op->base);
     sc__call_leave(a->db);
   }
   if (rc != SC_OK) {

@@ -110,12 +110,19 @@ void sc__call_leave(sc_db *db) { atomic_fetch_sub(&db->calls, 1); }
 
 /* ---- the queue ---------------------------------------------------------- */
 
-int sc__op_submit(sc_db *db, sc__op *op) {
+/* Queues op; with wait, a full queue is waited on (bounded), else refused
+ * at once. */
+static int submit(sc_db *db, sc__op *op, bool wait) {
   op->next = NULL;
   op->status = SC_OK;
   op->errmsg[0] = '\0';
   op->enqueued_ns = sc__monotonic_ns();
   pthread_mutex_lock(&db->qlock);
+  if (!wait && db->qlen >= db->opts.queue_max && !db->stopping) {
+    pthread_mutex_unlock(&db->qlock);
+    return sc__fail(SC_BUSY, "the write queue is full (%d operations)",
+                    db->opts.queue_max);
+  }
   if (db->qlen >= db->opts.queue_max && !db->stopping) {
     /* Back-pressure, bounded: a caller waits for room at most
      * busy_timeout_ms, then hears SC_BUSY rather than hanging. */
@@ -152,6 +159,12 @@ int sc__op_submit(sc_db *db, sc__op *op) {
   pthread_cond_signal(&db->qnonempty);
   pthread_mutex_unlock(&db->qlock);
   return SC_OK;
+}
+
+int sc__op_submit(sc_db *db, sc__op *op) { return submit(db, op, true); }
+
+int sc__op_try_submit(sc_db *db, sc__op *op) {
+  return submit(db, op, false);
 }
 
 int sc__op_execute(sc_db *db, sc__op *op) {

@@ -135,6 +135,9 @@ int sc__op_execute(sc_db *db, sc__op *op);
 /* Submits op without waiting: op->done will be called exactly once on the
  * writer thread. SC_CLOSED (and done never called) if the db is closing. */
 int sc__op_submit(sc_db *db, sc__op *op);
+/* The same without waiting for room: SC_BUSY at once when the queue is full
+ * (for a libuv loop thread, which must never block). */
+int sc__op_try_submit(sc_db *db, sc__op *op);
 
 /* Public calls bracket themselves with these so sc_close can wait for them. */
 int sc__call_enter(sc_db *db);

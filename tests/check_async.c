@@ -363,6 +363,47 @@ START_TEST(close_cancels_what_the_writer_has_not_started) {
 }
 END_TEST
 
+START_TEST(a_full_queue_is_refused_without_blocking_the_loop) {
+  /* A large busy_timeout_ms: a call that waited for room would hang here
+   * while the writer is held, instead of returning SC_BUSY at once. */
+  char *path = tu_db_path("as-full");
+  sc_options o;
+  sc_options_init(&o);
+  o.queue_max = 4;
+  o.busy_timeout_ms = 60000;
+  sc_db *db = tu_open(path, &o);
+  sc_id policy = make_policy(db, 100);
+  ctx c;
+  ctx_open(&c, db);
+  gate g;
+  gate_close_writer(&g, db);
+  call k[6];
+  int accepted = 0, busy = 0;
+  for (int i = 0; i < 6; i++) {
+    k[i] = (call){.c = &c};
+    k[i].req.data = &k[i];
+    int rc = sc_coupon_issue_async(c.a, &k[i].req, policy, i + 1, count_cb);
+    if (rc == SC_OK) accepted++;
+    if (rc == SC_BUSY) {
+      busy++;
+      ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "queue"));
+    }
+  }
+  ck_assert_int_eq(accepted, 4);
+  ck_assert_int_eq(busy, 2);
+  gate_open(&g);
+  run_until_calls(&c, 4);
+  ck_assert_int_eq(c.ok, 4);
+  for (int i = 4; i < 6; i++) ck_assert_int_eq(k[i].times, 0);
+  ctx_close(&c);
+  ck_assert_int_eq(c.calls, 4); /* no callback for the refused ones */
+  tu_assert_verify(db);
+  sc_close(db);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_coupon"), 4);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* A callback closes the handle while others are still coming: those that
  * the writer already ran keep their results, and every one is called. */
 static void closing_cb(sc_async_req *req, int status) {
@@ -407,6 +448,7 @@ Suite *async_suite(void) {
   tcase_add_test(tc, checkout_then_pay_from_the_callback);
   tcase_add_test(tc, refused_submissions_are_never_called_back);
   tcase_add_test(tc, close_cancels_what_the_writer_has_not_started);
+  tcase_add_test(tc, a_full_queue_is_refused_without_blocking_the_loop);
   tcase_add_test(tc, a_callback_may_close_the_handle);
   suite_add_tcase(s, tc);
   return s;

@@ -49,7 +49,8 @@ static bu_result run_lib(const char *variant, int batch_max, int threads,
     exit(1);
   }
   c.policy = create_policy(c.db);
-  bu_result r = bu_run("coupon_issue", variant, threads, seconds, lib_issue, &c);
+  bu_result r =
+      bu_run("coupon_issue", variant, threads, seconds, lib_issue, &c);
   sc_close(c.db);
   bu_remove_db(path);
   return r;

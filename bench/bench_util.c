@@ -85,7 +85,8 @@ bu_result bu_run(const char *bench, const char *variant, int threads,
                        (long)((seconds - (double)(time_t)seconds) * 1e9)};
   nanosleep(&d, NULL);
   atomic_store(&ctx.stop, true);
-  for (int t = 0; t < threads; t++) pthread_join(tids[t], NULL);
+  for (int t = 0; t < threads; t++)
+    pthread_join(tids[t], NULL);
   int64_t elapsed = now_ns() - t0;
 
   samples all = {0};
@@ -126,15 +127,16 @@ void bu_print_header(const char *title) {
 
 void bu_print(const bu_result *r) {
   printf("%-22s %-16s %7d %12.0f %9.3f %9.3f %9.3f %9.3f %8lld\n", r->bench,
-         r->variant, r->threads, r->ops_per_s, r->p50_ms, r->p95_ms,
-         r->p99_ms, r->max_ms, (long long)r->errors);
-  printf("BENCH_JSON {\"bench\":\"%s\",\"variant\":\"%s\",\"threads\":%d,"
-         "\"ops\":%lld,\"errors\":%lld,\"seconds\":%.3f,\"ops_per_s\":%.1f,"
-         "\"p50_ms\":%.4f,\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,"
-         "\"mean_ms\":%.4f}\n",
-         r->bench, r->variant, r->threads, (long long)r->ops,
-         (long long)r->errors, r->seconds, r->ops_per_s, r->p50_ms, r->p95_ms,
-         r->p99_ms, r->max_ms, r->mean_ms);
+         r->variant, r->threads, r->ops_per_s, r->p50_ms, r->p95_ms, r->p99_ms,
+         r->max_ms, (long long)r->errors);
+  printf(
+      "BENCH_JSON {\"bench\":\"%s\",\"variant\":\"%s\",\"threads\":%d,"
+      "\"ops\":%lld,\"errors\":%lld,\"seconds\":%.3f,\"ops_per_s\":%.1f,"
+      "\"p50_ms\":%.4f,\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,"
+      "\"mean_ms\":%.4f}\n",
+      r->bench, r->variant, r->threads, (long long)r->ops, (long long)r->errors,
+      r->seconds, r->ops_per_s, r->p50_ms, r->p95_ms, r->p99_ms, r->max_ms,
+      r->mean_ms);
   fflush(stdout);
 }
 
@@ -142,9 +144,10 @@ void bu_print_ratio(const char *what, const bu_result *a, const bu_result *b) {
   double ratio = b->ops_per_s > 0 ? a->ops_per_s / b->ops_per_s : 0;
   printf("ratio %s at %d threads: %s/%s = %.1fx\n", what, a->threads,
          a->variant, b->variant, ratio);
-  printf("BENCH_JSON {\"bench\":\"%s\",\"ratio\":\"%s\",\"threads\":%d,"
-         "\"numerator\":\"%s\",\"denominator\":\"%s\",\"value\":%.2f}\n",
-         a->bench, what, a->threads, a->variant, b->variant, ratio);
+  printf(
+      "BENCH_JSON {\"bench\":\"%s\",\"ratio\":\"%s\",\"threads\":%d,"
+      "\"numerator\":\"%s\",\"denominator\":\"%s\",\"value\":%.2f}\n",
+      a->bench, what, a->threads, a->variant, b->variant, ratio);
   fflush(stdout);
 }
 
@@ -199,7 +202,8 @@ int bu_arg_threads(int argc, char **argv, int *out, int max, const int *dflt,
                    int n_dflt) {
   const char *v = arg_value(argc, argv, "--threads");
   if (v == NULL) {
-    for (int i = 0; i < n_dflt && i < max; i++) out[i] = dflt[i];
+    for (int i = 0; i < n_dflt && i < max; i++)
+      out[i] = dflt[i];
     return n_dflt < max ? n_dflt : max;
   }
   int n = 0;

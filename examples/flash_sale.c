@@ -65,15 +65,18 @@ int main(int argc, char **argv) {
     sc_close(s.db);
     return 1;
   }
-  printf("libshopcore %s: %d customers race for %lld coupons (policy %lld) "
-         "in %s\n",
-         sc_version(), threads, (long long)spec.max_count, (long long)s.policy,
-         path);
+  printf(
+      "libshopcore %s: %d customers race for %lld coupons (policy %lld) "
+      "in %s\n",
+      sc_version(), threads, (long long)spec.max_count, (long long)s.policy,
+      path);
   pthread_t *tids = calloc((size_t)threads, sizeof *tids);
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (int i = 0; i < threads; i++) pthread_create(&tids[i], NULL, customer, &s);
-  for (int i = 0; i < threads; i++) pthread_join(tids[i], NULL);
+  for (int i = 0; i < threads; i++)
+    pthread_create(&tids[i], NULL, customer, &s);
+  for (int i = 0; i < threads; i++)
+    pthread_join(tids[i], NULL);
   double secs = seconds_since(&t0);
   free(tids);
 
@@ -81,13 +84,15 @@ int main(int argc, char **argv) {
   sc_coupon_policy_get(s.db, s.policy, &p);
   char *report = NULL;
   int vrc = sc_verify(s.db, &report);
-  printf("issued %ld coupons in %.3f s (%.0f/s), %ld callers told sold out, "
-         "%ld failures\n",
-         atomic_load(&s.issued), secs, atomic_load(&s.issued) / secs,
-         atomic_load(&s.sold_out), atomic_load(&s.failed));
+  printf(
+      "issued %ld coupons in %.3f s (%.0f/s), %ld callers told sold out, "
+      "%ld failures\n",
+      atomic_load(&s.issued), secs, atomic_load(&s.issued) / secs,
+      atomic_load(&s.sold_out), atomic_load(&s.failed));
   printf("policy: issued_count %lld of max_count %lld\n",
          (long long)p.issued_count, (long long)p.max_count);
-  printf("verify: %s%s", vrc == SC_OK ? "" : "FAILED\n", report ? report : "\n");
+  printf("verify: %s%s", vrc == SC_OK ? "" : "FAILED\n",
+         report ? report : "\n");
   sc_free(report);
   sc_close(s.db);
   int ok = vrc == SC_OK && p.issued_count == p.max_count &&

@@ -54,36 +54,36 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
 /* ------------------------------------------------------------------------ */
 
 /* One list generates the enum, sc_err_name() and sc_strerror(). */
-#define SC_STATUS_MAP(XX)                                                   \
-  XX(OK, "not an error")                                                    \
-  XX(ERROR, "internal error")                                               \
-  XX(MISUSE, "library used incorrectly")                                    \
-  XX(INVALID, "invalid argument")                                           \
-  XX(NOMEM, "out of memory")                                                \
-  XX(IOERR, "I/O error")                                                    \
-  XX(CORRUPT, "database is corrupt or not a database")                      \
-  XX(BUSY, "database is busy")                                              \
-  XX(CLOSED, "database is closed")                                          \
-  XX(CANCELED, "operation canceled")                                        \
-  XX(NOT_FOUND, "not found")                                                \
-  XX(EXISTS, "already exists")                                              \
-  XX(SOLD_OUT, "sold out")                                                  \
-  XX(LIMIT_REACHED, "per-user limit reached")                               \
-  XX(PAUSED, "paused")                                                      \
-  XX(NOT_ACTIVE, "not active")                                              \
-  XX(OUT_OF_STOCK, "out of stock")                                          \
-  XX(INSUFFICIENT_BALANCE, "insufficient balance")                          \
-  XX(COUPON_UNAVAILABLE, "coupon unavailable")                              \
-  XX(EXPIRED, "expired")                                                    \
-  XX(INVALID_STATE, "invalid state")                                        \
-  XX(CONFLICT, "version conflict")                                          \
+#define SC_STATUS_MAP(XX)                              \
+  XX(OK, "not an error")                               \
+  XX(ERROR, "internal error")                          \
+  XX(MISUSE, "library used incorrectly")               \
+  XX(INVALID, "invalid argument")                      \
+  XX(NOMEM, "out of memory")                           \
+  XX(IOERR, "I/O error")                               \
+  XX(CORRUPT, "database is corrupt or not a database") \
+  XX(BUSY, "database is busy")                         \
+  XX(CLOSED, "database is closed")                     \
+  XX(CANCELED, "operation canceled")                   \
+  XX(NOT_FOUND, "not found")                           \
+  XX(EXISTS, "already exists")                         \
+  XX(SOLD_OUT, "sold out")                             \
+  XX(LIMIT_REACHED, "per-user limit reached")          \
+  XX(PAUSED, "paused")                                 \
+  XX(NOT_ACTIVE, "not active")                         \
+  XX(OUT_OF_STOCK, "out of stock")                     \
+  XX(INSUFFICIENT_BALANCE, "insufficient balance")     \
+  XX(COUPON_UNAVAILABLE, "coupon unavailable")         \
+  XX(EXPIRED, "expired")                               \
+  XX(INVALID_STATE, "invalid state")                   \
+  XX(CONFLICT, "version conflict")                     \
   XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request")
 
 typedef enum {
 #define SC__STATUS_ENUM(name, text) SC_##name,
   SC_STATUS_MAP(SC__STATUS_ENUM)
 #undef SC__STATUS_ENUM
-  SC_STATUS_COUNT_ /* not a status; the number of codes */
+      SC_STATUS_COUNT_ /* not a status; the number of codes */
 } sc_status;
 
 /** Text of a status code ("sold out"). Never NULL; unknown codes give
@@ -304,9 +304,9 @@ typedef struct sc_line {
 typedef struct sc_checkout_req {
   sc_id user;
   const sc_line *lines;
-  size_t n_lines; /* > 0; each product at most once */
-  sc_id coupon;   /* 0 = none */
-  int64_t ttl_ms; /* 0 = options' default_order_ttl_ms */
+  size_t n_lines;              /* > 0; each product at most once */
+  sc_id coupon;                /* 0 = none */
+  int64_t ttl_ms;              /* 0 = options' default_order_ttl_ms */
   const char *idempotency_key; /* NULL = none; a replay returns the first
                                   order id */
   /** NULL = no check; else one expected stock version per line: a product
@@ -386,10 +386,10 @@ enum {
 };
 
 typedef struct sc_event {
-  sc_id id;            /* unique; the consumer's deduplication key */
-  int type;            /* SC_EVENT_* */
-  sc_id aggregate_id;  /* the order, coupon, account (user) or policy */
-  int64_t seq;         /* 1, 2, 3 ... per aggregate, no gaps */
+  sc_id id;           /* unique; the consumer's deduplication key */
+  int type;           /* SC_EVENT_* */
+  sc_id aggregate_id; /* the order, coupon, account (user) or policy */
+  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */
   int64_t created_at_ms;
   int attempts;        /* deliveries before this one */
   const void *payload; /* the msgpack map; see sc_event_decode() */
@@ -456,9 +456,9 @@ SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
 typedef struct sc_worker sc_worker;
 /** Called on the worker's loop thread for each event; SC_OK acks it, any
  * other value retries it later. The event and its payload are valid during
- * the call only; the payload has already passed sc_event_decode (one that does not is dead at
- * once and never reaches the handler). Events of one aggregate come in
- * sequence order, each once every earlier one is acked; delivery is at
+ * the call only; the payload has already passed sc_event_decode (one that does
+ * not is dead at once and never reaches the handler). Events of one aggregate
+ * come in sequence order, each once every earlier one is acked; delivery is at
  * least once, so deduplicate by ev->id. A retry follows the nack rules of
  * sc_outbox_nack. The handler may call sc_worker_stop (the rest of the
  * batch is then released, undelivered) but not sc_worker_stop_thread. */
@@ -551,22 +551,22 @@ typedef struct sc_quantiles {
 } sc_quantiles;
 
 typedef struct sc_op_metrics {
-  const char *name;     /* "checkout", "coupon_issue" ...; static storage */
-  uint64_t count;       /* completed operations of this kind */
-  uint64_t ok, expected, errors; /* count by SC_OUTCOME_* */
+  const char *name; /* "checkout", "coupon_issue" ...; static storage */
+  uint64_t count;   /* completed operations of this kind */
+  uint64_t ok, expected, errors;        /* count by SC_OUTCOME_* */
   uint64_t by_status[SC_STATUS_COUNT_]; /* count by status code */
-  sc_quantiles latency_ms; /* submission to durable completion */
+  sc_quantiles latency_ms;              /* submission to durable completion */
 } sc_op_metrics;
 
 #define SC_METRICS_OPS_MAX 32
 typedef struct sc_metrics {
-  int n_ops;                          /* entries used in ops[] */
+  int n_ops;                             /* entries used in ops[] */
   sc_op_metrics ops[SC_METRICS_OPS_MAX]; /* every kind, counted or not */
-  sc_quantiles batch_size;            /* operations per commit */
-  sc_quantiles commit_ms;             /* one batch, BEGIN to COMMIT */
-  int queue_depth;                    /* operations waiting now */
+  sc_quantiles batch_size;               /* operations per commit */
+  sc_quantiles commit_ms;                /* one batch, BEGIN to COMMIT */
+  int queue_depth;                       /* operations waiting now */
   int queue_max;
-  int alerts_firing;                  /* bit (1 << SC_ALERT_*) per alert */
+  int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
 } sc_metrics;
 
 /**
@@ -609,13 +609,13 @@ enum {
  * alert fires once when its threshold is crossed and once more when it
  * recovers. The struct is valid during the call only. */
 struct sc_alert {
-  int kind;          /* SC_ALERT_* */
-  const char *name;  /* "latency_p95", "error_rate", "queue_depth" */
-  int firing;        /* 1: crossed; 0: recovered */
-  double value;      /* p95 in ms, error share 0..1, or queue depth */
+  int kind;         /* SC_ALERT_* */
+  const char *name; /* "latency_p95", "error_rate", "queue_depth" */
+  int firing;       /* 1: crossed; 0: recovered */
+  double value;     /* p95 in ms, error share 0..1, or queue depth */
   double threshold;
-  uint64_t samples;  /* operations in the window (0 for queue_depth) */
-  int64_t at_ms;     /* the db's clock */
+  uint64_t samples; /* operations in the window (0 for queue_depth) */
+  int64_t at_ms;    /* the db's clock */
 };
 
 /* ---- event payloads, dead letters, asynchronous calls (outbox) ---- */
@@ -654,8 +654,7 @@ typedef struct sc_event_data {
  *   (sc_errmsg says what); SC_MISUSE (NULL out, or NULL payload with len >
  *   0); SC_NOMEM. Any thread; no database needed.
  */
-SC_API int sc_event_decode(const void *payload, size_t len,
-                           sc_event_data *out);
+SC_API int sc_event_decode(const void *payload, size_t len, sc_event_data *out);
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
 SC_API const char *sc_event_type_name(int type);
 
@@ -688,7 +687,7 @@ SC_API int sc_outbox_requeue(sc_db *db, sc_id event_id);
 SC_API int sc_outbox_requeue_all(sc_db *db, int *requeued_out);
 
 typedef struct sc_outbox_stats {
-  int64_t pending;           /* not yet delivered, not dead */
+  int64_t pending; /* not yet delivered, not dead */
   int64_t dead;
   int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
 } sc_outbox_stats;
@@ -718,11 +717,11 @@ typedef void (*sc_async_cb)(sc_async_req *req, int status);
  * until its callback; it may then be reused or freed (also from within the
  * callback). */
 struct sc_async_req {
-  void *data;   /* the caller's; the library never touches it */
-  int status;   /* set before the callback: the result */
-  sc_id id;     /* set before the callback: the new coupon (issue) or order
-                   (checkout) on success; 0 otherwise */
-  void *op_;    /* private */
+  void *data; /* the caller's; the library never touches it */
+  int status; /* set before the callback: the result */
+  sc_id id;   /* set before the callback: the new coupon (issue) or order
+                 (checkout) on success; 0 otherwise */
+  void *op_;  /* private */
 };
 
 /** Binds db to loop. @param[out] out  the handle, or NULL on failure.

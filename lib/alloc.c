@@ -18,7 +18,9 @@ sc_allocator sc_set_allocator(const sc_allocator *a) {
   return previous;
 }
 
-void *sc__malloc(size_t size) { return current.malloc_fn(size ? size : 1); }
+void *sc__malloc(size_t size) {
+  return current.malloc_fn(size ? size : 1);
+}
 
 void *sc__calloc(size_t n, size_t size) {
   if (size != 0 && n > SIZE_MAX / size) return NULL;
@@ -35,7 +37,9 @@ void sc__free(void *p) {
   if (p != NULL) current.free_fn(p);
 }
 
-void sc_free(void *p) { sc__free(p); }
+void sc_free(void *p) {
+  sc__free(p);
+}
 
 char *sc__strdup(const char *s) {
   size_t n = strlen(s) + 1;

@@ -153,8 +153,8 @@ void sc__read_release(sc_db *db, sc__conn *c) {
   sc__call_leave(db);
 }
 
-int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols,
-                 int ncols, const char *what) {
+int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
+                 const char *what) {
   sc__conn *c;
   int rc = sc__read_acquire(db, &c);
   if (rc != SC_OK) return rc;
@@ -165,7 +165,8 @@ int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols,
     step = sqlite3_step(st);
   }
   if (step == SQLITE_ROW) {
-    for (int i = 0; i < ncols; i++) cols[i] = sqlite3_column_int64(st, i);
+    for (int i = 0; i < ncols; i++)
+      cols[i] = sqlite3_column_int64(st, i);
     rc = SC_OK;
   } else if (step == SQLITE_DONE) {
     rc = sc__fail(SC_NOT_FOUND, "%s %lld not found", what, (long long)id);

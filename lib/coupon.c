@@ -97,10 +97,10 @@ int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
   }
   int rc = check_spec(spec);
   if (rc != SC_OK) return rc;
-  policy_create_op op = {.base = {.run = policy_create_run,
-                                  .kind = SC__OP_POLICY_CREATE},
-                         .spec = spec,
-                         .per_user_limit = spec->per_user_limit ? spec->per_user_limit : 1};
+  policy_create_op op = {
+      .base = {.run = policy_create_run, .kind = SC__OP_POLICY_CREATE},
+      .spec = spec,
+      .per_user_limit = spec->per_user_limit ? spec->per_user_limit : 1};
   rc = sc__op_execute(db, &op.base);
   if (rc == SC_OK) *out = op.id;
   return rc;
@@ -157,7 +157,8 @@ int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused) {
 
 int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out) {
   SC__CHECK_DB(db);
-  if (out == NULL) return sc__fail(SC_MISUSE, "sc_coupon_policy_get: out is NULL");
+  if (out == NULL)
+    return sc__fail(SC_MISUSE, "sc_coupon_policy_get: out is NULL");
   int64_t cols[4];
   int rc = sc__read_row(db, SQL_POLICY_GET, policy, cols, 4, "coupon policy");
   if (rc != SC_OK) return rc;
@@ -179,7 +180,8 @@ typedef struct issue_op {
  * not refused, so the reason is looked up only after a refusal. */
 static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
   sqlite3_stmt *st = sc__stmt(w, SQL_POLICY_STATE);
-  if (st == NULL) return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
+  if (st == NULL)
+    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
   sqlite3_bind_int64(st, 1, op->policy);
   int rc = sqlite3_step(st);
   if (rc != SQLITE_ROW) {
@@ -196,7 +198,8 @@ static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
   sqlite3_reset(st);
   long long id = (long long)op->policy;
   if (paused) {
-    return sc__op_fail(&op->base, SC_PAUSED, "coupon policy %lld is paused", id);
+    return sc__op_fail(&op->base, SC_PAUSED, "coupon policy %lld is paused",
+                       id);
   }
   if ((starts != 0 && now < starts) || (ends != 0 && now >= ends)) {
     return sc__op_fail(&op->base, SC_NOT_ACTIVE,
@@ -218,7 +221,8 @@ static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
 static int issue_claim(sc__conn *w, issue_op *op, int64_t now,
                        int64_t *limit_out) {
   sqlite3_stmt *st = sc__stmt(w, SQL_ISSUE_CLAIM);
-  if (st == NULL) return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
+  if (st == NULL)
+    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
   sqlite3_bind_int64(st, 1, op->policy);
   sqlite3_bind_int64(st, 2, now);
   int rc = sqlite3_step(st);
@@ -233,7 +237,8 @@ static int issue_claim(sc__conn *w, issue_op *op, int64_t now,
  * gives the slot back. */
 static int check_user_limit(sc__conn *w, issue_op *op, int64_t limit) {
   sqlite3_stmt *st = sc__stmt(w, SQL_HELD_BY_USER);
-  if (st == NULL) return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
+  if (st == NULL)
+    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
   sqlite3_bind_int64(st, 1, op->policy);
   sqlite3_bind_int64(st, 2, op->user);
   int rc = sqlite3_step(st);
@@ -291,7 +296,9 @@ int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user, sc_id *coupon_out) {
 }
 
 /* For sc_coupon_issue_async (async.c): the same operation, allocated. */
-static void issue_op_free(sc__op *op) { sc__free(op); }
+static void issue_op_free(sc__op *op) {
+  sc__free(op);
+}
 
 int sc__coupon_issue_prepare(sc_db *db, sc_id policy, sc_id user,
                              sc__prepared *out) {

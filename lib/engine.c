@@ -87,7 +87,8 @@ int sc__op_fail(sc__op *op, int status, const char *fmt, ...) {
 
 int sc__op_fail_sqlite(sc__op *op, sc__conn *w, int rc, const char *what) {
   /* A statement that could not be prepared leaves its code on the handle. */
-  if (rc == SQLITE_OK || rc == SQLITE_ERROR) rc = sqlite3_extended_errcode(w->h);
+  if (rc == SQLITE_OK || rc == SQLITE_ERROR)
+    rc = sqlite3_extended_errcode(w->h);
   return sc__op_fail(op, sc__status_from_sqlite(rc), "%s: %s", what,
                      sqlite3_errmsg(w->h));
 }
@@ -106,7 +107,9 @@ int sc__call_enter(sc_db *db) {
   return SC_OK;
 }
 
-void sc__call_leave(sc_db *db) { atomic_fetch_sub(&db->calls, 1); }
+void sc__call_leave(sc_db *db) {
+  atomic_fetch_sub(&db->calls, 1);
+}
 
 /* ---- the queue ---------------------------------------------------------- */
 
@@ -161,7 +164,9 @@ static int submit(sc_db *db, sc__op *op, bool wait) {
   return SC_OK;
 }
 
-int sc__op_submit(sc_db *db, sc__op *op) { return submit(db, op, true); }
+int sc__op_submit(sc_db *db, sc__op *op) {
+  return submit(db, op, true);
+}
 
 int sc__op_try_submit(sc_db *db, sc__op *op) {
   return submit(db, op, false);
@@ -198,8 +203,7 @@ static sc__op *queue_take_batch(sc_db *db, int *n_out) {
   }
   sc__op *head = db->qhead, *last = NULL;
   int n = 0;
-  for (sc__op *op = head; op != NULL && n < db->opts.batch_max;
-       op = op->next) {
+  for (sc__op *op = head; op != NULL && n < db->opts.batch_max; op = op->next) {
     last = op;
     n++;
   }
@@ -283,8 +287,7 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
   if (lost == SC_OK && rc == SQLITE_OK) return true;
   /* Operations after a lost transaction never ran; they fail with it. */
   snprintf(why, sizeof why, "%s: %s",
-           lost == SC_OK ? "commit" : "transaction lost",
-           sqlite3_errmsg(w->h));
+           lost == SC_OK ? "commit" : "transaction lost", sqlite3_errmsg(w->h));
   if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
   fail_uncommitted(batch, lost != SC_OK ? lost : sc__status_from_sqlite(rc),
                    why);
@@ -296,7 +299,7 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
  * preparing ROLLBACK only when out of memory would fail and leave the
  * transaction open. */
 static int writer_prepare(sc__conn *w) {
-  const char *const sql[] = {SQL_BEGIN,   SQL_COMMIT,  SQL_ROLLBACK,
+  const char *const sql[] = {SQL_BEGIN,     SQL_COMMIT,  SQL_ROLLBACK,
                              SQL_SAVEPOINT, SQL_RELEASE, SQL_ROLLBACK_TO};
   for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
     if (sc__stmt(w, sql[i]) == NULL) {
@@ -311,7 +314,8 @@ static int writer_prepare(sc__conn *w) {
 /* Hands a finished batch to the completer thread. */
 static void completions_push(sc_db *db, sc__op *batch) {
   sc__op *last = batch;
-  while (last->next != NULL) last = last->next;
+  while (last->next != NULL)
+    last = last->next;
   pthread_mutex_lock(&db->dlock);
   if (db->dtail) {
     db->dtail->next = batch;
@@ -456,8 +460,8 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
     db_free(db);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                     &db->wconn);
+  rc =
+      sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db->wconn);
   if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
   if (rc == SC_OK) rc = writer_prepare(db->wconn);
   if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
@@ -507,7 +511,8 @@ int sc_close(sc_db *db) {
   }
   /* Calls already inside the library finish first: their operations are
    * queued and the writer is still running. */
-  while (atomic_load(&db->calls) > 0) sc__sleep_ms(1);
+  while (atomic_load(&db->calls) > 0)
+    sc__sleep_ms(1);
   stop_threads(db);
   /* Fold the WAL back into the database so the file stands alone. */
   int rc = sqlite3_wal_checkpoint_v2(db->wconn->h, NULL,

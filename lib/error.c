@@ -35,9 +35,13 @@ const char *sc_errmsg(sc_db *db) {
   return tls_errmsg;
 }
 
-const char *sc_version(void) { return SC_VERSION_STRING; }
+const char *sc_version(void) {
+  return SC_VERSION_STRING;
+}
 
-unsigned sc_version_hex(void) { return SC_VERSION_HEX; }
+unsigned sc_version_hex(void) {
+  return SC_VERSION_HEX;
+}
 
 int sc__fail(int status, const char *fmt, ...) {
   va_list ap;

@@ -48,7 +48,8 @@ bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
 
 /* ---- connections (conn.c) ---------------------------------------------- */
 
-#define SC__STMT_CACHE 128 /* power of two; more SQL texts than this is a bug */
+#define SC__STMT_CACHE 128 /* power of two; more SQL texts than this is a bug \
+                            */
 
 typedef struct sc__conn {
   sqlite3 *h;
@@ -77,8 +78,8 @@ void sc__read_release(sc_db *db, sc__conn *c);
 /* Reads the int64 columns of the single row that sql (one parameter: id)
  * returns, on a read connection. SC_NOT_FOUND (with "<what> <id> not found")
  * when there is none. The getters of every module share it. */
-int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols,
-                 int ncols, const char *what);
+int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
+                 const char *what);
 
 /* ---- operations and the writer (engine.c) ------------------------------ */
 
@@ -91,25 +92,25 @@ typedef int (*sc__op_run_fn)(sc_db *db, sc__conn *w, sc__op *op);
 typedef void (*sc__op_done_fn)(sc__op *op);
 
 /* Operation kinds, for metrics. */
-#define SC__OP_KIND_MAP(XX)                \
-  XX(PRODUCT_CREATE, "product_create")     \
-  XX(PRODUCT_RESTOCK, "product_restock")   \
-  XX(DEPOSIT, "account_deposit")           \
+#define SC__OP_KIND_MAP(XX)                 \
+  XX(PRODUCT_CREATE, "product_create")      \
+  XX(PRODUCT_RESTOCK, "product_restock")    \
+  XX(DEPOSIT, "account_deposit")            \
   XX(POLICY_CREATE, "coupon_policy_create") \
-  XX(POLICY_PAUSE, "coupon_policy_pause")  \
-  XX(COUPON_ISSUE, "coupon_issue")         \
-  XX(CHECKOUT, "checkout")                 \
-  XX(ORDER_PAY, "order_pay")               \
-  XX(ORDER_CANCEL, "order_cancel")         \
-  XX(ORDERS_EXPIRE, "orders_expire_due")   \
-  XX(OUTBOX, "outbox")                     \
+  XX(POLICY_PAUSE, "coupon_policy_pause")   \
+  XX(COUPON_ISSUE, "coupon_issue")          \
+  XX(CHECKOUT, "checkout")                  \
+  XX(ORDER_PAY, "order_pay")                \
+  XX(ORDER_CANCEL, "order_cancel")          \
+  XX(ORDERS_EXPIRE, "orders_expire_due")    \
+  XX(OUTBOX, "outbox")                      \
   XX(ADMIN, "admin")
 
 typedef enum {
 #define SC__OP_KIND_ENUM(name, text) SC__OP_##name,
   SC__OP_KIND_MAP(SC__OP_KIND_ENUM)
 #undef SC__OP_KIND_ENUM
-  SC__OP_KIND_COUNT
+      SC__OP_KIND_COUNT
 } sc__op_kind;
 
 struct sc__op {
@@ -124,8 +125,7 @@ struct sc__op {
 };
 
 /* Fails an operation with a message; returns status (for `return`). */
-int sc__op_fail(sc__op *op, int status, const char *fmt, ...)
-    SC__PRINTF(3, 4);
+int sc__op_fail(sc__op *op, int status, const char *fmt, ...) SC__PRINTF(3, 4);
 /* Fails an operation after an SQLite error on the writer connection. */
 int sc__op_fail_sqlite(sc__op *op, sc__conn *w, int rc, const char *what);
 
@@ -242,12 +242,12 @@ typedef struct sc__outbox_round {
   sc__op base;
   const sc__settle *settle; /* in */
   int n_settle;
-  int claim_max;        /* in: 0 = claim nothing */
-  int64_t lease_ms;     /* in */
-  sc_event *events;     /* in: room for claim_max; out: the claimed ones */
-  int n_events;         /* out */
-  int64_t next_due_ms;  /* out: the earliest retry this round's nacks set
-                           (db clock); 0 = none */
+  int claim_max;         /* in: 0 = claim nothing */
+  int64_t lease_ms;      /* in */
+  sc_event *events;      /* in: room for claim_max; out: the claimed ones */
+  int n_events;          /* out */
+  int64_t next_due_ms;   /* out: the earliest retry this round's nacks set
+                            (db clock); 0 = none */
   int64_t claimed_at_ms; /* out: the db clock when it claimed */
 } sc__outbox_round;
 /* Sets base.run and base.kind; the other fields are the caller's. */
@@ -340,8 +340,8 @@ int sc__idem_record(sc__conn *w, sc__op *op, int scope, const char *key,
                     int64_t now);
 
 /* Convenience: check a handle and an out pointer at the top of a call. */
-#define SC__CHECK_DB(db) \
-  do { \
+#define SC__CHECK_DB(db)                                                      \
+  do {                                                                        \
     if ((db) == NULL) return sc__fail(SC_MISUSE, "%s: db is NULL", __func__); \
   } while (0)
 

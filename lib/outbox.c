@@ -179,7 +179,6 @@ static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
   return SC_OK;
 }
 
-
 /* ---- settling -------------------------------------------------------------
  */
 

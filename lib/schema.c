@@ -149,8 +149,9 @@ int sc__schema_migrate(sc__conn *w) {
   }
   if (rc == SQLITE_OK) rc = sc__exec(w, SQL_COMMIT);
   if (rc != SQLITE_OK) {
-    int st = sc__fail(sc__status_from_sqlite(rc), "%s: cannot set up schema: %s",
-                      w->db->path, sqlite3_errmsg(w->h));
+    int st =
+        sc__fail(sc__status_from_sqlite(rc), "%s: cannot set up schema: %s",
+                 w->db->path, sqlite3_errmsg(w->h));
     if (!sqlite3_get_autocommit(w->h)) {
       sqlite3_exec(w->h, "ROLLBACK", NULL, NULL, NULL);
     }

@@ -394,7 +394,8 @@ START_TEST(a_full_queue_is_refused_without_blocking_the_loop) {
   gate_open(&g);
   run_until_calls(&c, 4);
   ck_assert_int_eq(c.ok, 4);
-  for (int i = 4; i < 6; i++) ck_assert_int_eq(k[i].times, 0);
+  for (int i = 4; i < 6; i++)
+    ck_assert_int_eq(k[i].times, 0);
   ctx_close(&c);
   ck_assert_int_eq(c.calls, 4); /* no callback for the refused ones */
   tu_assert_verify(db);

@@ -173,13 +173,15 @@ START_TEST(pause_stops_a_race_and_resume_continues) {
   issue_race r = {.db = db, .policy = make_policy(db, 2000, 1)};
   pthread_t racers;
   ck_assert_int_eq(pthread_create(&racers, NULL, race_in_background, &r), 0);
-  while (atomic_load(&r.issued) < 200) usleep(500);
+  while (atomic_load(&r.issued) < 200)
+    usleep(500);
   ck_assert_sc(sc_coupon_policy_pause(db, r.policy, 1), SC_OK);
   /* From the pause's commit on, nothing is issued, though the racers keep
    * asking. */
   int64_t at_pause = issued_count(db, r.policy);
   int paused_before = atomic_load(&r.paused);
-  while (atomic_load(&r.paused) < paused_before + 50) usleep(500);
+  while (atomic_load(&r.paused) < paused_before + 50)
+    usleep(500);
   ck_assert_int_eq(issued_count(db, r.policy), at_pause);
   ck_assert_int_lt(at_pause, 2000);
   ck_assert_sc(sc_coupon_policy_pause(db, r.policy, 1), SC_OK); /* no-op */
@@ -191,8 +193,10 @@ START_TEST(pause_stops_a_race_and_resume_continues) {
   tu_assert_verify(db);
   sc_close(db);
   /* Exactly one pause and one resume event: the repeated pause wrote none. */
-  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox WHERE"
-                                  " type IN (7, 8)"), 2);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_outbox WHERE"
+                            " type IN (7, 8)"),
+                   2);
   tu_remove_db(path);
 }
 END_TEST
@@ -325,4 +329,6 @@ Suite *coupon_suite(void) {
   return s;
 }
 
-int main(void) { return tu_run_suite(coupon_suite()); }
+int main(void) {
+  return tu_run_suite(coupon_suite());
+}

@@ -66,14 +66,16 @@ START_TEST(open_rejects_unusable_paths) {
   ck_assert_sc(sc_open("/nonexistent-dir/x/shop.db", NULL, &db), SC_IOERR);
   ck_assert_ptr_null(db);
   /* A directory is not a database file. */
-  const char *dir = getenv("SC_TEST_TMPDIR") ? getenv("SC_TEST_TMPDIR") : "/tmp";
+  const char *dir =
+      getenv("SC_TEST_TMPDIR") ? getenv("SC_TEST_TMPDIR") : "/tmp";
   ck_assert_int_ne(sc_open(dir, NULL, &db), SC_OK);
   ck_assert_ptr_null(db);
   /* A file that is not SQLite is refused and left as it was. */
   char *path = tu_db_path("notadb");
   FILE *f = fopen(path, "w");
   ck_assert_ptr_nonnull(f);
-  for (int i = 0; i < 200; i++) fputs("this is not an SQLite database\n", f);
+  for (int i = 0; i < 200; i++)
+    fputs("this is not an SQLite database\n", f);
   fclose(f);
   struct stat before, after;
   ck_assert_int_eq(stat(path, &before), 0);
@@ -121,7 +123,8 @@ START_TEST(refuses_a_newer_schema) {
   char *path = tu_db_path("newer");
   sc_db *db = tu_open(path, NULL);
   sc_close(db);
-  host_exec(path, "UPDATE sc_meta SET value = 999 WHERE key = 'schema_version'");
+  host_exec(path,
+            "UPDATE sc_meta SET value = 999 WHERE key = 'schema_version'");
   ck_assert_sc(sc_open(path, NULL, &db), SC_CORRUPT);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "999"));
   tu_remove_db(path);
@@ -133,9 +136,9 @@ START_TEST(wal_and_full_durability_by_default) {
   sc_db *db = tu_open(path, NULL);
   ck_assert_int_eq(db->wconn != NULL, 1);
   sqlite3_stmt *st;
-  ck_assert_int_eq(sqlite3_prepare_v2(db->wconn->h, "PRAGMA synchronous", -1,
-                                      &st, NULL),
-                   SQLITE_OK);
+  ck_assert_int_eq(
+      sqlite3_prepare_v2(db->wconn->h, "PRAGMA synchronous", -1, &st, NULL),
+      SQLITE_OK);
   ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
   ck_assert_int_eq(sqlite3_column_int(st, 0), 2); /* FULL */
   sqlite3_finalize(st);
@@ -170,7 +173,9 @@ static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
   return SC_OK;
 }
 
-static void gate_done(sc__op *op) { (void)op; }
+static void gate_done(sc__op *op) {
+  (void)op;
+}
 
 /* An operation that writes a row, then fails: its savepoint is rolled back. */
 typedef struct row_op {
@@ -194,7 +199,9 @@ static int row_run(sc_db *db, sc__conn *w, sc__op *base) {
   return SC_OK;
 }
 
-static void row_done(sc__op *base) { sem_post(&((row_op *)base)->done); }
+static void row_done(sc__op *base) {
+  sem_post(&((row_op *)base)->done);
+}
 
 START_TEST(a_failing_operation_does_not_disturb_its_batch) {
   char *path = tu_db_path("batch");
@@ -261,13 +268,16 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   r.queued = (row_op){.base = {.run = row_run}, .value = 42};
   pthread_t caller, closing;
   ck_assert_int_eq(pthread_create(&caller, NULL, queued_caller, &r), 0);
-  while (atomic_load(&r.db->calls) == 0) usleep(1000);
+  while (atomic_load(&r.db->calls) == 0)
+    usleep(1000);
   ck_assert_int_eq(pthread_create(&closing, NULL, closer, &r), 0);
-  while (!atomic_load(&r.db->closing)) usleep(1000);
+  while (!atomic_load(&r.db->closing))
+    usleep(1000);
   /* sc_close is waiting for the call in progress: the handle is still
    * valid, and a new call is refused. */
   ck_assert_sc(sc_coupon_issue(r.db, 1, 1, NULL), SC_CLOSED);
-  ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}), SC_CLOSED);
+  ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}),
+               SC_CLOSED);
   sem_post(&gate.release);
   pthread_join(caller, NULL);
   pthread_join(closing, NULL);
@@ -368,4 +378,6 @@ Suite *engine_suite(void) {
   return s;
 }
 
-int main(void) { return tu_run_suite(engine_suite()); }
+int main(void) {
+  return tu_run_suite(engine_suite());
+}

@@ -83,7 +83,8 @@ void tu_race(int n, tu_thread_fn fn, void *ud) {
     ck_assert_int_eq(pthread_create(&threads[i], NULL, race_main, &races[i]),
                      0);
   }
-  for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+  for (int i = 0; i < n; i++)
+    pthread_join(threads[i], NULL);
   pthread_barrier_destroy(&start);
   free(threads);
   free(races);

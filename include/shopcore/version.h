@@ -1,4 +1,5 @@
-/* libshopcore version. CMake parses the three numbers below; keep their form. */
+/* libshopcore version. CMake parses the three numbers below; keep their form.
+ */
 #ifndef SHOPCORE_VERSION_H
 #define SHOPCORE_VERSION_H
 

@@ -443,8 +443,10 @@ SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
  * one), and delivering outbox events to a handler as soon as the commit
  * that wrote them is durable (the writer wakes the loop with uv_async; a
  * slow poll picks up events other processes wrote). It never blocks the
- * loop: claims, acks and expiry run in the writer and libuv's thread pool,
- * and their completions come back through uv_async.
+ * loop: claims, acks and expiry run in the writer (submitted without
+ * waiting: a full write queue means a retry shortly), and their completions
+ * come back through uv_async. It starts no thread and uses no thread pool
+ * (sc_worker_start_thread's own thread excepted).
  *
  * Timers run on real time, but what is due is decided by the db's clock
  * (sc_options.clock_ms): each timer waits (due - clock now), at most
@@ -497,8 +499,8 @@ SC_API int sc_worker_start(sc_db *db, uv_loop_t *loop,
 /**
  * Stops a worker: no handler is called from now on (the rest of a batch in
  * hand is released undelivered, its events delivered again later); work in
- * flight (a round trip with the writer, expiry in the thread pool) is
- * completed or canceled; then the worker's handles are closed with
+ * flight (a round trip or an expiry batch with the writer) is completed;
+ * then the worker's handles are closed with
  * uv_close, close_cb(w, ud) runs (close_cb may be NULL) on the loop thread,
  * and w is freed: it must not be used after close_cb. Keep running the loop
  * until then. Nothing of the worker runs after close_cb.

@@ -48,8 +48,9 @@ bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
 
 /* ---- connections (conn.c) ---------------------------------------------- */
 
-#define SC__STMT_CACHE 128 /* power of two; more SQL texts than this is a bug \
-                            */
+#define SC__STMT_CACHE                                   \
+  128 /* power of two; more SQL texts than this is a bug \
+       */
 
 typedef struct sc__conn {
   sqlite3 *h;
@@ -200,6 +201,25 @@ void sc__note_deadline(sc_db *db, int64_t deadline_ms);
 /* ---- schema (schema.c) ------------------------------------------------- */
 
 int sc__schema_migrate(sc__conn *w);
+
+/* ---- expiry rounds (order.c), for the worker ---------------------------- */
+
+/* One batch of sc_orders_expire_due as an operation the caller submits
+ * itself (with sc__op_try_submit and a done callback), so a libuv loop
+ * never waits for it: it expires up to one batch of the orders due at now
+ * and reads the earliest deadline left. */
+typedef struct sc__expire_round {
+  sc__op base;
+  int64_t now;              /* in: due means expires_at_ms <= now */
+  int expired;              /* out */
+  bool more;                /* out: the batch was full; submit another */
+  int64_t next_deadline_ms; /* out: earliest PENDING deadline left; 0 */
+  void *rows_;              /* private: the batch's rows */
+} sc__expire_round;
+int sc__expire_round_init(sc__expire_round *r); /* SC_NOMEM */
+/* Sets base (run, kind) and now; base.done is the caller's to set. */
+void sc__expire_round_prepare(sc__expire_round *r, int64_t now);
+void sc__expire_round_free(sc__expire_round *r);
 
 /* ---- outbox and codec -------------------------------------------------- */
 

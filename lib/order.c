@@ -519,33 +519,76 @@ typedef struct expire_op {
   order_row rows[EXPIRE_BATCH];
 } expire_op;
 
+static const char SQL_NEXT_DEADLINE[] =
+    "SELECT coalesce(min(expires_at_ms), 0) FROM sc_order WHERE status = 1";
+
 /* Reads the batch first: the rows change as each order is expired. */
-static int load_due(sc__conn *w, expire_op *op) {
+static int load_due(sc__conn *w, sc__op *op, int64_t now, order_row *rows,
+                    int *n) {
   sqlite3_stmt *st = sc__stmt(w, SQL_ORDERS_DUE);
-  if (st == NULL)
-    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "expire");
-  sqlite3_bind_int64(st, 1, op->now);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "expire");
+  sqlite3_bind_int64(st, 1, now);
   sqlite3_bind_int(st, 2, EXPIRE_BATCH);
   int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW && op->n < EXPIRE_BATCH) {
-    order_row_read(st, &op->rows[op->n++]);
+  *n = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < EXPIRE_BATCH) {
+    order_row_read(st, &rows[(*n)++]);
   }
   sqlite3_reset(st);
   return rc == SQLITE_DONE || rc == SQLITE_ROW
              ? SC_OK
-             : sc__op_fail_sqlite(&op->base, w, rc, "expire");
+             : sc__op_fail_sqlite(op, w, rc, "expire");
+}
+
+/* Expires up to one batch of the orders due at due_at; *n says how many. */
+static int expire_batch(sc_db *db, sc__conn *w, sc__op *op, int64_t due_at,
+                        order_row *rows, int *n) {
+  int rc = load_due(w, op, due_at, rows, n);
+  int64_t now = sc__now_ms(db);
+  for (int i = 0; rc == SC_OK && i < *n; i++) {
+    rc = order_release(db, w, op, &rows[i], SC_ORDER_EXPIRED,
+                       SC_EVENT_ORDER_EXPIRED, now);
+  }
+  return rc;
 }
 
 static int expire_run(sc_db *db, sc__conn *w, sc__op *base) {
   expire_op *op = (expire_op *)base;
-  op->n = 0;
-  int rc = load_due(w, op);
-  int64_t now = sc__now_ms(db);
-  for (int i = 0; rc == SC_OK && i < op->n; i++) {
-    rc = order_release(db, w, base, &op->rows[i], SC_ORDER_EXPIRED,
-                       SC_EVENT_ORDER_EXPIRED, now);
-  }
-  return rc;
+  return expire_batch(db, w, base, op->now, op->rows, &op->n);
+}
+
+/* ---- expiry rounds, for the worker -------------------------------------- */
+
+static int expire_round_run(sc_db *db, sc__conn *w, sc__op *base) {
+  sc__expire_round *r = (sc__expire_round *)base;
+  r->expired = 0;
+  r->more = false;
+  r->next_deadline_ms = 0;
+  int rc = expire_batch(db, w, base, r->now, r->rows_, &r->expired);
+  if (rc != SC_OK) return rc;
+  r->more = r->expired == EXPIRE_BATCH;
+  sqlite3_stmt *st = sc__stmt(w, SQL_NEXT_DEADLINE);
+  if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "expire");
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) r->next_deadline_ms = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? SC_OK : sc__op_fail_sqlite(base, w, rc, "expire");
+}
+
+int sc__expire_round_init(sc__expire_round *r) {
+  memset(r, 0, sizeof *r);
+  r->rows_ = sc__calloc(EXPIRE_BATCH, sizeof(order_row));
+  return r->rows_ != NULL ? SC_OK : SC_NOMEM;
+}
+
+void sc__expire_round_prepare(sc__expire_round *r, int64_t now) {
+  r->base = (sc__op){.run = expire_round_run, .kind = SC__OP_ORDERS_EXPIRE};
+  r->now = now;
+}
+
+void sc__expire_round_free(sc__expire_round *r) {
+  sc__free(r->rows_);
+  r->rows_ = NULL;
 }
 
 int sc_orders_expire_due(sc_db *db, int *expired_out) {

@@ -3,9 +3,12 @@
  * Nothing here blocks the loop. Database work runs elsewhere and comes back
  * through the uv_async handle: dispatch is a round trip through the writer
  * (settle the last batch, claim the next: one op, see outbox.c) whose
- * completion the completer thread signals; expiry runs sc_orders_expire_due
- * in libuv's thread pool. The writer's commit hook, on the writer thread,
- * only sets a flag and calls uv_async_send.
+ * completion the completer thread signals; expiry is such a round trip too
+ * (one batch at a time, see sc__expire_round), so the worker starts no
+ * thread of its own and uses no thread pool. Submissions never wait for
+ * room in the writer's queue: a full queue means try again shortly. The
+ * writer's commit hook, on the writer thread, only sets a flag and calls
+ * uv_async_send.
  *
  * Timers run on real time; what is due is decided by the db's clock. A
  * timer's delay is (due - db clock now), clamped to [0, poll_interval_ms],
@@ -23,8 +26,8 @@
 #define DEFAULT_LEASE_MS 30000
 #define DEFAULT_POLL_INTERVAL_MS 1000
 
-static const char SQL_NEXT_DEADLINE[] =
-    "SELECT coalesce(min(expires_at_ms), 0) FROM sc_order WHERE status = 1";
+/* How soon a submission the full queue refused is tried again. */
+#define RESUBMIT_MS 2
 
 static void request_round(sc_worker *w);
 static void poll_fired(uv_timer_t *t);
@@ -88,8 +91,40 @@ static void on_round_done(sc__op *op) {
   pthread_mutex_unlock(&w->flags_lock);
 }
 
+/* The same for the expiry round. */
+static void on_expiry_done(sc__op *op) {
+  sc_worker *w = (sc_worker *)((char *)op - offsetof(sc_worker, expiry));
+  pthread_mutex_lock(&w->flags_lock);
+  w->expiry_done = true;
+  uv_async_send(&w->wake);
+  pthread_mutex_unlock(&w->flags_lock);
+}
+
 /* ---- dispatch -------------------------------------------------------------
  */
+
+static void resubmit_fired(uv_timer_t *t);
+
+/* Hands the prepared round to the writer without waiting. A full queue
+ * keeps it, settlements included, for another try shortly; a closing db
+ * drops it: the leases of what was delivered run out and the events are
+ * delivered again elsewhere (at least once). */
+static void send_round(sc_worker *w) {
+  int rc = sc__op_try_submit(w->db, &w->round.base);
+  w->round_unsent = rc == SC_BUSY;
+  if (rc == SC_OK) {
+    w->round_busy = true;
+  } else if (rc == SC_BUSY) {
+    uv_timer_start(&w->dispatch_timer, resubmit_fired, RESUBMIT_MS, 0);
+  } else {
+    w->db_closed = true;
+  }
+}
+
+static void resubmit_fired(uv_timer_t *t) {
+  sc_worker *w = t->data;
+  if (w->round_unsent && !w->db_closed) send_round(w);
+}
 
 static void submit_round(sc_worker *w, int n_settle) {
   w->round.settle = w->settle;
@@ -101,18 +136,12 @@ static void submit_round(sc_worker *w, int n_settle) {
   w->round.base.done = on_round_done;
   w->dirty = false;
   uv_timer_stop(&w->dispatch_timer);
-  if (sc__op_submit(w->db, &w->round.base) != SC_OK) {
-    /* The db is closing: the leases of what was delivered run out and the
-     * events are delivered again elsewhere (at least once). */
-    w->db_closed = true;
-    return;
-  }
-  w->round_busy = true;
+  send_round(w);
 }
 
 static void request_round(sc_worker *w) {
   if (w->stopping || w->db_closed || w->opts.on_event == NULL) return;
-  if (w->round_busy || w->dispatching) {
+  if (w->round_busy || w->round_unsent || w->dispatching) {
     w->dirty = true;
     return;
   }
@@ -189,7 +218,10 @@ static void round_finished(sc_worker *w) {
   w->round_busy = false;
   if (w->round.base.status != SC_OK) {
     /* Busy past its timeout, I/O...: nothing was claimed or settled; the
-     * settlements are lost to lease expiry, the claim is retried later. */
+     * settlements are lost to lease expiry, the claim is retried later.
+     * The claim may have copied payloads before its commit failed. */
+    sc__events_clear(w->events, w->round.n_events);
+    w->round.n_events = 0;
     if (!w->stopping) go_idle(w);
     maybe_close(w);
     return;
@@ -207,20 +239,6 @@ static void round_finished(sc_worker *w) {
 /* ---- expiry ---------------------------------------------------------------
  */
 
-/* The earliest PENDING deadline (0: none), or -1 if it cannot be read. */
-static int64_t next_deadline(sc_db *db) {
-  int64_t next = 0;
-  int rc = sc__read_row(db, SQL_NEXT_DEADLINE, 0, &next, 1, "deadline");
-  return rc == SC_OK ? next : -1;
-}
-
-/* In the thread pool: may block on the writer. */
-static void expire_work(uv_work_t *req) {
-  sc_worker *w = req->data;
-  w->expire_status = sc_orders_expire_due(w->db, NULL);
-  w->expire_next_ms = next_deadline(w->db);
-}
-
 static void note_deadline(sc_worker *w, int64_t deadline_ms) {
   if (deadline_ms > 0 &&
       (w->deadline_ms == 0 || deadline_ms < w->deadline_ms)) {
@@ -228,25 +246,39 @@ static void note_deadline(sc_worker *w, int64_t deadline_ms) {
   }
 }
 
-static void expire_done(uv_work_t *req, int status) {
-  sc_worker *w = req->data;
+/* Submits one expiry round for what is due now. A full queue, or a db that
+ * cannot be reached, is tried again later through the expiry timer. */
+static void expire_now(sc_worker *w) {
+  int64_t now = sc__now_ms(w->db);
+  w->deadline_ms = 0;
+  sc__expire_round_prepare(&w->expiry, now);
+  w->expiry.base.done = on_expiry_done;
+  int rc = sc__op_try_submit(w->db, &w->expiry.base);
+  if (rc == SC_OK) {
+    w->expire_busy = true;
+  } else if (rc == SC_BUSY) {
+    note_deadline(w, now + RESUBMIT_MS);
+    arm_expiry(w);
+  } else {
+    w->db_closed = true;
+  }
+}
+
+static void expiry_finished(sc_worker *w) {
   w->expire_busy = false;
-  if (status == 0 && w->expire_status == SC_OK && w->expire_next_ms >= 0) {
-    note_deadline(w, w->expire_next_ms);
-  } else if (status == 0) {
-    /* The database could not be reached: try again a poll later. */
-    note_deadline(w, sc__now_ms(w->db) + w->opts.poll_interval_ms);
+  sc__expire_round *r = &w->expiry;
+  if (!w->stopping && !w->db_closed) {
+    if (r->base.status != SC_OK) {
+      /* The database could not be reached: try again a poll later. */
+      note_deadline(w, sc__now_ms(w->db) + w->opts.poll_interval_ms);
+    } else if (r->more) {
+      expire_now(w); /* a full batch: more may be due */
+    } else {
+      note_deadline(w, r->next_deadline_ms);
+    }
   }
   arm_expiry(w);
   maybe_close(w);
-}
-
-static void expire_now(sc_worker *w) {
-  w->deadline_ms = 0;
-  w->expire_work.data = w;
-  if (uv_queue_work(w->loop, &w->expire_work, expire_work, expire_done) == 0) {
-    w->expire_busy = true;
-  }
 }
 
 static void expiry_fired(uv_timer_t *t) {
@@ -276,7 +308,8 @@ static void woken(uv_async_t *a) {
   sc_worker *w = a->data;
   pthread_mutex_lock(&w->flags_lock);
   bool events = w->events_committed, done = w->round_done;
-  w->events_committed = w->round_done = false;
+  bool expired = w->expiry_done;
+  w->events_committed = w->round_done = w->expiry_done = false;
   pthread_mutex_unlock(&w->flags_lock);
   int64_t deadline = atomic_exchange(&w->db->earliest_deadline_ms, 0);
   if (deadline != 0 && !w->opts.no_expiry && !w->stopping) {
@@ -284,6 +317,7 @@ static void woken(uv_async_t *a) {
     note_deadline(w, deadline);
     if (w->deadline_ms != before) arm_expiry(w); /* an earlier deadline */
   }
+  if (expired) expiry_finished(w);
   if (done) round_finished(w);
   if (events) request_round(w);
 }
@@ -293,6 +327,7 @@ static void woken(uv_async_t *a) {
 
 static void worker_free(sc_worker *w) {
   pthread_mutex_destroy(&w->flags_lock);
+  sc__expire_round_free(&w->expiry);
   sc__free(w->events);
   sc__free(w->settle);
   sc__free(w->reasons);
@@ -311,7 +346,9 @@ static int worker_alloc(sc_db *db, uv_loop_t *loop, const sc_worker_options *o,
   w->events = sc__calloc(n, sizeof *w->events);
   w->settle = sc__calloc(n, sizeof *w->settle);
   w->reasons = sc__calloc(n, sizeof *w->reasons);
-  if (w->events == NULL || w->settle == NULL || w->reasons == NULL) {
+  int expiry_rc = sc__expire_round_init(&w->expiry);
+  if (w->events == NULL || w->settle == NULL || w->reasons == NULL ||
+      expiry_rc != SC_OK) {
     worker_free(w);
     return sc__fail(SC_NOMEM, "sc_worker_start: out of memory");
   }
@@ -364,12 +401,19 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
   if (rc != SC_OK) return rc;
   sc__call_leave(db);
   rc = worker_alloc(db, loop, &o, &w);
-  if (rc == SC_OK) rc = hook_install(w);
-  if (rc == SC_OK && (rc = worker_init_handles(w)) != SC_OK) {
-    sc__set_commit_hook(db, NULL, NULL);
-  }
+  if (rc != SC_OK) return rc;
+  /* The handles first: the commit hook calls uv_async_send on w->wake from
+   * the writer thread as soon as it is installed. */
+  rc = worker_init_handles(w);
   if (rc != SC_OK) {
-    if (w != NULL) worker_free(w);
+    worker_free(w);
+    return rc;
+  }
+  rc = hook_install(w);
+  if (rc != SC_OK) {
+    /* The handles are open: w is freed in their close callbacks. */
+    w->stopping = true;
+    maybe_close(w);
     return rc;
   }
   /* What is already there: overdue orders, the first deadline, events
@@ -408,9 +452,9 @@ void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
   sc__set_commit_hook(w->db, NULL, NULL);
   uv_timer_stop(&w->expiry_timer);
   uv_timer_stop(&w->dispatch_timer);
-  /* Expiry not yet started is canceled (its callback then sees
-   * UV_ECANCELED); one already running finishes first. */
-  if (w->expire_busy) uv_cancel((uv_req_t *)&w->expire_work);
+  /* A round the full queue refused is dropped: its acks are lost to lease
+   * expiry (at least once). Rounds with the writer finish first. */
+  w->round_unsent = false;
   maybe_close(w);
 }
 

@@ -18,15 +18,15 @@ struct sc_worker {
   uv_async_t wake;        /* commits, round completions */
   uv_timer_t expiry_timer;
   uv_timer_t dispatch_timer; /* retries coming due, and the fallback poll */
-  uv_work_t expire_work;
   int open_handles; /* closed ones counted down by the close callback */
 
   /* Loop thread only. */
   bool stopping, closing, db_closed;
   bool round_busy;      /* a round trip is with the writer */
+  bool round_unsent;    /* round is ready but the queue was full */
   bool dirty;           /* events were committed while it was */
   bool dispatching;     /* inside the handlers */
-  bool expire_busy;     /* expire_work is in the thread pool */
+  bool expire_busy;     /* an expiry round is with the writer */
   int64_t deadline_ms;  /* earliest PENDING deadline known (db clock); 0 */
   int64_t retry_due_ms; /* earliest retry this worker's nacks set; 0 */
   sc__outbox_round round;
@@ -36,14 +36,13 @@ struct sc_worker {
   void (*close_cb)(sc_worker *w, void *ud);
   void *close_ud;
 
-  /* expire_work's results, read by its after-work callback. */
-  int expire_status;
-  int64_t expire_next_ms;
+  sc__expire_round expiry; /* expiry runs through the writer too */
 
   /* Cross-thread: set by the writer's commit hook and the completer. */
   pthread_mutex_t flags_lock;
   bool events_committed; /* the commit hook saw events */
   bool round_done;       /* the round's op completed */
+  bool expiry_done;      /* the expiry round's op completed */
 
   sc__worker_thread *thread; /* sc_worker_start_thread's; NULL otherwise */
 };

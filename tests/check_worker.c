@@ -3,6 +3,8 @@
  * re-armed by earlier deadlines, the pay-versus-expiry race with the worker
  * running, the fallback poll, start/stop cycles and stops with work in
  * flight: no callback after close, no handle left open. */
+#include <dirent.h>
+#include <dlfcn.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,6 +670,187 @@ START_TEST(bad_input_is_refused) {
 }
 END_TEST
 
+/* ---- regressions --------------------------------------------------------- */
+
+/* Threads of the library: all are named "sc-..." (libuv's pool threads
+ * inherit the name of the thread that starts them). Counting by name keeps
+ * sanitizers' own threads out of it. */
+static int library_threads(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  ck_assert_ptr_nonnull(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], name[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+      if (fgets(name, sizeof name, f) == NULL) name[0] = '\0';
+      fclose(f);
+    }
+    if (strncmp(name, "sc-", 3) == 0) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+static int count_event(const sc_event *ev, void *ud) {
+  (void)ev;
+  atomic_fetch_add((atomic_int *)ud, 1);
+  return SC_OK;
+}
+
+START_TEST(close_leaves_no_thread_of_the_library) {
+  /* The design: once sc_close returns, the process holds no libshopcore
+   * thread (a host may fork). Expiry once ran in libuv's thread pool, whose
+   * threads outlived everything. */
+  ck_assert_int_eq(library_threads(), 0);
+  char *path = tu_db_path("wk-threads");
+  sc_db *db = tu_open(path, NULL);
+  atomic_int seen = 0;
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = count_event;
+  o.ud = &seen;
+  sc_worker *w;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 10, NULL), SC_OK);
+  while (atomic_load(&seen) < 1)
+    usleep(1000);
+  ck_assert_int_ge(library_threads(), 4); /* writer, completion, checkpoint,
+                                             worker: the count sees them */
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(library_threads(), 0);
+  tu_remove_db(path);
+}
+END_TEST
+
+typedef struct filler {
+  sc_db *db;
+  sc_id product;
+  atomic_bool run;
+} filler;
+
+static void *fill_queue(void *arg) {
+  filler *f = arg;
+  while (atomic_load(&f->run))
+    sc_product_restock(f->db, f->product, 1);
+  return NULL;
+}
+
+START_TEST(a_full_queue_only_delays_delivery) {
+  /* Another process holds the write lock while callers keep the 2-slot
+   * queue full: the worker's rounds meet a full queue. They must be tried
+   * again, not taken for a closing database (which stopped delivery for
+   * good). */
+  char *path = tu_db_path("wk-full");
+  sc_options so;
+  sc_options_init(&so);
+  so.durability = SC_DURABILITY_NORMAL;
+  so.queue_max = 2;
+  so.busy_timeout_ms = 100;
+  sc_db *db = tu_open(path, &so);
+  filler f = {.db = db};
+  ck_assert_sc(sc_product_create(db, "p", 1, 1, &f.product), SC_OK);
+  atomic_int seen = 0;
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = count_event;
+  o.ud = &seen;
+  o.poll_interval_ms = 20;
+  o.no_expiry = 1;
+  sc_worker *w;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 100, 1, NULL), SC_OK);
+  while (atomic_load(&seen) < 1)
+    usleep(1000);
+  sqlite3 *other;
+  ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", 0, 0, 0), SQLITE_OK);
+  atomic_store(&f.run, true);
+  pthread_t fillers[4];
+  for (int i = 0; i < 4; i++)
+    pthread_create(&fillers[i], NULL, fill_queue, &f);
+  usleep(600000); /* many polls meet the full queue */
+  atomic_store(&f.run, false);
+  for (int i = 0; i < 4; i++)
+    pthread_join(fillers[i], NULL);
+  sqlite3_exec(other, "COMMIT", 0, 0, 0);
+  sqlite3_close(other);
+  for (sc_id u = 10; u < 15; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 1, NULL), SC_OK);
+  }
+  for (int i = 0; i < 5000 && atomic_load(&seen) < 6; i++)
+    usleep(1000);
+  ck_assert_int_eq(atomic_load(&seen), 6);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Widens the gap between a worker's start and its handles being ready:
+ * while slow_async_init is set, uv_async_init sleeps before the real one. */
+static atomic_bool slow_async_init;
+
+int uv_async_init(uv_loop_t *loop, uv_async_t *h, uv_async_cb cb) {
+  typedef int (*init_fn)(uv_loop_t *, uv_async_t *, uv_async_cb);
+  static init_fn real;
+  if (real == NULL) real = (init_fn)dlsym(RTLD_NEXT, "uv_async_init");
+  if (atomic_load(&slow_async_init)) usleep(50000);
+  return real(loop, h, cb);
+}
+
+typedef struct depositor {
+  sc_db *db;
+  atomic_bool run;
+} depositor;
+
+static void *deposit_loop(void *arg) {
+  depositor *d = arg;
+  while (atomic_load(&d->run))
+    sc_account_deposit(d->db, 1, 1, NULL);
+  return NULL;
+}
+
+START_TEST(commits_while_a_worker_starts_are_safe) {
+  /* The commit hook was installed before the worker's uv_async handle was
+   * initialised: a commit in that gap called uv_async_send on garbage. */
+  char *path = tu_db_path("wk-start");
+  sc_options so;
+  sc_options_init(&so);
+  so.durability = SC_DURABILITY_NORMAL;
+  sc_db *db = tu_open(path, &so);
+  depositor d = {.db = db};
+  atomic_store(&d.run, true);
+  pthread_t t;
+  pthread_create(&t, NULL, deposit_loop, &d);
+  uv_loop_t loop;
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  atomic_int seen = 0;
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = count_event;
+  o.ud = &seen;
+  sc_worker *w;
+  atomic_store(&slow_async_init, true);
+  ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_OK);
+  atomic_store(&slow_async_init, false);
+  while (atomic_load(&seen) < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  ck_assert_sc(sc_worker_stop(w, NULL, NULL), SC_OK);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ck_assert_int_eq(uv_loop_close(&loop), 0);
+  atomic_store(&d.run, false);
+  pthread_join(t, NULL);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 Suite *worker_suite(void) {
   Suite *s = suite_create("worker");
   TCase *tc = tu_tcase("worker");
@@ -682,6 +865,9 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, stop_with_events_in_flight_releases_the_rest);
   tcase_add_test(tc, thread_worker_runs_apart_and_refuses_misuse);
   tcase_add_test(tc, bad_input_is_refused);
+  tcase_add_test(tc, close_leaves_no_thread_of_the_library);
+  tcase_add_test(tc, a_full_queue_only_delays_delivery);
+  tcase_add_test(tc, commits_while_a_worker_starts_are_safe);
   suite_add_tcase(s, tc);
   return s;
 }

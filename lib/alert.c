@@ -53,7 +53,10 @@ static void resolve(const sc_options *o, sc__alerts *a) {
   a->p95_ms = o->alert_p95_ms == 0  ? DEFAULT_P95_MS
               : o->alert_p95_ms < 0 ? -1
                                     : (double)o->alert_p95_ms;
-  a->p95_ns = a->p95_ms < 0 ? INT64_MAX : (int64_t)a->p95_ms * 1000000;
+  /* A threshold past what nanoseconds in int64 can hold is never reached. */
+  a->p95_ns = a->p95_ms < 0 || a->p95_ms >= (double)(INT64_MAX / 1000000)
+                  ? INT64_MAX
+                  : (int64_t)a->p95_ms * 1000000;
   a->error_rate = o->alert_error_rate == 0  ? DEFAULT_ERROR_RATE
                   : o->alert_error_rate > 0 ? o->alert_error_rate
                                             : -1; /* negative or NaN */

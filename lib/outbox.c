@@ -381,6 +381,9 @@ int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms, sc_event **events_out,
   r.events = sc__calloc((size_t)max, sizeof *r.events);
   if (r.events == NULL) return sc__fail(SC_NOMEM, "sc_outbox_claim: no memory");
   int rc = sc__op_execute(db, &r.base);
+  /* A claim that ran but whose batch failed to commit has copied payloads
+   * nobody will free. */
+  if (rc != SC_OK) sc__events_clear(r.events, r.n_events);
   if (rc != SC_OK || r.n_events == 0) {
     sc__free(r.events);
     r.events = NULL;

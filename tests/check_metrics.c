@@ -316,6 +316,23 @@ END_TEST
 /* ---- alerts ---------------------------------------------------------------
  */
 
+START_TEST(a_huge_latency_threshold_is_never_reached) {
+  /* 10^13 ms in nanoseconds overflows int64 (UBSan checks the arithmetic):
+   * such a threshold must simply never fire. */
+  tu_clock clock;
+  seen s = {0};
+  sc_options o = alert_options(&clock, &s);
+  o.alert_p95_ms = 10000000000000LL;
+  char *path = tu_db_path("alert-huge");
+  sc_db *db = tu_open(path, &o);
+  for (int i = 0; i < 6; i++)
+    ck_assert_sc(run_test_op(db, 5, SC_OK), SC_OK);
+  ck_assert_int_eq(seen_count(&s), 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(latency_alert_fires_and_recovers_by_the_injected_clock) {
   tu_clock clock;
   seen s = {0};
@@ -469,6 +486,7 @@ Suite *metrics_suite(void) {
   tcase_add_test(tc, counts_by_outcome_and_percentiles);
   tcase_add_test(tc, bad_arguments_are_refused);
   tcase_add_test(tc, prometheus_text_parses_as_the_exposition_format);
+  tcase_add_test(tc, a_huge_latency_threshold_is_never_reached);
   tcase_add_test(tc, latency_alert_fires_and_recovers_by_the_injected_clock);
   tcase_add_test(tc, error_rate_alert_counts_errors_not_expected_outcomes);
   tcase_add_test(tc, queue_depth_alert_fires_while_the_writer_is_held_up);

@@ -475,8 +475,10 @@ typedef struct sc_worker_options {
   /** Lease of claimed events: if this process dies holding them, they are
    * delivered again after it. 0 = 30,000 ms. */
   int64_t lease_ms;
-  /** The fallback poll for events other processes wrote, and the longest
-   * any timer waits before it checks the db clock again. 0 = 1,000 ms. */
+  /** The fallback poll for events and order deadlines other processes (or
+   * other handles) wrote, and the longest any timer waits before it checks
+   * the db clock again: an idle worker runs one expiry round (a write
+   * transaction that changes nothing) per interval. 0 = 1,000 ms. */
   int64_t poll_interval_ms;
   /** Non-zero: no expiry (another process expires orders). */
   int no_expiry;

@@ -281,24 +281,21 @@ static void expiry_finished(sc_worker *w) {
   maybe_close(w);
 }
 
+/* Fires at the earliest known deadline, or a poll interval from now at the
+ * latest. Either way one expiry round runs: it expires what is due and
+ * reads the earliest deadline again, which is how orders of other processes
+ * (whose commits this handle never sees) are found. */
 static void expiry_fired(uv_timer_t *t) {
   sc_worker *w = t->data;
-  if (w->stopping || w->expire_busy || w->deadline_ms == 0) return;
-  if (sc__now_ms(w->db) >= w->deadline_ms) {
-    expire_now(w);
-  } else {
-    arm_expiry(w); /* woken early (clamped delay, or a slow db clock) */
-  }
+  if (w->stopping || w->expire_busy) return;
+  expire_now(w);
 }
 
 static void arm_expiry(sc_worker *w) {
   if (w->stopping || w->expire_busy || w->opts.no_expiry) return;
-  if (w->deadline_ms == 0) {
-    uv_timer_stop(&w->expiry_timer);
-    return;
-  }
-  uv_timer_start(&w->expiry_timer, expiry_fired, delay_until(w, w->deadline_ms),
-                 0);
+  uint64_t delay = w->deadline_ms == 0 ? (uint64_t)w->opts.poll_interval_ms
+                                       : delay_until(w, w->deadline_ms);
+  uv_timer_start(&w->expiry_timer, expiry_fired, delay, 0);
 }
 
 /* ---- the wake-up handler --------------------------------------------------

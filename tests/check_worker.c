@@ -851,6 +851,41 @@ START_TEST(commits_while_a_worker_starts_are_safe) {
 }
 END_TEST
 
+START_TEST(orders_of_another_handle_are_expired_too) {
+  /* Another process (here: another handle on the file) checks out: this
+   * worker's handle sees no commit of it, so only the worker's poll can
+   * learn the deadline. The order must be expired within about a poll. */
+  char *path = tu_db_path("wk-other");
+  sc_db *db = tu_open(path, NULL);
+  sc_db *other = tu_open(path, NULL);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = 50;
+  sc_worker *w;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  usleep(100000); /* the worker has looked once and found nothing */
+  sc_id product, order;
+  ck_assert_sc(sc_product_create(other, "p", 10, 5, &product), SC_OK);
+  ck_assert_sc(sc_account_deposit(other, 1, 100, NULL), SC_OK);
+  sc_line line = {product, 1};
+  sc_checkout_req req = {
+      .user = 1, .lines = &line, .n_lines = 1, .ttl_ms = 100};
+  ck_assert_sc(sc_checkout(other, &req, &order), SC_OK);
+  sc_order ord = {0};
+  for (int i = 0; i < 3000; i++) {
+    ck_assert_sc(sc_order_get(other, order, &ord), SC_OK);
+    if (ord.status == SC_ORDER_EXPIRED) break;
+    usleep(1000);
+  }
+  ck_assert_int_eq(ord.status, SC_ORDER_EXPIRED);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  tu_assert_verify(db);
+  sc_close(other);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 Suite *worker_suite(void) {
   Suite *s = suite_create("worker");
   TCase *tc = tu_tcase("worker");
@@ -868,6 +903,7 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, close_leaves_no_thread_of_the_library);
   tcase_add_test(tc, a_full_queue_only_delays_delivery);
   tcase_add_test(tc, commits_while_a_worker_starts_are_safe);
+  tcase_add_test(tc, orders_of_another_handle_are_expired_too);
   suite_add_tcase(s, tc);
   return s;
 }

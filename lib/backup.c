@@ -1,6 +1,8 @@
 /* sc_backup: SQLite's online backup from a read connection. One step copies
  * every page inside one read transaction, so the copy is the snapshot of a
  * single moment while the writer goes on committing beside it (WAL). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -53,12 +55,24 @@ int sc_backup(sc_db *db, const char *dest_path) {
   if (dest_path == NULL || dest_path[0] == '\0') {
     return sc__fail(SC_INVALID, "sc_backup: destination is NULL or empty");
   }
-  if (access(dest_path, F_OK) == 0) {
+  /* Claim the name atomically: a file someone creates between a check and
+   * the open would otherwise be overwritten (and removed on failure). An
+   * empty file is a valid new database for SQLite. */
+  int fd = open(dest_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == EEXIST) {
     return sc__fail(SC_EXISTS, "sc_backup: %s already exists", dest_path);
   }
+  if (fd < 0) {
+    return sc__fail(SC_IOERR, "sc_backup: cannot create %s: %s", dest_path,
+                    strerror(errno));
+  }
+  close(fd);
   sc__conn *c;
   int rc = sc__read_acquire(db, &c);
-  if (rc != SC_OK) return rc;
+  if (rc != SC_OK) {
+    remove_files(dest_path);
+    return rc;
+  }
   rc = copy_into(c, dest_path);
   sc__read_release(db, c);
   if (rc != SC_OK) remove_files(dest_path);

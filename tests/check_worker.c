@@ -767,6 +767,8 @@ START_TEST(a_full_queue_only_delays_delivery) {
     usleep(1000);
   sqlite3 *other;
   ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+  /* The worker's polls take the write lock briefly: wait for a turn. */
+  sqlite3_busy_timeout(other, 30000);
   ck_assert_int_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", 0, 0, 0), SQLITE_OK);
   atomic_store(&f.run, true);
   pthread_t fillers[4];

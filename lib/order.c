@@ -341,19 +341,35 @@ static void checkout_free(checkout_op *op) {
   if (op->request != op->small_request) sc__free(op->request);
 }
 
+/* Checks req and builds its operation (the blocking and the asynchronous
+ * checkout share it); fn names the caller in messages. */
+static int checkout_op_new(sc_db *db, const sc_checkout_req *req,
+                           const char *fn, checkout_op **out) {
+  int rc = check_request(req);
+  if (rc != SC_OK) return rc;
+  checkout_op *op = sc__calloc(1, sizeof *op);
+  if (op == NULL) return sc__fail(SC_NOMEM, "%s: out of memory", fn);
+  op->base.run = checkout_run;
+  op->base.kind = SC__OP_CHECKOUT;
+  rc = checkout_prepare(db, op, req);
+  if (rc != SC_OK) {
+    checkout_free(op);
+    sc__free(op);
+    return rc;
+  }
+  *out = op;
+  return SC_OK;
+}
+
 int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out) {
   SC__CHECK_DB(db);
   if (req == NULL || order_out == NULL) {
     return sc__fail(SC_MISUSE, "sc_checkout: req or order_out is NULL");
   }
-  int rc = check_request(req);
+  checkout_op *op;
+  int rc = checkout_op_new(db, req, "sc_checkout", &op);
   if (rc != SC_OK) return rc;
-  checkout_op *op = sc__calloc(1, sizeof *op);
-  if (op == NULL) return sc__fail(SC_NOMEM, "sc_checkout: out of memory");
-  op->base.run = checkout_run;
-  op->base.kind = SC__OP_CHECKOUT;
-  rc = checkout_prepare(db, op, req);
-  if (rc == SC_OK) rc = sc__op_execute(db, &op->base);
+  rc = sc__op_execute(db, &op->base);
   if (rc == SC_OK) *order_out = op->order;
   checkout_free(op);
   sc__free(op);
@@ -448,24 +464,15 @@ int sc__checkout_prepare(sc_db *db, const sc_checkout_req *req,
                          sc__prepared *out) {
   SC__CHECK_DB(db);
   if (req == NULL) return sc__fail(SC_MISUSE, "sc_checkout_async: req is NULL");
-  int rc = check_request(req);
+  checkout_op *op;
+  int rc = checkout_op_new(db, req, "sc_checkout_async", &op);
   if (rc != SC_OK) return rc;
-  checkout_op *op = sc__calloc(1, sizeof *op);
-  if (op == NULL) return sc__fail(SC_NOMEM, "sc_checkout_async: no memory");
-  op->base.run = checkout_run;
-  op->base.kind = SC__OP_CHECKOUT;
-  rc = checkout_prepare(db, op, req);
-  if (rc == SC_OK && op->key != NULL) {
+  if (op->key != NULL) {
     op->key = sc__strdup(op->key);
     if (op->key == NULL) {
-      rc = sc__fail(SC_NOMEM, "sc_checkout_async: no memory");
+      checkout_op_free(&op->base);
+      return sc__fail(SC_NOMEM, "sc_checkout_async: out of memory");
     }
-  } else if (rc != SC_OK) {
-    op->key = NULL; /* still the caller's */
-  }
-  if (rc != SC_OK) {
-    checkout_op_free(&op->base);
-    return rc;
   }
   *out = (sc__prepared){&op->base, &op->order, checkout_op_free};
   return SC_OK;

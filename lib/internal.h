@@ -274,6 +274,10 @@ typedef struct sc__outbox_round {
 void sc__outbox_round_init(sc__outbox_round *r);
 /* Frees the payloads of events[0..n) (not the array). */
 void sc__events_clear(sc_event *events, int n);
+/* An event from a row whose first six columns are id, type, agg_id, seq,
+ * created_at_ms, attempts (the claim's and the dead list's queries); the
+ * payload is the caller's copy. */
+sc_event sc__event_from_row(sqlite3_stmt *st, const void *payload, size_t len);
 
 /* ---- write operations prepared for the *_async calls (async.c) ---- */
 

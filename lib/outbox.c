@@ -135,15 +135,19 @@ static bool event_read(sqlite3_stmt *st, sc_event *ev) {
   void *copy = sc__malloc(len);
   if (copy == NULL) return false;
   if (len > 0) memcpy(copy, blob, len);
-  *ev = (sc_event){.id = sqlite3_column_int64(st, 0),
-                   .type = sqlite3_column_int(st, 1),
-                   .aggregate_id = sqlite3_column_int64(st, 2),
-                   .seq = sqlite3_column_int64(st, 3),
-                   .created_at_ms = sqlite3_column_int64(st, 4),
-                   .attempts = sqlite3_column_int(st, 5),
-                   .payload = copy,
-                   .payload_len = len};
+  *ev = sc__event_from_row(st, copy, len);
   return true;
+}
+
+sc_event sc__event_from_row(sqlite3_stmt *st, const void *payload, size_t len) {
+  return (sc_event){.id = sqlite3_column_int64(st, 0),
+                    .type = sqlite3_column_int(st, 1),
+                    .aggregate_id = sqlite3_column_int64(st, 2),
+                    .seq = sqlite3_column_int64(st, 3),
+                    .created_at_ms = sqlite3_column_int64(st, 4),
+                    .attempts = sqlite3_column_int(st, 5),
+                    .payload = payload,
+                    .payload_len = len};
 }
 
 static int by_id(const void *a, const void *b) {

@@ -27,14 +27,7 @@ static bool dead_read(sqlite3_stmt *st, sc_dead_event *d) {
   if (len > 0) memcpy(mem, sqlite3_column_blob(st, 6), len);
   if (wlen > 0) memcpy(mem + len, why, wlen);
   mem[len + wlen] = '\0';
-  d->event = (sc_event){.id = sqlite3_column_int64(st, 0),
-                        .type = sqlite3_column_int(st, 1),
-                        .aggregate_id = sqlite3_column_int64(st, 2),
-                        .seq = sqlite3_column_int64(st, 3),
-                        .created_at_ms = sqlite3_column_int64(st, 4),
-                        .attempts = sqlite3_column_int(st, 5),
-                        .payload = mem,
-                        .payload_len = len};
+  d->event = sc__event_from_row(st, mem, len);
   d->last_error = mem + len;
   return true;
 }

@@ -182,6 +182,12 @@ typedef struct sc_options {
   /** Fewest operations in the window for the latency and error-rate alerts
    * to decide (fire or recover); 0 = 20. */
   int alert_min_samples;
+  /** A commit (one batch, BEGIN to the durable COMMIT) at least this long
+   * is a slow commit: counted in sc_metrics.slow_commits, kept as
+   * sc_metrics.last_slow_commit and, when the environment variable
+   * SC_DEBUG_SLOW_COMMITS is 1 at sc_open, logged as one line on stderr.
+   * 0 = 20 ms; negative = no commit is slow. */
+  int64_t slow_commit_ms;
   /* ... more fields may follow; always start from sc_options_init() */
 } sc_options;
 
@@ -562,6 +568,46 @@ typedef struct sc_op_metrics {
   sc_quantiles latency_ms;              /* submission to durable completion */
 } sc_op_metrics;
 
+/** What the checkpoint thread was doing during a commit (the furthest phase
+ * it reached). It copies pages from the WAL into the database file, then
+ * fsyncs the database file. */
+enum {
+  SC_CHECKPOINT_IDLE = 0, /* no checkpoint ran */
+  SC_CHECKPOINT_COPYING,  /* copying pages, no fsync */
+  SC_CHECKPOINT_SYNCING   /* in an fsync (of the database file or WAL) */
+};
+
+/** One slow commit (see sc_options.slow_commit_ms) and what the process was
+ * doing meanwhile. "Meanwhile" is from the end of the previous commit to the
+ * end of this one: under load, the time of this commit. */
+typedef struct sc_slow_commit {
+  int64_t at_ms;            /* when it ended, by the wall clock */
+  double duration_ms;       /* BEGIN to the durable COMMIT */
+  int batch_size;           /* operations in it */
+  int64_t wal_frames;       /* pages in the WAL after it */
+  int64_t wal_bytes;        /* size of the -wal file after it */
+  double wal_sync_ms;       /* the writer's fsyncs of the WAL */
+  double db_sync_ms;        /* the writer's fsyncs of the database file (when
+                               it finished a checkpoint itself) */
+  double writer_cpu_ms;     /* CPU time of the writer thread: the rest of
+                               duration_ms, less the fsyncs, is time it waited
+                               off the CPU (another thread ran) */
+  int checkpoint;           /* SC_CHECKPOINT_*, the checkpoint thread */
+  int64_t checkpoint_pages; /* pages its current (or last) checkpoint
+                               copied into the database file */
+  double checkpoint_db_sync_ms;  /* its fsyncs of the database file */
+  double checkpoint_wal_sync_ms; /* its fsyncs of the WAL */
+} sc_slow_commit;
+
+/** Upper bounds (ms) of the commit-duration histogram buckets
+ * (sc_metrics.commit_buckets; the last bucket has no bound). */
+#define SC_COMMIT_BUCKET_BOUNDS_MS \
+  { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 }
+#define SC_COMMIT_BUCKETS 11
+
+/** fsyncs by file, of the writer and the checkpoint thread together. */
+enum { SC_FILE_DB = 0, SC_FILE_WAL = 1 };
+
 #define SC_METRICS_OPS_MAX 32
 typedef struct sc_metrics {
   int n_ops;                             /* entries used in ops[] */
@@ -571,6 +617,14 @@ typedef struct sc_metrics {
   int queue_depth;                       /* operations waiting now */
   int queue_max;
   int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
+  /* Commits by duration: commit_buckets[i] counts those over bound i - 1
+   * and at most bound i of SC_COMMIT_BUCKET_BOUNDS_MS (not cumulative). */
+  uint64_t commit_buckets[SC_COMMIT_BUCKETS];
+  double slow_commit_ms;           /* the threshold in force */
+  uint64_t slow_commits;           /* commits at least that long */
+  sc_slow_commit last_slow_commit; /* all zero before the first */
+  uint64_t fsyncs[2];              /* by SC_FILE_* */
+  double fsync_ms[2];              /* their total time */
 } sc_metrics;
 
 /**
@@ -585,8 +639,11 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge and
- * one shopcore_alert_firing{alert} gauge per alert.
+ * a _max gauge, batch size and commit summaries, the commit-duration
+ * histogram shopcore_commit_seconds{le}, the slow-commit counter
+ * shopcore_slow_commits_total, fsync counters shopcore_fsyncs_total{file}
+ * and shopcore_fsync_seconds_total{file} (file="db" or "wal"), the queue
+ * depth gauge and one shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
  */

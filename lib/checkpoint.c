@@ -6,6 +6,7 @@
  * never block the writer; the writer only finishes the last few frames (see
  * on_wal_commit). */
 #include "checkpoint.h"
+#include "metrics.h"
 
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct sc__checkpointer {
 /* Runs on the writer thread after each commit: it must stay cheap. */
 static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   sc__checkpointer *cp = ud;
+  sc__metrics_wal_frames(cp->db, pages);
   if (pages < CHECKPOINT_PAGES) {
     atomic_store(&cp->writer_turn, false); /* the WAL has rewound */
   } else if (pages < 2 * CHECKPOINT_PAGES) {
@@ -50,6 +52,7 @@ static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
 static void *checkpointer_main(void *arg) {
   sc__checkpointer *cp = arg;
   pthread_setname_np(pthread_self(), "sc-checkpoint");
+  sc__metrics_bind_checkpointer(cp->db);
   pthread_mutex_lock(&cp->lock);
   for (;;) {
     while (!cp->pending && !cp->stopping) {
@@ -61,8 +64,10 @@ static void *checkpointer_main(void *arg) {
     pthread_mutex_unlock(&cp->lock);
     /* Failure is not fatal: the next commit asks again, and a busy or
      * failing checkpoint leaves the WAL valid. */
+    sc__metrics_checkpoint_begin(cp->db);
     sqlite3_wal_checkpoint_v2(cp->conn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
                               NULL, NULL);
+    sc__metrics_checkpoint_end(cp->db);
     pthread_mutex_lock(&cp->lock);
   }
   pthread_mutex_unlock(&cp->lock);

@@ -365,6 +365,7 @@ static void run_batch(sc_db *db, sc__op *batch, int n) {
 static void *writer_main(void *arg) {
   sc_db *db = arg;
   pthread_setname_np(pthread_self(), "sc-writer");
+  sc__metrics_bind_writer(db);
   for (;;) {
     int n = 0;
     sc__op *batch = queue_take_batch(db, &n);

@@ -6,10 +6,12 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct fv_file {
   sqlite3_file base;
   sqlite3_file *real; /* right after this struct */
+  int open_flags;     /* SQLITE_OPEN_* it was opened with */
 } fv_file;
 
 static sqlite3_vfs *orig;
@@ -17,6 +19,7 @@ static sqlite3_vfs shim;
 static atomic_int armed_kinds;
 static atomic_long fail_at, calls, injected;
 static atomic_bool persistent;
+static atomic_int slow_flags, slow_ms;
 
 /* Whether this call of kind fails. */
 static bool fault(int kind) {
@@ -42,6 +45,11 @@ void fv_arm(int kinds, long n, bool persist) {
 void fv_disarm(void) {
   atomic_store(&armed_kinds, 0);
 }
+void fv_slow_sync(int open_flags, int ms) {
+  atomic_store(&slow_ms, ms);
+  atomic_store(&slow_flags, open_flags);
+}
+
 long fv_calls(void) {
   return atomic_load(&calls);
 }
@@ -74,6 +82,9 @@ static int fv_truncate(sqlite3_file *f, sqlite3_int64 size) {
 static int fv_sync(sqlite3_file *f, int flags) {
   /* The data was written but is not known durable: that is what a failed
    * fsync means. */
+  if (atomic_load(&slow_flags) & ((fv_file *)f)->open_flags) {
+    usleep((useconds_t)atomic_load(&slow_ms) * 1000);
+  }
   if (fault(FV_SYNC)) return SQLITE_IOERR_FSYNC;
   return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
@@ -158,6 +169,7 @@ static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
   (void)vfs;
   fv_file *p = (fv_file *)f;
   p->real = (sqlite3_file *)(p + 1);
+  p->open_flags = flags;
   int rc = orig->xOpen(orig, name, p->real, flags, out_flags);
   /* SQLite calls xClose only when pMethods is set: mirror the real file. */
   p->base.pMethods = p->real->pMethods ? &fv_methods : NULL;

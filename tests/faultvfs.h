@@ -1,8 +1,9 @@
 /* A test VFS over SQLite's default one that fails the Nth write, sync or
  * read (SQLITE_IOERR_WRITE, SQLITE_IOERR_FSYNC, SQLITE_IOERR_READ), once or
- * from N on. Every file SQLite opens through it counts: the database, its
- * WAL and its shared-memory index (whose reads and writes go through
- * xShmMap, not xRead/xWrite, and are never failed). Thread-safe. */
+ * from N on, or slows the syncs of one kind of file. Every file SQLite opens
+ * through it counts: the database, its WAL and its shared-memory index (whose
+ * reads and writes go through xShmMap, not xRead/xWrite, and are never failed).
+ * Thread-safe. */
 #ifndef SC_FAULTVFS_H
 #define SC_FAULTVFS_H
 
@@ -20,5 +21,9 @@ void fv_disarm(void);
 /* Calls of the armed kinds since fv_arm, and failures injected. */
 long fv_calls(void);
 long fv_injected(void);
+/* From now on every sync of a file opened with one of open_flags
+ * (SQLITE_OPEN_WAL, SQLITE_OPEN_MAIN_DB ...) takes ms longer (then
+ * succeeds, unless a fault is armed); 0 flags or 0 ms: no delay. */
+void fv_slow_sync(int open_flags, int ms);
 
 #endif

@@ -623,8 +623,10 @@ typedef struct sc_metrics {
   double slow_commit_ms;           /* the threshold in force */
   uint64_t slow_commits;           /* commits at least that long */
   sc_slow_commit last_slow_commit; /* all zero before the first */
-  uint64_t fsyncs[2];              /* by SC_FILE_* */
+  uint64_t fsyncs[2];              /* by SC_FILE_*, since sc_open (not reset) */
   double fsync_ms[2];              /* their total time */
+  uint64_t checkpoints;            /* run by the checkpoint thread */
+  uint64_t wal_rewinds; /* times the WAL started over from its beginning */
 } sc_metrics;
 
 /**
@@ -642,14 +644,16 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * a _max gauge, batch size and commit summaries, the commit-duration
  * histogram shopcore_commit_seconds{le}, the slow-commit counter
  * shopcore_slow_commits_total, fsync counters shopcore_fsyncs_total{file}
- * and shopcore_fsync_seconds_total{file} (file="db" or "wal"), the queue
+ * and shopcore_fsync_seconds_total{file} (file="db" or "wal"),
+ * shopcore_checkpoints_total and shopcore_wal_rewinds_total, the queue
  * depth gauge and one shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
  */
 SC_API int sc_metrics_prometheus(sc_db *db, char **text_out);
 
-/** Zeroes the counters and histograms (not the alert window or state).
+/** Zeroes the counters and histograms, slow commits included (not the
+ * alert window or state, nor the fsync counters).
  * Operations completing meanwhile may be counted either side. Any thread.
  * @return SC_OK, SC_MISUSE. */
 SC_API int sc_metrics_reset(sc_db *db);

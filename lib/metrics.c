@@ -51,6 +51,7 @@ struct sc__metrics {
   io_seen seen;
   sc__io_counters io[2]; /* [IO_*] */
   _Atomic int64_t wal_frames;
+  _Atomic uint64_t wal_rewinds;
   _Atomic uint64_t ckpt_runs;
   _Atomic bool ckpt_running;
   _Atomic uint64_t ckpt_pages_at_start; /* io[IO_CHECKPOINTER].db_writes */
@@ -182,7 +183,11 @@ void sc__metrics_checkpoint_end(sc_db *db) {
 }
 
 void sc__metrics_wal_frames(sc_db *db, int pages) {
-  atomic_store_explicit(&db->metrics->wal_frames, pages, memory_order_relaxed);
+  struct sc__metrics *m = db->metrics;
+  if (pages < atomic_load_explicit(&m->wal_frames, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(&m->wal_rewinds, 1, memory_order_relaxed);
+  }
+  atomic_store_explicit(&m->wal_frames, pages, memory_order_relaxed);
 }
 
 static double ns_ms(int64_t ns) {
@@ -350,6 +355,8 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   pthread_mutex_lock(&m->last_lock);
   out->last_slow_commit = m->last;
   pthread_mutex_unlock(&m->last_lock);
+  out->checkpoints = atomic_load(&m->ckpt_runs);
+  out->wal_rewinds = atomic_load(&m->wal_rewinds);
   for (int f = 0; f < 2; f++) {
     out->fsyncs[f] = atomic_load(&m->io[IO_WRITER].syncs[f]) +
                      atomic_load(&m->io[IO_CHECKPOINTER].syncs[f]);

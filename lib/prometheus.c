@@ -125,6 +125,12 @@ static void commits(sc__strbuf *b, const sc_metrics *m) {
     snprintf(label, sizeof label, "{file=\"%s\"}", FILES[f]);
     sample(b, "shopcore_fsync_seconds_total", label, m->fsync_ms[f] * 1e-3);
   }
+  family(b, "shopcore_checkpoints_total", "counter",
+         "Checkpoints run by the checkpoint thread.");
+  sample(b, "shopcore_checkpoints_total", "", (double)m->checkpoints);
+  family(b, "shopcore_wal_rewinds_total", "counter",
+         "Times the WAL started over from its beginning.");
+  sample(b, "shopcore_wal_rewinds_total", "", (double)m->wal_rewinds);
 }
 
 static void writer(sc__strbuf *b, const sc_metrics *m) {

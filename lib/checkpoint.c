@@ -23,15 +23,30 @@ struct sc__checkpointer {
   /* Set by the writer when the WAL is past twice the threshold: the thread
    * then starts no checkpoint, so the writer's own one is not refused. */
   atomic_bool writer_turn;
+  /* The WAL's pages after the commit that gave the writer its turn; 0 when
+   * it is not the writer's turn. Writer thread only. */
+  int writer_pages;
+  /* The thread was asked to checkpoint this WAL cycle. Writer thread. */
+  bool asked;
 };
 
 /* Runs on the writer thread after each commit: it must stay cheap. */
 static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   sc__checkpointer *cp = ud;
+  (void)h;
+  (void)name;
   sc__metrics_wal_frames(cp->db, pages);
   if (pages < CHECKPOINT_PAGES) {
     atomic_store(&cp->writer_turn, false); /* the WAL has rewound */
+    cp->asked = false;
   } else if (pages < 2 * CHECKPOINT_PAGES) {
+    /* Once per WAL cycle. Asked again after each commit, the thread ran
+     * checkpoints back to back (about 100 a second under load), each
+     * copying a few pages and fsyncing the WAL and the database file, and
+     * the writer's WAL fsyncs queued behind them in the file system's
+     * journal. The WAL cannot rewind before the writer's turn anyway. */
+    if (cp->asked) return SQLITE_OK;
+    cp->asked = true;
     pthread_mutex_lock(&cp->lock);
     cp->pending = true;
     pthread_cond_signal(&cp->wake);
@@ -39,14 +54,29 @@ static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   } else {
     /* SQLite rewinds the WAL only when a write transaction starts on a fully
      * checkpointed WAL, which a checkpoint running beside a busy writer never
-     * leaves behind. The thread has copied all but the newest frames, so
-     * finishing here, between two transactions, is short, and the next
-     * transaction rewinds. BUSY means the thread is mid-copy: it starts no
-     * other, and the next commit tries again. */
+     * leaves behind. The thread has copied all but the newest frames, so the
+     * writer finishes (sc__checkpointer_writer_turn), between two
+     * transactions, and the next transaction rewinds. Not here: this commit's
+     * callers are not woken yet and would wait for its fsync. */
     atomic_store(&cp->writer_turn, true);
-    sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    cp->writer_pages = pages;
   }
   return SQLITE_OK;
+}
+
+void sc__checkpointer_writer_turn(sc__checkpointer *cp) {
+  if (cp == NULL || cp->writer_pages == 0) return;
+  pthread_mutex_lock(&cp->db->qlock);
+  int queued = cp->db->qlen;
+  pthread_mutex_unlock(&cp->db->qlock);
+  /* Callers queued now would wait for the fsync: while the WAL is below
+   * four times the threshold, wait for a moment the queue is empty. */
+  if (queued > 0 && cp->writer_pages < 4 * CHECKPOINT_PAGES) return;
+  cp->writer_pages = 0;
+  /* BUSY means the thread is mid-copy: it starts no other, and the next
+   * commit tries again. */
+  sqlite3_wal_checkpoint_v2(cp->db->wconn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                            NULL, NULL);
 }
 
 static void *checkpointer_main(void *arg) {

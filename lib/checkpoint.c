@@ -2,9 +2,10 @@
  * committing thread: every ~1,000 pages the writer would stop to copy the WAL
  * into the database and fsync it, and every caller of that batch would wait.
  * Here the writer only notes the WAL's size after each commit (wal hook) and
- * a thread of its own, on its own connection, runs PASSIVE checkpoints, which
- * never block the writer; the writer only finishes the last few frames (see
- * on_wal_commit). */
+ * a thread of its own, on its own connection, runs a PASSIVE checkpoint,
+ * which never blocks the writer, once per WAL cycle; the writer only
+ * finishes the last frames, between batches, when no caller waits (see
+ * on_wal_commit and sc__checkpointer_writer_turn). */
 #include "checkpoint.h"
 #include "metrics.h"
 
@@ -92,8 +93,9 @@ static void *checkpointer_main(void *arg) {
     cp->pending = false;
     if (atomic_load(&cp->writer_turn)) continue;
     pthread_mutex_unlock(&cp->lock);
-    /* Failure is not fatal: the next commit asks again, and a busy or
-     * failing checkpoint leaves the WAL valid. */
+    /* Failure is not fatal: a busy or failing checkpoint leaves the WAL
+     * valid, and the writer's turn, or the next WAL cycle, copies what this
+     * one did not. */
     sc__metrics_checkpoint_begin(cp->db);
     sqlite3_wal_checkpoint_v2(cp->conn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
                               NULL, NULL);

@@ -355,12 +355,12 @@ static void run_batch(sc_db *db, sc__op *batch, int n) {
   sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
   int events = db->batch_events;
   completions_push(db, batch);
-  sc__checkpointer_writer_turn(db->checkpointer);
   pthread_mutex_lock(&db->hook_lock);
   if (db->commit_hook != NULL && committed) {
     db->commit_hook(db->commit_hook_ud, events);
   }
   pthread_mutex_unlock(&db->hook_lock);
+  sc__checkpointer_writer_turn(db->checkpointer);
 }
 
 static void *writer_main(void *arg) {

@@ -447,6 +447,19 @@ static void db_free(sc_db *db) {
   sc__free(db);
 }
 
+/* The schema check at open writes (BEGIN IMMEDIATE), so it too waits for
+ * the write turn: a process opening beside busy ones would otherwise starve
+ * in the busy handler while they pass SQLite's lock among themselves. */
+static int migrate_in_turn(sc_db *db) {
+  char why[SC__ERRMSG_MAX];
+  int rc =
+      sc__turn_acquire(db->turn, db->opts.busy_timeout_ms, why, sizeof why);
+  if (rc != SC_OK) return sc__fail(rc, "sc_open: %s", why);
+  rc = sc__schema_migrate(db->wconn);
+  sc__turn_release(db->turn);
+  return rc;
+}
+
 static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   if (path == NULL || path[0] == '\0') {
     return sc__fail(SC_INVALID, "sc_open: path is NULL or empty");
@@ -482,7 +495,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
     rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                        &db->wconn);
   }
-  if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
+  if (rc == SC_OK) rc = migrate_in_turn(db);
   if (rc == SC_OK) rc = writer_prepare(db->wconn);
   if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {

@@ -36,6 +36,7 @@
 /* A holder stepping aside rechecks every so often that someone still waits
  * (a waiter may give up or die before taking the turn). */
 #define HANDOFF_SLICE_MS 10
+#define LOCK_SLICE_NS 1000000000LL
 
 enum { BYTE_INIT = 0, BYTE_ALIVE = 1, BYTE_WAITING = 2 };
 
@@ -268,13 +269,24 @@ void sc__turn_close(sc__turn *t) {
 
 /* ---- taking turns ------------------------------------------------------ */
 
-static struct timespec deadline_after(int64_t ns) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ns += ts.tv_nsec;
-  ts.tv_sec += ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
-  return ts;
+/* Waits for the mutex until the monotonic deadline_ns. pthread_mutex_timedlock
+ * takes a wall-clock deadline (ThreadSanitizer knows no clocklock), so the
+ * wait goes in slices of at most a second, each recomputed from the
+ * monotonic clock: a clock step can stretch or cut one slice, not the
+ * wait. The kernel wakes the waiter at unlock either way. */
+static int lock_until(pthread_mutex_t *m, int64_t deadline_ns) {
+  for (;;) {
+    int64_t left = deadline_ns - sc__monotonic_ns();
+    if (left < 0) left = 0;
+    int64_t slice = left < LOCK_SLICE_NS ? left : LOCK_SLICE_NS;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    slice += until.tv_nsec;
+    until.tv_sec += slice / 1000000000;
+    until.tv_nsec = slice % 1000000000;
+    int rc = pthread_mutex_timedlock(m, &until);
+    if (rc != ETIMEDOUT || left <= LOCK_SLICE_NS) return rc;
+  }
 }
 
 /* After letting go while others waited, waits until one of them has taken
@@ -300,11 +312,9 @@ int sc__turn_acquire(sc__turn *t, int timeout_ms, char *why, size_t cap) {
   int64_t wait_ns = (int64_t)timeout_ms * 1000000;
   int64_t deadline_ns = sc__monotonic_ns() + wait_ns;
   if (t->stepping_aside) step_aside(t, deadline_ns);
-  int64_t left = deadline_ns - sc__monotonic_ns();
-  struct timespec until = deadline_after(left > 0 ? left : 0);
   /* Seen as waiting from before the lock call until the turn is ours. */
   byte_lock(t->fd, F_OFD_SETLK, F_RDLCK, BYTE_WAITING);
-  int rc = pthread_mutex_clocklock(&t->sh->mutex, CLOCK_MONOTONIC, &until);
+  int rc = lock_until(&t->sh->mutex, deadline_ns);
   byte_lock(t->fd, F_OFD_SETLK, F_UNLCK, BYTE_WAITING);
   if (rc == EOWNERDEAD) {
     /* The holder died mid-batch: SQLite rolls its transaction back (the

@@ -279,6 +279,83 @@ START_TEST(the_turn_file_takes_the_database_mode) {
 }
 END_TEST
 
+/* Runs as user nobody in a forked child: opens the database and issues
+ * coupons. Exits 0 if every call worked, 10 + the step that failed, or, with
+ * expect_refusal, 0 if sc_open refused the turn file with SC_IOERR. */
+static void as_nobody(const char *path, sc_id policy, bool expect_refusal) {
+  if (setgid(65534) != 0 || setuid(65534) != 0) _exit(9);
+  sc_db *db = NULL;
+  int rc = sc_open(path, NULL, &db);
+  if (expect_refusal) {
+    _exit(rc == SC_IOERR && strstr(sc_errmsg(NULL), "-turn") != NULL &&
+                  strstr(sc_errmsg(NULL), "read-write access") != NULL
+              ? 0
+              : 10);
+  }
+  if (rc != SC_OK) _exit(11);
+  for (sc_id user = 1; user <= 200; user++) {
+    if (sc_coupon_issue(db, policy, 1000000 + user, NULL) != SC_OK) _exit(12);
+  }
+  _exit(sc_close(db) == SC_OK ? 0 : 13);
+}
+
+static int wait_child(pid_t pid) {
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + status;
+}
+
+/* A second user who may write the database takes turns with the first
+ * (root here): the turn file has the database's mode. A turn file the
+ * second user may not write is refused with a message that names it. Needs
+ * root to switch users; skipped otherwise. */
+START_TEST(processes_of_two_users_take_turns) {
+  if (geteuid() != 0) {
+    printf("two users: skipped (not root)\n");
+    return;
+  }
+  char *dir = tu_db_path("turns-users");
+  ck_assert_int_eq(mkdir(dir, 0777), 0);
+  ck_assert_int_eq(chmod(dir, 0777), 0);
+  char path[600], side[620];
+  snprintf(path, sizeof path, "%s/shop.db", dir);
+  snprintf(side, sizeof side, "%s-turn", path);
+  mode_t old = umask(022);
+  sc_db *db = tu_open(path, NULL); /* a new database: 0644, so is the turn */
+  sc_coupon_policy_spec spec = {.name = "p", .max_count = 100000};
+  sc_id policy = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(chmod(path, 0666), 0);
+  ck_assert_int_eq(turn_mode(path), 0644);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) as_nobody(path, policy, true);
+  ck_assert_int_eq(wait_child(pid), 0);
+
+  /* With no process on the file, the turn file may go; the next open makes
+   * it with the database's mode, and both users write side by side. */
+  ck_assert_int_eq(unlink(side), 0);
+  db = tu_open(path, NULL);
+  ck_assert_int_eq(turn_mode(path), 0666);
+  pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) as_nobody(path, policy, false);
+  for (sc_id user = 1; user <= 200; user++) {
+    ck_assert_sc(sc_coupon_issue(db, policy, user, NULL), SC_OK);
+  }
+  ck_assert_int_eq(wait_child(pid), 0);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_coupon"), 400);
+  umask(old);
+  char *db_path = strdup(path);
+  tu_remove_db(db_path);
+  ck_assert_int_eq(rmdir(dir), 0);
+  free(dir);
+}
+END_TEST
+
 /* The detection behind the refusal (this machine has no network file
  * system to try): statfs's f_type of NFS, SMB and CIFS are recognized, local
  * ones are not. sc_open on a local file works, and makes no turn file when
@@ -304,6 +381,7 @@ int main(void) {
   tcase_add_test(tc, network_file_systems_are_recognized);
   tcase_add_test(tc, the_turn_file_takes_the_database_mode);
   tcase_add_test(tc, a_held_turn_is_waited_for_then_busy);
+  tcase_add_test(tc, processes_of_two_users_take_turns);
   tcase_add_test(tc, four_processes_all_progress_every_second);
   tcase_add_test(tc, eight_processes_all_progress_every_second);
   suite_add_tcase(s, tc);

@@ -85,6 +85,7 @@ static void image_resize(image *im, size_t len) {
 }
 
 static void image_write(image *im, int64_t off, const void *data, size_t n) {
+  if (n == 0) return; /* an empty image has no buffer yet */
   if ((size_t)off + n > im->len) image_resize(im, (size_t)off + n);
   memcpy(im->buf + off, data, n);
 }

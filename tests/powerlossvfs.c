@@ -58,7 +58,17 @@ static int loss_mode;
 static uint64_t loss_rng;
 static double loss_keep, loss_torn;
 static bool ignore_sync;
+static bool trace; /* SC_POWERLOSS_TRACE=1: every tracked event on stderr */
 static atomic_long arm_left;
+
+#define TRACE(...)                  \
+  do {                              \
+    if (trace) {                    \
+      fprintf(stderr, "pl: ");      \
+      fprintf(stderr, __VA_ARGS__); \
+      fputc('\n', stderr);          \
+    }                               \
+  } while (0)
 
 static void *xrealloc(void *p, size_t n) {
   p = realloc(p, n ? n : 1);
@@ -114,8 +124,13 @@ static void image_load(image *im, const char *path) {
   close(fd);
 }
 
+/* Replaces the file at path with im by a rename: threads still running in
+ * the process keep their descriptors on the old file, so none of them sees
+ * a half-written image (their next I/O on a tracked file blocks anyway). */
 static void image_store(const image *im, const char *path) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.pl-tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) _exit(70);
   size_t done = 0;
   while (done < im->len) {
@@ -124,6 +139,7 @@ static void image_store(const image *im, const char *path) {
     done += (size_t)n;
   }
   close(fd);
+  if (rename(tmp, path) != 0) _exit(72);
 }
 
 /* ---- nodes -------------------------------------------------------------- */
@@ -156,6 +172,8 @@ static bool syncs_dir(int type) {
 
 /* An fsync: the pending writes are now the synced image. */
 static void node_sync(pl_node *n) {
+  TRACE("sync %s: %zu pending, synced %zu bytes", n->path, n->n_ops,
+        n->base.len);
   if (ignore_sync) return;
   for (size_t i = 0; i < n->n_ops; i++) {
     const pl_op *op = &n->ops[i];
@@ -188,6 +206,7 @@ static pl_node *node_open(const char *path, int type, bool found_before) {
     n->path = xrealloc(NULL, strlen(path) + 1);
     strcpy(n->path, path);
     nodes = n;
+    TRACE("open %s (first, %s)", path, found_before ? "found" : "created");
     if (found_before) {
       /* First seen here: what is on disk is durable. */
       image_load(&n->base, path);
@@ -195,6 +214,7 @@ static pl_node *node_open(const char *path, int type, bool found_before) {
       return n;
     }
   }
+  TRACE("open %s (%s)", path, found_before ? "found" : "created");
   if (!n->exists && !found_before) {
     /* Created now: the directory entry is pending. */
     if (!n->dir_dirty) {
@@ -213,6 +233,8 @@ static pl_node *node_open(const char *path, int type, bool found_before) {
 }
 
 static void node_delete(pl_node *n, bool sync_dir) {
+  TRACE("delete %s (%s): %zu pending", n->path,
+        sync_dir ? "dir synced" : "dir pending", n->n_ops);
   if (!n->exists) return;
   if (sync_dir) {
     n->dir_dirty = false;
@@ -260,10 +282,14 @@ static bool node_survivor(const pl_node *n, image *out) {
   bool subset = loss_mode == PL_SUBSET;
   if (n->dir_dirty && !(subset && rng_unit() < 0.5)) {
     /* The directory change did not reach the disk. */
+    TRACE("loss %s: directory change lost (%s)", n->path,
+          n->ghost_found ? "the old file is back" : "no file");
     if (!n->ghost_found) return false;
     image_copy(out, &n->ghost);
     return true;
   }
+  TRACE("loss %s: %s, synced %zu bytes, %zu pending", n->path,
+        n->exists ? "there" : "gone", n->base.len, n->n_ops);
   if (!n->exists) return false;
   image_copy(out, &n->base);
   if (!subset) return true;
@@ -477,9 +503,9 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
     return rc;
   }
   pthread_mutex_lock(&big);
-  int found = 0;
-  int rc = orig->xAccess(orig, name, SQLITE_ACCESS_EXISTS, &found);
-  if (rc == SQLITE_OK) rc = orig->xOpen(orig, name, p->real, flags, out_flags);
+  /* Not xAccess: the unix VFS reports an empty file as missing. */
+  bool found = access(name, F_OK) == 0;
+  int rc = orig->xOpen(orig, name, p->real, flags, out_flags);
   if (rc == SQLITE_OK) p->node = node_open(name, flags & 0x0FFF00, found);
   pthread_mutex_unlock(&big);
   /* SQLite calls xClose only when pMethods is set: mirror the real file. */
@@ -559,6 +585,8 @@ int pl_register(void) {
   if (orig == NULL) return SQLITE_ERROR;
   const char *env = getenv("SC_POWERLOSS_IGNORE_SYNC");
   ignore_sync = env != NULL && env[0] != '\0' && env[0] != '0';
+  env = getenv("SC_POWERLOSS_TRACE");
+  trace = env != NULL && env[0] != '\0' && env[0] != '0';
   shim = (sqlite3_vfs){
       .iVersion = 2,
       .szOsFile = (int)sizeof(pl_file) + orig->szOsFile,

@@ -400,10 +400,10 @@ static int64_t q_i64(sqlite3 *h, const char *sql, int64_t p1, int64_t p2,
   return v;
 }
 
-/* The result id stored under an idempotency key (0: none), by the format
- * the child made the key with. */
-static int64_t key_result(sqlite3 *h, int scope, const char *fmt,
-                          int64_t keyno) {
+/* Whether the file holds an idempotency key, by the format the child made
+ * it with; *id (if set) gets the result id stored with it. */
+static bool key_found(sqlite3 *h, int scope, const char *fmt, int64_t keyno,
+                      int64_t *id) {
   char key[64];
   snprintf(key, sizeof key, fmt, (unsigned long long)keyno);
   sqlite3_stmt *st = NULL;
@@ -415,29 +415,21 @@ static int64_t key_result(sqlite3 *h, int scope, const char *fmt,
   sqlite3_bind_int(st, 1, scope);
   sqlite3_bind_text(st, 2, key, -1, SQLITE_TRANSIENT);
   int rc = sqlite3_step(st);
-  int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  ck_assert_msg(rc == SQLITE_ROW || rc == SQLITE_DONE, "%s", sqlite3_errmsg(h));
+  if (id != NULL) *id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
   sqlite3_finalize(st);
-  return id;
+  return rc == SQLITE_ROW;
 }
 
 static bool deposit_present(sqlite3 *h, int64_t keyno) {
-  char key[64];
-  snprintf(key, sizeof key, "crash-%llx", (unsigned long long)keyno);
-  sqlite3_stmt *st = NULL;
-  ck_assert_int_eq(sqlite3_prepare_v2(h,
-                                      "SELECT count(*) FROM sc_idempotency"
-                                      " WHERE scope = 2 AND key = ?1",
-                                      -1, &st, NULL),
-                   SQLITE_OK);
-  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-  int64_t n = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  return n == 1;
+  return key_found(h, 2, "crash-%llx", keyno, NULL);
 }
 
+/* The order a checkout's key holds (0: none). */
 static int64_t checkout_result(sqlite3 *h, int64_t keyno) {
-  return key_result(h, 1, "crash-co-%llx", keyno);
+  int64_t id = 0;
+  key_found(h, 1, "crash-co-%llx", keyno, &id);
+  return id;
 }
 
 static bool coupon_present(sqlite3 *h, const rec *r) {

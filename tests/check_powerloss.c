@@ -19,8 +19,13 @@
  *   SC_POWERLOSS_IGNORE_SYNC=1  the disk lies about fsync (see
  *                               powerlossvfs.h): FULL rounds must then fail,
  *                               which shows that the checks bite */
+#include <fcntl.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,9 +114,140 @@ START_TEST(acknowledged_operations_survive_power_loss) {
 }
 END_TEST
 
+/* ---- the shim's own model, file by file ---------------------------------- */
+
+typedef struct model_case {
+  const char *path;
+  int mode;
+  double keep;
+} model_case;
+
+static sqlite3_file *model_open(sqlite3_vfs *vfs, const char *path) {
+  sqlite3_file *f = calloc(1, (size_t)vfs->szOsFile);
+  int out = 0;
+  if (f == NULL ||
+      vfs->xOpen(vfs, path, f,
+                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_WAL,
+                 &out) != SQLITE_OK) {
+    _exit(40);
+  }
+  return f;
+}
+
+static void model_write(sqlite3_file *f, char c, int n, int64_t off) {
+  char buf[8192];
+  memset(buf, c, (size_t)n);
+  if (f->pMethods->xWrite(f, buf, n, off) != SQLITE_OK) _exit(41);
+}
+
+/* In a child: "a" is written 4 KiB of 'A' and synced, then overwritten
+ * with 'B', extended and truncated, unsynced; "b" is created and written,
+ * never synced; "c" is written, synced and deleted without a directory
+ * sync; then power is lost. */
+static void model_child(void *ud) {
+  const model_case *mc = ud;
+  /* Zero-filled: SQLite passes names followed by two NULs. The unix VFS
+   * gives a WAL the mode of its database, which must exist. */
+  char a[600] = {0}, b[600] = {0}, c[600] = {0};
+  int fd = open(mc->path, O_WRONLY | O_CREAT, 0644);
+  if (fd < 0) _exit(46);
+  close(fd);
+  snprintf(a, sizeof a, "%s-a", mc->path);
+  snprintf(b, sizeof b, "%s-b", mc->path);
+  snprintf(c, sizeof c, "%s-c", mc->path);
+  if (pl_register() != 0) _exit(30);
+  pl_configure(mc->mode, 1, mc->keep, 0);
+  sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+  sqlite3_file *fa = model_open(vfs, a);
+  model_write(fa, 'A', 4096, 0);
+  if (fa->pMethods->xSync(fa, SQLITE_SYNC_FULL) != SQLITE_OK) _exit(42);
+  model_write(fa, 'B', 1000, 100);
+  model_write(fa, 'B', 4096, 8192);
+  if (fa->pMethods->xTruncate(fa, 6000) != SQLITE_OK) _exit(43);
+  sqlite3_file *fb = model_open(vfs, b);
+  model_write(fb, 'b', 512, 0);
+  sqlite3_file *fc = model_open(vfs, c);
+  model_write(fc, 'c', 700, 0);
+  if (fc->pMethods->xSync(fc, SQLITE_SYNC_FULL) != SQLITE_OK) _exit(44);
+  fc->pMethods->xClose(fc);
+  if (vfs->xDelete(vfs, c, 0) != SQLITE_OK) _exit(45);
+  pl_power_loss();
+}
+
+/* The file's bytes as a string of runs, "A4096", "A100B1000A2996"... */
+static void runs_of(const char *path, char *out, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  out[0] = '\0';
+  if (f == NULL) {
+    snprintf(out, cap, "missing");
+    return;
+  }
+  int prev = -1, c;
+  long n = 0;
+  size_t len = 0;
+  while ((c = fgetc(f)) != EOF || prev != -1) {
+    if (c != prev && prev != -1) {
+      len +=
+          (size_t)snprintf(out + len, cap - len, "%c%ld", prev ? prev : '0', n);
+      n = 0;
+    }
+    if (c == EOF) break;
+    prev = c;
+    n++;
+  }
+  fclose(f);
+}
+
+static void run_model(model_case *mc, char *a, char *b, char *c, size_t cap) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) model_child(mc);
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == PL_EXIT_CODE,
+                "status 0x%x", status);
+  char path[600];
+  snprintf(path, sizeof path, "%s-a", mc->path);
+  runs_of(path, a, cap);
+  unlink(path);
+  snprintf(path, sizeof path, "%s-b", mc->path);
+  runs_of(path, b, cap);
+  unlink(path);
+  snprintf(path, sizeof path, "%s-c", mc->path);
+  runs_of(path, c, cap);
+  unlink(path);
+}
+
+START_TEST(power_loss_keeps_synced_images_only) {
+  char *path = tu_db_path("plmodel");
+  model_case mc = {.path = path, .mode = PL_DROP_ALL};
+  char a[256], b[256], c[256];
+  run_model(&mc, a, b, c, sizeof a);
+  /* Unsynced overwrite, extension and truncation all undone; the created
+   * file is gone with its directory entry; the deleted one is back. */
+  ck_assert_str_eq(a, "A4096");
+  ck_assert_str_eq(b, "missing");
+  ck_assert_str_eq(c, "c700");
+  /* Everything pending survives when each sector is kept: the writes and
+   * then the truncation, in order ("b" and "c" may or may not keep their
+   * directory change, by the seed). */
+  mc.mode = PL_SUBSET;
+  mc.keep = 1.0;
+  run_model(&mc, a, b, c, sizeof a);
+  ck_assert_str_eq(a,
+                   "A100B1000A2996"
+                   "0"
+                   "1904");
+  ck_assert_msg(strcmp(b, "missing") == 0 || strcmp(b, "b512") == 0, "%s", b);
+  ck_assert_msg(strcmp(c, "missing") == 0 || strcmp(c, "c700") == 0, "%s", c);
+  tu_remove_db(path);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("powerloss");
   TCase *tc = tu_tcase("powerloss");
+  tcase_add_test(tc, power_loss_keeps_synced_images_only);
   tcase_add_test(tc, acknowledged_operations_survive_power_loss);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

@@ -344,6 +344,7 @@ void pl_arm(long n) {
 /* Counts a mutating call (big held): the armed one loses power first. */
 static void tick(void) {
   if (atomic_load(&arm_left) > 0 && atomic_fetch_sub(&arm_left, 1) == 1) {
+    TRACE("power lost at the armed I/O call");
     lose_power_locked();
   }
 }

@@ -22,9 +22,10 @@
  *
  * Real fsyncs are skipped: nothing of the real disk is at stake.
  *
- * Test-only switch: SC_POWERLOSS_IGNORE_SYNC=1 in the environment makes
+ * Test-only switches in the environment: SC_POWERLOSS_IGNORE_SYNC=1 makes
  * xSync keep everything pending (a disk that lies about fsync), to show that
- * the checks catch a lost acknowledged write. Thread-safe. */
+ * the checks catch a lost acknowledged write; SC_POWERLOSS_TRACE=1 prints
+ * opens, syncs, deletes and the loss's decisions on stderr. Thread-safe. */
 #ifndef SC_POWERLOSSVFS_H
 #define SC_POWERLOSSVFS_H
 

@@ -19,7 +19,7 @@ static sqlite3_vfs shim;
 static atomic_int armed_kinds;
 static atomic_long fail_at, calls, injected;
 static atomic_bool persistent;
-static atomic_int slow_flags, slow_ms;
+static atomic_int slow_flags, slow_ms; /* fv_slow_sync */
 
 /* Whether this call of kind fails. */
 static bool fault(int kind) {
@@ -42,12 +42,17 @@ void fv_arm(int kinds, long n, bool persist) {
   atomic_store(&armed_kinds, kinds);
 }
 
-void fv_disarm(void) {
-  atomic_store(&armed_kinds, 0);
-}
 void fv_slow_sync(int open_flags, int ms) {
   atomic_store(&slow_ms, ms);
   atomic_store(&slow_flags, open_flags);
+}
+
+void fv_slow_syncs(int ms) {
+  fv_slow_sync(~0, ms); /* every file */
+}
+
+void fv_disarm(void) {
+  atomic_store(&armed_kinds, 0);
 }
 
 long fv_calls(void) {
@@ -82,10 +87,11 @@ static int fv_truncate(sqlite3_file *f, sqlite3_int64 size) {
 static int fv_sync(sqlite3_file *f, int flags) {
   /* The data was written but is not known durable: that is what a failed
    * fsync means. */
-  if (atomic_load(&slow_flags) & ((fv_file *)f)->open_flags) {
-    usleep((useconds_t)atomic_load(&slow_ms) * 1000);
-  }
   if (fault(FV_SYNC)) return SQLITE_IOERR_FSYNC;
+  int delay = atomic_load(&slow_ms);
+  if (delay > 0 && (atomic_load(&slow_flags) & ((fv_file *)f)->open_flags)) {
+    usleep((useconds_t)delay * 1000);
+  }
   return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
 

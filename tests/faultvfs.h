@@ -18,12 +18,14 @@ int fv_register(void);
  * every later one too). Counting starts at zero. */
 void fv_arm(int kinds, long n, bool persistent);
 void fv_disarm(void);
+/* Every sync sleeps ms first (0: none): a slow disk, which keeps a batch's
+ * commit, and the write turn, held for that long. */
+void fv_slow_syncs(int ms);
+/* The same for the files opened with one of open_flags only
+ * (SQLITE_OPEN_WAL, SQLITE_OPEN_MAIN_DB ...); 0 flags or 0 ms: no delay. */
+void fv_slow_sync(int open_flags, int ms);
 /* Calls of the armed kinds since fv_arm, and failures injected. */
 long fv_calls(void);
 long fv_injected(void);
-/* From now on every sync of a file opened with one of open_flags
- * (SQLITE_OPEN_WAL, SQLITE_OPEN_MAIN_DB ...) takes ms longer (then
- * succeeds, unless a fault is armed); 0 flags or 0 ms: no delay. */
-void fv_slow_sync(int open_flags, int ms);
 
 #endif

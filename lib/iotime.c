@@ -3,27 +3,36 @@
  * database file, by file (database or WAL), into the counters the calling
  * thread is bound to (sc__io_bind): the writer's and the checkpoint thread's
  * (metrics.c). Other threads, and files of other kinds, pass through
- * uncounted. Each file is the default VFS's own, with a copy of its methods
- * in which only xSync and xWrite are replaced: the real methods see their
- * own file struct, as if there were no shim. */
+ * uncounted. Each file is the underlying VFS's own, with a copy of its
+ * methods in which only xSync and xWrite are replaced: the real methods see
+ * their own file struct, as if there were no shim. The shim wraps whatever
+ * VFS is the default when a database is opened (a host's or a test's VFS
+ * registered later, or in a forked child, gets a shim of its own). */
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "metrics.h"
 
-/* What follows the real file in each file the shim opens. */
+/* What follows the real file in each file the shim opens. The replaced
+ * methods find it from the file's pMethods, which points into it. */
 typedef struct io_tail {
   const sqlite3_io_methods *real;
   sqlite3_io_methods methods; /* real's, with xSync and xWrite replaced */
   int file;                   /* SC__IO_DB, SC__IO_WAL, or -1: not counted */
 } io_tail;
 
-static sqlite3_vfs *orig;
-static sqlite3_vfs shim;
-static size_t tail_offset;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int registered = SQLITE_ERROR;
+/* One shim per underlying VFS (pAppData is the underlying VFS). */
+#define MAX_SHIMS 8
+typedef struct shim {
+  sqlite3_vfs vfs;
+  char name[32];
+  size_t tail_offset;
+} shim;
+static shim shims[MAX_SHIMS];
+static int n_shims;
+static pthread_mutex_t shims_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local sc__io_counters *bound;
 
 void sc__io_bind(sc__io_counters *c) {
@@ -31,8 +40,10 @@ void sc__io_bind(sc__io_counters *c) {
 }
 
 static io_tail *tail_of(sqlite3_file *f) {
-  return (io_tail *)((char *)f + tail_offset);
+  return (io_tail *)((char *)f->pMethods - offsetof(io_tail, methods));
 }
+
+#define ORIG(v) ((sqlite3_vfs *)(v)->pAppData)
 
 static int io_sync(sqlite3_file *f, int flags) {
   io_tail *t = tail_of(f);
@@ -60,10 +71,9 @@ static int io_write(sqlite3_file *f, const void *buf, int n,
 
 static int io_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
                    int flags, int *out_flags) {
-  (void)vfs;
-  int rc = orig->xOpen(orig, name, f, flags, out_flags);
+  int rc = ORIG(vfs)->xOpen(ORIG(vfs), name, f, flags, out_flags);
   if (f->pMethods == NULL) return rc;
-  io_tail *t = tail_of(f);
+  io_tail *t = (io_tail *)((char *)f + ((shim *)vfs)->tail_offset);
   t->real = f->pMethods;
   t->methods = *f->pMethods;
   t->methods.xSync = io_sync;
@@ -75,73 +85,76 @@ static int io_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
   return rc;
 }
 
-/* The rest of the VFS is the default one's. */
+/* The rest of the VFS is the underlying one's. */
 static int io_delete(sqlite3_vfs *v, const char *name, int sync_dir) {
-  (void)v;
-  return orig->xDelete(orig, name, sync_dir);
+  return ORIG(v)->xDelete(ORIG(v), name, sync_dir);
 }
 
 static int io_access(sqlite3_vfs *v, const char *name, int flags, int *out) {
-  (void)v;
-  return orig->xAccess(orig, name, flags, out);
+  return ORIG(v)->xAccess(ORIG(v), name, flags, out);
 }
 
 static int io_full_pathname(sqlite3_vfs *v, const char *name, int n,
                             char *out) {
-  (void)v;
-  return orig->xFullPathname(orig, name, n, out);
+  return ORIG(v)->xFullPathname(ORIG(v), name, n, out);
 }
 
 static int io_randomness(sqlite3_vfs *v, int n, char *out) {
-  (void)v;
-  return orig->xRandomness(orig, n, out);
+  return ORIG(v)->xRandomness(ORIG(v), n, out);
 }
 
 static int io_sleep(sqlite3_vfs *v, int us) {
-  (void)v;
-  return orig->xSleep(orig, us);
+  return ORIG(v)->xSleep(ORIG(v), us);
 }
 
 static int io_current_time(sqlite3_vfs *v, double *out) {
-  (void)v;
-  return orig->xCurrentTime(orig, out);
+  return ORIG(v)->xCurrentTime(ORIG(v), out);
 }
 
 static int io_get_last_error(sqlite3_vfs *v, int n, char *out) {
-  (void)v;
-  return orig->xGetLastError ? orig->xGetLastError(orig, n, out) : 0;
+  return ORIG(v)->xGetLastError ? ORIG(v)->xGetLastError(ORIG(v), n, out) : 0;
 }
 
 static int io_current_time_int64(sqlite3_vfs *v, sqlite3_int64 *out) {
-  (void)v;
-  return orig->xCurrentTimeInt64(orig, out);
-}
-
-static void register_once(void) {
-  orig = sqlite3_vfs_find(NULL);
-  if (orig == NULL || orig->iVersion < 2) return;
-  /* The tail starts at the next pointer-aligned offset after the file. */
-  size_t align = _Alignof(max_align_t);
-  tail_offset = ((size_t)orig->szOsFile + align - 1) / align * align;
-  shim = (sqlite3_vfs){
-      .iVersion = 2,
-      .szOsFile = (int)(tail_offset + sizeof(io_tail)),
-      .mxPathname = orig->mxPathname,
-      .zName = SC__IO_VFS,
-      .xOpen = io_open,
-      .xDelete = io_delete,
-      .xAccess = io_access,
-      .xFullPathname = io_full_pathname,
-      .xRandomness = io_randomness,
-      .xSleep = io_sleep,
-      .xCurrentTime = io_current_time,
-      .xGetLastError = io_get_last_error,
-      .xCurrentTimeInt64 = io_current_time_int64,
-  };
-  registered = sqlite3_vfs_register(&shim, 0);
+  return ORIG(v)->xCurrentTimeInt64(ORIG(v), out);
 }
 
 const char *sc__io_vfs(void) {
-  pthread_once(&once, register_once);
-  return registered == SQLITE_OK ? SC__IO_VFS : NULL;
+  sqlite3_vfs *orig = sqlite3_vfs_find(NULL);
+  if (orig == NULL || orig->iVersion < 2 || orig->xOpen == io_open) {
+    return NULL; /* the default VFS as it is */
+  }
+  const char *name = NULL;
+  pthread_mutex_lock(&shims_lock);
+  for (int i = 0; i < n_shims && name == NULL; i++) {
+    if (ORIG(&shims[i].vfs) == orig) name = shims[i].name;
+  }
+  if (name == NULL && n_shims < MAX_SHIMS) {
+    shim *s = &shims[n_shims];
+    size_t align = _Alignof(max_align_t);
+    s->tail_offset = ((size_t)orig->szOsFile + align - 1) / align * align;
+    snprintf(s->name, sizeof s->name, "%s-%d", SC__IO_VFS, n_shims);
+    s->vfs = (sqlite3_vfs){
+        .iVersion = 2,
+        .szOsFile = (int)(s->tail_offset + sizeof(io_tail)),
+        .mxPathname = orig->mxPathname,
+        .zName = s->name,
+        .pAppData = orig,
+        .xOpen = io_open,
+        .xDelete = io_delete,
+        .xAccess = io_access,
+        .xFullPathname = io_full_pathname,
+        .xRandomness = io_randomness,
+        .xSleep = io_sleep,
+        .xCurrentTime = io_current_time,
+        .xGetLastError = io_get_last_error,
+        .xCurrentTimeInt64 = io_current_time_int64,
+    };
+    if (sqlite3_vfs_register(&s->vfs, 0) == SQLITE_OK) {
+      n_shims++;
+      name = s->name;
+    }
+  }
+  pthread_mutex_unlock(&shims_lock);
+  return name; /* NULL (more VFSes than shims): untimed */
 }

@@ -29,9 +29,9 @@ typedef struct sc__io_counters {
   _Atomic int64_t sync_since_ns; /* start of the fsync in progress; 0 */
   _Atomic int sync_file;         /* its file */
 } sc__io_counters;
-/* The name of the timing VFS (registered on first use over the default
- * VFS), or NULL if it could not be: connections then open on the default
- * VFS and nothing is timed. */
+/* The name of the timing VFS over the current default VFS (registered on
+ * first use), or NULL if there is none (more distinct default VFSes than
+ * it keeps shims for): connections then open on the default VFS, untimed. */
 const char *sc__io_vfs(void);
 /* Counts the calling thread's fsyncs and writes into c (NULL: none). */
 void sc__io_bind(sc__io_counters *c);

@@ -594,7 +594,8 @@ enum {
  * end of this one: under load, the time of this commit. */
 typedef struct sc_slow_commit {
   int64_t at_ms;            /* when it ended, by the wall clock */
-  double duration_ms;       /* BEGIN to the durable COMMIT */
+  double duration_ms;       /* BEGIN to the durable COMMIT, with the wait
+                               for the write turn (other processes) */
   int batch_size;           /* operations in it */
   int64_t wal_frames;       /* pages in the WAL after it */
   int64_t wal_bytes;        /* size of the -wal file after it */

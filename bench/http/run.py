@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""The flash sale over HTTP: http_shop under wrk, next to an earlier system.
+
+For each connection count: a fresh database, http_shop on a free port of
+127.0.0.1, the shop created through its API (a hot product with 500 in
+stock, 9 others, a 1,000-coupon policy with one coupon per user, a deposit
+for every shopper), then wrk runs flash_sale.lua for the duration. Then the
+server is stopped with SIGTERM and `shopcore verify` checks the database.
+
+Per-route latency is the server's: wrk's Lua response() callback gets no
+per-request latency, so http_shop measures each request from its last byte
+read to its answer handed to the socket, into a Prometheus histogram per
+route on GET /metrics; this script reads the histograms before and after the
+run and interpolates p50/p95/p99 within a bucket (bounds step by 1.25x to
+1.5x), like Prometheus's histogram_quantile. wrk's own latency (every
+route, client side, queueing in the kernel included) is printed too.
+
+usage: run.py --http-shop BIN --shopcore BIN [--connections 100,500]
+              [--duration 30] [--check]
+--check (the test suite's smoke run) exits 1 on any 5xx, any connection
+error, an answer that is neither 2xx nor 409, or a failed verify."""
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EARLIER = {  # an earlier system of the same shop, same scenario, k6
+    100: "checkout p95 304 ms, coupon p95 35 ms, about 380 requests/s",
+    500: "checkout p95 2,933 ms, 99.4% of requests succeeded",
+}
+ROUTES = [("browse", "GET /products/{id}"),
+          ("coupon", "POST /coupon-policies/{id}/issue"),
+          ("checkout", "POST /orders"),
+          ("pay", "POST /orders/{id}/pay"),
+          ("cancel", "POST /orders/{id}/cancel")]
+
+
+class Server:
+    def __init__(self, binary, db):
+        self.proc = subprocess.Popen(
+            [binary, "--db", db, "--port", "0", "--listen", "127.0.0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError(f"http_shop did not start: {line}"
+                               f"{self.proc.stderr.read()}")
+        self.port = int(m.group(1))
+
+    def stop(self):
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err
+
+
+def call(port, method, path, body=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request(method, path, json.dumps(body) if body is not None else None,
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if conn is None:
+        c.close()
+    if r.status >= 300:
+        raise RuntimeError(f"{method} {path}: {r.status} {data!r}")
+    return json.loads(data) if data.startswith(b"{") else data.decode()
+
+
+def set_up(port, shoppers):
+    hot = call(port, "POST", "/products",
+               {"name": "hot", "price": 5000, "stock": 500})["id"]
+    others = [call(port, "POST", "/products",
+                   {"name": f"item {i}", "price": 1000 + i * 100,
+                    "stock": 1_000_000})["id"] for i in range(9)]
+    policy = call(port, "POST", "/coupon-policies",
+                  {"name": "flash", "max_count": 1000, "per_user_limit": 1,
+                   "discount_amount": 500})["id"]
+
+    def deposit(users):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for u in users:
+            call(port, "POST", f"/accounts/{u}/deposit",
+                 {"amount": 100_000_000}, conn=c)
+        c.close()
+
+    users = list(range(1, shoppers + 1))
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(deposit, [users[i::8] for i in range(8)]))
+    return hot, others, policy
+
+
+def histograms(port):
+    """{route: (by_code{code: n}, buckets[(le, cumulative)], sum)}."""
+    text = call(port, "GET", "/metrics")
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'http_shop_requests_total\{route="([^"]+)",'
+                     r'code="(\d+)"\} (\d+)', line)
+        if m:
+            out.setdefault(m[1], ({}, []))[0][m[2]] = int(m[3])
+            continue
+        m = re.match(r'http_shop_request_duration_seconds_bucket\{'
+                     r'route="([^"]+)",le="([^"]+)"\} (\d+)', line)
+        if m:
+            out.setdefault(m[1], ({}, []))[1].append(
+                (float(m[2]), int(m[3])))
+    return out
+
+
+def delta(after, before):
+    out = {}
+    for route, (codes, buckets) in after.items():
+        bc, bb = before.get(route, ({}, []))
+        prev = dict(bb)
+        out[route] = ({k: v - bc.get(k, 0) for k, v in codes.items()
+                       if v - bc.get(k, 0)},
+                      [(le, n - prev.get(le, 0)) for le, n in buckets])
+    return out
+
+
+def quantile(buckets, q):
+    """histogram_quantile: linear within the bucket holding rank q."""
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return None
+    rank, lo, below = q * total, 0.0, 0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return lo * 1000
+            return (lo + (le - lo) * (rank - below) / max(n - below, 1)) * 1000
+        lo, below = le, n
+    return lo * 1000
+
+
+def wrk(port, ids, conns, seconds, users):
+    hot, others, policy = ids
+    cmd = ["wrk", "-t", str(conns), "-c", str(conns), "-d", f"{seconds}s",
+           "--timeout", "10s", "-s", os.path.join(HERE, "flash_sale.lua"),
+           f"http://127.0.0.1:{port}", "--", str(hot),
+           ",".join(map(str, others)), str(policy), str(conns), str(users),
+           "90"]
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       timeout=seconds + 120)
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk failed: {r.stderr}{r.stdout}")
+    res = {"steps": {}, "errors": {}}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if not line.startswith("@@ "):
+            continue
+        if f[1] == "errors":
+            res["errors"] = {k: int(v) for k, v in
+                             (x.split("=") for x in f[2:])}
+        elif f[1] == "requests":
+            res["requests"], res["seconds"] = int(f[2]), int(f[4]) / 1e6
+        elif f[1] == "latency_ms":
+            res["latency"] = {k: float(v) for k, v in
+                              (x.split("=") for x in f[2:])}
+        else:
+            res["steps"].setdefault(f[1], {})[f[2]] = int(f[3])
+    return res
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.1f}"
+
+
+def run_one(args, conns, workdir):
+    db = os.path.join(workdir, f"flash-{conns}.db")
+    srv = Server(args.http_shop, db)
+    try:
+        ids = set_up(srv.port, conns * args.users)
+        load_before = os.getloadavg()[0]
+        before = histograms(srv.port)
+        res = wrk(srv.port, ids, conns, args.duration, args.users)
+        after = histograms(srv.port)
+        load_after = os.getloadavg()[0]
+    finally:
+        rc, err = srv.stop()
+    verify = subprocess.run([args.shopcore, "verify", db],
+                            capture_output=True, text=True)
+    d = delta(after, before)
+    res.update(conns=conns, load=(load_before, load_after),
+               server_exit=rc, server_stderr=err,
+               verify_ok=verify.returncode == 0,
+               verify=verify.stdout.strip() + verify.stderr.strip())
+    res["routes"] = {}
+    for _, route in ROUTES:
+        codes, buckets = d.get(route, ({}, []))
+        res["routes"][route] = {
+            "codes": codes, "count": sum(codes.values()),
+            "p50": quantile(buckets, .50), "p95": quantile(buckets, .95),
+            "p99": quantile(buckets, .99)}
+    return res
+
+
+def report(res):
+    c = res["conns"]
+    print(f"\n== {c} connections, {res['seconds']:.0f} s "
+          f"(load average {res['load'][0]:.2f} before, "
+          f"{res['load'][1]:.2f} after)")
+    print(f"{'route':34} {'count':>7} {'p50 ms':>7} {'p95 ms':>7} "
+          f"{'p99 ms':>7}  statuses")
+    for _, route in ROUTES:
+        r = res["routes"][route]
+        codes = " ".join(f"{k}:{v}" for k, v in sorted(r["codes"].items()))
+        print(f"{route:34} {r['count']:7d} {fmt(r['p50']):>7} "
+              f"{fmt(r['p95']):>7} {fmt(r['p99']):>7}  {codes}")
+    lat = res.get("latency", {})
+    print(f"all routes, client side (wrk): {res['requests']} requests, "
+          f"{res['requests'] / res['seconds']:.0f} requests/s, "
+          f"p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms, "
+          f"p99 {lat.get('p99', 0):.1f} ms")
+    e = res["errors"]
+    print(f"connection errors: connect {e.get('connect')} read "
+          f"{e.get('read')} write {e.get('write')} timeout {e.get('timeout')}"
+          f"; answers other than 2xx and 409: {bad_answers(res)}")
+    if c in EARLIER:
+        print(f"an earlier system of the same shop at {c} users: "
+              f"{EARLIER[c]}")
+    print(f"shopcore verify: {'ok' if res['verify_ok'] else res['verify']}")
+
+
+def bad_answers(res):
+    return sum(n for r in res["routes"].values()
+               for code, n in r["codes"].items()
+               if not (code.startswith("2") or code == "409"))
+
+
+def failures(res):
+    out = []
+    e = res["errors"]
+    socket = sum(e.get(k, 0) for k in ("connect", "read", "write", "timeout"))
+    if socket:
+        out.append(f"{socket} connection errors {e}")
+    if bad_answers(res):
+        out.append(f"{bad_answers(res)} answers neither 2xx nor 409")
+    if not res["verify_ok"]:
+        out.append(f"verify failed: {res['verify']}")
+    if res["server_exit"] != 0:
+        out.append(f"http_shop exited {res['server_exit']}: "
+                   f"{res['server_stderr']}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--http-shop", required=True)
+    ap.add_argument("--shopcore", required=True)
+    ap.add_argument("--connections", default="100,500")
+    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--users", type=int, default=4,
+                    help="shoppers per connection (default 4)")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--dir", help="keep the databases here")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found (scripts/install-deps.sh installs it)")
+        return 77
+    workdir = args.dir or tempfile.mkdtemp(
+        dir=os.environ.get("SC_TEST_TMPDIR"))
+    all_res, bad = [], []
+    try:
+        for conns in map(int, args.connections.split(",")):
+            res = run_one(args, conns, workdir)
+            report(res)
+            all_res.append(res)
+            bad += failures(res)
+    finally:
+        if not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(all_res, f, indent=1)
+    for b in bad:
+        print(f"FAIL: {b}")
+    return 1 if args.check and bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,6 +85,7 @@ static int on_headers_complete(http_parser *p) {
     return -1;
   }
   if (p->upgrade) return bad(r, 400, "protocol upgrades are not supported");
+  if (p->http_major != 1) return bad(r, 400, "only HTTP/1.x is served");
   return 0;
 }
 

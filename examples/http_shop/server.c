@@ -2,7 +2,7 @@
  * libshopcore's asynchronous calls and its worker (order expiry, outbox
  * events) on the same loop.
  *
- *   http_shop [--db PATH|URI] [--port N] [--listen ADDR]
+ *   http_shop [--db PATH|URI] [--port N] [--listen ADDR] [--queue-max N]
  *
  * Defaults: ./shop.db, 127.0.0.1:8080. --port 0 takes a free port; the
  * first line on stdout says which ("listening on ADDR:PORT").
@@ -256,22 +256,33 @@ static int listen_on(hs_server *srv, const char *addr, int port) {
 /* ---- main ---- */
 
 static const char usage[] =
-    "usage: http_shop [--db PATH|URI] [--port N] [--listen ADDR]\n"
+    "usage: http_shop [--db PATH|URI] [--port N] [--listen ADDR] "
+    "[--queue-max N]\n"
     "  --db      the database (default ./shop.db; created if missing)\n"
     "  --port    TCP port (default 8080; 0 = any free port)\n"
     "  --listen  address to listen on (default 127.0.0.1)\n"
+    "  --queue-max  operations waiting for the writer at most (default\n"
+    "            4096); past it, writes are 503 with Retry-After\n"
     "SIGINT or SIGTERM stop it cleanly.\n";
 
+/* A whole decimal int in [lo, hi], or -1. */
+static int int_arg(const char *s, int lo, int hi) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  return end != s && *end == '\0' && v >= lo && v <= hi ? (int)v : -1;
+}
+
 static int parse_args(int argc, char **argv, const char **db, int *port,
-                      const char **addr) {
-  static const struct option opts[] = {{"db", required_argument, 0, 'd'},
-                                       {"port", required_argument, 0, 'p'},
-                                       {"listen", required_argument, 0, 'l'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+                      const char **addr, sc_options *opts) {
+  static const struct option longopts[] = {
+      {"db", required_argument, 0, 'd'},
+      {"port", required_argument, 0, 'p'},
+      {"listen", required_argument, 0, 'l'},
+      {"queue-max", required_argument, 0, 'q'},
+      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    char *end;
+  while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (ch) {
       case 'd':
         *db = optarg;
@@ -280,9 +291,14 @@ static int parse_args(int argc, char **argv, const char **db, int *port,
         *addr = optarg;
         break;
       case 'p':
-        *port = (int)strtol(optarg, &end, 10);
-        if (*end != '\0' || end == optarg || *port < 0 || *port > 65535) {
+        if ((*port = int_arg(optarg, 0, 65535)) < 0) {
           fprintf(stderr, "http_shop: --port wants 0..65535\n");
+          return 2;
+        }
+        break;
+      case 'q':
+        if ((opts->queue_max = int_arg(optarg, 1, 1 << 24)) < 0) {
+          fprintf(stderr, "http_shop: --queue-max wants 1..16777216\n");
           return 2;
         }
         break;
@@ -326,13 +342,15 @@ static int start(hs_server *srv, const char *addr, int port) {
 int main(int argc, char **argv) {
   const char *path = "./shop.db", *addr = "127.0.0.1";
   int port = 8080;
-  int rc = parse_args(argc, argv, &path, &port, &addr);
+  sc_options opts;
+  sc_options_init(&opts);
+  int rc = parse_args(argc, argv, &path, &port, &addr, &opts);
   if (rc != 0) return rc == 1 ? 0 : rc;
   signal(SIGPIPE, SIG_IGN);
   hs_server *srv = calloc(1, sizeof *srv);
   if (srv == NULL) return 1;
   srv->loop = uv_default_loop();
-  rc = sc_open(path, NULL, &srv->db);
+  rc = sc_open(path, &opts, &srv->db);
   if (rc != SC_OK) {
     fprintf(stderr, "http_shop: cannot open %s: %s: %s\n", path,
             sc_err_name(rc), sc_errmsg(NULL));

@@ -4,8 +4,8 @@
 #   2. the C suites and the CLI tests again under AddressSanitizer +
 #      UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
-#   4. short libFuzzer runs of the payload decoder and of API call sequences
-#      (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
+#   4. short libFuzzer runs of the payload decoder, of API call sequences and
+#      of examples/http_shop's request path (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
 #   5. the engine, codec, async and worker suites under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
 # and the valgrind runs). SC_TEST_QUICK=1 runs step 1 only.
@@ -62,11 +62,11 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     CK_TIMEOUT_MULTIPLIER=6 run_ctest build-tsan -L concurrency
 
-  echo "== 4. libFuzzer targets (short runs: decoder, API call sequences)"
+  echo "== 4. libFuzzer targets (short runs: decoder, API call sequences, HTTP)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSC_BUILD_FUZZ=ON \
     -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_CLI=OFF \
     -DSC_BUILD_EXAMPLES=OFF >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api
+  cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api fuzz_http
   run_ctest build-fuzz -L fuzz
 
   echo "== 5. valgrind memcheck (engine, codec, async and worker suites)"

@@ -1,31 +1,36 @@
--- A flash sale against http_shop, for wrk: every connection is a shopper who
--- loops browse -> claim a coupon -> check out -> pay (or cancel), then the
--- next shopper of the same connection takes over. bench/http/run.py creates
--- the shop through the API first and passes its ids:
+-- A flash sale against http_shop, for wrk: as many shoppers as connections,
+-- each looping browse -> claim a coupon -> check out -> pay (or cancel),
+-- then handing over to the next user of the same shopper. bench/http/run.py
+-- creates the shop through the API first and passes its ids:
 --
---   wrk -t C -c C -s flash_sale.lua URL -- HOT OTHERS POLICY C USERS PAY%
+--   wrk -t T -c C -s flash_sale.lua URL -- HOT OTHERS POLICY C USERS PAY% T
 --
 -- HOT is the hot product, OTHERS the other products ("2,3,4"), POLICY the
--- coupon policy, C the connections, USERS the shoppers per connection (user
--- ids 1 .. C x USERS, all with deposits), PAY% the share of orders paid (the
--- rest are cancelled). Each wrk thread runs one connection (-t C -c C): wrk
--- does not say which connection a response belongs to, so a thread's Lua
--- state is one connection's shopper state. A browse picks the hot product
+-- coupon policy, C the connections (= shoppers), USERS the users each
+-- shopper goes through in turn (user ids 1 .. C x USERS, all with
+-- deposits), PAY% the share of orders paid (the rest are cancelled), T
+-- wrk's threads again (C must be a multiple of T).
+--
+-- wrk does not tell response() which connection or request an answer
+-- belongs to, so each request carries its shopper in X-Request-Id, which
+-- http_shop echoes. A thread owns C / T shoppers; a shopper whose answer
+-- came back waits in the thread's queue until a connection of the thread is
+-- free to send its next step, so each connection always carries one
+-- shopper's step, as C virtual users would. A browse picks the hot product
 -- half the time, else one of the others, and the checkout buys what was
--- browsed. Answers are counted by step and status; done() prints them as
--- "@@ step status count" lines, and wrk's own error counts as "@@ errors".
+-- browsed. done() prints the answers by step and status as
+-- "@@ step status count" lines, and wrk's own counts as "@@ ..." lines.
 
 local threads = {}
-local next_id = 0
 
 function setup(thread)
-  thread:set("conn", next_id)
-  next_id = next_id + 1
+  -- thread_no is a global of the thread's own Lua state
+  thread:set("thread_no", #threads)
   table.insert(threads, thread)
 end
 
 local hot, others, policy, conns, users, pay_pct
-local step, shopper, product, coupon, order
+local shoppers, ready, extra = {}, {}, 0
 counts = {}
 
 function init(args)
@@ -36,59 +41,87 @@ function init(args)
   conns = tonumber(args[4])
   users = tonumber(args[5])
   pay_pct = tonumber(args[6])
-  math.randomseed(conn * 7919 + 17)
-  shopper = 0
-  step = "browse"
-end
-
-local json = {["Content-Type"] = "application/json"}
-
-local function user()
-  return conn + 1 + (shopper % users) * conns
-end
-
-function request()
-  if step == "browse" then
-    if math.random() < 0.5 then product = hot else product = others[math.random(#others)] end
-    return wrk.format("GET", "/products/" .. product)
-  elseif step == "claim" then
-    return wrk.format("POST", "/coupon-policies/" .. policy .. "/issue", json,
-                      '{"user":' .. user() .. '}')
-  elseif step == "checkout" then
-    local c = ""
-    if coupon then c = ',"coupon":' .. coupon end
-    return wrk.format("POST", "/orders", json,
-                      '{"user":' .. user() .. ',"lines":[{"product":' .. product ..
-                      ',"qty":1}]' .. c .. '}')
-  else -- pay or cancel
-    return wrk.format("POST", "/orders/" .. order .. "/" .. step)
+  local per_thread = math.floor(conns / tonumber(args[7]))
+  math.randomseed(thread_no * 7919 + 17)
+  for k = 0, per_thread - 1 do
+    local id = thread_no * per_thread + k
+    shoppers[id] = {base = id, turn = 0, step = "browse"}
+    table.insert(ready, id)
   end
 end
 
-local function next_shopper()
-  shopper = shopper + 1
-  coupon, order = nil, nil
-  step = "browse"
+local function user(s)
+  return s.base + 1 + (s.turn % users) * conns
+end
+
+local function next_turn(s)
+  s.turn = s.turn + 1
+  s.coupon, s.order = nil, nil
+  s.step = "browse"
+end
+
+local checked = false
+
+function request()
+  local id = table.remove(ready)
+  if not checked then
+    -- wrk calls request() once on the first thread before the run, to
+    -- check the script: that shopper is not out, it stays ready.
+    checked = true
+    if thread_no == 0 then table.insert(ready, id) end
+  end
+  if id == nil then -- an answer was lost (a connection error): a new shopper
+    extra = extra + 1
+    id = (thread_no + 1) * 1000000 + extra
+    shoppers[id] = {base = extra % conns, turn = 0, step = "browse"}
+  end
+  local s = shoppers[id]
+  local h = {["X-Request-Id"] = tostring(id)}
+  if s.step ~= "browse" and s.step ~= "pay" and s.step ~= "cancel" then
+    h["Content-Type"] = "application/json"
+  end
+  if s.step == "browse" then
+    if math.random() < 0.5 then s.product = hot else s.product = others[math.random(#others)] end
+    return wrk.format("GET", "/products/" .. s.product, h)
+  elseif s.step == "claim" then
+    return wrk.format("POST", "/coupon-policies/" .. policy .. "/issue", h,
+                      '{"user":' .. user(s) .. '}')
+  elseif s.step == "checkout" then
+    local c = ""
+    if s.coupon then c = ',"coupon":' .. s.coupon end
+    return wrk.format("POST", "/orders", h,
+                      '{"user":' .. user(s) .. ',"lines":[{"product":' .. s.product ..
+                      ',"qty":1}]' .. c .. '}')
+  else -- pay or cancel
+    return wrk.format("POST", "/orders/" .. s.order .. "/" .. s.step, h)
+  end
 end
 
 function response(status, headers, body)
-  local key = step .. " " .. status
+  local id = tonumber(headers["X-Request-Id"])
+  local s = id and shoppers[id]
+  if s == nil then
+    counts["unmatched " .. status] = (counts["unmatched " .. status] or 0) + 1
+    return
+  end
+  local key = s.step .. " " .. status
   counts[key] = (counts[key] or 0) + 1
-  if step == "browse" then
-    step = "claim"
-  elseif step == "claim" then
-    if status == 201 then coupon = tonumber(string.match(body, '"coupon":(%d+)')) end
-    step = "checkout"
-  elseif step == "checkout" then
+  if s.step == "browse" then
+    s.step = "claim"
+  elseif s.step == "claim" then
+    if status == 201 then s.coupon = tonumber(string.match(body, '"coupon":(%d+)')) end
+    s.step = "checkout"
+  elseif s.step == "checkout" then
     if status == 201 then
-      order = tonumber(string.match(body, '"order":(%d+)'))
-      if math.random(100) <= pay_pct then step = "pay" else step = "cancel" end
+      s.order = tonumber(string.match(body, '"order":(%d+)'))
+      if math.random(100) <= pay_pct then s.step = "pay" else s.step = "cancel" end
     else
-      next_shopper()
+      next_turn(s)
     end
   else
-    next_shopper()
+    next_turn(s)
   end
+  table.insert(ready, id)
 end
 
 function done(summary, latency, requests)

@@ -98,9 +98,29 @@ def set_up(port, shoppers):
     return hot, others, policy
 
 
-def histograms(port):
+def library_view(text):
+    """The library's own figures (whole run, set-up included): checkout from
+    submission to durable completion, operations per commit, commit time."""
+    def q(name, label):
+        vals = {}
+        for m in re.finditer(re.escape(name) + r"\{" + re.escape(label) +
+                             r'quantile="([^"]+)"\} ([0-9.e+-]+)', text):
+            vals[m[1]] = float(m[2])
+        return vals
+    co = q("shopcore_operation_duration_seconds", 'op="checkout",')
+    bs = q("shopcore_batch_size", "")
+    cm = q("shopcore_commit_duration_seconds", "")
+    return {"checkout_p95_ms": co.get("0.95", 0) * 1000,
+            "batch_p50": bs.get("0.5", 0), "batch_p95": bs.get("0.95", 0),
+            "commit_p50_ms": cm.get("0.5", 0) * 1000,
+            "commit_p95_ms": cm.get("0.95", 0) * 1000}
+
+
+def histograms(port, lib=None):
     """{route: (by_code{code: n}, buckets[(le, cumulative)], sum)}."""
     text = call(port, "GET", "/metrics")
+    if lib is not None:
+        lib.update(library_view(text))
     out = {}
     for line in text.splitlines():
         m = re.match(r'http_shop_requests_total\{route="([^"]+)",'
@@ -144,11 +164,12 @@ def quantile(buckets, q):
 
 def wrk(port, ids, conns, seconds, users):
     hot, others, policy = ids
-    cmd = ["wrk", "-t", str(conns), "-c", str(conns), "-d", f"{seconds}s",
+    threads = 2 if conns % 2 == 0 else 1
+    cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s",
            "--timeout", "10s", "-s", os.path.join(HERE, "flash_sale.lua"),
            f"http://127.0.0.1:{port}", "--", str(hot),
            ",".join(map(str, others)), str(policy), str(conns), str(users),
-           "90"]
+           "90", str(threads)]
     r = subprocess.run(cmd, capture_output=True, text=True,
                        timeout=seconds + 120)
     if r.returncode != 0:
@@ -183,14 +204,15 @@ def run_one(args, conns, workdir):
         load_before = os.getloadavg()[0]
         before = histograms(srv.port)
         res = wrk(srv.port, ids, conns, args.duration, args.users)
-        after = histograms(srv.port)
+        lib = {}
+        after = histograms(srv.port, lib)
         load_after = os.getloadavg()[0]
     finally:
         rc, err = srv.stop()
     verify = subprocess.run([args.shopcore, "verify", db],
                             capture_output=True, text=True)
     d = delta(after, before)
-    res.update(conns=conns, load=(load_before, load_after),
+    res.update(conns=conns, load=(load_before, load_after), library=lib,
                server_exit=rc, server_stderr=err,
                verify_ok=verify.returncode == 0,
                verify=verify.stdout.strip() + verify.stderr.strip())
@@ -221,6 +243,11 @@ def report(res):
           f"{res['requests'] / res['seconds']:.0f} requests/s, "
           f"p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms, "
           f"p99 {lat.get('p99', 0):.1f} ms")
+    lib = res["library"]
+    print(f"inside the library: checkout p95 {lib['checkout_p95_ms']:.1f} ms"
+          f" (queued to durable), {lib['batch_p50']:.0f} operations per "
+          f"commit at p50 ({lib['batch_p95']:.0f} at p95), commit p50 "
+          f"{lib['commit_p50_ms']:.1f} ms, p95 {lib['commit_p95_ms']:.1f} ms")
     e = res["errors"]
     print(f"connection errors: connect {e.get('connect')} read "
           f"{e.get('read')} write {e.get('write')} timeout {e.get('timeout')}"

@@ -24,8 +24,9 @@ static int bad(hs_reader *r, int status, const char *reason) {
 static int on_message_begin(http_parser *p) {
   hs_reader *r = reader_of(p);
   r->url_len = r->body_len = r->field_len = r->key_len = 0;
-  r->field_done = r->in_key = r->key_seen = false;
-  r->key[0] = '\0';
+  r->field_done = r->in_key = r->key_seen = r->in_rid = r->rid_bad = false;
+  r->key[0] = r->rid[0] = '\0';
+  r->rid_len = 0;
   return 0;
 }
 
@@ -66,6 +67,20 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
       return bad(r, 400, "Idempotency-Key appears twice");
     }
     if (r->in_key) r->key_seen = true;
+    r->in_rid =
+        r->field_len == 12 && strncasecmp(r->field, "x-request-id", 12) == 0;
+    if (r->in_rid && r->rid_len > 0) r->rid_bad = true; /* twice */
+  }
+  if (r->in_rid) {
+    for (size_t i = 0; i < len; i++) {
+      if (at[i] <= ' ' || at[i] > '~' || r->rid_len == HS_RID_MAX) {
+        r->rid_bad = true;
+      } else {
+        r->rid[r->rid_len++] = at[i];
+      }
+    }
+    r->rid[r->rid_len] = '\0';
+    return 0;
   }
   if (!r->in_key) return 0;
   if (len > HS_KEY_MAX - r->key_len) {

@@ -17,6 +17,7 @@
 #define HS_URL_MAX 2048         /* longer request targets are 414 */
 #define HS_KEY_MAX 200          /* longest Idempotency-Key */
 #define HS_LINES_MAX 100        /* most lines in one order */
+#define HS_RID_MAX 64           /* longest X-Request-Id echoed */
 
 /* ---- reading requests ---- */
 
@@ -37,10 +38,16 @@ typedef struct hs_reader {
   size_t body_len, body_cap;
   char field[32]; /* the header name being read (longer ones never match) */
   size_t field_len;
-  bool field_done, in_key;
+  bool field_done, in_key, in_rid;
   char key[HS_KEY_MAX + 1]; /* Idempotency-Key, "" when absent */
   size_t key_len;
   bool key_seen;
+  /* X-Request-Id, echoed in the answer when it is 1 to HS_RID_MAX visible
+   * ASCII characters ("" otherwise), so a client can match answers to
+   * requests (bench/http's wrk script does). */
+  char rid[HS_RID_MAX + 1];
+  size_t rid_len;
+  bool rid_bad;
   bool keep_alive; /* of the complete request */
 } hs_reader;
 

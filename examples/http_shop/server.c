@@ -178,6 +178,13 @@ void hs_answer(hs_conn *c, int status, const char *content_type,
   c->keep = c->reader.state == HS_REQUEST && c->reader.keep_alive &&
             !c->close_after && !srv->stopping;
   size_t n = 0;
+  char headers[256];
+  const hs_reader *r = &c->reader;
+  if (r->state == HS_REQUEST && r->rid_len > 0 && !r->rid_bad) {
+    snprintf(headers, sizeof headers, "X-Request-Id: %s\r\n%s", r->rid,
+             extra_headers);
+    extra_headers = headers;
+  }
   c->out =
       hs_response(status, content_type, body, len, c->keep, extra_headers, &n);
   if (c->out == NULL) {

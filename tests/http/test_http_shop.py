@@ -208,6 +208,18 @@ class Shop(unittest.TestCase):
         self.assertIn('http_shop_request_duration_seconds_bucket{route="GET '
                       '/metrics",le="+Inf"}', text)
 
+    def test_request_id_is_echoed(self):
+        _, _, r = self.req("GET", "/healthz", headers={"X-Request-Id": "a-1"})
+        self.assertEqual(r.getheader("X-Request-Id"), "a-1")
+        _, _, r = self.req("GET", "/nope", headers={"X-Request-Id": "b-2"})
+        self.assertEqual(r.getheader("X-Request-Id"), "b-2")  # errors too
+        for bad in ("a b", "x" * 65):  # not echoed: unsafe or too long
+            _, _, r = self.req("GET", "/healthz",
+                               headers={"X-Request-Id": bad})
+            self.assertIsNone(r.getheader("X-Request-Id"))
+        _, _, r = self.req("GET", "/healthz")
+        self.assertIsNone(r.getheader("X-Request-Id"))
+
     # ---- bad requests ----
 
     def test_bad_json_types_fields_ids(self):

@@ -8,8 +8,8 @@
  * first line on stdout says which ("listening on ADDR:PORT").
  *
  * A connection answers one request at a time, in order (keep-alive and
- * pipelining both work): reading pauses while a request is with the
- * database and resumes once its answer is written. SIGINT or SIGTERM stop
+ * pipelining both work): the next request is parsed only once the answer
+ * to the previous one is written. SIGINT or SIGTERM stop
  * the server: the listener closes, idle connections close, the requests in
  * flight are answered (with "Connection: close"), then the worker stops,
  * the async handle closes, and the database closes last. */
@@ -99,10 +99,23 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
 }
 
+/* What a client sends while its request is with the database waits in
+ * c->in (a pipelining client); past this much, reading pauses until the
+ * connection catches up. */
+#define HS_IN_MAX (HS_BODY_MAX + 16 * 1024)
+
+static void set_reading(hs_conn *c, bool on);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hs_conn *c = s->data;
-  if (nread < 0) { /* the peer closed, or an error: either way, done */
-    conn_close(c);
+  if (nread < 0) { /* the peer closed or failed: answer what it sent, then
+                      close */
+    if (c->phase == HS_READING) {
+      conn_close(c);
+    } else {
+      c->close_after = true;
+      set_reading(c, false);
+    }
     return;
   }
   if (nread == 0) return;
@@ -118,7 +131,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   memcpy(c->in + c->in_len, buf->base, (size_t)nread);
   c->in_len += (size_t)nread;
-  conn_process(c);
+  if (c->phase == HS_READING) {
+    conn_process(c);
+  } else if (c->in_len > HS_IN_MAX) {
+    set_reading(c, false);
+  }
 }
 
 static void set_reading(hs_conn *c, bool on) {
@@ -131,8 +148,9 @@ static void set_reading(hs_conn *c, bool on) {
   }
 }
 
-/* Parses what was read; a complete request goes to the shop, and reading
- * stops until it is answered. */
+/* Parses what was read; a complete request goes to the shop. Reading goes
+ * on meanwhile (it costs no system call), but the next request is parsed
+ * only once this one is answered. */
 static void conn_process(hs_conn *c) {
   size_t used = hs_reader_feed(&c->reader, c->in, c->in_len);
   memmove(c->in, c->in + used, c->in_len - used);
@@ -141,12 +159,12 @@ static void conn_process(hs_conn *c) {
     set_reading(c, true);
     return;
   }
-  set_reading(c, false);
   c->phase = HS_CALLING;
   c->t0_ns = uv_hrtime();
   if (c->reader.state == HS_REQUEST) {
     hs_shop_dispatch(c);
   } else { /* unreadable: answer, then close (the stream is out of step) */
+    set_reading(c, false);
     c->close_after = true;
     c->call.route = HS_UNROUTED;
     hs_answer_error(c, c->reader.bad_status, "bad_request",

@@ -351,6 +351,17 @@ class Shop(unittest.TestCase):
                 self.assertTrue(closed)
         long_url = "GET /" + "a" * 5000 + " HTTP/1.1\r\n\r\n"
         self.assertEqual(self.raw(long_url)[0], 414)
+        huge = "GET /healthz HTTP/1.1\r\nX-Pad: " + "p" * (90 * 1024) + \
+            "\r\n\r\n"
+        st, _, closed = self.raw(huge)
+        self.assertEqual((st, closed), (431, True))
+
+    def test_connection_close_and_http10(self):
+        for text in ("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+                     "GET /healthz HTTP/1.0\r\n\r\n"):
+            with self.subTest(text=text):
+                st, j, closed = self.raw(text)
+                self.assertEqual((st, j, closed), (200, {"ok": True}, True))
 
     def test_keep_alive_and_pipelining(self):
         pid = self.product(stock=3)

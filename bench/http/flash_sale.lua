@@ -3,13 +3,14 @@
 -- then handing over to the next user of the same shopper. bench/http/run.py
 -- creates the shop through the API first and passes its ids:
 --
---   wrk -t T -c C -s flash_sale.lua URL -- HOT OTHERS POLICY C USERS PAY% T
+--   wrk -t T -c C -s flash_sale.lua URL -- HOT OTHERS POLICY C USERS PAY% T THINK
 --
 -- HOT is the hot product, OTHERS the other products ("2,3,4"), POLICY the
 -- coupon policy, C the connections (= shoppers), USERS the users each
 -- shopper goes through in turn (user ids 1 .. C x USERS, all with
 -- deposits), PAY% the share of orders paid (the rest are cancelled), T
--- wrk's threads again (C must be a multiple of T).
+-- wrk's threads again (C must be a multiple of T), THINK the think time
+-- in ms before each request (0: none, each connection sends flat out).
 --
 -- wrk does not tell response() which connection or request an answer
 -- belongs to, so each request carries its shopper in X-Request-Id, which
@@ -42,6 +43,10 @@ function init(args)
   users = tonumber(args[5])
   pay_pct = tonumber(args[6])
   local per_thread = math.floor(conns / tonumber(args[7]))
+  local think = tonumber(args[8] or "0")
+  if think > 0 then
+    delay = function() return think end -- wrk waits this long per request
+  end
   math.randomseed(thread_no * 7919 + 17)
   for k = 0, per_thread - 1 do
     local id = thread_no * per_thread + k

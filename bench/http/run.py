@@ -15,8 +15,12 @@ run and interpolates p50/p95/p99 within a bucket (bounds step by 1.25x to
 1.5x), like Prometheus's histogram_quantile. wrk's own latency (every
 route, client side, queueing in the kernel included) is printed too.
 
-usage: run.py --http-shop BIN --shopcore BIN [--connections 100,500]
+usage: run.py --http-shop BIN --shopcore BIN [--runs 100,500,500/100]
               [--duration 30] [--check]
+--runs lists connection counts; "500/100" is 500 connections with a think
+time of 100 ms before each request (wrk's delay()), the others send flat
+out (a closed loop: a connection's next request leaves when its answer
+arrives, so latency there is connections / throughput).
 --check (the test suite's smoke run) exits 1 on any 5xx, any connection
 error, an answer that is neither 2xx nor 409, or a failed verify."""
 import argparse
@@ -162,14 +166,14 @@ def quantile(buckets, q):
     return lo * 1000
 
 
-def wrk(port, ids, conns, seconds, users):
+def wrk(port, ids, conns, seconds, users, think):
     hot, others, policy = ids
     threads = 2 if conns % 2 == 0 else 1
     cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s",
            "--timeout", "10s", "-s", os.path.join(HERE, "flash_sale.lua"),
            f"http://127.0.0.1:{port}", "--", str(hot),
            ",".join(map(str, others)), str(policy), str(conns), str(users),
-           "90", str(threads)]
+           "90", str(threads), str(think)]
     r = subprocess.run(cmd, capture_output=True, text=True,
                        timeout=seconds + 120)
     if r.returncode != 0:
@@ -196,14 +200,14 @@ def fmt(v):
     return "-" if v is None else f"{v:.1f}"
 
 
-def run_one(args, conns, workdir):
-    db = os.path.join(workdir, f"flash-{conns}.db")
+def run_one(args, conns, think, workdir):
+    db = os.path.join(workdir, f"flash-{conns}-{think}.db")
     srv = Server(args.http_shop, db)
     try:
         ids = set_up(srv.port, conns * args.users)
         load_before = os.getloadavg()[0]
         before = histograms(srv.port)
-        res = wrk(srv.port, ids, conns, args.duration, args.users)
+        res = wrk(srv.port, ids, conns, args.duration, args.users, think)
         lib = {}
         after = histograms(srv.port, lib)
         load_after = os.getloadavg()[0]
@@ -212,7 +216,7 @@ def run_one(args, conns, workdir):
     verify = subprocess.run([args.shopcore, "verify", db],
                             capture_output=True, text=True)
     d = delta(after, before)
-    res.update(conns=conns, load=(load_before, load_after), library=lib,
+    res.update(conns=conns, think=think, load=(load_before, load_after), library=lib,
                server_exit=rc, server_stderr=err,
                verify_ok=verify.returncode == 0,
                verify=verify.stdout.strip() + verify.stderr.strip())
@@ -228,7 +232,8 @@ def run_one(args, conns, workdir):
 
 def report(res):
     c = res["conns"]
-    print(f"\n== {c} connections, {res['seconds']:.0f} s "
+    think = f", think time {res['think']} ms" if res["think"] else ""
+    print(f"\n== {c} connections{think}, {res['seconds']:.0f} s "
           f"(load average {res['load'][0]:.2f} before, "
           f"{res['load'][1]:.2f} after)")
     print(f"{'route':34} {'count':>7} {'p50 ms':>7} {'p95 ms':>7} "
@@ -284,7 +289,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--http-shop", required=True)
     ap.add_argument("--shopcore", required=True)
-    ap.add_argument("--connections", default="100,500")
+    ap.add_argument("--runs", default="100,500,500/100")
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--users", type=int, default=4,
                     help="shoppers per connection (default 4)")
@@ -299,8 +304,9 @@ def main():
         dir=os.environ.get("SC_TEST_TMPDIR"))
     all_res, bad = [], []
     try:
-        for conns in map(int, args.connections.split(",")):
-            res = run_one(args, conns, workdir)
+        for spec in args.runs.split(","):
+            conns, _, think = spec.partition("/")
+            res = run_one(args, int(conns), int(think or 0), workdir)
             report(res)
             all_res.append(res)
             bad += failures(res)

@@ -263,6 +263,24 @@ def report(res):
     print(f"shopcore verify: {'ok' if res['verify_ok'] else res['verify']}")
 
 
+def markdown(all_res):
+    """One Markdown table of every run, for the README."""
+    rows = ["| run | req/s | route | p50 ms | p95 ms | p99 ms | answers |",
+            "|---|---:|---|---:|---:|---:|---|"]
+    for res in all_res:
+        think = f", think {res['think']} ms" if res["think"] else ""
+        run = (f"{res['conns']} connections{think} (load {res['load'][0]:.1f})")
+        rate = f"{res['requests'] / res['seconds']:,.0f}"
+        for _, route in ROUTES:
+            r = res["routes"][route]
+            codes = ", ".join(f"{n:,} x {k}" for k, n in
+                              sorted(r["codes"].items()))
+            rows.append(f"| {run} | {rate} | `{route}` | {fmt(r['p50'])} | "
+                        f"{fmt(r['p95'])} | {fmt(r['p99'])} | {codes} |")
+            run = rate = ""
+    return "\n".join(rows)
+
+
 def bad_answers(res):
     return sum(n for r in res["routes"].values()
                for code, n in r["codes"].items()
@@ -295,6 +313,8 @@ def main():
                     help="shoppers per connection (default 4)")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", action="store_true",
+                    help="also print one Markdown table of every run")
     ap.add_argument("--dir", help="keep the databases here")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -316,6 +336,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(all_res, f, indent=1)
+    if args.markdown:
+        print("\n" + markdown(all_res))
     for b in bad:
         print(f"FAIL: {b}")
     return 1 if args.check and bad else 0

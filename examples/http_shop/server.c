@@ -9,8 +9,8 @@
  *
  * A connection answers one request at a time, in order (keep-alive and
  * pipelining both work): the next request is parsed only once the answer
- * to the previous one is written. SIGINT or SIGTERM stop
- * the server: the listener closes, idle connections close, the requests in
+ * to the previous one is written. SIGINT or SIGTERM stop the server: the
+ * listener closes, idle connections close, the requests in
  * flight are answered (with "Connection: close"), then the worker stops,
  * the async handle closes, and the database closes last. */
 #include <getopt.h>
@@ -64,7 +64,8 @@ static void conn_closed(uv_handle_t *h) {
   maybe_finish(srv);
 }
 
-/* Never while a call is with the database: its callback needs c. */
+/* Never while a call is with the database: its callback needs c (see
+ * conn_drop). */
 static void conn_close(hs_conn *c) {
   if (c->closing) return;
   c->closing = true;
@@ -106,16 +107,21 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 
 static void set_reading(hs_conn *c, bool on);
 
+/* The peer is gone or the connection failed: close now if idle, else once
+ * the request in hand is answered (its call needs c until then). */
+static void conn_drop(hs_conn *c) {
+  if (c->phase == HS_READING) {
+    conn_close(c);
+  } else {
+    c->close_after = true;
+    set_reading(c, false);
+  }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hs_conn *c = s->data;
-  if (nread < 0) { /* the peer closed or failed: answer what it sent, then
-                      close */
-    if (c->phase == HS_READING) {
-      conn_close(c);
-    } else {
-      c->close_after = true;
-      set_reading(c, false);
-    }
+  if (nread < 0) {
+    conn_drop(c);
     return;
   }
   if (nread == 0) return;
@@ -123,7 +129,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     size_t cap = c->in_len + (size_t)nread;
     char *in = realloc(c->in, cap);
     if (in == NULL) {
-      conn_close(c);
+      conn_drop(c);
       return;
     }
     c->in = in;

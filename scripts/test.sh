@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every test:
 #   1. the suites in a normal build (RelWithDebInfo), Python and CLI included;
-#   2. the C suites and the CLI tests again under AddressSanitizer +
-#      UndefinedBehaviorSanitizer;
+#   2. the C suites, the CLI tests and http_shop's tests again under
+#      AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
 #   4. short libFuzzer runs of the payload decoder, of API call sequences and
 #      of examples/http_shop's request path (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
@@ -48,11 +48,12 @@ run_ctest build
 
 if [[ -z ${SC_TEST_QUICK:-} ]]; then
   echo "== 2. AddressSanitizer + UndefinedBehaviorSanitizer"
+  # Examples stay on for http_shop: its tests (label http) run here too.
   build build-asan -DCMAKE_BUILD_TYPE=Debug -DSC_SANITIZE=address,undefined \
-    -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_EXAMPLES=OFF
+    -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli' \
+    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli|http' \
     -E cli_report_chromium
 
   echo "== 3. ThreadSanitizer (concurrency suites)"

@@ -4,8 +4,9 @@
 #   2. the C suites, the CLI tests and http_shop's tests again under
 #      AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
-#   4. short libFuzzer runs of the payload decoder, of API call sequences and
-#      of examples/http_shop's request path (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
+#   4. short libFuzzer runs of the payload decoder, of API call sequences
+#      and of http_shop's request path (long campaigns: scripts/fuzz.sh;
+#      long soaks: scripts/soak.sh);
 #   5. the engine, codec, async and worker suites under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
 # and the valgrind runs). SC_TEST_QUICK=1 runs step 1 only.

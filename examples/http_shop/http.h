@@ -30,7 +30,7 @@ typedef enum {
 typedef struct hs_reader {
   http_parser parser;
   hs_state state;
-  int bad_status; /* 400, 413, 414 or 431 when state is HS_BAD */
+  int bad_status; /* 400, 413, 414, 431 (500: no memory) when HS_BAD */
   const char *bad_reason;
   char *url;
   size_t url_len;

@@ -33,19 +33,19 @@ static const route_def routes[] = {
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
 const char *hs_route_name(hs_route route) {
-  static const char *names[HS_ROUTE_COUNT_] = {
-      "POST /products",
-      "GET /products/{id}",
-      "POST /coupon-policies",
-      "POST /coupon-policies/{id}/issue",
-      "POST /accounts/{user}/deposit",
-      "POST /orders",
-      "POST /orders/{id}/pay",
-      "POST /orders/{id}/cancel",
-      "GET /orders/{id}",
-      "GET /metrics",
-      "GET /healthz",
-      "unrouted"};
+  static const char *const names[HS_ROUTE_COUNT_] = {
+      [HS_PRODUCT_CREATE] = "POST /products",
+      [HS_PRODUCT_GET] = "GET /products/{id}",
+      [HS_POLICY_CREATE] = "POST /coupon-policies",
+      [HS_COUPON_ISSUE] = "POST /coupon-policies/{id}/issue",
+      [HS_DEPOSIT] = "POST /accounts/{user}/deposit",
+      [HS_CHECKOUT] = "POST /orders",
+      [HS_ORDER_PAY] = "POST /orders/{id}/pay",
+      [HS_ORDER_CANCEL] = "POST /orders/{id}/cancel",
+      [HS_ORDER_GET] = "GET /orders/{id}",
+      [HS_METRICS] = "GET /metrics",
+      [HS_HEALTHZ] = "GET /healthz",
+      [HS_UNROUTED] = "unrouted"};
   return route >= 0 && route < HS_ROUTE_COUNT_ ? names[route] : "unrouted";
 }
 

@@ -35,7 +35,7 @@ static int feed(hs_reader *r, const char *data, size_t len) {
     hs_call call;
     hs_refusal why;
     if (hs_route_request(r, &call, &why) != 0) {
-      if (why.status < 400 || why.status > 499) abort();
+      if (why.status < 400 || why.status > 500) abort(); /* 500: no memory */
       answer(why.status, why.error, why.message);
     } else {
       if (call.route == HS_CHECKOUT && (call.n_lines == 0 || call.user <= 0)) {

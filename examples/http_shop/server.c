@@ -173,7 +173,13 @@ static void conn_process(hs_conn *c) {
     set_reading(c, false);
     c->close_after = true;
     c->call.route = HS_UNROUTED;
-    hs_answer_error(c, c->reader.bad_status, "bad_request",
+    int st = c->reader.bad_status;
+    hs_answer_error(c, st,
+                    st == 413   ? "payload_too_large"
+                    : st == 414 ? "uri_too_long"
+                    : st == 431 ? "headers_too_large"
+                    : st == 400 ? "bad_request"
+                                : "internal",
                     c->reader.bad_reason, "");
   }
 }

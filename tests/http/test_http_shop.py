@@ -303,7 +303,7 @@ class Shop(unittest.TestCase):
         # by Content-Length, refused before the body is read
         st, j, _ = self.raw(f"POST /products HTTP/1.1\r\nHost: x\r\n"
                             f"Content-Length: {len(big)}\r\n\r\n{big}")
-        self.assertEqual((st, j["error"]), (413, "bad_request"))
+        self.assertEqual((st, j["error"]), (413, "payload_too_large"))
         # chunked, refused once it passes the cap
         chunk = "x" * 40000
         body = "".join(f"{len(chunk):x}\r\n{chunk}\r\n" for _ in range(2))
@@ -350,11 +350,13 @@ class Shop(unittest.TestCase):
                 self.assertEqual(st, 400)
                 self.assertTrue(closed)
         long_url = "GET /" + "a" * 5000 + " HTTP/1.1\r\n\r\n"
-        self.assertEqual(self.raw(long_url)[0], 414)
+        st, j, closed = self.raw(long_url)
+        self.assertEqual((st, j["error"], closed), (414, "uri_too_long", True))
         huge = "GET /healthz HTTP/1.1\r\nX-Pad: " + "p" * (90 * 1024) + \
             "\r\n\r\n"
-        st, _, closed = self.raw(huge)
-        self.assertEqual((st, closed), (431, True))
+        st, j, closed = self.raw(huge)
+        self.assertEqual((st, j["error"], closed),
+                         (431, "headers_too_large", True))
 
     def test_connection_close_and_http10(self):
         for text in ("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",

@@ -36,7 +36,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EARLIER = {  # an earlier system of the same shop, same scenario, k6
+EARLIER = {  # an earlier system of the same shop, the same flash sale over HTTP
     100: "checkout p95 304 ms, coupon p95 35 ms, about 380 requests/s",
     500: "checkout p95 2,933 ms, 99.4% of requests succeeded",
 }

@@ -40,6 +40,10 @@ EARLIER = {  # an earlier system of the same shop, the same flash sale over HTTP
     100: "checkout p95 304 ms, coupon p95 35 ms, about 380 requests/s",
     500: "checkout p95 2,933 ms, 99.4% of requests succeeded",
 }
+# (users, what, the earlier system's figure) for the side-by-side table
+EARLIER_ROWS = [(100, "checkout p95 ms", 304), (100, "coupon p95 ms", 35),
+                (100, "requests/s", 380), (500, "checkout p95 ms", 2933),
+                (500, "success %", 99.4)]
 ROUTES = [("browse", "GET /products/{id}"),
           ("coupon", "POST /coupon-policies/{id}/issue"),
           ("checkout", "POST /orders"),
@@ -281,6 +285,43 @@ def markdown(all_res):
     return "\n".join(rows)
 
 
+def figure(res, what):
+    if what == "checkout p95 ms":
+        return res["routes"]["POST /orders"]["p95"]
+    if what == "coupon p95 ms":
+        return res["routes"]["POST /coupon-policies/{id}/issue"]["p95"]
+    if what == "requests/s":
+        return res["requests"] / res["seconds"]
+    # success: answered 2xx or an expected 409, of every request sent
+    e = res["errors"]
+    sent = res["requests"] + sum(e.get(k, 0) for k in ("connect", "timeout"))
+    return 100.0 * (res["requests"] - bad_answers(res) -
+                    sum(e.get(k, 0) for k in ("read", "write"))) / max(sent, 1)
+
+
+def side_by_side(all_res):
+    """The earlier system's figures next to this run's, as Markdown."""
+    rows = ["| users | figure | earlier system | http_shop | better by |",
+            "|---:|---|---:|---:|---:|"]
+    for users, what, theirs in EARLIER_ROWS:
+        for res in all_res:
+            if res["conns"] != users:
+                continue
+            ours = figure(res, what)
+            think = f" (think {res['think']} ms)" if res["think"] else ""
+            if ours is None:
+                continue
+            if what == "success %":
+                better = ""
+            elif what == "requests/s":
+                better = f"{ours / theirs:.1f}x"
+            else:
+                better = f"{theirs / max(ours, 0.001):.1f}x"
+            rows.append(f"| {users}{think} | {what} | {theirs:,} | "
+                        f"{ours:,.1f} | {better} |")
+    return "\n".join(rows)
+
+
 def bad_answers(res):
     return sum(n for r in res["routes"].values()
                for code, n in r["codes"].items()
@@ -336,6 +377,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(all_res, f, indent=1)
+    print("\n" + side_by_side(all_res))
     if args.markdown:
         print("\n" + markdown(all_res))
     for b in bad:

@@ -295,12 +295,40 @@ static int listen_on(hs_server *srv, const char *addr, int port) {
 static const char usage[] =
     "usage: http_shop [--db PATH|URI] [--port N] [--listen ADDR] "
     "[--queue-max N]\n"
-    "  --db      the database (default ./shop.db; created if missing)\n"
+    "  --db      the database file, or a file: URI without parameters\n"
+    "            (default ./shop.db; created if missing)\n"
     "  --port    TCP port (default 8080; 0 = any free port)\n"
     "  --listen  address to listen on (default 127.0.0.1)\n"
     "  --queue-max  operations waiting for the writer at most (default\n"
     "            4096); past it, writes are 503 with Retry-After\n"
     "SIGINT or SIGTERM stop it cleanly.\n";
+
+/* The file name of a "file:" URI (RFC 8089: "file:/p", "file:///p",
+ * "file://localhost/p", "file:rel"; %XX decoded) into out, or NULL: a
+ * query ("?mode=ro" ...) or another host is refused, since the library
+ * opens plain files with its own settings. Anything else is a path. */
+static const char *db_path(const char *arg, char *out, size_t cap) {
+  if (strncmp(arg, "file:", 5) != 0) return arg;
+  const char *p = arg + 5;
+  if (strncmp(p, "//", 2) == 0) {
+    p += 2;
+    if (strncmp(p, "localhost/", 10) == 0) p += 9;
+    if (*p != '/') return NULL; /* another host */
+  }
+  size_t n = 0;
+  for (; *p != '\0' && *p != '#'; p++) {
+    unsigned hex;
+    if (*p == '?' || n + 1 >= cap) return NULL;
+    if (*p == '%' && sscanf(p + 1, "%2x", &hex) == 1 && hex != 0) {
+      out[n++] = (char)hex;
+      p += 2;
+    } else {
+      out[n++] = *p;
+    }
+  }
+  out[n] = '\0';
+  return n > 0 ? out : NULL;
+}
 
 /* A whole decimal int in [lo, hi], or -1. */
 static int int_arg(const char *s, int lo, int hi) {
@@ -387,7 +415,17 @@ int main(int argc, char **argv) {
   hs_server *srv = calloc(1, sizeof *srv);
   if (srv == NULL) return 1;
   srv->loop = uv_default_loop();
-  rc = sc_open(path, &opts, &srv->db);
+  char buf[4096];
+  const char *file = db_path(path, buf, sizeof buf);
+  if (file == NULL) {
+    fprintf(stderr,
+            "http_shop: --db %s: a file: URI must name a local file, with no "
+            "query\n",
+            path);
+    free(srv);
+    return 2;
+  }
+  rc = sc_open(file, &opts, &srv->db);
   if (rc != SC_OK) {
     fprintf(stderr, "http_shop: cannot open %s: %s: %s\n", path,
             sc_err_name(rc), sc_errmsg(NULL));

@@ -494,6 +494,14 @@ class Lifecycle(unittest.TestCase):
         if st.returncode == 0:
             self.assertEqual(int(st.stdout), answered[0])
 
+    def test_db_as_file_uri(self):
+        uri = "file://" + self.db.replace("%", "%25").replace(" ", "%20")
+        srv = Server(uri)
+        rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(os.path.exists(self.db))
+        self.verify()
+
     def test_bad_arguments(self):
         for args in (["--port", "x"], ["--port", "70000"], ["--queue-max", "0"],
                      ["extra"], ["--nope"]):
@@ -501,6 +509,10 @@ class Lifecycle(unittest.TestCase):
                                text=True, timeout=10)
             self.assertEqual(r.returncode, 2, args)
             self.assertTrue(r.stderr, args)
+        r = subprocess.run([HTTP_SHOP, "--db", "file:x.db?mode=ro"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("no query", r.stderr)
         r = subprocess.run([HTTP_SHOP, "--db", self.tmp.name + "/no/dir/x.db",
                             "--port", "0"], capture_output=True, text=True,
                            timeout=10)

@@ -395,13 +395,14 @@ static int start(hs_server *srv, const char *addr, int port) {
     fprintf(stderr, "http_shop: %s: %s\n", sc_err_name(rc), sc_errmsg(srv->db));
     return 1;
   }
-  if (listen_on(srv, addr, port) != 0) return 1;
+  /* The handlers first: once "listening" is printed, a signal must find
+   * them. */
   uv_signal_init(srv->loop, &srv->sig_int);
   uv_signal_init(srv->loop, &srv->sig_term);
   srv->sig_int.data = srv->sig_term.data = srv;
   uv_signal_start(&srv->sig_int, on_signal, SIGINT);
   uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-  return 0;
+  return listen_on(srv, addr, port) != 0;
 }
 
 int main(int argc, char **argv) {
@@ -436,6 +437,10 @@ int main(int argc, char **argv) {
   if (failed) {
     /* Closes whatever started, then lets the loop run its close callbacks. */
     srv->stopping = true;
+    if (srv->sig_int.loop != NULL) {
+      uv_close((uv_handle_t *)&srv->sig_int, NULL);
+      uv_close((uv_handle_t *)&srv->sig_term, NULL);
+    }
     if (srv->listener.loop != NULL) {
       uv_close((uv_handle_t *)&srv->listener, NULL);
     }

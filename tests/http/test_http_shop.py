@@ -502,6 +502,18 @@ class Lifecycle(unittest.TestCase):
         self.assertTrue(os.path.exists(self.db))
         self.verify()
 
+    def test_port_in_use(self):
+        srv = Server(self.db)
+        try:
+            r = subprocess.run([HTTP_SHOP, "--db", self.db + "2", "--port",
+                                str(srv.port)], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("cannot listen", r.stderr)
+        finally:
+            rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+
     def test_bad_arguments(self):
         for args in (["--port", "x"], ["--port", "70000"], ["--queue-max", "0"],
                      ["extra"], ["--nope"]):

@@ -15,12 +15,14 @@ run and interpolates p50/p95/p99 within a bucket (bounds step by 1.25x to
 1.5x), like Prometheus's histogram_quantile. wrk's own latency (every
 route, client side, queueing in the kernel included) is printed too.
 
-usage: run.py --http-shop BIN --shopcore BIN [--runs 100,500,500/100]
+usage: run.py --http-shop BIN --shopcore BIN [--runs 100,500,500/100,...]
               [--duration 30] [--check]
 --runs lists connection counts; "500/100" is 500 connections with a think
 time of 100 ms before each request (wrk's delay()), the others send flat
 out (a closed loop: a connection's next request leaves when its answer
-arrives, so latency there is connections / throughput).
+arrives, so latency there is connections / throughput). "500@normal" runs
+the server with --durability normal (no fsync per commit); the default is
+full.
 --check (the test suite's smoke run) exits 1 on any 5xx, any connection
 error, an answer that is neither 2xx nor 409, or a failed verify."""
 import argparse
@@ -52,9 +54,10 @@ ROUTES = [("browse", "GET /products/{id}"),
 
 
 class Server:
-    def __init__(self, binary, db):
+    def __init__(self, binary, db, durability="full"):
         self.proc = subprocess.Popen(
-            [binary, "--db", db, "--port", "0", "--listen", "127.0.0.1"],
+            [binary, "--db", db, "--port", "0", "--listen", "127.0.0.1",
+             "--durability", durability],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -63,6 +66,12 @@ class Server:
             raise RuntimeError(f"http_shop did not start: {line}"
                                f"{self.proc.stderr.read()}")
         self.port = int(m.group(1))
+
+    def cpu_seconds(self):
+        """User + system CPU time of the server so far (all its threads)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         self.proc.terminate()
@@ -200,18 +209,29 @@ def wrk(port, ids, conns, seconds, users, think):
     return res
 
 
+def label(res):
+    out = f"{res['conns']} connections"
+    if res["think"]:
+        out += f", think time {res['think']} ms"
+    if res["durability"] != "full":
+        out += f", durability {res['durability']}"
+    return out
+
+
 def fmt(v):
     return "-" if v is None else f"{v:.1f}"
 
 
-def run_one(args, conns, think, workdir):
-    db = os.path.join(workdir, f"flash-{conns}-{think}.db")
-    srv = Server(args.http_shop, db)
+def run_one(args, conns, think, durability, workdir):
+    db = os.path.join(workdir, f"flash-{conns}-{think}-{durability}.db")
+    srv = Server(args.http_shop, db, durability)
     try:
         ids = set_up(srv.port, conns * args.users)
         load_before = os.getloadavg()[0]
         before = histograms(srv.port)
+        cpu = srv.cpu_seconds()
         res = wrk(srv.port, ids, conns, args.duration, args.users, think)
+        cpu = srv.cpu_seconds() - cpu
         lib = {}
         after = histograms(srv.port, lib)
         load_after = os.getloadavg()[0]
@@ -220,7 +240,8 @@ def run_one(args, conns, think, workdir):
     verify = subprocess.run([args.shopcore, "verify", db],
                             capture_output=True, text=True)
     d = delta(after, before)
-    res.update(conns=conns, think=think, load=(load_before, load_after), library=lib,
+    res.update(conns=conns, think=think, durability=durability,
+               server_cpu_s=cpu, load=(load_before, load_after), library=lib,
                server_exit=rc, server_stderr=err,
                verify_ok=verify.returncode == 0,
                verify=verify.stdout.strip() + verify.stderr.strip())
@@ -236,8 +257,7 @@ def run_one(args, conns, think, workdir):
 
 def report(res):
     c = res["conns"]
-    think = f", think time {res['think']} ms" if res["think"] else ""
-    print(f"\n== {c} connections{think}, {res['seconds']:.0f} s "
+    print(f"\n== {label(res)}, {res['seconds']:.0f} s "
           f"(load average {res['load'][0]:.2f} before, "
           f"{res['load'][1]:.2f} after)")
     print(f"{'route':34} {'count':>7} {'p50 ms':>7} {'p95 ms':>7} "
@@ -252,6 +272,10 @@ def report(res):
           f"{res['requests'] / res['seconds']:.0f} requests/s, "
           f"p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms, "
           f"p99 {lat.get('p99', 0):.1f} ms")
+    cpu = res["server_cpu_s"]
+    print(f"http_shop used {cpu:.1f} s of CPU ({100 * cpu / res['seconds']:.0f}%"
+          f" of one core), {1e6 * cpu / max(res['requests'], 1):.0f} us per "
+          f"request, all its threads together")
     lib = res["library"]
     print(f"inside the library: checkout p95 {lib['checkout_p95_ms']:.1f} ms"
           f" (queued to durable), {lib['batch_p50']:.0f} operations per "
@@ -272,8 +296,7 @@ def markdown(all_res):
     rows = ["| run | req/s | route | p50 ms | p95 ms | p99 ms | answers |",
             "|---|---:|---|---:|---:|---:|---|"]
     for res in all_res:
-        think = f", think {res['think']} ms" if res["think"] else ""
-        run = (f"{res['conns']} connections{think} (load {res['load'][0]:.1f})")
+        run = f"{label(res)} (load {res['load'][0]:.1f})"
         rate = f"{res['requests'] / res['seconds']:,.0f}"
         for _, route in ROUTES:
             r = res["routes"][route]
@@ -308,7 +331,7 @@ def side_by_side(all_res):
             if res["conns"] != users:
                 continue
             ours = figure(res, what)
-            think = f" (think {res['think']} ms)" if res["think"] else ""
+            extra = label(res)[len(f"{users} connections"):]
             if ours is None:
                 continue
             if what == "success %":
@@ -317,7 +340,7 @@ def side_by_side(all_res):
                 better = f"{ours / theirs:.1f}x"
             else:
                 better = f"{theirs / max(ours, 0.001):.1f}x"
-            rows.append(f"| {users}{think} | {what} | {theirs:,} | "
+            rows.append(f"| {users}{extra} | {what} | {theirs:,} | "
                         f"{ours:,.1f} | {better} |")
     return "\n".join(rows)
 
@@ -348,7 +371,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--http-shop", required=True)
     ap.add_argument("--shopcore", required=True)
-    ap.add_argument("--runs", default="100,500,500/100")
+    ap.add_argument("--runs", default="100,500,500/100,500@normal")
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--users", type=int, default=4,
                     help="shoppers per connection (default 4)")
@@ -366,8 +389,10 @@ def main():
     all_res, bad = [], []
     try:
         for spec in args.runs.split(","):
+            spec, _, durability = spec.partition("@")
             conns, _, think = spec.partition("/")
-            res = run_one(args, int(conns), int(think or 0), workdir)
+            res = run_one(args, int(conns), int(think or 0),
+                          durability or "full", workdir)
             report(res)
             all_res.append(res)
             bad += failures(res)

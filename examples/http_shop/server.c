@@ -3,6 +3,7 @@
  * events) on the same loop.
  *
  *   http_shop [--db PATH|URI] [--port N] [--listen ADDR] [--queue-max N]
+ *             [--durability full|normal]
  *
  * Defaults: ./shop.db, 127.0.0.1:8080. --port 0 takes a free port; the
  * first line on stdout says which ("listening on ADDR:PORT").
@@ -295,12 +296,15 @@ static int listen_on(hs_server *srv, const char *addr, int port) {
 static const char usage[] =
     "usage: http_shop [--db PATH|URI] [--port N] [--listen ADDR] "
     "[--queue-max N]\n"
+    "                 [--durability full|normal]\n"
     "  --db      the database file, or a file: URI without parameters\n"
     "            (default ./shop.db; created if missing)\n"
     "  --port    TCP port (default 8080; 0 = any free port)\n"
     "  --listen  address to listen on (default 127.0.0.1)\n"
     "  --queue-max  operations waiting for the writer at most (default\n"
     "            4096); past it, writes are 503 with Retry-After\n"
+    "  --durability full|normal  full (default): an answered write survives\n"
+    "            a power loss; normal: it survives a crash of the process\n"
     "SIGINT or SIGTERM stop it cleanly.\n";
 
 /* The file name of a "file:" URI (RFC 8089: "file:/p", "file:///p",
@@ -344,6 +348,7 @@ static int parse_args(int argc, char **argv, const char **db, int *port,
       {"port", required_argument, 0, 'p'},
       {"listen", required_argument, 0, 'l'},
       {"queue-max", required_argument, 0, 'q'},
+      {"durability", required_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
@@ -364,6 +369,16 @@ static int parse_args(int argc, char **argv, const char **db, int *port,
       case 'q':
         if ((opts->queue_max = int_arg(optarg, 1, 1 << 24)) < 0) {
           fprintf(stderr, "http_shop: --queue-max wants 1..16777216\n");
+          return 2;
+        }
+        break;
+      case 'D':
+        if (strcmp(optarg, "full") == 0) {
+          opts->durability = SC_DURABILITY_FULL;
+        } else if (strcmp(optarg, "normal") == 0) {
+          opts->durability = SC_DURABILITY_NORMAL;
+        } else {
+          fprintf(stderr, "http_shop: --durability wants full or normal\n");
           return 2;
         }
         break;

@@ -496,7 +496,7 @@ class Lifecycle(unittest.TestCase):
 
     def test_db_as_file_uri(self):
         uri = "file://" + self.db.replace("%", "%25").replace(" ", "%20")
-        srv = Server(uri)
+        srv = Server(uri, "--durability", "normal")
         rc, err = srv.stop()
         self.assertEqual(rc, 0, err)
         self.assertTrue(os.path.exists(self.db))
@@ -516,7 +516,7 @@ class Lifecycle(unittest.TestCase):
 
     def test_bad_arguments(self):
         for args in (["--port", "x"], ["--port", "70000"], ["--queue-max", "0"],
-                     ["extra"], ["--nope"]):
+                     ["--durability", "fast"], ["extra"], ["--nope"]):
             r = subprocess.run([HTTP_SHOP, *args], capture_output=True,
                                text=True, timeout=10)
             self.assertEqual(r.returncode, 2, args)

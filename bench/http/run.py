@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EARLIER = {  # an earlier system of the same shop, the same flash sale over HTTP

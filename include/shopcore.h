@@ -392,6 +392,8 @@ typedef struct sc_event {
   int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */
   int64_t created_at_ms;
   int attempts;        /* deliveries before this one */
+  int64_t claim;       /* this delivery's fencing token, > 0 (new on every
+                          claim); pass it to sc_outbox_ack / sc_outbox_nack */
   const void *payload; /* the msgpack map; see sc_event_decode() */
   size_t payload_len;
 } sc_event;
@@ -417,21 +419,36 @@ SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
                            sc_event **events_out, int *n_out);
 /** Frees what sc_outbox_claim returned. NULL is a no-op. */
 SC_API void sc_events_free(sc_event *events, int n);
-/** Marks an event delivered: the next event of its aggregate becomes
- * deliverable. Acking a delivered event changes nothing; acking a dead one
- * (a late success) makes it delivered. @return SC_OK, SC_NOT_FOUND. Any
- * thread. */
-SC_API int sc_outbox_ack(sc_db *db, sc_id event_id);
+/* Settling a delivery (ack or nack) is fenced by its claim token
+ * (sc_event.claim): each claim of an event gets a new token, and only the
+ * latest claim's token settles it. A token that is not the event's latest
+ * claim (its lease ran out and someone claimed it again), or any token for
+ * an event never claimed, gets SC_CONFLICT and changes nothing: a consumer
+ * whose lease ran out cannot undo or finish the work of the one that holds
+ * the event now. */
+/** Marks a delivery done: the event is delivered, and the next event of its
+ * aggregate becomes deliverable. With the latest claim's token: acking again
+ * is SC_OK and changes nothing; a late ack (the lease ran out and nobody
+ * claimed it since, even if it went dead meanwhile) makes it delivered.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim);
 /** A failed delivery: retried later (backoff with jitter), or dead after
- * outbox_max_attempts. reason may be NULL (truncated to 500 bytes, it is
- * kept as the event's last_error). attempts grows by one; once it reaches
- * sc_options.outbox_max_attempts the event is dead (listed by
- * sc_outbox_dead_list, holding back its aggregate); before that it is
- * deliverable again after outbox_retry_base_ms x 2^(attempts - 1), capped at
- * outbox_retry_max_ms, each delay spread by +-20% at random (db clock).
- * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (delivered or dead). Any
- * thread. */
-SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
+ * outbox_max_attempts. reason may be NULL; it is kept as the event's
+ * last_error, truncated to 500 bytes (at a UTF-8 character boundary).
+ * attempts grows by one; once it reaches sc_options.outbox_max_attempts the
+ * event is dead (listed by sc_outbox_dead_list, holding back its aggregate);
+ * before that it is deliverable again after outbox_retry_base_ms x
+ * 2^(attempts - 1), capped at outbox_retry_max_ms, each delay spread by
+ * +-20% at random (db clock). A delivery is settled once: a second nack with
+ * the same token, or a nack after an ack, is SC_INVALID_STATE.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_INVALID_STATE (delivered, dead, or this claim already
+ *   nacked), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, int64_t claim,
+                          const char *reason);
 
 /* ------------------------------------------------------------------------ */
 /* The worker                                                                */
@@ -462,8 +479,12 @@ typedef struct sc_worker sc_worker;
  * not is dead at once and never reaches the handler). Events of one aggregate
  * come in sequence order, each once every earlier one is acked; delivery is at
  * least once, so deduplicate by ev->id. A retry follows the nack rules of
- * sc_outbox_nack. The handler may call sc_worker_stop (the rest of the
- * batch is then released, undelivered) but not sc_worker_stop_thread. */
+ * sc_outbox_nack. The worker settles each delivery with its claim token
+ * (see sc_outbox_ack), and never calls the handler for an event whose lease
+ * (lease_ms from the claim, db clock) has run out while earlier handlers of
+ * its batch ran: that event is released, undelivered, for the next claim.
+ * The handler may call sc_worker_stop (the rest of the batch is then
+ * released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
@@ -667,7 +688,8 @@ SC_API const char *sc_event_type_name(int type);
 
 /** A dead event: it failed outbox_max_attempts deliveries. */
 typedef struct sc_dead_event {
-  sc_event event;         /* attempts: the failed deliveries */
+  sc_event event;         /* attempts: the failed deliveries; claim: 0 (a
+                             listing is no delivery) */
   const char *last_error; /* the last nack's reason; "" if none */
 } sc_dead_event;
 /**

@@ -251,6 +251,7 @@ typedef struct sc__settle {
   sc_id id;
   int verdict;        /* SC__SETTLE_* */
   const char *reason; /* NACK, DEAD: stored as last_error; may be NULL */
+  int64_t claim;      /* the delivery's token (sc_event.claim): the fence */
 } sc__settle;
 
 /* One writer operation that settles the events of the last batch and claims
@@ -268,7 +269,9 @@ typedef struct sc__outbox_round {
   int n_events;          /* out */
   int64_t next_due_ms;   /* out: the earliest retry this round's nacks set
                             (db clock); 0 = none */
-  int64_t claimed_at_ms; /* out: the db clock when it claimed */
+  int64_t claimed_at_ms; /* out: the db clock when it claimed; the leases of
+                            the claimed events end at claimed_at_ms +
+                            lease_ms */
 } sc__outbox_round;
 /* Sets base.run and base.kind; the other fields are the caller's. */
 void sc__outbox_round_init(sc__outbox_round *r);

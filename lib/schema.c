@@ -90,7 +90,13 @@ static const char MIGRATION_1[] =
     " WHERE state <> 1;"
     "CREATE INDEX sc_outbox_dead ON sc_outbox(id) WHERE state = 2;";
 
-static const char *const MIGRATIONS[] = {MIGRATION_1};
+/* claim: the fencing token of the event's latest delivery, +1 on every
+ * claim and never reset, so a settlement can prove it holds that delivery;
+ * 0 = never claimed. */
+static const char MIGRATION_2[] =
+    "ALTER TABLE sc_outbox ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;";
+
+static const char *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
 static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";

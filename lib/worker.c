@@ -152,6 +152,7 @@ static void request_round(sc_worker *w) {
 static void judge(sc_worker *w, int i, int rc) {
   sc__settle *s = &w->settle[i];
   s->id = w->events[i].id;
+  s->claim = w->events[i].claim;
   s->reason = NULL;
   s->verdict = rc == SC_OK ? SC__SETTLE_ACK : SC__SETTLE_NACK;
   if (rc != SC_OK) {
@@ -161,22 +162,39 @@ static void judge(sc_worker *w, int i, int rc) {
   }
 }
 
+/* Whether the leases of the round's events have run out (db clock): from
+ * then on another consumer may hold them. */
+static bool lease_over(sc_worker *w) {
+  int64_t until;
+  if (!sc__add_i64(w->round.claimed_at_ms, w->round.lease_ms, &until)) {
+    return false;
+  }
+  return sc__now_ms(w->db) >= until;
+}
+
 /* Hands each claimed event to the handler, in id order (one per aggregate,
  * so per-aggregate order is the claim's). An undecodable payload never
  * reaches the handler: no retry can fix it, so it is dead at once. Once the
- * worker is stopping (the handler may stop it), the rest are released. */
+ * worker is stopping (the handler may stop it), the rest are released; so
+ * are those whose lease ran out while earlier handlers ran (a slow handler
+ * and a large batch): another consumer may have claimed them, and the
+ * release, fenced by the claim token, is void if so. */
 static int dispatch(sc_worker *w) {
   int n = w->round.n_events;
   w->dispatching = true;
   for (int i = 0; i < n; i++) {
     sc_event *ev = &w->events[i];
     sc_event_data data;
-    if (w->stopping) {
-      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_RELEASE, NULL};
+    if (w->stopping || lease_over(w)) {
+      w->settle[i] = (sc__settle){
+          .id = ev->id, .verdict = SC__SETTLE_RELEASE, .claim = ev->claim};
     } else if (sc_event_decode(ev->payload, ev->payload_len, &data) != SC_OK) {
       snprintf(w->reasons[i], SC__REASON_MAX, "undecodable payload: %s",
                sc_errmsg(NULL));
-      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_DEAD, w->reasons[i]};
+      w->settle[i] = (sc__settle){.id = ev->id,
+                                  .verdict = SC__SETTLE_DEAD,
+                                  .reason = w->reasons[i],
+                                  .claim = ev->claim};
     } else {
       judge(w, i, w->opts.on_event(ev, w->opts.ud));
     }

@@ -468,7 +468,7 @@ static int call_outbox(one_call *c) {
   for (int i = 0; rc == SC_OK && i < n; i++) {
     sc_event_data d;
     ck_assert_sc(sc_event_decode(ev[i].payload, ev[i].payload_len, &d), SC_OK);
-    rc = sc_outbox_ack(c->db, ev[i].id);
+    rc = sc_outbox_ack(c->db, ev[i].id, ev[i].claim);
   }
   sc_events_free(ev, n);
   return rc;

@@ -578,6 +578,77 @@ START_TEST(stop_with_events_in_flight_releases_the_rest) {
 }
 END_TEST
 
+/* A slow handler: each call takes 400 ms of the db clock, and a batch of
+ * ten is claimed with a 1,000 ms lease. Every call must come while the
+ * delivery's lease still holds (by the row, read beside the writer); the
+ * rest of the batch is released and claimed again, each event handled
+ * once. */
+static tu_clock *slow_clock;
+static const char *slow_path;
+static atomic_int slow_late, slow_wrong_claim;
+
+static int slow_handler(harness *h, const sc_event *ev) {
+  (void)h;
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT lease_until_ms FROM sc_outbox WHERE id = %lld",
+           (long long)ev->id);
+  int64_t until = tu_count(slow_path, sql);
+  snprintf(sql, sizeof sql, "SELECT claim FROM sc_outbox WHERE id = %lld",
+           (long long)ev->id);
+  if (tu_count(slow_path, sql) != ev->claim) {
+    atomic_fetch_add(&slow_wrong_claim, 1);
+  }
+  if (atomic_load(&slow_clock->now_ms) >= until) {
+    atomic_fetch_add(&slow_late, 1);
+  }
+  atomic_fetch_add(&slow_clock->now_ms, 400);
+  return SC_OK;
+}
+
+START_TEST(a_slow_handler_is_never_called_past_the_lease) {
+  char *path = tu_db_path("wk-slow");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, 1000000);
+  sc_db *db = tu_open(path, &o);
+  producer p = {db, make_policy(db, 10), 10};
+  issue_coupons(&p);
+  slow_clock = &clock;
+  slow_path = path;
+  atomic_store(&slow_late, 0);
+  atomic_store(&slow_wrong_claim, 0);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  h->verdict = slow_handler;
+  sc_worker_options wo;
+  sc_worker_options_init(&wo);
+  wo.on_event = on_event;
+  wo.batch_max = 10;
+  wo.lease_ms = 1000;
+  wo.poll_interval_ms = 5;
+  wo.no_expiry = true;
+  start(h, &wo);
+  target = 10;
+  ck_assert(run_until(h, handled_target, 60000));
+  harness_close(h);
+  ck_assert_int_eq(atomic_load(&slow_late), 0);
+  ck_assert_int_eq(atomic_load(&slow_wrong_claim), 0);
+  for (int id = 1; id <= 10; id++)
+    ck_assert_int_eq(h->seen[id], 1);
+  free(h);
+  /* Those skipped were released, not left to count an attempt. */
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE attempts > 0"), 0);
+  tu_assert_verify(db);
+  sc_close(db);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE state = 1"), 10);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- the thread convenience and bad input ---------------------------------
  */
 
@@ -907,6 +978,7 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, a_full_queue_only_delays_delivery);
   tcase_add_test(tc, commits_while_a_worker_starts_are_safe);
   tcase_add_test(tc, orders_of_another_handle_are_expired_too);
+  tcase_add_test(tc, a_slow_handler_is_never_called_past_the_lease);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -438,12 +438,13 @@ static PyObject *scpy_payload_dict(const sc_event *ev) {
 static PyObject *scpy_event_dict(const sc_event *ev) {
   PyObject *data = scpy_payload_dict(ev);
   if (data == NULL) return NULL;
-  return Py_BuildValue("{s:L,s:i,s:s,s:L,s:L,s:L,s:i,s:N}", "id",
+  return Py_BuildValue("{s:L,s:i,s:s,s:L,s:L,s:L,s:i,s:L,s:N}", "id",
                        (long long)ev->id, "type", ev->type, "type_name",
                        sc_event_type_name(ev->type), "aggregate_id",
                        (long long)ev->aggregate_id, "seq", (long long)ev->seq,
                        "created_at_ms", (long long)ev->created_at_ms,
-                       "attempts", ev->attempts, "data", data);
+                       "attempts", ev->attempts, "claim",
+                       (long long)ev->claim, "data", data);
 }
 
 static PyObject *scpy_event_list(const sc_event *evs, int n) {

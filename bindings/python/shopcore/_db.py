@@ -356,15 +356,30 @@ class Database:
                                  chk.positive(lease_ms, "lease_ms"))
         return [Event._from_dict(d) for d in raw]
 
-    def ack(self, event: Union[Event, int]) -> None:
-        """Marks an event delivered. Raises NotFound."""
-        _c.sc_outbox_ack(self._h, _event_id(event))
+    def ack(self, event: Union[Event, int],
+            claim: Optional[int] = None) -> None:
+        """Marks a delivery done: the event is delivered and the next event
+        of its aggregate becomes deliverable. Pass the claimed Event (its
+        claim token goes with it), or an event id and its claim token.
+        Acking again with the same token changes nothing; a late ack (lease
+        over, nobody claimed it since) still delivers it.
+        Raises NotFound; Conflict when the token is not the event's latest
+        claim (its lease ran out and it was claimed again) or the event was
+        never claimed; nothing changes then."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_ack(self._h, event_id, token)
 
     def nack(self, event: Union[Event, int],
-             reason: Optional[str] = None) -> None:
+             reason: Optional[str] = None,
+             claim: Optional[int] = None) -> None:
         """A failed delivery: the event is retried later with backoff, and
-        is dead after outbox_max_attempts. Raises NotFound."""
-        _c.sc_outbox_nack(self._h, _event_id(event),
+        is dead after outbox_max_attempts. The reason is kept as the dead
+        event's last_error, truncated to 500 bytes. Pass the claimed Event,
+        or an event id and its claim token. Raises NotFound, Conflict (as
+        ack), InvalidState (delivered, dead, or this claim already
+        nacked)."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_nack(self._h, event_id, token,
                           chk.optional_text(reason, "reason"))
 
     def dead_events(self, after: int = 0, max: int = 100
@@ -423,6 +438,16 @@ def _event_id(event: Union[Event, int]) -> int:
     if isinstance(event, Event):
         return event.id
     return chk.ident(event, "event")
+
+
+def _delivery(event: Union[Event, int],
+              claim: Optional[int]) -> Tuple[int, int]:
+    """The event id and claim token a settlement presents: the Event's own
+    token unless one is given; an id without a token presents 0, which no
+    claim ever has (Conflict)."""
+    if claim is None:
+        claim = event.claim if isinstance(event, Event) else 0
+    return _event_id(event), chk.non_negative(claim, "claim")
 
 
 def _path_text(path: Any, what: str) -> str:

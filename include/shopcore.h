@@ -157,6 +157,10 @@ typedef struct sc_options {
   int64_t outbox_retry_base_ms;
   /** Cap of the retry delay; 0 = 60,000 ms. */
   int64_t outbox_retry_max_ms;
+  /** Retention of delivered outbox events: a running worker purges those
+   * acked longer ago than this (db clock), in small batches while idle
+   * (see sc_outbox_purge). 0 = 7 days; negative is refused (SC_INVALID). */
+  int64_t outbox_retention_ms;
   /* ---- alerts (see sc_alert below) ---- */
   /** Called when an alert threshold is crossed and again when it recovers;
    * NULL = no callback (the state is still in sc_metrics). It runs on one of
@@ -591,7 +595,9 @@ typedef struct sc_metrics {
   sc_quantiles commit_ms;                /* one batch, BEGIN to COMMIT */
   int queue_depth;                       /* operations waiting now */
   int queue_max;
-  int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
+  int alerts_firing;      /* bit (1 << SC_ALERT_*) per alert */
+  uint64_t events_purged; /* delivered events removed by sc_outbox_purge
+                             and the worker's retention */
 } sc_metrics;
 
 /**
@@ -606,8 +612,9 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge and
- * one shopcore_alert_firing{alert} gauge per alert.
+ * a _max gauge, batch size and commit summaries, the queue depth gauge,
+ * the shopcore_outbox_events_purged_total counter and one
+ * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
  */
@@ -717,6 +724,25 @@ typedef struct sc_outbox_stats {
   int64_t dead;
   int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
 } sc_outbox_stats;
+/**
+ * Removes delivered events acked before delivered_before_ms (db clock), so
+ * that the outbox does not grow forever. Pending (leased or not) and dead
+ * events are never removed, nor is the newest event of all (ids are never
+ * reused). It works in batches of at most 1,000 events, each one writer
+ * operation of a few milliseconds committed on its own, so other writes go
+ * on between them; it returns once a batch finds fewer. An aggregate's
+ * sequence goes on from its last number after a purge (the number is kept
+ * apart), and sc_verify checks the events kept, from the oldest kept of an
+ * aggregate to its last number. A running worker does the same on its own
+ * for sc_options.outbox_retention_ms.
+ * @param[out] purged_out  events removed, also those of the batches
+ *   committed before a failure; may be NULL.
+ * @return SC_OK, SC_MISUSE (NULL db), SC_CLOSED, SC_BUSY, SC_IOERR,
+ *   SC_NOMEM: the batches committed before it stay purged. Any thread.
+ */
+SC_API int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
+                           int64_t *purged_out);
+
 /** Counts the outbox's events (a read, on one snapshot).
  * @return SC_OK, SC_MISUSE. Any thread. */
 SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);

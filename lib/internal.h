@@ -282,6 +282,24 @@ void sc__events_clear(sc_event *events, int n);
  * payload is the caller's copy. */
 sc_event sc__event_from_row(sqlite3_stmt *st, const void *payload, size_t len);
 
+/* ---- outbox retention (outbox_purge.c) ---- */
+
+/* Events one purge batch deletes at most: a batch holds the writer about
+ * SC__PURGE_BATCH_MAX x 3 us (bench/bench_purge). */
+#define SC__PURGE_BATCH_MAX 1000
+
+/* One batch of sc_outbox_purge as an operation (the worker submits its own,
+ * smaller ones): deletes up to limit delivered events acked before
+ * before_ms, the newest event of all excepted. */
+typedef struct sc__purge_round {
+  sc__op base;
+  int64_t before_ms; /* in */
+  int limit;         /* in: > 0 */
+  int purged;        /* out; == limit: more may be left */
+} sc__purge_round;
+/* Sets base (run, kind) and the inputs; base.done is the caller's. */
+void sc__purge_round_prepare(sc__purge_round *r, int64_t before_ms, int limit);
+
 /* ---- write operations prepared for the *_async calls (async.c) ---- */
 
 /* A write operation built but not submitted: validated on the caller's

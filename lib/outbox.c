@@ -28,8 +28,10 @@ static const char SQL_APPEND[] =
     "INSERT INTO sc_outbox(type, agg_kind, agg_id, seq, created_at_ms,"
     " payload, available_at_ms)"
     " VALUES(?1, ?2, ?3,"
-    "  (SELECT coalesce(max(seq), 0) + 1 FROM sc_outbox"
-    "   WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "  coalesce((SELECT max(seq) FROM sc_outbox"
+    "    WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "   (SELECT seq FROM sc_outbox_seq WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "   0) + 1,"
     "  ?4, ?5, ?4)";
 /* The partial indexes sc_outbox_pending and sc_outbox_open serve this. The
  * rows come back in no particular order; they are sorted by id after. */
@@ -52,7 +54,7 @@ static const char SQL_STATE[] =
     "SELECT state, attempts, claim, lease_until_ms FROM sc_outbox"
     " WHERE id = ?1";
 static const char SQL_ACK[] =
-    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0"
+    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0, delivered_at_ms = ?3"
     " WHERE id = ?1 AND claim = ?2 AND state <> 1";
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
@@ -241,14 +243,16 @@ static int event_fenced(sc__conn *w, sc__op *op, sc_id id, int64_t token,
   return SC_OK;
 }
 
-/* Runs an UPDATE keyed by event id (?1) with an optional int64 ?2; returns
- * SC_OK with *changed, or the failure. */
+/* Runs an UPDATE keyed by event id (?1) with optional int64s ?2 and ?3;
+ * returns SC_OK with *changed, or the failure. */
 static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
-                      int64_t arg, bool *changed) {
+                      int64_t arg, int64_t arg2, bool *changed) {
   sqlite3_stmt *st = sc__stmt(w, sql);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "outbox");
   sqlite3_bind_int64(st, 1, id);
-  if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_int64(st, 2, arg);
+  int params = sqlite3_bind_parameter_count(st);
+  if (params >= 2) sqlite3_bind_int64(st, 2, arg);
+  if (params >= 3) sqlite3_bind_int64(st, 3, arg2);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "outbox");
@@ -259,13 +263,13 @@ static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
 /* With the latest claim's token, a pending or dead event becomes delivered
  * (a dead one's late success counts too); acking a delivered one changes
  * nothing. */
-static int ack(sc__conn *w, sc__op *op, sc_id id, int64_t token,
+static int ack(sc_db *db, sc__conn *w, sc__op *op, sc_id id, int64_t token,
                bool *changed) {
   *changed = false;
   event_row row;
   int rc = event_fenced(w, op, id, token, &row);
   if (rc != SC_OK || row.state == ST_DELIVERED) return rc;
-  return update_one(w, op, SQL_ACK, id, token, changed);
+  return update_one(w, op, SQL_ACK, id, token, sc__now_ms(db), changed);
 }
 
 /* Uniform in [0, n), from a per-thread xorshift: only the writer thread
@@ -353,7 +357,7 @@ static int settle_one(sc_db *db, sc__conn *w, sc__outbox_round *r,
   switch (s->verdict) {
     case SC__SETTLE_ACK:
       /* The round's own claim follows: no need to wake anyone. */
-      return ack(w, op, s->id, s->claim, &changed);
+      return ack(db, w, op, s->id, s->claim, &changed);
     case SC__SETTLE_NACK:
     case SC__SETTLE_DEAD:
       rc = nack(db, w, op, s, s->verdict == SC__SETTLE_DEAD, &due);
@@ -363,7 +367,7 @@ static int settle_one(sc_db *db, sc__conn *w, sc__outbox_round *r,
       return rc;
     default:
       /* Fenced too: a lease that ran out may be someone else's now. */
-      return update_one(w, op, SQL_RELEASE, s->id, s->claim, &changed);
+      return update_one(w, op, SQL_RELEASE, s->id, s->claim, 0, &changed);
   }
 }
 
@@ -379,7 +383,7 @@ static int drop_exhausted(sc_db *db, sc__conn *w, sc__outbox_round *r) {
     }
     sc__free((void *)ev.payload);
     bool changed;
-    int rc = update_one(w, &r->base, SQL_LEASES_RAN_OUT, ev.id, 0, &changed);
+    int rc = update_one(w, &r->base, SQL_LEASES_RAN_OUT, ev.id, 0, 0, &changed);
     if (rc != SC_OK) {
       /* Kept ones sit in [0, kept), unvisited ones in (i, n). */
       sc__events_clear(r->events, kept);
@@ -474,7 +478,7 @@ typedef struct event_op {
 
 static int requeue(sc_db *db, sc__conn *w, sc__op *op, sc_id id) {
   bool changed;
-  int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), &changed);
+  int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), 0, &changed);
   if (rc != SC_OK) return rc;
   if (changed) {
     note_deliverable(db);
@@ -494,7 +498,7 @@ static int event_op_run(sc_db *db, sc__conn *w, sc__op *base) {
   int rc;
   switch (op->s.verdict) {
     case SC__SETTLE_ACK:
-      rc = ack(w, base, op->s.id, op->s.claim, &changed);
+      rc = ack(db, w, base, op->s.id, op->s.claim, &changed);
       /* The next event of its aggregate may be deliverable now. */
       if (changed) note_deliverable(db);
       return rc;

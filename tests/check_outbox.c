@@ -929,6 +929,222 @@ START_TEST(a_long_reason_is_truncated_to_500_bytes) {
 }
 END_TEST
 
+/* ---- retention: purging delivered events ----------------------------------
+ */
+
+/* Claims and acks until nothing is deliverable; returns how many. */
+static int deliver_all(sc_db *db) {
+  int total = 0;
+  for (;;) {
+    sc_event *ev;
+    int n;
+    claim(db, 100, 60000, &ev, &n);
+    for (int i = 0; i < n; i++) {
+      ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) return total;
+    total += n;
+  }
+}
+
+static int64_t purge(sc_db *db, int64_t before) {
+  int64_t purged = -1;
+  ck_assert_sc(sc_outbox_purge(db, before, &purged), SC_OK);
+  ck_assert_int_ge(purged, 0);
+  return purged;
+}
+
+static int64_t max_seq(const char *path, int kind, sc_id agg) {
+  char sql[200];
+  snprintf(sql, sizeof sql,
+           "SELECT max(seq) FROM sc_outbox WHERE agg_kind = %d"
+           " AND agg_id = %lld",
+           kind, (long long)agg);
+  return tu_count(path, sql);
+}
+
+START_TEST(purge_then_write_again_continues_sequences_and_ids) {
+  char *path = tu_db_path("ob-purge");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  shop s = shop_day(db, &clock);
+  ck_assert_int_eq(deliver_all(db), 10);
+  int64_t acked_at = atomic_load(&clock.now_ms);
+  sc_id last_id = tu_count(path, "SELECT max(id) FROM sc_outbox");
+  ck_assert_int_eq(last_id, 10);
+  /* Acked at acked_at: not before it. */
+  ck_assert_int_eq(purge(db, acked_at), 0);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_reset(db), SC_OK);
+  atomic_fetch_add(&clock.now_ms, 5000);
+  /* All but the newest event of all (its id would be handed out again). */
+  ck_assert_int_eq(purge(db, acked_at + 1), 9);
+  ck_assert_int_eq(purge(db, acked_at + 1), 0);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 1);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.events_purged, 9);
+  char *text = NULL;
+  ck_assert_sc(sc_metrics_prometheus(db, &text), SC_OK);
+  ck_assert_ptr_nonnull(strstr(text, "shopcore_outbox_events_purged_total 9"));
+  sc_free(text);
+  tu_assert_verify(db);
+  /* Writing again: each aggregate goes on from its last number, with new
+   * ids. The policy resumes (its 2nd), user 7 deposits (3rd), the paid
+   * order cannot change, a new order starts at 1. */
+  ck_assert_sc(sc_coupon_policy_pause(db, s.policy, 0), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 7, 10, NULL), SC_OK);
+  ck_assert_sc(sc_order_cancel(db, s.paid), SC_INVALID_STATE);
+  sc_id order = checkout(db, s.product, 0, 60000);
+  ck_assert_int_eq(max_seq(path, 4, s.policy), 2);
+  ck_assert_int_eq(max_seq(path, 3, 7), 3);
+  ck_assert_int_eq(max_seq(path, 2, order), 1);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT min(id) FROM sc_outbox WHERE id <> 10"),
+      last_id + 1);
+  tu_assert_verify(db);
+  /* Delivered and purged again (all but the newest), then more: still no
+   * gap, no reuse, and verify holds for what is kept. */
+  ck_assert_int_eq(deliver_all(db), 3);
+  atomic_fetch_add(&clock.now_ms, 1);
+  ck_assert_int_eq(purge(db, INT64_MAX), 3);
+  ck_assert_sc(sc_coupon_policy_pause(db, s.policy, 1), SC_OK);
+  ck_assert_sc(sc_order_pay(db, order), SC_OK);
+  ck_assert_int_eq(max_seq(path, 4, s.policy), 3);
+  ck_assert_int_eq(max_seq(path, 2, order), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT min(id) FROM sc_outbox"), 13);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 15);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(purge_keeps_pending_leased_and_dead_events) {
+  char *path = tu_db_path("ob-purge-keep");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 1);
+  for (sc_id u = 1; u <= 4; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
+  }
+  sc_event *ev;
+  int n;
+  claim(db, 100, 60000, &ev, &n);
+  ck_assert_int_eq(n, 4);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, ev[2].id, ev[2].claim, "no"), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, ev[3].id, ev[3].claim), SC_OK);
+  /* ev[1] stays leased; a new one was never claimed. */
+  sc_events_free(ev, n);
+  ck_assert_sc(sc_account_deposit(db, 5, 100, NULL), SC_OK);
+  atomic_fetch_add(&clock.now_ms, 1000000);
+  ck_assert_int_eq(purge(db, INT64_MAX), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 3);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE state = 1"), 0);
+  sc_outbox_stats st;
+  ck_assert_sc(sc_outbox_stats_get(db, &st), SC_OK);
+  ck_assert_int_eq(st.pending, 2);
+  ck_assert_int_eq(st.dead, 1);
+  ck_assert_sc(sc_outbox_purge(NULL, 0, NULL), SC_MISUSE);
+  ck_assert_sc(sc_outbox_purge(db, INT64_MAX, NULL), SC_OK);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(a_negative_retention_is_refused) {
+  char *path = tu_db_path("ob-retention");
+  sc_options o;
+  sc_options_init(&o);
+  o.outbox_retention_ms = -1;
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "outbox_retention_ms"));
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Purges racing producers and consumers: every event is still delivered
+ * exactly once, in sequence, and what is kept verifies. */
+typedef struct purge_race {
+  sc_db *db;
+  consume_race consumers;
+  atomic_bool done;
+  atomic_llong purged;
+} purge_race;
+
+/* Thread 0 produces, thread 1 purges. */
+static void purge_race_thread(int t, void *ud) {
+  purge_race *r = ud;
+  if (t == 0) { /* the producer: deposits on a few accounts */
+    for (int i = 0; i < 1500; i++) {
+      if (sc_account_deposit(r->db, 1 + i % 7, 1, NULL) != SC_OK) abort();
+    }
+    atomic_store(&r->done, true);
+  } else if (t == 1) { /* the purger */
+    while (!atomic_load(&r->done)) {
+      int64_t n = 0;
+      if (sc_outbox_purge(r->db, INT64_MAX, &n) != SC_OK) abort();
+      atomic_fetch_add(&r->purged, n);
+      usleep(500);
+    }
+  }
+}
+
+static void consume_while_producing(int t, void *ud) {
+  purge_race *r = ud;
+  if (t < 2) {
+    purge_race_thread(t, ud);
+    return;
+  }
+  /* Consumers start at once, and drain what is left at the end. */
+  while (!atomic_load(&r->done)) {
+    sc_event *ev;
+    int n;
+    if (sc_outbox_claim(r->db, 16, 600000, &ev, &n) != SC_OK) abort();
+    for (int i = 0; i < n; i++) {
+      atomic_fetch_add(&r->consumers.seen[ev[i].id], 1);
+      if (sc_outbox_ack(r->db, ev[i].id, ev[i].claim) != SC_OK) abort();
+      atomic_fetch_add(&r->consumers.acked, 1);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) usleep(200);
+  }
+  consume_until_empty(r->db, &r->consumers);
+}
+
+START_TEST(purge_races_claims_and_acks) {
+  char *path = tu_db_path("ob-purge-race");
+  sc_db *db = tu_open(path, NULL);
+  purge_race *r = calloc(1, sizeof *r);
+  r->db = db;
+  r->consumers.total = 1500;
+  r->consumers.seen = calloc(1501, sizeof *r->consumers.seen);
+  tu_race(5, consume_while_producing, r);
+  ck_assert_int_eq(atomic_load(&r->consumers.acked), 1500);
+  for (int id = 1; id <= 1500; id++) {
+    ck_assert_msg(atomic_load(&r->consumers.seen[id]) == 1,
+                  "event %d delivered %d times", id,
+                  atomic_load(&r->consumers.seen[id]));
+  }
+  ck_assert_int_gt(atomic_load(&r->purged), 0);
+  tu_assert_verify(db);
+  int64_t n = 0;
+  ck_assert_sc(sc_outbox_purge(db, INT64_MAX, &n), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 1);
+  ck_assert_int_eq(tu_count(path, "SELECT sum(seq) FROM sc_outbox_seq"),
+                   1500 - 1);
+  tu_assert_verify(db);
+  free(r->consumers.seen);
+  free(r);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- listing ----------------------------------------------------------------
  */
 
@@ -1039,6 +1255,10 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, an_event_never_claimed_cannot_be_settled);
   tcase_add_test(tc, the_latest_claim_settles_late);
   tcase_add_test(tc, a_long_reason_is_truncated_to_500_bytes);
+  tcase_add_test(tc, purge_then_write_again_continues_sequences_and_ids);
+  tcase_add_test(tc, purge_keeps_pending_leased_and_dead_events);
+  tcase_add_test(tc, a_negative_retention_is_refused);
+  tcase_add_test(tc, purge_races_claims_and_acks);
   tcase_add_test(tc, rolled_back_changes_leave_no_event_and_no_gap);
   tcase_add_test(tc, every_change_writes_one_event_and_no_op_writes_none);
   tcase_add_test(tc, verify_reports_event_tampering);

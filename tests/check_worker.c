@@ -649,6 +649,59 @@ START_TEST(a_slow_handler_is_never_called_past_the_lease) {
 }
 END_TEST
 
+/* Retention: once the injected clock passes outbox_retention_ms after the
+ * acks, the worker purges the delivered events on its own (all but the
+ * newest, whose id must not come back), counted in the metrics. */
+static tu_clock *ret_clock;
+static const char *ret_path;
+static bool ret_advanced;
+
+static bool purged_on_its_own(harness *h) {
+  if (atomic_load(&h->handled) < target) return false;
+  if (!ret_advanced) {
+    ret_advanced = true;
+    atomic_fetch_add(&ret_clock->now_ms, 2000);
+  }
+  return tu_count(ret_path, "SELECT count(*) FROM sc_outbox") == 1;
+}
+
+START_TEST(the_worker_purges_delivered_events_past_retention) {
+  char *path = tu_db_path("wk-retention");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, 1000000);
+  o.outbox_retention_ms = 1000;
+  sc_db *db = tu_open(path, &o);
+  producer p = {db, make_policy(db, 51), 50};
+  issue_coupons(&p);
+  ret_clock = &clock;
+  ret_path = path;
+  ret_advanced = false;
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  sc_worker_options wo;
+  sc_worker_options_init(&wo);
+  wo.on_event = on_event;
+  wo.poll_interval_ms = 5;
+  start(h, &wo);
+  target = 50;
+  ck_assert(run_until(h, purged_on_its_own, 60000));
+  harness_close(h);
+  free(h);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.events_purged, 49);
+  tu_assert_verify(db);
+  /* The next coupon's event gets a new id. */
+  ck_assert_sc(sc_coupon_issue(db, p.policy, 999, NULL), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 51);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- the thread convenience and bad input ---------------------------------
  */
 
@@ -979,6 +1032,7 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, commits_while_a_worker_starts_are_safe);
   tcase_add_test(tc, orders_of_another_handle_are_expired_too);
   tcase_add_test(tc, a_slow_handler_is_never_called_past_the_lease);
+  tcase_add_test(tc, the_worker_purges_delivered_events_past_retention);
   suite_add_tcase(s, tc);
   return s;
 }

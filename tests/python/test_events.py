@@ -204,6 +204,33 @@ class OutboxTest(DbTestCase):
             self.db.ack(ev, claim="1")
         self.db.ack(ev)
 
+    def test_purge_events(self):
+        for amount in (1, 2, 3):
+            self.db.deposit(7, amount)
+        self.db.deposit(8, 9)
+        self.assertEqual(len(self.drain()), 4)
+        self.db.deposit(9, 1)  # pending: kept
+        self.clock.advance(10)
+        self.assertEqual(self.db.purge_events(before=START_MS), 0)
+        self.assertEqual(self.db.purge_events(before=START_MS + 1), 4)
+        self.assertEqual(self.db.purge_events(before=START_MS + 1), 0)
+        self.assertIn("shopcore_outbox_events_purged_total 4",
+                      self.db.metrics_prometheus())
+        self.assertEqual(self.db.verify(), "ok")
+        # The account's sequence goes on after its purged events.
+        self.db.deposit(7, 4)
+        seqs = {(ev.aggregate_id, ev.seq) for ev in self.drain()}
+        self.assertEqual(seqs, {(7, 4), (9, 1)})
+        self.assertEqual(self.db.outbox_stats()[:2], (0, 0))
+        with self.assertRaises(TypeError):
+            self.db.purge_events(before="now")
+        with self.assertRaises(ValueError):
+            self.db.purge_events(before=2**63)
+
+    def test_retention_option(self):
+        with self.assertRaises(ValueError):
+            shopcore.open(self.path + ".r", outbox_retention_ms=-1)
+
     def test_unknown_event(self):
         with self.assertRaises(shopcore.NotFound):
             self.db.ack(999)

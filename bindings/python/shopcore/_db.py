@@ -402,6 +402,18 @@ class Database:
         """Requeues every dead event; returns how many."""
         return int(_c.sc_outbox_requeue_all(self._h))
 
+    def purge_events(self, before: int) -> int:
+        """Removes delivered events acked before `before` (milliseconds
+        since the epoch, the database's clock), in batches of at most 1,000
+        that each hold the writer briefly; returns how many. Pending,
+        leased and dead events are kept, and so is the newest event of all
+        (ids are never reused); an aggregate's sequence goes on from its
+        last number. A running worker does this on its own for
+        outbox_retention_ms. Raises Busy, IOFailure (the batches committed
+        before stay purged)."""
+        return int(_c.sc_outbox_purge(self._h, chk.in_range(
+            before, "before", -chk.INT64_MAX - 1)))
+
     def outbox_stats(self) -> OutboxStats:
         """Counts the outbox's pending and dead events."""
         return OutboxStats._make(_c.sc_outbox_stats_get(self._h))
@@ -464,7 +476,7 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
          batch_max: int = 0, busy_timeout_ms: int = 0, queue_max: int = 0,
          read_pool_max: int = 0, default_order_ttl_ms: int = 0,
          outbox_max_attempts: int = 0, outbox_retry_base_ms: int = 0,
-         outbox_retry_max_ms: int = 0,
+         outbox_retry_max_ms: int = 0, outbox_retention_ms: int = 0,
          clock: Optional[ManualClock] = None) -> Database:
     """Opens (creating if needed) a libshopcore database file.
 
@@ -483,6 +495,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         default_order_ttl_ms: time to pay when checkout's ttl_ms is 0.
         outbox_max_attempts: deliveries before an event is dead.
         outbox_retry_base_ms, outbox_retry_max_ms: retry backoff.
+        outbox_retention_ms: a running worker purges delivered events
+            acked longer ago than this; 0 = 7 days.
         clock: a ManualClock, for tests; None = the wall clock.
 
     Raises: Invalid, IOFailure, Corrupt, Busy.
@@ -500,7 +514,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         chk.non_negative(default_order_ttl_ms, "default_order_ttl_ms"),
         chk.int32(outbox_max_attempts, "outbox_max_attempts"),
         chk.non_negative(outbox_retry_base_ms, "outbox_retry_base_ms"),
-        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"))
+        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"),
+        chk.non_negative(outbox_retention_ms, "outbox_retention_ms"))
     return Database(handle, fspath, clock)
 
 

@@ -728,7 +728,7 @@ typedef struct sc_outbox_stats {
  * Removes delivered events acked before delivered_before_ms (db clock), so
  * that the outbox does not grow forever. Pending (leased or not) and dead
  * events are never removed, nor is the newest event of all (ids are never
- * reused). It works in batches of at most 1,000 events, each one writer
+ * reused). It works in batches of at most 500 events, each one writer
  * operation of a few milliseconds committed on its own, so other writes go
  * on between them; it returns once a batch finds fewer. An aggregate's
  * sequence goes on from its last number after a purge (the number is kept

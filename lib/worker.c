@@ -356,7 +356,10 @@ static uint64_t purge_pause(sc_worker *w) {
 static void purge_fired(uv_timer_t *t) {
   sc_worker *w = t->data;
   if (w->stopping || w->db_closed || w->purge_busy) return;
-  if ((w->round_busy || w->round_unsent) &&
+  /* A pass starts when dispatch is idle (or has kept it waiting long
+   * enough); once started it goes on batch after batch, so that it keeps up
+   * with a steady flow of events. */
+  if (!w->purge_more && (w->round_busy || w->round_unsent) &&
       w->purge_deferrals++ < PURGE_DEFERRALS_MAX) {
     arm_purge(w, PURGE_DEFER_MS); /* dispatch first */
     return;
@@ -383,13 +386,13 @@ static void arm_purge(sc_worker *w, uint64_t delay_ms) {
 static void purge_finished(sc_worker *w) {
   w->purge_busy = false;
   sc__purge_round *r = &w->purge;
-  bool more = false;
+  w->purge_more = false;
   if (r->base.status == SC_OK) {
     sc__metrics_purged(w->db, r->purged);
-    more = r->purged == r->limit;
+    w->purge_more = r->purged == r->limit;
   }
   /* A failed batch (busy, I/O) is tried again after the pause. */
-  if (!w->db_closed) arm_purge(w, more ? 0 : purge_pause(w));
+  if (!w->db_closed) arm_purge(w, w->purge_more ? 0 : purge_pause(w));
   maybe_close(w);
 }
 

@@ -29,7 +29,8 @@ struct sc_worker {
   bool dispatching;     /* inside the handlers */
   bool expire_busy;     /* an expiry round is with the writer */
   bool purge_busy;      /* a retention batch is with the writer */
-  int purge_deferrals;  /* times the next batch waited for dispatch */
+  bool purge_more;      /* the last batch was full: a pass goes on */
+  int purge_deferrals;  /* times the next pass waited for dispatch */
   int64_t deadline_ms;  /* earliest PENDING deadline known (db clock); 0 */
   int64_t retry_due_ms; /* earliest retry this worker's nacks set; 0 */
   sc__outbox_round round;

@@ -374,7 +374,7 @@ END_TEST
  * reopened file (a batch that failed left nothing), the file verifies, and a
  * purge without faults finishes. */
 
-#define PURGE_EVENTS 1500
+#define PURGE_EVENTS 1000
 
 static void make_delivered(const char *path) {
   sc_db *db = tu_open(path, NULL);

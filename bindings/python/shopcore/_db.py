@@ -404,7 +404,7 @@ class Database:
 
     def purge_events(self, before: int) -> int:
         """Removes delivered events acked before `before` (milliseconds
-        since the epoch, the database's clock), in batches of at most 1,000
+        since the epoch, the database's clock), in batches of at most 500
         that each hold the writer briefly; returns how many. Pending,
         leased and dead events are kept, and so is the newest event of all
         (ids are never reused); an aggregate's sequence goes on from its

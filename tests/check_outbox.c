@@ -1145,6 +1145,61 @@ START_TEST(purge_races_claims_and_acks) {
 }
 END_TEST
 
+/* A file of schema version 1 (before claim tokens and retention) is
+ * migrated on open: its delivered events count as acked when created, its
+ * leased ones can be claimed again once their leases end, and fencing,
+ * purging and verify work on it. */
+START_TEST(a_version_1_file_is_migrated) {
+  char *path = tu_db_path("ob-migrate");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  for (sc_id u = 1; u <= 3; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
+  }
+  sc_event *ev;
+  int n;
+  claim(db, 2, 1000, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n); /* ev[1] stays leased */
+  sc_close(db);
+  /* Back to version 1: what migration 2 added goes. */
+  exec_sql(path,
+           "DROP INDEX sc_outbox_delivered;"
+           "ALTER TABLE sc_outbox DROP COLUMN delivered_at_ms;"
+           "ALTER TABLE sc_outbox DROP COLUMN claim;"
+           "DROP TABLE sc_outbox_seq;"
+           "UPDATE sc_meta SET value = 1 WHERE key = 'schema_version'");
+  db = open_clocked(path, &clock, 5);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
+      2);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_outbox"
+                            " WHERE state = 1 AND delivered_at_ms = "
+                            "created_at_ms AND claim = 0"),
+                   1);
+  tu_assert_verify(db);
+  /* The leased event (token 0 now) cannot be settled; claimed again after
+   * its lease, it gets a token that does. */
+  ck_assert_sc(sc_outbox_ack(db, 2, 0), SC_CONFLICT);
+  atomic_fetch_add(&clock.now_ms, 1000);
+  claim(db, 10, 1000, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(ev[i].claim, 1);
+    ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
+  }
+  sc_events_free(ev, n);
+  ck_assert_int_eq(purge(db, INT64_MAX), 2);
+  ck_assert_sc(sc_account_deposit(db, 1, 5, NULL), SC_OK);
+  ck_assert_int_eq(max_seq(path, 3, 1), 2);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- listing ----------------------------------------------------------------
  */
 
@@ -1259,6 +1314,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, purge_keeps_pending_leased_and_dead_events);
   tcase_add_test(tc, a_negative_retention_is_refused);
   tcase_add_test(tc, purge_races_claims_and_acks);
+  tcase_add_test(tc, a_version_1_file_is_migrated);
   tcase_add_test(tc, rolled_back_changes_leave_no_event_and_no_gap);
   tcase_add_test(tc, every_change_writes_one_event_and_no_op_writes_none);
   tcase_add_test(tc, verify_reports_event_tampering);

@@ -196,16 +196,9 @@ static void bench_purge_beside_writers(long long n, double seconds) {
   bu_remove_db(path);
 }
 
-static long long arg_events(int argc, char **argv, long long dflt) {
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], "--events") == 0) return atoll(argv[i + 1]);
-  }
-  return dflt;
-}
-
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 2.0);
-  long long events = arg_events(argc, argv, 1000000);
+  long long events = bu_arg_events(argc, argv, 1000000);
   if (events < 2) {
     fprintf(stderr, "--events must be at least 2\n");
     return 2;

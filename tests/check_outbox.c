@@ -763,6 +763,14 @@ static int64_t row_value(const char *path, const char *column, sc_id id) {
   return tu_count(path, sql);
 }
 
+/* One deposit, so one event of its own aggregate, for each of users
+ * 1..users. */
+static void deposits(sc_db *db, int users) {
+  for (sc_id u = 1; u <= users; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
+  }
+}
+
 /* Consumer A claims the only event; its lease runs out, and B claims it
  * again. Returns A's token; *b_claim is B's. */
 static int64_t lease_taken_over(sc_db *db, tu_clock *clock, sc_id *id,
@@ -873,8 +881,7 @@ START_TEST(the_latest_claim_settles_late) {
   char *path = tu_db_path("ob-fence-late");
   tu_clock clock;
   sc_db *db = open_clocked(path, &clock, 1);
-  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
-  ck_assert_sc(sc_account_deposit(db, 8, 100, NULL), SC_OK);
+  deposits(db, 2);
   sc_event *ev;
   int n;
   claim(db, 10, 100, &ev, &n);
@@ -901,8 +908,7 @@ START_TEST(a_long_reason_is_truncated_to_500_bytes) {
   char *path = tu_db_path("ob-reason");
   tu_clock clock;
   sc_db *db = open_clocked(path, &clock, 1);
-  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
-  ck_assert_sc(sc_account_deposit(db, 8, 100, NULL), SC_OK);
+  deposits(db, 2);
   size_t big = 10 * 1024 * 1024;
   char *reason = malloc(big + 1);
   memset(reason, 'r', big);
@@ -1024,9 +1030,7 @@ START_TEST(purge_keeps_pending_leased_and_dead_events) {
   char *path = tu_db_path("ob-purge-keep");
   tu_clock clock;
   sc_db *db = open_clocked(path, &clock, 1);
-  for (sc_id u = 1; u <= 4; u++) {
-    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
-  }
+  deposits(db, 4);
   sc_event *ev;
   int n;
   claim(db, 100, 60000, &ev, &n);
@@ -1153,9 +1157,7 @@ START_TEST(a_version_1_file_is_migrated) {
   char *path = tu_db_path("ob-migrate");
   tu_clock clock;
   sc_db *db = open_clocked(path, &clock, 5);
-  for (sc_id u = 1; u <= 3; u++) {
-    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
-  }
+  deposits(db, 3);
   sc_event *ev;
   int n;
   claim(db, 2, 1000, &ev, &n);

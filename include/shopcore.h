@@ -393,7 +393,8 @@ typedef struct sc_event {
   sc_id id;           /* unique; the consumer's deduplication key */
   int type;           /* SC_EVENT_* */
   sc_id aggregate_id; /* the order, coupon, account (user) or policy */
-  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */
+  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps (delivered ones
+                         may be purged: sc_outbox_purge) */
   int64_t created_at_ms;
   int attempts;        /* deliveries before this one */
   int64_t claim;       /* this delivery's fencing token, > 0 (new on every

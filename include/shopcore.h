@@ -727,7 +727,8 @@ typedef struct sc_outbox_stats {
 } sc_outbox_stats;
 /**
  * Removes delivered events acked before delivered_before_ms (db clock), so
- * that the outbox does not grow forever. Pending (leased or not) and dead
+ * that the outbox does not grow forever. A time past now means now (what
+ * is acked while it runs is left for the next purge). Pending (leased or not) and dead
  * events are never removed, nor is the newest event of all (ids are never
  * reused). It works in batches of at most 500 events, each one writer
  * operation of a few milliseconds committed on its own, so other writes go

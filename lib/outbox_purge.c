@@ -69,6 +69,13 @@ void sc__purge_round_prepare(sc__purge_round *r, int64_t before_ms, int limit) {
 int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
                     int64_t *purged_out) {
   SC__CHECK_DB(db);
+  /* A cut-off past now means now: what consumers ack while the purge runs
+   * is left for the next one, so that the loop below ends even when they
+   * ack faster than it deletes. */
+  int64_t now = sc__now_ms(db);
+  if (delivered_before_ms > now && now < INT64_MAX) {
+    delivered_before_ms = now + 1;
+  }
   int64_t total = 0;
   int rc;
   sc__purge_round r;

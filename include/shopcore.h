@@ -160,6 +160,10 @@ typedef struct sc_options {
   int64_t outbox_retry_base_ms;
   /** Cap of the retry delay; 0 = 60,000 ms. */
   int64_t outbox_retry_max_ms;
+  /** Retention of delivered outbox events: a running worker purges those
+   * acked longer ago than this (db clock), in small batches while idle
+   * (see sc_outbox_purge). 0 = 7 days; negative is refused (SC_INVALID). */
+  int64_t outbox_retention_ms;
   /* ---- alerts (see sc_alert below) ---- */
   /** Called when an alert threshold is crossed and again when it recovers;
    * NULL = no callback (the state is still in sc_metrics). It runs on one of
@@ -401,9 +405,12 @@ typedef struct sc_event {
   sc_id id;           /* unique; the consumer's deduplication key */
   int type;           /* SC_EVENT_* */
   sc_id aggregate_id; /* the order, coupon, account (user) or policy */
-  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */
+  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps (delivered ones
+                         may be purged: sc_outbox_purge) */
   int64_t created_at_ms;
   int attempts;        /* deliveries before this one */
+  int64_t claim;       /* this delivery's fencing token, > 0 (new on every
+                          claim); pass it to sc_outbox_ack / sc_outbox_nack */
   const void *payload; /* the msgpack map; see sc_event_decode() */
   size_t payload_len;
 } sc_event;
@@ -429,21 +436,36 @@ SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
                            sc_event **events_out, int *n_out);
 /** Frees what sc_outbox_claim returned. NULL is a no-op. */
 SC_API void sc_events_free(sc_event *events, int n);
-/** Marks an event delivered: the next event of its aggregate becomes
- * deliverable. Acking a delivered event changes nothing; acking a dead one
- * (a late success) makes it delivered. @return SC_OK, SC_NOT_FOUND. Any
- * thread. */
-SC_API int sc_outbox_ack(sc_db *db, sc_id event_id);
+/* Settling a delivery (ack or nack) is fenced by its claim token
+ * (sc_event.claim): each claim of an event gets a new token, and only the
+ * latest claim's token settles it. A token that is not the event's latest
+ * claim (its lease ran out and someone claimed it again), or any token for
+ * an event never claimed, gets SC_CONFLICT and changes nothing: a consumer
+ * whose lease ran out cannot undo or finish the work of the one that holds
+ * the event now. */
+/** Marks a delivery done: the event is delivered, and the next event of its
+ * aggregate becomes deliverable. With the latest claim's token: acking again
+ * is SC_OK and changes nothing; a late ack (the lease ran out and nobody
+ * claimed it since, even if it went dead meanwhile) makes it delivered.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim);
 /** A failed delivery: retried later (backoff with jitter), or dead after
- * outbox_max_attempts. reason may be NULL (truncated to 500 bytes, it is
- * kept as the event's last_error). attempts grows by one; once it reaches
- * sc_options.outbox_max_attempts the event is dead (listed by
- * sc_outbox_dead_list, holding back its aggregate); before that it is
- * deliverable again after outbox_retry_base_ms x 2^(attempts - 1), capped at
- * outbox_retry_max_ms, each delay spread by +-20% at random (db clock).
- * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (delivered or dead). Any
- * thread. */
-SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
+ * outbox_max_attempts. reason may be NULL; it is kept as the event's
+ * last_error, truncated to 500 bytes (at a UTF-8 character boundary).
+ * attempts grows by one; once it reaches sc_options.outbox_max_attempts the
+ * event is dead (listed by sc_outbox_dead_list, holding back its aggregate);
+ * before that it is deliverable again after outbox_retry_base_ms x
+ * 2^(attempts - 1), capped at outbox_retry_max_ms, each delay spread by
+ * +-20% at random (db clock). A delivery is settled once: a second nack with
+ * the same token, or a nack after an ack, is SC_INVALID_STATE.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_INVALID_STATE (delivered, dead, or this claim already
+ *   nacked), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, int64_t claim,
+                          const char *reason);
 
 /* ------------------------------------------------------------------------ */
 /* The worker                                                                */
@@ -474,8 +496,12 @@ typedef struct sc_worker sc_worker;
  * not is dead at once and never reaches the handler). Events of one aggregate
  * come in sequence order, each once every earlier one is acked; delivery is at
  * least once, so deduplicate by ev->id. A retry follows the nack rules of
- * sc_outbox_nack. The handler may call sc_worker_stop (the rest of the
- * batch is then released, undelivered) but not sc_worker_stop_thread. */
+ * sc_outbox_nack. The worker settles each delivery with its claim token
+ * (see sc_outbox_ack), and never calls the handler for an event whose lease
+ * (lease_ms from the claim, db clock) has run out while earlier handlers of
+ * its batch ran: that event is released, undelivered, for the next claim.
+ * The handler may call sc_worker_stop (the rest of the batch is then
+ * released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
@@ -582,7 +608,9 @@ typedef struct sc_metrics {
   sc_quantiles commit_ms;                /* one batch, BEGIN to COMMIT */
   int queue_depth;                       /* operations waiting now */
   int queue_max;
-  int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
+  int alerts_firing;      /* bit (1 << SC_ALERT_*) per alert */
+  uint64_t events_purged; /* delivered events removed by sc_outbox_purge
+                             and the worker's retention */
 } sc_metrics;
 
 /**
@@ -597,8 +625,9 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge and
- * one shopcore_alert_firing{alert} gauge per alert.
+ * a _max gauge, batch size and commit summaries, the queue depth gauge,
+ * the shopcore_outbox_events_purged_total counter and one
+ * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
  */
@@ -679,7 +708,8 @@ SC_API const char *sc_event_type_name(int type);
 
 /** A dead event: it failed outbox_max_attempts deliveries. */
 typedef struct sc_dead_event {
-  sc_event event;         /* attempts: the failed deliveries */
+  sc_event event;         /* attempts: the failed deliveries; claim: 0 (a
+                             listing is no delivery) */
   const char *last_error; /* the last nack's reason; "" if none */
 } sc_dead_event;
 /**
@@ -707,6 +737,26 @@ typedef struct sc_outbox_stats {
   int64_t dead;
   int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
 } sc_outbox_stats;
+/**
+ * Removes delivered events acked before delivered_before_ms (db clock), so
+ * that the outbox does not grow forever. A time past now means now (what
+ * is acked while it runs is left for the next purge). Pending (leased or not) and dead
+ * events are never removed, nor is the newest event of all (ids are never
+ * reused). It works in batches of at most 500 events, each one writer
+ * operation of a few milliseconds committed on its own, so other writes go
+ * on between them; it returns once a batch finds fewer. An aggregate's
+ * sequence goes on from its last number after a purge (the number is kept
+ * apart), and sc_verify checks the events kept, from the oldest kept of an
+ * aggregate to its last number. A running worker does the same on its own
+ * for sc_options.outbox_retention_ms.
+ * @param[out] purged_out  events removed, also those of the batches
+ *   committed before a failure; may be NULL.
+ * @return SC_OK, SC_MISUSE (NULL db), SC_CLOSED, SC_BUSY, SC_IOERR,
+ *   SC_NOMEM: the batches committed before it stay purged. Any thread.
+ */
+SC_API int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
+                           int64_t *purged_out);
+
 /** Counts the outbox's events (a read, on one snapshot).
  * @return SC_OK, SC_MISUSE. Any thread. */
 SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);

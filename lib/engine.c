@@ -20,6 +20,7 @@
 #define DEFAULT_OUTBOX_MAX_ATTEMPTS 10
 #define DEFAULT_OUTBOX_RETRY_BASE_MS 100
 #define DEFAULT_OUTBOX_RETRY_MAX_MS 60000
+#define DEFAULT_OUTBOX_RETENTION_MS (7LL * 24 * 3600 * 1000)
 
 static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
 static const char SQL_COMMIT[] = "COMMIT";
@@ -51,6 +52,13 @@ static int options_resolve(const sc_options *in, sc_options *o) {
       o->outbox_max_attempts < 0 || o->outbox_retry_base_ms < 0 ||
       o->outbox_retry_max_ms < 0) {
     return sc__fail(SC_INVALID, "negative option");
+  }
+  if (o->outbox_retention_ms < 0) {
+    return sc__fail(SC_INVALID, "option outbox_retention_ms %lld is negative",
+                    (long long)o->outbox_retention_ms);
+  }
+  if (o->outbox_retention_ms == 0) {
+    o->outbox_retention_ms = DEFAULT_OUTBOX_RETENTION_MS;
   }
   if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
   if (o->busy_timeout_ms == 0) o->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;

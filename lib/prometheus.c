@@ -98,6 +98,11 @@ static void writer(sc__strbuf *b, const sc_metrics *m) {
   family(b, "shopcore_queue_capacity", "gauge",
          "Operations the queue holds before callers wait (queue_max).");
   sample(b, "shopcore_queue_capacity", "", m->queue_max);
+  family(b, "shopcore_outbox_events_purged_total", "counter",
+         "Delivered outbox events removed by retention (sc_outbox_purge and "
+         "the worker).");
+  sample(b, "shopcore_outbox_events_purged_total", "",
+         (double)m->events_purged);
 }
 
 static void alerts(sc__strbuf *b, const sc_metrics *m) {

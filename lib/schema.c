@@ -90,7 +90,26 @@ static const char MIGRATION_1[] =
     " WHERE state <> 1;"
     "CREATE INDEX sc_outbox_dead ON sc_outbox(id) WHERE state = 2;";
 
-static const char *const MIGRATIONS[] = {MIGRATION_1};
+/* The outbox's fencing and retention.
+ * claim: the fencing token of the event's latest delivery, +1 on every
+ * claim and never reset, so a settlement can prove it holds that delivery;
+ * 0 = never claimed.
+ * delivered_at_ms: when it was acked (db clock); events delivered before
+ * this migration count as acked when they were created.
+ * sc_outbox_seq: the last sequence number of each aggregate whose delivered
+ * events were purged, so that its sequence goes on from there. */
+static const char MIGRATION_2[] =
+    "ALTER TABLE sc_outbox ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sc_outbox ADD COLUMN delivered_at_ms INTEGER NOT NULL"
+    " DEFAULT 0;"
+    "UPDATE sc_outbox SET delivered_at_ms = created_at_ms WHERE state = 1;"
+    "CREATE INDEX sc_outbox_delivered ON sc_outbox(delivered_at_ms)"
+    " WHERE state = 1;"
+    "CREATE TABLE sc_outbox_seq("
+    " agg_kind INTEGER NOT NULL, agg_id INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, PRIMARY KEY(agg_kind, agg_id)) WITHOUT ROWID;";
+
+static const char *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
 static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";

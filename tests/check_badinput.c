@@ -31,8 +31,9 @@ typedef struct fx {
   sc_id policy, sold_out, paused, future, one_each;
   sc_id coupon, coupon_user2, used_coupon_of_1;
   sc_id pending, confirmed, cancelled, expired;
-  sc_id event_delivered, event_pending;
-  int64_t version; /* the product's stock version */
+  sc_id event_delivered, event_pending, event_unclaimed;
+  int64_t claim_delivered, claim_pending; /* their tokens */
+  int64_t version;                        /* the product's stock version */
   /* Out-parameters, filled with a pattern the failed call must leave. */
   sc_id id_out;
   sc_stock stock_out;
@@ -104,8 +105,14 @@ static void make_events(fx *f) {
   ck_assert_int_eq(n, 2);
   f->event_delivered = ev[0].id;
   f->event_pending = ev[1].id;
+  f->claim_delivered = ev[0].claim;
+  f->claim_pending = ev[1].claim;
   sc_events_free(ev, n);
-  ck_assert_sc(sc_outbox_ack(f->db, f->event_delivered), SC_OK);
+  ck_assert_sc(sc_outbox_ack(f->db, f->event_delivered, f->claim_delivered),
+               SC_OK);
+  f->event_unclaimed =
+      tu_count(f->path, "SELECT max(id) FROM sc_outbox WHERE claim = 0");
+  ck_assert_int_gt(f->event_unclaimed, 0);
 }
 
 static void fixture_setup(fx *f) {
@@ -434,14 +441,23 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_outbox_claim(f->db, 1, 0, &f->events_out, &f->n_out))                   \
   X(claim_lease_negative, SC_INVALID,                                          \
     sc_outbox_claim(f->db, 1, INT64_MIN, &f->events_out, &f->n_out))           \
-  X(ack_db_null, SC_MISUSE, sc_outbox_ack(NULL, f->event_pending))             \
-  X(ack_zero, SC_NOT_FOUND, sc_outbox_ack(f->db, 0))                           \
-  X(ack_unknown, SC_NOT_FOUND, sc_outbox_ack(f->db, 999999))                   \
-  X(nack_db_null, SC_MISUSE, sc_outbox_nack(NULL, f->event_pending, "x"))      \
-  X(nack_unknown, SC_NOT_FOUND, sc_outbox_nack(f->db, 999999, "x"))            \
-  X(nack_negative, SC_NOT_FOUND, sc_outbox_nack(f->db, -1, NULL))              \
+  X(ack_db_null, SC_MISUSE, sc_outbox_ack(NULL, f->event_pending, 1))          \
+  X(ack_zero, SC_NOT_FOUND, sc_outbox_ack(f->db, 0, 1))                        \
+  X(ack_unknown, SC_NOT_FOUND, sc_outbox_ack(f->db, 999999, 1))                \
+  X(ack_stale_claim, SC_CONFLICT,                                              \
+    sc_outbox_ack(f->db, f->event_pending, f->claim_pending + 1))              \
+  X(ack_claim_zero, SC_CONFLICT, sc_outbox_ack(f->db, f->event_pending, 0))    \
+  X(ack_never_claimed, SC_CONFLICT,                                            \
+    sc_outbox_ack(f->db, f->event_unclaimed, 1))                               \
+  X(nack_db_null, SC_MISUSE, sc_outbox_nack(NULL, f->event_pending, 1, "x"))   \
+  X(nack_unknown, SC_NOT_FOUND, sc_outbox_nack(f->db, 999999, 1, "x"))         \
+  X(nack_negative, SC_NOT_FOUND, sc_outbox_nack(f->db, -1, 1, NULL))           \
+  X(nack_stale_claim, SC_CONFLICT,                                             \
+    sc_outbox_nack(f->db, f->event_pending, f->claim_pending - 1, "x"))        \
+  X(nack_never_claimed, SC_CONFLICT,                                           \
+    sc_outbox_nack(f->db, f->event_unclaimed, 1, "x"))                         \
   X(nack_delivered, SC_INVALID_STATE,                                          \
-    sc_outbox_nack(f->db, f->event_delivered, "x"))                            \
+    sc_outbox_nack(f->db, f->event_delivered, f->claim_delivered, "x"))        \
   X(dead_list_db_null, SC_MISUSE,                                              \
     sc_outbox_dead_list(NULL, 0, 1, &f->dead_out, &f->n_out))                  \
   X(dead_list_out_null, SC_MISUSE,                                             \

@@ -114,7 +114,7 @@ START_TEST(shares_a_host_file) {
       0);
   ck_assert_int_eq(
       tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
-      1);
+      2);
   tu_remove_db(path);
 }
 END_TEST

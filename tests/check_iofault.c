@@ -367,6 +367,85 @@ START_TEST(a_claim_whose_commit_fails_leaks_nothing) {
 }
 END_TEST
 
+/* ---- a fault in a purge
+ * ------------------------------------------------------ 1,500 delivered events
+ * take two batches. The Nth write, sync or read fails: the call returns SC_OK
+ * or SC_IOERR, the batches it reports purged are exactly those gone from the
+ * reopened file (a batch that failed left nothing), the file verifies, and a
+ * purge without faults finishes. */
+
+#define PURGE_EVENTS 1000
+
+static void make_delivered(const char *path) {
+  sc_db *db = tu_open(path, NULL);
+  for (int i = 0; i < PURGE_EVENTS; i++) {
+    ck_assert_sc(sc_account_deposit(db, 1 + i % 50, 1, NULL), SC_OK);
+  }
+  for (;;) {
+    sc_event *ev = NULL;
+    int n = 0;
+    ck_assert_sc(sc_outbox_claim(db, 1000, 60000, &ev, &n), SC_OK);
+    for (int i = 0; i < n; i++) {
+      ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) break;
+  }
+  ck_assert_sc(sc_close(db), SC_OK);
+}
+
+static int64_t events_in(const char *path) {
+  return tu_count(path, "SELECT count(*) FROM sc_outbox");
+}
+
+static void purge_fail_each(int kind) {
+  char *base = tu_db_path("iop-base");
+  char *path = tu_db_path("iop");
+  make_delivered(base);
+  long n = 1, failed = 0;
+  for (;; n++) {
+    tu_remove_db(path);
+    path = tu_db_path("iop");
+    copy_file(base, path);
+    sc_db *db = tu_open(path, NULL);
+    int64_t purged = -1;
+    fv_arm(kind, n, false);
+    int rc = sc_outbox_purge(db, INT64_MAX, &purged);
+    fv_disarm();
+    long hit = fv_injected();
+    ck_assert_msg(accepted(rc), "purge N=%ld: %s (%s)", n, sc_err_name(rc),
+                  sc_errmsg(NULL));
+    failed += rc != SC_OK;
+    ck_assert_int_ge(purged, 0);
+    int close_rc = sc_close(db);
+    ck_assert_msg(accepted(close_rc), "close: %s", sc_err_name(close_rc));
+    ck_assert_int_eq(events_in(path), PURGE_EVENTS - purged);
+    if (rc == SC_OK) ck_assert_int_eq(purged, PURGE_EVENTS - 1);
+    db = tu_open(path, NULL);
+    tu_assert_verify(db);
+    ck_assert_sc(sc_outbox_purge(db, INT64_MAX, NULL), SC_OK);
+    tu_assert_verify(db);
+    ck_assert_sc(sc_close(db), SC_OK);
+    ck_assert_int_eq(events_in(path), 1);
+    if (hit == 0) break;
+  }
+  printf("iofault purge %s: %ld runs, %ld purges failed with SC_IOERR\n",
+         kind == FV_WRITE  ? "write"
+         : kind == FV_SYNC ? "sync"
+                           : "read",
+         n, failed);
+  ck_assert_int_gt(failed, 0);
+  tu_remove_db(path);
+  tu_remove_db(base);
+}
+
+START_TEST(purge_under_each_fault) {
+  purge_fail_each(FV_WRITE);
+  purge_fail_each(FV_SYNC);
+  purge_fail_each(FV_READ);
+}
+END_TEST
+
 int main(void) {
   if (fv_register() != SQLITE_OK) return 2;
   /* Hundreds of runs copy and open a file: tmpfs spares the disk. The shim
@@ -387,6 +466,7 @@ int main(void) {
   tcase_add_test(tc, write_in_batches);
   tcase_add_test(tc, sync_in_batches);
   tcase_add_test(tc, a_claim_whose_commit_fails_leaks_nothing);
+  tcase_add_test(tc, purge_under_each_fault);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

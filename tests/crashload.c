@@ -165,8 +165,9 @@ static int claim_and_ack(child_ctx *c, rec *r) {
   int n = 0;
   int rc = sc_outbox_claim(c->db, 1, 60000, &ev, &n);
   r->a = n == 1 ? ev[0].id : 0;
+  int64_t token = n == 1 ? ev[0].claim : 0;
   sc_events_free(ev, n);
-  if (rc == SC_OK && r->a != 0) rc = sc_outbox_ack(c->db, r->a);
+  if (rc == SC_OK && r->a != 0) rc = sc_outbox_ack(c->db, r->a, token);
   return rc;
 }
 

@@ -356,15 +356,30 @@ class Database:
                                  chk.positive(lease_ms, "lease_ms"))
         return [Event._from_dict(d) for d in raw]
 
-    def ack(self, event: Union[Event, int]) -> None:
-        """Marks an event delivered. Raises NotFound."""
-        _c.sc_outbox_ack(self._h, _event_id(event))
+    def ack(self, event: Union[Event, int],
+            claim: Optional[int] = None) -> None:
+        """Marks a delivery done: the event is delivered and the next event
+        of its aggregate becomes deliverable. Pass the claimed Event (its
+        claim token goes with it), or an event id and its claim token.
+        Acking again with the same token changes nothing; a late ack (lease
+        over, nobody claimed it since) still delivers it.
+        Raises NotFound; Conflict when the token is not the event's latest
+        claim (its lease ran out and it was claimed again) or the event was
+        never claimed; nothing changes then."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_ack(self._h, event_id, token)
 
     def nack(self, event: Union[Event, int],
-             reason: Optional[str] = None) -> None:
+             reason: Optional[str] = None,
+             claim: Optional[int] = None) -> None:
         """A failed delivery: the event is retried later with backoff, and
-        is dead after outbox_max_attempts. Raises NotFound."""
-        _c.sc_outbox_nack(self._h, _event_id(event),
+        is dead after outbox_max_attempts. The reason is kept as the dead
+        event's last_error, truncated to 500 bytes. Pass the claimed Event,
+        or an event id and its claim token. Raises NotFound, Conflict (as
+        ack), InvalidState (delivered, dead, or this claim already
+        nacked)."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_nack(self._h, event_id, token,
                           chk.optional_text(reason, "reason"))
 
     def dead_events(self, after: int = 0, max: int = 100
@@ -386,6 +401,18 @@ class Database:
     def requeue_all(self) -> int:
         """Requeues every dead event; returns how many."""
         return int(_c.sc_outbox_requeue_all(self._h))
+
+    def purge_events(self, before: int) -> int:
+        """Removes delivered events acked before `before` (milliseconds
+        since the epoch, the database's clock), in batches of at most 500
+        that each hold the writer briefly; returns how many. Pending,
+        leased and dead events are kept, and so is the newest event of all
+        (ids are never reused); an aggregate's sequence goes on from its
+        last number. A running worker does this on its own for
+        outbox_retention_ms. Raises Busy, IOFailure (the batches committed
+        before stay purged)."""
+        return int(_c.sc_outbox_purge(self._h, chk.in_range(
+            before, "before", -chk.INT64_MAX - 1)))
 
     def outbox_stats(self) -> OutboxStats:
         """Counts the outbox's pending and dead events."""
@@ -425,6 +452,16 @@ def _event_id(event: Union[Event, int]) -> int:
     return chk.ident(event, "event")
 
 
+def _delivery(event: Union[Event, int],
+              claim: Optional[int]) -> Tuple[int, int]:
+    """The event id and claim token a settlement presents: the Event's own
+    token unless one is given; an id without a token presents 0, which no
+    claim ever has (Conflict)."""
+    if claim is None:
+        claim = event.claim if isinstance(event, Event) else 0
+    return _event_id(event), chk.non_negative(claim, "claim")
+
+
 def _path_text(path: Any, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError("{} must be a str or os.PathLike, not {}".format(
@@ -439,7 +476,7 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
          batch_max: int = 0, busy_timeout_ms: int = 0, queue_max: int = 0,
          read_pool_max: int = 0, default_order_ttl_ms: int = 0,
          outbox_max_attempts: int = 0, outbox_retry_base_ms: int = 0,
-         outbox_retry_max_ms: int = 0,
+         outbox_retry_max_ms: int = 0, outbox_retention_ms: int = 0,
          clock: Optional[ManualClock] = None) -> Database:
     """Opens (creating if needed) a libshopcore database file.
 
@@ -463,6 +500,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         default_order_ttl_ms: time to pay when checkout's ttl_ms is 0.
         outbox_max_attempts: deliveries before an event is dead.
         outbox_retry_base_ms, outbox_retry_max_ms: retry backoff.
+        outbox_retention_ms: a running worker purges delivered events
+            acked longer ago than this; 0 = 7 days.
         clock: a ManualClock, for tests; None = the wall clock.
 
     Raises: Invalid, IOFailure, Corrupt, Busy.
@@ -480,7 +519,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         chk.non_negative(default_order_ttl_ms, "default_order_ttl_ms"),
         chk.int32(outbox_max_attempts, "outbox_max_attempts"),
         chk.non_negative(outbox_retry_base_ms, "outbox_retry_base_ms"),
-        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"))
+        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"),
+        chk.non_negative(outbox_retention_ms, "outbox_retention_ms"))
     return Database(handle, fspath, clock)
 
 

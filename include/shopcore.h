@@ -54,31 +54,46 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
 /* ------------------------------------------------------------------------ */
 
 /* One list generates the enum, sc_err_name() and sc_strerror(). */
-#define SC_STATUS_MAP(XX)                              \
-  XX(OK, "not an error")                               \
-  XX(ERROR, "internal error")                          \
-  XX(MISUSE, "library used incorrectly")               \
-  XX(INVALID, "invalid argument")                      \
-  XX(NOMEM, "out of memory")                           \
-  XX(IOERR, "I/O error")                               \
-  XX(CORRUPT, "database is corrupt or not a database") \
-  XX(BUSY, "database is busy")                         \
-  XX(CLOSED, "database is closed")                     \
-  XX(CANCELED, "operation canceled")                   \
-  XX(NOT_FOUND, "not found")                           \
-  XX(EXISTS, "already exists")                         \
-  XX(SOLD_OUT, "sold out")                             \
-  XX(LIMIT_REACHED, "per-user limit reached")          \
-  XX(PAUSED, "paused")                                 \
-  XX(NOT_ACTIVE, "not active")                         \
-  XX(OUT_OF_STOCK, "out of stock")                     \
-  XX(INSUFFICIENT_BALANCE, "insufficient balance")     \
-  XX(COUPON_UNAVAILABLE, "coupon unavailable")         \
-  XX(EXPIRED, "expired")                               \
-  XX(INVALID_STATE, "invalid state")                   \
-  XX(CONFLICT, "version conflict")                     \
-  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request")
+#define SC_STATUS_MAP(XX)                                                     \
+  XX(OK, "not an error")                                                      \
+  XX(ERROR, "internal error")                                                 \
+  XX(MISUSE, "library used incorrectly")                                      \
+  XX(INVALID, "invalid argument")                                             \
+  XX(NOMEM, "out of memory")                                                  \
+  XX(IOERR, "I/O error")                                                      \
+  XX(CORRUPT, "database is corrupt or not a database")                        \
+  XX(BUSY, "database is busy")                                                \
+  XX(CLOSED, "database is closed")                                            \
+  XX(CANCELED, "operation canceled")                                          \
+  XX(NOT_FOUND, "not found")                                                  \
+  XX(EXISTS, "already exists")                                                \
+  XX(SOLD_OUT, "sold out")                                                    \
+  XX(LIMIT_REACHED, "per-user limit reached")                                 \
+  XX(PAUSED, "paused")                                                        \
+  XX(NOT_ACTIVE, "not active")                                                \
+  XX(OUT_OF_STOCK, "out of stock")                                            \
+  XX(INSUFFICIENT_BALANCE, "insufficient balance")                            \
+  XX(COUPON_UNAVAILABLE, "coupon unavailable")                                \
+  XX(EXPIRED, "expired")                                                      \
+  XX(INVALID_STATE, "invalid state")                                          \
+  XX(CONFLICT, "version conflict")                                            \
+  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request") \
+  XX(AMBIGUOUS, "outcome unknown: the commit may or may not have happened")
 
+/* What a failed write means. A write operation that fails with any status
+ * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash.
+ *
+ * SC_AMBIGUOUS: the commit that held the operation failed in a way that
+ * leaves its durability unknown (the fsync of the write-ahead log failed, or
+ * the commit failed after its commit record may have reached the file). The
+ * operation may or may not be there, now or after the next open; every
+ * operation of that commit gets SC_AMBIGUOUS, refusals included (a refusal
+ * may have rested on an earlier operation of the same commit). What to do:
+ * retrying is safe with an idempotency key (a replay returns the first
+ * result); without one, read first to learn whether it happened. After a
+ * failed fsync the handle refuses every later write with SC_AMBIGUOUS (a
+ * retried fsync can report success while the data is gone) until it is
+ * closed and reopened; reads go on. */
 typedef enum {
 #define SC__STATUS_ENUM(name, text) SC_##name,
   SC_STATUS_MAP(SC__STATUS_ENUM)

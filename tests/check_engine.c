@@ -156,27 +156,6 @@ END_TEST
 
 /* ---- group commit ------------------------------------------------------- */
 
-/* An operation that holds the writer until released, so that the
- * operations queued behind it are committed as one batch. */
-typedef struct gate_op {
-  sc__op base;
-  sem_t entered, release;
-} gate_op;
-
-static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
-  (void)db;
-  (void)w;
-  gate_op *g = (gate_op *)base;
-  sem_post(&g->entered);
-  while (sem_wait(&g->release) != 0 && errno == EINTR) {
-  }
-  return SC_OK;
-}
-
-static void gate_done(sc__op *op) {
-  (void)op;
-}
-
 /* An operation that writes a row, then fails: its savepoint is rolled back. */
 typedef struct row_op {
   sc__op base;
@@ -207,11 +186,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
   char *path = tu_db_path("batch");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   sc_db *db = tu_open(path, NULL);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   enum { N = 20 };
   row_op ops[N];
   for (int i = 0; i < N; i++) {
@@ -221,7 +196,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
     sem_init(&ops[i].done, 0, 0);
     ck_assert_sc(sc__op_submit(db, &ops[i].base), SC_OK);
   }
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   int ok = 0;
   for (int i = 0; i < N; i++) {
     sem_wait(&ops[i].done);
@@ -259,11 +234,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   char *path = tu_db_path("closing");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   close_race r = {.db = tu_open(path, NULL)};
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(r.db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(r.db);
   /* A blocking call queued behind the gate is a call in progress. */
   r.queued = (row_op){.base = {.run = row_run}, .value = 42};
   pthread_t caller, closing;
@@ -278,7 +249,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   ck_assert_sc(sc_coupon_issue(r.db, 1, 1, NULL), SC_CLOSED);
   ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}),
                SC_CLOSED);
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   pthread_join(caller, NULL);
   pthread_join(closing, NULL);
   ck_assert_sc(r.queued_status, SC_OK);
@@ -296,11 +267,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
   o.queue_max = 2;
   o.busy_timeout_ms = 100;
   sc_db *db = tu_open(path, &o);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   row_op ops[2];
   for (int i = 0; i < 2; i++) {
     ops[i] = (row_op){.base = {.run = row_run, .done = row_done}, .value = i};
@@ -311,7 +278,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
    * bounded time, then is told the database is busy. */
   ck_assert_sc(sc_coupon_issue(db, 1, 1, NULL), SC_BUSY);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "queue"));
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   for (int i = 0; i < 2; i++) {
     sem_wait(&ops[i].done);
     ck_assert_sc(ops[i].base.status, SC_OK);

@@ -7,6 +7,13 @@
  * in flight at the kill are either wholly there or wholly absent, and that
  * sc_verify and PRAGMA integrity_check pass.
  *
+ * Some rounds add an I/O fault before the kill: the fault VFS (faultvfs.c)
+ * fails one sync or one write of the child, at random. An operation the
+ * fault failed with SC_IOERR must have left no trace; one that got
+ * SC_AMBIGUOUS (its commit's fsync failed, or the handle refused writes
+ * since) may be there or not, and the checks count it only if it is; after
+ * the child's next reopen, writes must work again.
+ *
  *   SC_CRASH_ROUNDS=N   rounds (default 20)
  *   SC_CRASH_SEED=S     the first round's seed (default: from the clock);
  *                       round r uses S + r, and every seed is printed. */
@@ -23,7 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "faultvfs.h"
 #include "test_util.h"
+
+/* faultvfs.c is compiled into this suite as into check_iofault. */
+#include "faultvfs.c"
 
 #define THREADS 4
 #define USERS_PER_THREAD 8
@@ -57,6 +68,8 @@ typedef struct rec {
 
 typedef struct world {
   uint64_t seed;
+  int fault_kind; /* FV_SYNC, FV_WRITE, or 0: none */
+  long fault_at;  /* the child's fault_at-th call of that kind fails */
   sc_id policy_small, policy_big; /* max 40, limit 3; max 1e6, limit 1e6 */
   sc_id products[PRODUCTS];
   int64_t initial_stock;
@@ -269,7 +282,12 @@ static void child_main(const char *path, const world *w, int fd,
   int64_t stop = now_ns() + (int64_t)CHILD_MAX_MS * 1000000;
   uint64_t rng = w->seed ^ 0x5eed;
   for (; now_ns() < stop; c.epoch++) {
-    if (sc_open(path, &o, &c.db) != SC_OK) _exit(21);
+    /* The single fault may land in an open; the next one then works. */
+    if (sc_open(path, &o, &c.db) != SC_OK && sc_open(path, &o, &c.db) != SC_OK)
+      _exit(21);
+    if (c.epoch == 0 && w->fault_kind != 0) {
+      fv_arm(w->fault_kind, w->fault_at, false);
+    }
     int64_t epoch_ms = rng_range(&rng, 20, 400);
     atomic_store(&c.deadline_ns, now_ns() + epoch_ms * 1000000);
     tu_race(THREADS, child_thread, &c);
@@ -423,10 +441,14 @@ static int64_t deposit_key_present(sqlite3 *h, int64_t keyno) {
 
 /* What the records say the file must hold, summed per user and product. */
 typedef struct expect {
-  int64_t deposited[THREADS][USERS_PER_THREAD]; /* acknowledged */
+  bool faulted; /* the round injected a fault */
+  /* acknowledged, and ambiguous ones found there */
+  int64_t deposited[THREADS][USERS_PER_THREAD];
   int64_t restocked[PRODUCTS];
-  int last_pause; /* -1: no pause acknowledged */
-  int64_t acked, failed;
+  int64_t restock_slack[PRODUCTS]; /* ambiguous restocks */
+  int last_pause;                  /* -1: no pause acknowledged */
+  int pause_maybe; /* an ambiguous pause since the last one: -1 none */
+  int64_t acked, failed, ioerr, ambiguous;
   int64_t ok_by_op[OP_KINDS_];
   /* Per order id: what the acknowledged results say of its final state. */
   unsigned char *order_flags;
@@ -465,10 +487,15 @@ static int64_t checkout_key_result(sqlite3 *h, int64_t keyno) {
 
 static void check_checkout(sqlite3 *h, const rec *r, expect *e) {
   int64_t id = checkout_key_result(h, r->c);
+  if (r->rc == SC_AMBIGUOUS) {
+    if (id != 0) order_flag(e, id, 0); /* there, so it is an order */
+    return;
+  }
   if (r->rc != SC_OK) {
     ck_assert_msg(r->rc == SC_OUT_OF_STOCK ||
                       r->rc == SC_INSUFFICIENT_BALANCE ||
-                      r->rc == SC_COUPON_UNAVAILABLE || r->rc == SC_NOT_FOUND,
+                      r->rc == SC_COUPON_UNAVAILABLE || r->rc == SC_NOT_FOUND ||
+                      r->rc == SC_IOERR,
                   "checkout: %s", sc_err_name(r->rc));
     ck_assert_msg(id == 0, "refused checkout left order %lld", (long long)id);
     return;
@@ -524,15 +551,59 @@ static int product_index(const world *w, sc_id p) {
   return -1;
 }
 
+/* A result the injected fault explains: SC_IOERR changed nothing;
+ * SC_AMBIGUOUS may or may not have. Only in a round with a fault. */
+static bool fault_result(const rec *r, expect *e) {
+  if (r->rc != SC_IOERR && r->rc != SC_AMBIGUOUS) return false;
+  ck_assert_msg(e->faulted, "op %d: %s without a fault", r->op,
+                sc_err_name(r->rc));
+  return true;
+}
+
+/* An operation the fault failed, whose effect can be looked for. */
+static void check_fault_result(sqlite3 *h, const world *w, const rec *r,
+                               expect *e) {
+  bool ambiguous = r->rc == SC_AMBIGUOUS;
+  e->ambiguous += ambiguous;
+  e->ioerr += !ambiguous;
+  switch (r->op) {
+    case OP_DEPOSIT: {
+      bool there = deposit_key_present(h, r->c) == 1;
+      ck_assert_msg(ambiguous || !there,
+                    "deposit %llx failed (%s) but is there",
+                    (unsigned long long)r->c, sc_err_name(r->rc));
+      if (there) e->deposited[r->a / 1000][r->a % 1000 - 1] += r->b;
+      break;
+    }
+    case OP_CHECKOUT:
+      check_checkout(h, r, e);
+      break;
+    case OP_RESTOCK:
+      if (ambiguous) e->restock_slack[product_index(w, r->a)] += r->b;
+      break;
+    case OP_PAUSE:
+      if (ambiguous) e->pause_maybe = (int)r->b;
+      break;
+    default: /* issue, pay, cancel, expire, ack: sc_verify covers them */
+      break;
+  }
+}
+
 /* Checks one result record against the file. */
 static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
   if (r->op == OP_REOPEN) {
-    ck_assert_msg(r->rc == SC_OK, "sc_close: %s", sc_err_name(r->rc));
+    /* A fault may land in the final checkpoint. */
+    ck_assert_msg(r->rc == SC_OK || (e->faulted && r->rc == SC_IOERR),
+                  "sc_close: %s", sc_err_name(r->rc));
     return;
   }
   if (r->rc == SC_OK && (r->op != OP_ACK || r->a != 0)) e->ok_by_op[r->op]++;
   if (r->rc == SC_OK) e->acked++;
   if (r->rc != SC_OK) e->failed++;
+  if (fault_result(r, e)) {
+    check_fault_result(h, w, r, e);
+    return;
+  }
   switch (r->op) {
     case OP_DEPOSIT:
       ck_assert_sc(r->rc, SC_OK); /* no deposit of this load may fail */
@@ -571,6 +642,7 @@ static void check_result(sqlite3 *h, const world *w, const rec *r, expect *e) {
     case OP_PAUSE:
       ck_assert_sc(r->rc, SC_OK);
       e->last_pause = (int)r->b;
+      e->pause_maybe = -1;
       break;
     case OP_CHECKOUT:
       check_checkout(h, r, e);
@@ -628,7 +700,8 @@ static void check_totals(sqlite3 *h, const world *w, const log_t *lg,
                         " ON o.id = l.order_id WHERE l.product_id = ?1"
                         " AND o.status = 2) FROM sc_product WHERE id = ?1",
                         w->products[i], 0, 0);
-    int64_t want = w->initial_stock + e->restocked[i], slack = 0;
+    int64_t want = w->initial_stock + e->restocked[i];
+    int64_t slack = e->restock_slack[i];
     for (int t = 0; t < THREADS; t++) {
       const rec *f = &lg->inflight[t];
       if (f->op == OP_RESTOCK && f->a == w->products[i]) slack += f->b;
@@ -642,7 +715,8 @@ static void check_totals(sqlite3 *h, const world *w, const log_t *lg,
       (int)q_i64(h, "SELECT paused FROM sc_coupon_policy WHERE id = ?1",
                  w->policy_small, 0, 0);
   const rec *f = &lg->inflight[0];
-  bool may_flip = f->op == OP_PAUSE && f->b == paused;
+  bool may_flip =
+      (f->op == OP_PAUSE && f->b == paused) || e->pause_maybe == paused;
   if (e->last_pause >= 0) {
     ck_assert_msg(paused == e->last_pause || may_flip,
                   "policy paused %d, last acknowledged %d", paused,
@@ -652,6 +726,7 @@ static void check_totals(sqlite3 *h, const world *w, const log_t *lg,
 
 static void check_reopened(const char *path, const world *w, const log_t *lg,
                            expect *e) {
+  fv_disarm(); /* the parent's own calls: never faulted */
   sc_db *db = tu_open(path, NULL);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
@@ -666,7 +741,9 @@ static void check_reopened(const char *path, const world *w, const log_t *lg,
   ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
   sqlite3_finalize(st);
   memset(e, 0, sizeof *e);
+  e->faulted = w->fault_kind != 0;
   e->last_pause = -1;
+  e->pause_maybe = -1;
   for (size_t i = 0; i < lg->n; i++) {
     if (lg->recs[i].type == REC_RESULT) check_result(h, w, &lg->recs[i], e);
   }
@@ -685,20 +762,33 @@ START_TEST(acknowledged_operations_survive_sigkill) {
   int rounds = (int)env_u64("SC_CRASH_ROUNDS", 20);
   uint64_t base = env_u64("SC_CRASH_SEED", (uint64_t)time(NULL));
   int64_t total_acked = 0, ok_by_op[OP_KINDS_] = {0};
+  int64_t total_ioerr = 0, total_ambiguous = 0;
   for (int round = 0; round < rounds; round++) {
     world w = {.seed = base + (uint64_t)round};
     uint64_t rng = w.seed;
     /* Every fifth round runs with synchronous=NORMAL: it too must survive a
      * process crash (only a power loss may cost it the last commits). */
     int durability = round % 5 == 4 ? SC_DURABILITY_NORMAL : SC_DURABILITY_FULL;
+    /* Every other round fails one sync or one write of the child first, a
+     * little after its start, then the kill comes. */
+    if (round % 4 == 1) {
+      w.fault_kind = FV_SYNC;
+      w.fault_at = rng_range(&rng, 1, 10);
+    } else if (round % 4 == 3) {
+      w.fault_kind = FV_WRITE;
+      w.fault_at = rng_range(&rng, 1, 100);
+    }
     /* Mostly mid-load; some kills land during open or the first batch. */
-    int64_t kill_us = rng_range(&rng, 0, 3) == 0
+    int64_t kill_us = rng_range(&rng, 0, 3) == 0 && w.fault_kind == 0
                           ? rng_range(&rng, 0, 20000)
                           : rng_range(&rng, 20000, 600000);
-    printf("crash round %d: seed %llu, %s, kill after %lld us\n", round,
-           (unsigned long long)w.seed,
+    printf("crash round %d: seed %llu, %s, %s%.0ld, kill after %lld us\n",
+           round, (unsigned long long)w.seed,
            durability == SC_DURABILITY_FULL ? "FULL" : "NORMAL",
-           (long long)kill_us);
+           w.fault_kind == FV_SYNC    ? "failing sync "
+           : w.fault_kind == FV_WRITE ? "failing write "
+                                      : "no fault",
+           w.fault_at, (long long)kill_us);
     fflush(stdout);
     char *path = tu_db_path("crash");
     setup_world(path, &w);
@@ -706,9 +796,14 @@ START_TEST(acknowledged_operations_survive_sigkill) {
     run_and_kill(path, &w, durability, kill_us, &lg);
     expect e;
     check_reopened(path, &w, &lg, &e);
-    printf("  %zu records, %lld acknowledged ok, %lld refused\n", lg.n,
-           (long long)e.acked, (long long)e.failed);
+    printf(
+        "  %zu records, %lld acknowledged ok, %lld refused (%lld SC_IOERR, "
+        "%lld SC_AMBIGUOUS)\n",
+        lg.n, (long long)e.acked, (long long)e.failed, (long long)e.ioerr,
+        (long long)e.ambiguous);
     total_acked += e.acked;
+    total_ioerr += e.ioerr;
+    total_ambiguous += e.ambiguous;
     for (int k = 0; k < OP_KINDS_; k++)
       ok_by_op[k] += e.ok_by_op[k];
     free(lg.recs);
@@ -717,6 +812,10 @@ START_TEST(acknowledged_operations_survive_sigkill) {
   /* The kills must not all land before any work: the test would prove
    * nothing. */
   ck_assert_int_gt(total_acked, 0);
+  /* Nor may the faults all miss (a full run has ten fault rounds). */
+  if (rounds >= 20) ck_assert_int_gt(total_ioerr + total_ambiguous, 0);
+  printf("crash: failed by the faults: %lld SC_IOERR, %lld SC_AMBIGUOUS\n",
+         (long long)total_ioerr, (long long)total_ambiguous);
   printf(
       "crash: acknowledged ok over all rounds: %lld deposits, %lld "
       "coupons, %lld checkouts, %lld payments, %lld cancels, %lld expiry "
@@ -729,6 +828,7 @@ START_TEST(acknowledged_operations_survive_sigkill) {
 END_TEST
 
 int main(void) {
+  if (fv_register() != SQLITE_OK) return 2;
   Suite *s = suite_create("crash");
   TCase *tc = tu_tcase("crash");
   tcase_add_test(tc, acknowledged_operations_survive_sigkill);

@@ -143,6 +143,10 @@ enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
 
 typedef struct sc_alert sc_alert; /* declared with the metrics, below */
 
+/* Every numeric option takes 0 for the library default. A value outside the
+ * range its comment states (a negative count, size or time; an error rate
+ * above 1 or NaN; a queue-depth alert past queue_max; queue_max past 2^24)
+ * makes sc_open fail with SC_INVALID and a message naming the option. */
 typedef struct sc_options {
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
@@ -159,7 +163,7 @@ typedef struct sc_options {
   void *clock_ud;
   /** Operations waiting for the writer at most; a full queue makes callers
    * wait (back-pressure) up to busy_timeout_ms, then SC_BUSY. 0 = library
-   * default (4096). */
+   * default (4096); at most 2^24. */
   int queue_max;
   /** Idle read connections kept open; 0 = library default (64). */
   int read_pool_max;
@@ -187,10 +191,11 @@ typedef struct sc_options {
   int64_t alert_p95_ms;
   /** Share (0..1) of operations that failed with an error (not an expected
    * outcome: see sc_status_outcome) over the window above which
-   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off. */
+   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off; above 1 (or NaN)
+   * is SC_INVALID. */
   double alert_error_rate;
-  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires; 0 = 80% of
-   * queue_max; negative = off. */
+  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires, at most
+   * queue_max; 0 = 80% of queue_max; negative = off. */
   int alert_queue_depth;
   /** The sliding window, by the db's clock; 0 = 10,000 ms. */
   int64_t alert_window_ms;
@@ -211,7 +216,8 @@ SC_API void sc_options_init(sc_options *opts);
  *                  need one shared file).
  * @param[in] opts  NULL for defaults.
  * @param[out] out  the handle, or NULL on failure.
- * @return SC_OK, SC_INVALID (bad option or path), SC_MISUSE (NULL out),
+ * @return SC_OK, SC_INVALID (an option out of range, named in sc_errmsg;
+ *   a bad path), SC_MISUSE (NULL out),
  *   SC_IOERR (cannot open), SC_CORRUPT (not a database, or a newer schema),
  *   SC_BUSY (another process held the file past busy_timeout_ms), SC_NOMEM.
  * Any thread.

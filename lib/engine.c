@@ -3,6 +3,7 @@
  * commit): one BEGIN IMMEDIATE, a SAVEPOINT per operation, one COMMIT, so one
  * fsync serves every operation of the batch. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +15,7 @@
 #define DEFAULT_BATCH_MAX 512
 #define DEFAULT_BUSY_TIMEOUT_MS 30000
 #define DEFAULT_QUEUE_MAX 4096
+#define QUEUE_MAX_MAX (1 << 24)
 #define DEFAULT_READ_POOL_MAX 64
 #define DEFAULT_ORDER_TTL_MS (15 * 60 * 1000)
 #define DEFAULT_OUTBOX_MAX_ATTEMPTS 10
@@ -33,24 +35,73 @@ void sc_options_init(sc_options *opts) {
   opts->durability = SC_DURABILITY_FULL;
 }
 
-/* Fills the zero fields with defaults and checks the others. */
+/* Refuses an option outside lo..hi, naming it. */
+static int option_in(const char *name, int64_t v, int64_t lo, int64_t hi,
+                     const char *why) {
+  if (v >= lo && v <= hi) return SC_OK;
+  if (hi == INT64_MAX) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option %s is %lld; it must be >= %lld%s", name,
+                    (long long)v, (long long)lo, why);
+  }
+  return sc__fail(SC_INVALID,
+                  "sc_open: option %s is %lld; it must be in %lld..%lld%s",
+                  name, (long long)v, (long long)lo, (long long)hi, why);
+}
+
+/* Checks every numeric option (0 means the default for all of them). */
+static int options_check(const sc_options *o) {
+  if (o->durability != SC_DURABILITY_FULL &&
+      o->durability != SC_DURABILITY_NORMAL) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option durability is %d; it must be "
+                    "SC_DURABILITY_FULL or SC_DURABILITY_NORMAL",
+                    o->durability);
+  }
+  /* queue_max bounds memory, and 80% of it is computed in an int. */
+  const struct {
+    const char *name;
+    int64_t v, lo, hi;
+    const char *why;
+  } range[] = {
+      {"batch_max", o->batch_max, 0, INT_MAX, ""},
+      {"busy_timeout_ms", o->busy_timeout_ms, 0, INT_MAX, ""},
+      {"queue_max", o->queue_max, 0, QUEUE_MAX_MAX, ""},
+      {"read_pool_max", o->read_pool_max, 0, INT_MAX, ""},
+      {"default_order_ttl_ms", o->default_order_ttl_ms, 0, INT64_MAX, ""},
+      {"outbox_max_attempts", o->outbox_max_attempts, 0, INT_MAX, ""},
+      {"outbox_retry_base_ms", o->outbox_retry_base_ms, 0, INT64_MAX, ""},
+      {"outbox_retry_max_ms", o->outbox_retry_max_ms, 0, INT64_MAX, ""},
+      {"alert_window_ms", o->alert_window_ms, 0, INT64_MAX, ""},
+      {"alert_min_samples", o->alert_min_samples, 0, INT_MAX, ""},
+      {"alert_queue_depth", o->alert_queue_depth, INT_MIN,
+       o->queue_max ? o->queue_max : DEFAULT_QUEUE_MAX,
+       " (at most queue_max: the queue never holds more; negative = off)"},
+  };
+  for (size_t i = 0; i < sizeof range / sizeof *range; i++) {
+    int rc = option_in(range[i].name, range[i].v, range[i].lo, range[i].hi,
+                       range[i].why);
+    if (rc != SC_OK) return rc;
+  }
+  /* A share; negative turns the alert off. NaN is neither. */
+  if (!(o->alert_error_rate <= 1.0)) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option alert_error_rate is %g; it must be a "
+                    "share, at most 1 (0 = default, negative = off)",
+                    o->alert_error_rate);
+  }
+  return SC_OK;
+}
+
+/* Checks the options, then fills the zero fields with defaults. */
 static int options_resolve(const sc_options *in, sc_options *o) {
   if (in == NULL) {
     sc_options_init(o);
   } else {
     *o = *in;
   }
-  if (o->durability != SC_DURABILITY_FULL &&
-      o->durability != SC_DURABILITY_NORMAL) {
-    return sc__fail(SC_INVALID, "durability %d is neither FULL nor NORMAL",
-                    o->durability);
-  }
-  if (o->batch_max < 0 || o->busy_timeout_ms < 0 || o->queue_max < 0 ||
-      o->read_pool_max < 0 || o->default_order_ttl_ms < 0 ||
-      o->outbox_max_attempts < 0 || o->outbox_retry_base_ms < 0 ||
-      o->outbox_retry_max_ms < 0) {
-    return sc__fail(SC_INVALID, "negative option");
-  }
+  int rc = options_check(o);
+  if (rc != SC_OK) return rc;
   if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
   if (o->busy_timeout_ms == 0) o->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
   if (o->queue_max == 0) o->queue_max = DEFAULT_QUEUE_MAX;

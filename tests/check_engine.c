@@ -2,6 +2,8 @@
  * shared file, and group commit with per-operation savepoints. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -57,6 +59,99 @@ START_TEST(open_rejects_bad_arguments) {
   ck_assert_ptr_null(db);
   /* Nothing was created for a refused open. */
   ck_assert_int_eq(access(path, F_OK), -1);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Sets one option of o out of its range; returns the option's name, or
+ * NULL past the last case. */
+static const char *bad_option(sc_options *o, int i) {
+  sc_options_init(o);
+  switch (i) {
+    case 0:
+      o->durability = 2;
+      return "durability";
+    case 1:
+      o->batch_max = -1;
+      return "batch_max";
+    case 2:
+      o->busy_timeout_ms = -5;
+      return "busy_timeout_ms";
+    case 3:
+      o->queue_max = -1;
+      return "queue_max";
+    case 4:
+      o->queue_max = INT_MAX;
+      return "queue_max";
+    case 5:
+      o->read_pool_max = -1;
+      return "read_pool_max";
+    case 6:
+      o->default_order_ttl_ms = -1;
+      return "default_order_ttl_ms";
+    case 7:
+      o->outbox_max_attempts = -3;
+      return "outbox_max_attempts";
+    case 8:
+      o->outbox_retry_base_ms = -1;
+      return "outbox_retry_base_ms";
+    case 9:
+      o->outbox_retry_max_ms = INT64_MIN;
+      return "outbox_retry_max_ms";
+    case 10:
+      o->alert_error_rate = 2.0;
+      return "alert_error_rate";
+    case 11:
+      o->alert_error_rate = 1.0000001;
+      return "alert_error_rate";
+    case 12:
+      o->alert_error_rate = NAN;
+      return "alert_error_rate";
+    case 13:
+      o->alert_queue_depth = 4097;
+      return "alert_queue_depth";
+    case 14:
+      o->queue_max = 10;
+      o->alert_queue_depth = 11;
+      return "alert_queue_depth";
+    case 15:
+      o->alert_window_ms = -1;
+      return "alert_window_ms";
+    case 16:
+      o->alert_min_samples = -1;
+      return "alert_min_samples";
+    default:
+      return NULL;
+  }
+}
+
+START_TEST(open_refuses_each_option_out_of_range) {
+  char *path = tu_db_path("optrange");
+  sc_options o;
+  const char *name;
+  for (int i = 0; (name = bad_option(&o, i)) != NULL; i++) {
+    sc_db *db = (sc_db *)0x1;
+    ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+    ck_assert_ptr_null(db);
+    /* The message names the option. */
+    ck_assert_msg(strstr(sc_errmsg(NULL), name) != NULL, "case %d: %s", i,
+                  sc_errmsg(NULL));
+    ck_assert_int_eq(access(path, F_OK), -1);
+  }
+  /* The edges of each range are accepted: a share of 1, an alert turned off
+   * (negative), a queue-depth alert at queue_max. */
+  sc_options_init(&o);
+  o.alert_error_rate = 1.0;
+  o.alert_queue_depth = 10;
+  o.queue_max = 10;
+  sc_db *db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
+  sc_options_init(&o);
+  o.alert_error_rate = -0.5;
+  o.alert_queue_depth = -1;
+  o.alert_p95_ms = -1;
+  db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(path);
 }
 END_TEST
@@ -333,6 +428,7 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, status_codes_have_names_and_texts);
   tcase_add_test(tc, null_is_harmless);
   tcase_add_test(tc, open_rejects_bad_arguments);
+  tcase_add_test(tc, open_refuses_each_option_out_of_range);
   tcase_add_test(tc, open_rejects_unusable_paths);
   tcase_add_test(tc, shares_a_host_file);
   tcase_add_test(tc, refuses_a_newer_schema);

@@ -225,10 +225,13 @@ SC_API void sc_options_init(sc_options *opts);
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
 
 /**
- * Closes the handle: operations already queued are committed and completed,
- * later calls get SC_CLOSED, the writer thread and every other thread the
- * library started for this handle are joined, and the memory is freed. The
- * handle must not be used again once sc_close returns. NULL is a no-op.
+ * Closes the handle: calls in progress finish first (operations already
+ * queued are committed and completed), the writer thread and every other
+ * thread the library started for this handle are joined, and the memory is
+ * freed. Calls racing a close (made from other threads while sc_close runs)
+ * get SC_CLOSED; calls after it returns are undefined, like using freed
+ * memory: the handle is gone, and the host must make sure no thread uses it
+ * then (as with sqlite3_close). NULL is a no-op.
  * Stop workers (sc_worker_stop*) before closing: with a worker still
  * running, sc_close returns SC_MISUSE and the handle stays open and usable.
  * Otherwise returns SC_OK, or the error of the final checkpoint (the handle

@@ -174,6 +174,7 @@ struct sc_db {
   bool completer_started;
 
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
+  struct sc__turn *turn;                 /* turn.c: batches of processes */
   sc__conn *wconn;
   int batch_events; /* events written by the batch being committed */
   /* Set by the writer when a commit's fsync failed: every later write is

@@ -31,6 +31,8 @@ void tu_remove_db(char *path) {
   unlink(side);
   snprintf(side, sizeof side, "%s-shm", path);
   unlink(side);
+  snprintf(side, sizeof side, "%s-turn", path);
+  unlink(side);
   free(path);
 }
 
@@ -176,6 +178,17 @@ void tu_wait_queued(sc_db *db, int n) {
     if (queued >= n) return;
     usleep(1000);
   }
+}
+
+uint64_t tu_rng_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+int64_t tu_rng_range(uint64_t *s, int64_t lo, int64_t hi) {
+  return lo + (int64_t)(tu_rng_next(s) % (uint64_t)(hi - lo + 1));
 }
 
 TCase *tu_tcase(const char *name) {

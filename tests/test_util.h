@@ -20,8 +20,8 @@
   } while (0)
 
 /* A fresh database file path under SC_TEST_TMPDIR (or /tmp), unique per
- * call; the caller frees it with tu_remove_db (which also removes -wal and
- * -shm). */
+ * call; the caller frees it with tu_remove_db (which also removes -wal,
+ * -shm and -turn). */
 char *tu_db_path(const char *tag);
 void tu_remove_db(char *path);
 
@@ -62,6 +62,12 @@ tu_gate *tu_gate_close(sc_db *db);
 void tu_gate_open(tu_gate *g);
 /* Waits until n operations are queued for db's writer. */
 void tu_wait_queued(sc_db *db, int n);
+
+/* A seeded generator (splitmix64): the same seed gives the same sequence,
+ * so a failing seed reruns the same choices. */
+uint64_t tu_rng_next(uint64_t *state);
+/* Uniform in [lo, hi]. */
+int64_t tu_rng_range(uint64_t *state, int64_t lo, int64_t hi);
 
 /* Builds a suite runner with a generous per-test timeout, runs it, and
  * returns the process exit status. */

@@ -81,7 +81,8 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
   XX(AMBIGUOUS, "outcome unknown: the commit may or may not have happened")
 
 /* What a failed write means. A write operation that fails with any status
- * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash.
+ * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash
+ * (sc_orders_expire_due keeps the batches it committed before a failure).
  *
  * SC_AMBIGUOUS: the commit that held the operation failed in a way that
  * leaves its durability unknown (the fsync of the write-ahead log failed, or

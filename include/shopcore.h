@@ -54,31 +54,47 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
 /* ------------------------------------------------------------------------ */
 
 /* One list generates the enum, sc_err_name() and sc_strerror(). */
-#define SC_STATUS_MAP(XX)                              \
-  XX(OK, "not an error")                               \
-  XX(ERROR, "internal error")                          \
-  XX(MISUSE, "library used incorrectly")               \
-  XX(INVALID, "invalid argument")                      \
-  XX(NOMEM, "out of memory")                           \
-  XX(IOERR, "I/O error")                               \
-  XX(CORRUPT, "database is corrupt or not a database") \
-  XX(BUSY, "database is busy")                         \
-  XX(CLOSED, "database is closed")                     \
-  XX(CANCELED, "operation canceled")                   \
-  XX(NOT_FOUND, "not found")                           \
-  XX(EXISTS, "already exists")                         \
-  XX(SOLD_OUT, "sold out")                             \
-  XX(LIMIT_REACHED, "per-user limit reached")          \
-  XX(PAUSED, "paused")                                 \
-  XX(NOT_ACTIVE, "not active")                         \
-  XX(OUT_OF_STOCK, "out of stock")                     \
-  XX(INSUFFICIENT_BALANCE, "insufficient balance")     \
-  XX(COUPON_UNAVAILABLE, "coupon unavailable")         \
-  XX(EXPIRED, "expired")                               \
-  XX(INVALID_STATE, "invalid state")                   \
-  XX(CONFLICT, "version conflict")                     \
-  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request")
+#define SC_STATUS_MAP(XX)                                                     \
+  XX(OK, "not an error")                                                      \
+  XX(ERROR, "internal error")                                                 \
+  XX(MISUSE, "library used incorrectly")                                      \
+  XX(INVALID, "invalid argument")                                             \
+  XX(NOMEM, "out of memory")                                                  \
+  XX(IOERR, "I/O error")                                                      \
+  XX(CORRUPT, "database is corrupt or not a database")                        \
+  XX(BUSY, "database is busy")                                                \
+  XX(CLOSED, "database is closed")                                            \
+  XX(CANCELED, "operation canceled")                                          \
+  XX(NOT_FOUND, "not found")                                                  \
+  XX(EXISTS, "already exists")                                                \
+  XX(SOLD_OUT, "sold out")                                                    \
+  XX(LIMIT_REACHED, "per-user limit reached")                                 \
+  XX(PAUSED, "paused")                                                        \
+  XX(NOT_ACTIVE, "not active")                                                \
+  XX(OUT_OF_STOCK, "out of stock")                                            \
+  XX(INSUFFICIENT_BALANCE, "insufficient balance")                            \
+  XX(COUPON_UNAVAILABLE, "coupon unavailable")                                \
+  XX(EXPIRED, "expired")                                                      \
+  XX(INVALID_STATE, "invalid state")                                          \
+  XX(CONFLICT, "version conflict")                                            \
+  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request") \
+  XX(AMBIGUOUS, "outcome unknown: the commit may or may not have happened")
 
+/* What a failed write means. A write operation that fails with any status
+ * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash
+ * (sc_orders_expire_due keeps the batches it committed before a failure).
+ *
+ * SC_AMBIGUOUS: the commit that held the operation failed in a way that
+ * leaves its durability unknown (the fsync of the write-ahead log failed, or
+ * the commit failed after its commit record may have reached the file). The
+ * operation may or may not be there, now or after the next open; every
+ * operation of that commit gets SC_AMBIGUOUS, refusals included (a refusal
+ * may have rested on an earlier operation of the same commit). What to do:
+ * retrying is safe with an idempotency key (a replay returns the first
+ * result); without one, read first to learn whether it happened. After a
+ * failed fsync the handle refuses every later write with SC_AMBIGUOUS (a
+ * retried fsync can report success while the data is gone) until it is
+ * closed and reopened; reads go on. */
 typedef enum {
 #define SC__STATUS_ENUM(name, text) SC_##name,
   SC_STATUS_MAP(SC__STATUS_ENUM)
@@ -128,6 +144,10 @@ enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
 
 typedef struct sc_alert sc_alert; /* declared with the metrics, below */
 
+/* Every numeric option takes 0 for the library default. A value outside the
+ * range its comment states (a negative count, size or time; an error rate
+ * above 1 or NaN; a queue-depth alert past queue_max; queue_max past 2^24)
+ * makes sc_open fail with SC_INVALID and a message naming the option. */
 typedef struct sc_options {
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
@@ -147,7 +167,7 @@ typedef struct sc_options {
   void *clock_ud;
   /** Operations waiting for the writer at most; a full queue makes callers
    * wait (back-pressure) up to busy_timeout_ms, then SC_BUSY. 0 = library
-   * default (4096). */
+   * default (4096); at most 2^24. */
   int queue_max;
   /** Idle read connections kept open; 0 = library default (64). */
   int read_pool_max;
@@ -179,10 +199,11 @@ typedef struct sc_options {
   int64_t alert_p95_ms;
   /** Share (0..1) of operations that failed with an error (not an expected
    * outcome: see sc_status_outcome) over the window above which
-   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off. */
+   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off; above 1 (or NaN)
+   * is SC_INVALID. */
   double alert_error_rate;
-  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires; 0 = 80% of
-   * queue_max; negative = off. */
+  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires, at most
+   * queue_max; 0 = 80% of queue_max; negative = off. */
   int alert_queue_depth;
   /** The sliding window, by the db's clock; 0 = 10,000 ms. */
   int64_t alert_window_ms;
@@ -208,7 +229,8 @@ SC_API void sc_options_init(sc_options *opts);
  * (created with the database file's mode, like SQLite's "-shm"; every
  * process writing the database needs read-write access to it; it may be
  * deleted while no process has the database open).
- * @return SC_OK, SC_INVALID (bad option or path), SC_MISUSE (NULL out),
+ * @return SC_OK, SC_INVALID (an option out of range, named in sc_errmsg;
+ *   a bad path), SC_MISUSE (NULL out),
  *   SC_IOERR (cannot open; or the file is on a network file system, NFS,
  *   SMB/CIFS and the like, where processes on different machines could
  *   share neither the write turn nor SQLite's WAL index), SC_CORRUPT (not a
@@ -220,10 +242,13 @@ SC_API void sc_options_init(sc_options *opts);
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
 
 /**
- * Closes the handle: operations already queued are committed and completed,
- * later calls get SC_CLOSED, the writer thread and every other thread the
- * library started for this handle are joined, and the memory is freed. The
- * handle must not be used again once sc_close returns. NULL is a no-op.
+ * Closes the handle: calls in progress finish first (operations already
+ * queued are committed and completed), the writer thread and every other
+ * thread the library started for this handle are joined, and the memory is
+ * freed. Calls racing a close (made from other threads while sc_close runs)
+ * get SC_CLOSED; calls after it returns are undefined, like using freed
+ * memory: the handle is gone, and the host must make sure no thread uses it
+ * then (as with sqlite3_close). NULL is a no-op.
  * Stop workers (sc_worker_stop*) before closing: with a worker still
  * running, sc_close returns SC_MISUSE and the handle stays open and usable.
  * Otherwise returns SC_OK, or the error of the final checkpoint (the handle

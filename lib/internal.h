@@ -177,6 +177,13 @@ struct sc_db {
   struct sc__turn *turn;                 /* turn.c: batches of processes */
   sc__conn *wconn;
   int batch_events; /* events written by the batch being committed */
+  /* Set by the writer when a commit's fsync failed: every later write is
+   * refused with SC_AMBIGUOUS until the handle is closed (engine.c). */
+  bool poisoned;
+  /* The WAL pads a commit to a sector with copies of its commit frame (the
+   * file system lacks powersafe overwrite): a write failing there comes
+   * after the commit record. Set at open, read by the writer. */
+  bool wal_padded;
 
   pthread_mutex_t rlock; /* the read pool */
   sc__conn *ridle;

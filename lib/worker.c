@@ -61,12 +61,18 @@ static int options_resolve(const sc_worker_options *in, sc_worker_options *o) {
   } else {
     *o = *in;
   }
-  if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX ||
-      o->lease_ms < 0 || o->poll_interval_ms < 0) {
+  if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX) {
     return sc__fail(SC_INVALID,
-                    "sc_worker_start: batch_max must be in 0..%d, lease_ms "
-                    "and poll_interval_ms >= 0",
-                    SC_OUTBOX_CLAIM_MAX);
+                    "sc_worker_start: option batch_max is %d; it must be in "
+                    "0..%d",
+                    o->batch_max, SC_OUTBOX_CLAIM_MAX);
+  }
+  if (o->lease_ms < 0 || o->poll_interval_ms < 0) {
+    bool lease = o->lease_ms < 0;
+    return sc__fail(SC_INVALID,
+                    "sc_worker_start: option %s is %lld; it must be >= 0",
+                    lease ? "lease_ms" : "poll_interval_ms",
+                    (long long)(lease ? o->lease_ms : o->poll_interval_ms));
   }
   if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
   if (o->lease_ms == 0) o->lease_ms = DEFAULT_LEASE_MS;

@@ -2,6 +2,8 @@
  * shared file, and group commit with per-operation savepoints. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -57,6 +59,99 @@ START_TEST(open_rejects_bad_arguments) {
   ck_assert_ptr_null(db);
   /* Nothing was created for a refused open. */
   ck_assert_int_eq(access(path, F_OK), -1);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Sets one option of o out of its range; returns the option's name, or
+ * NULL past the last case. */
+static const char *bad_option(sc_options *o, int i) {
+  sc_options_init(o);
+  switch (i) {
+    case 0:
+      o->durability = 2;
+      return "durability";
+    case 1:
+      o->batch_max = -1;
+      return "batch_max";
+    case 2:
+      o->busy_timeout_ms = -5;
+      return "busy_timeout_ms";
+    case 3:
+      o->queue_max = -1;
+      return "queue_max";
+    case 4:
+      o->queue_max = INT_MAX;
+      return "queue_max";
+    case 5:
+      o->read_pool_max = -1;
+      return "read_pool_max";
+    case 6:
+      o->default_order_ttl_ms = -1;
+      return "default_order_ttl_ms";
+    case 7:
+      o->outbox_max_attempts = -3;
+      return "outbox_max_attempts";
+    case 8:
+      o->outbox_retry_base_ms = -1;
+      return "outbox_retry_base_ms";
+    case 9:
+      o->outbox_retry_max_ms = INT64_MIN;
+      return "outbox_retry_max_ms";
+    case 10:
+      o->alert_error_rate = 2.0;
+      return "alert_error_rate";
+    case 11:
+      o->alert_error_rate = 1.0000001;
+      return "alert_error_rate";
+    case 12:
+      o->alert_error_rate = NAN;
+      return "alert_error_rate";
+    case 13:
+      o->alert_queue_depth = 4097;
+      return "alert_queue_depth";
+    case 14:
+      o->queue_max = 10;
+      o->alert_queue_depth = 11;
+      return "alert_queue_depth";
+    case 15:
+      o->alert_window_ms = -1;
+      return "alert_window_ms";
+    case 16:
+      o->alert_min_samples = -1;
+      return "alert_min_samples";
+    default:
+      return NULL;
+  }
+}
+
+START_TEST(open_refuses_each_option_out_of_range) {
+  char *path = tu_db_path("optrange");
+  sc_options o;
+  const char *name;
+  for (int i = 0; (name = bad_option(&o, i)) != NULL; i++) {
+    sc_db *db = (sc_db *)0x1;
+    ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+    ck_assert_ptr_null(db);
+    /* The message names the option. */
+    ck_assert_msg(strstr(sc_errmsg(NULL), name) != NULL, "case %d: %s", i,
+                  sc_errmsg(NULL));
+    ck_assert_int_eq(access(path, F_OK), -1);
+  }
+  /* The edges of each range are accepted: a share of 1, an alert turned off
+   * (negative), a queue-depth alert at queue_max. */
+  sc_options_init(&o);
+  o.alert_error_rate = 1.0;
+  o.alert_queue_depth = 10;
+  o.queue_max = 10;
+  sc_db *db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
+  sc_options_init(&o);
+  o.alert_error_rate = -0.5;
+  o.alert_queue_depth = -1;
+  o.alert_p95_ms = -1;
+  db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(path);
 }
 END_TEST
@@ -156,27 +251,6 @@ END_TEST
 
 /* ---- group commit ------------------------------------------------------- */
 
-/* An operation that holds the writer until released, so that the
- * operations queued behind it are committed as one batch. */
-typedef struct gate_op {
-  sc__op base;
-  sem_t entered, release;
-} gate_op;
-
-static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
-  (void)db;
-  (void)w;
-  gate_op *g = (gate_op *)base;
-  sem_post(&g->entered);
-  while (sem_wait(&g->release) != 0 && errno == EINTR) {
-  }
-  return SC_OK;
-}
-
-static void gate_done(sc__op *op) {
-  (void)op;
-}
-
 /* An operation that writes a row, then fails: its savepoint is rolled back. */
 typedef struct row_op {
   sc__op base;
@@ -207,11 +281,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
   char *path = tu_db_path("batch");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   sc_db *db = tu_open(path, NULL);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   enum { N = 20 };
   row_op ops[N];
   for (int i = 0; i < N; i++) {
@@ -221,7 +291,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
     sem_init(&ops[i].done, 0, 0);
     ck_assert_sc(sc__op_submit(db, &ops[i].base), SC_OK);
   }
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   int ok = 0;
   for (int i = 0; i < N; i++) {
     sem_wait(&ops[i].done);
@@ -259,11 +329,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   char *path = tu_db_path("closing");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   close_race r = {.db = tu_open(path, NULL)};
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(r.db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(r.db);
   /* A blocking call queued behind the gate is a call in progress. */
   r.queued = (row_op){.base = {.run = row_run}, .value = 42};
   pthread_t caller, closing;
@@ -278,7 +344,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   ck_assert_sc(sc_coupon_issue(r.db, 1, 1, NULL), SC_CLOSED);
   ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}),
                SC_CLOSED);
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   pthread_join(caller, NULL);
   pthread_join(closing, NULL);
   ck_assert_sc(r.queued_status, SC_OK);
@@ -296,11 +362,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
   o.queue_max = 2;
   o.busy_timeout_ms = 100;
   sc_db *db = tu_open(path, &o);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   row_op ops[2];
   for (int i = 0; i < 2; i++) {
     ops[i] = (row_op){.base = {.run = row_run, .done = row_done}, .value = i};
@@ -311,7 +373,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
    * bounded time, then is told the database is busy. */
   ck_assert_sc(sc_coupon_issue(db, 1, 1, NULL), SC_BUSY);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "queue"));
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   for (int i = 0; i < 2; i++) {
     sem_wait(&ops[i].done);
     ck_assert_sc(ops[i].base.status, SC_OK);
@@ -366,6 +428,7 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, status_codes_have_names_and_texts);
   tcase_add_test(tc, null_is_harmless);
   tcase_add_test(tc, open_rejects_bad_arguments);
+  tcase_add_test(tc, open_refuses_each_option_out_of_range);
   tcase_add_test(tc, open_rejects_unusable_paths);
   tcase_add_test(tc, shares_a_host_file);
   tcase_add_test(tc, refuses_a_newer_schema);

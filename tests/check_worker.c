@@ -877,16 +877,22 @@ START_TEST(bad_input_is_refused) {
   ck_assert_ptr_null(w);
   ck_assert_sc(sc_worker_start(db, NULL, &o, &w), SC_MISUSE);
   ck_assert_sc(sc_worker_start(db, &loop, &o, NULL), SC_MISUSE);
+  /* A refused option is named, with its value. */
   o.batch_max = -1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option batch_max is -1"));
   o.batch_max = SC_OUTBOX_CLAIM_MAX + 1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option batch_max is 4097"));
   sc_worker_options_init(&o);
   o.lease_ms = -1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option lease_ms is -1"));
   sc_worker_options_init(&o);
   o.poll_interval_ms = -1;
   ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(
+      strstr(sc_errmsg(NULL), "option poll_interval_ms is -1"));
   ck_assert_ptr_null(w);
   ck_assert_sc(sc_worker_start_thread(NULL, NULL, &w), SC_MISUSE);
   ck_assert_sc(sc_worker_start_thread(db, NULL, NULL), SC_MISUSE);

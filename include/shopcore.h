@@ -764,7 +764,8 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
 /**
  * The seeds' recovery steps, for a database written by something else or
  * imported: removes the lines of orders that no longer exist; releases
- * coupons held by orders that no longer exist or are closed; revokes
+ * coupons held by orders that no longer exist or are closed (a used coupon
+ * stays used, even when its order is gone: it was paid with); revokes
  * (deletes) the newest unused coupons issued past a policy's max_count or a
  * user's per_user_limit; recomputes every counter from the rows
  * (issued_count, reserved, balance from the ledger, held from PENDING

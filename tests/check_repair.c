@@ -219,6 +219,42 @@ START_TEST(revoked_coupons_take_their_events_along) {
 }
 END_TEST
 
+/* A coupon used by an order that was deleted by hand stays used: repair
+ * releases only coupons held for orders that are gone or closed, so it can
+ * never hand out a second discount. */
+START_TEST(a_used_coupon_of_a_deleted_order_stays_used) {
+  shop s = make_shop("repair-used");
+  sc_db *db = tu_open(s.path, NULL);
+  sc_id coupon = 1; /* user 1's, issued first */
+  sc_line line = {.product = s.product, .qty = 1};
+  sc_checkout_req req = {
+      .user = 1, .lines = &line, .n_lines = 1, .coupon = coupon};
+  sc_id order = 0;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_sc(sc_order_pay(db, order), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  char sql[256];
+  snprintf(sql, sizeof sql, "DELETE FROM sc_order WHERE id = %lld",
+           (long long)order);
+  exec_sql(s.path, sql);
+  db = tu_open(s.path, NULL);
+  ck_assert_sc(sc_repair(db, 0, NULL, NULL), SC_OK);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE id = 1 AND status = 3"),
+                   1);
+  sc_id again = 0;
+  ck_assert_sc(sc_checkout(db, &req, &again), SC_COUPON_UNAVAILABLE);
+  ck_assert_int_eq(again, 0);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE id = 1 AND status = 3"),
+                   1);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
 Suite *repair_suite(void) {
   Suite *s = suite_create("repair");
   TCase *tc = tu_tcase("repair");
@@ -226,6 +262,7 @@ Suite *repair_suite(void) {
   tcase_add_test(tc, repair_lists_then_fixes_a_corrupted_database);
   tcase_add_test(tc, a_refused_change_is_reported);
   tcase_add_test(tc, revoked_coupons_take_their_events_along);
+  tcase_add_test(tc, a_used_coupon_of_a_deleted_order_stays_used);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -219,7 +219,18 @@ SC_API int sc_close(sc_db *db);
 /* Catalog and accounts                                                      */
 /* ------------------------------------------------------------------------ */
 
-/** Creates a product. price >= 0, stock >= 0, name non-empty.
+/* Input limits. Past one, a call returns SC_INVALID with a message that
+ * names the limit, and stores nothing. They bound what one call may make
+ * the writer (and every caller queued behind it) do. */
+/** The longest product or policy name, in bytes (UTF-8, without the NUL). */
+#define SC_NAME_MAX 255
+/** The longest idempotency key, in bytes (without the NUL). */
+#define SC_KEY_MAX 255
+/** The most lines one checkout may have. */
+#define SC_CHECKOUT_LINES_MAX 1000
+
+/** Creates a product. price >= 0, stock >= 0, name non-empty and at most
+ * SC_NAME_MAX bytes.
  * @return SC_OK, SC_INVALID, SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. */
 SC_API int sc_product_create(sc_db *db, const char *name, int64_t price,
                              int64_t stock, sc_id *out);
@@ -240,7 +251,8 @@ SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
 /** Credits amount (> 0) to user's account, creating it on first use. A
  * replay with the same idempotency_key and amount returns SC_OK and changes
  * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
- * not idempotent. @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
+ * not idempotent; a key is non-empty and at most SC_KEY_MAX bytes.
+ * @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
 SC_API int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
                               const char *idempotency_key);
 
@@ -257,7 +269,7 @@ SC_API int sc_account_get(sc_db *db, sc_id user, sc_account *out);
 /* ------------------------------------------------------------------------ */
 
 typedef struct sc_coupon_policy_spec {
-  const char *name;         /* non-empty */
+  const char *name;         /* non-empty, at most SC_NAME_MAX bytes */
   int64_t max_count;        /* > 0: never more coupons than this */
   int32_t per_user_limit;   /* 0 = 1; negative is SC_INVALID */
   int64_t discount_amount;  /* fixed discount, or */
@@ -304,11 +316,12 @@ typedef struct sc_line {
 typedef struct sc_checkout_req {
   sc_id user;
   const sc_line *lines;
-  size_t n_lines;              /* > 0; each product at most once */
+  size_t n_lines;              /* 1..SC_CHECKOUT_LINES_MAX; each product
+                                  at most once */
   sc_id coupon;                /* 0 = none */
   int64_t ttl_ms;              /* 0 = options' default_order_ttl_ms */
   const char *idempotency_key; /* NULL = none; a replay returns the first
-                                  order id */
+                                  order id; at most SC_KEY_MAX bytes */
   /** NULL = no check; else one expected stock version per line: a product
    * whose version differs makes the checkout fail with SC_CONFLICT. */
   const int64_t *expected_versions;
@@ -323,9 +336,10 @@ typedef struct sc_checkout_req {
  * @param[out] order_out  the order's id; must not be NULL.
  * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
  *   SC_COUPON_UNAVAILABLE (another user's, held, used, or its policy not
- *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines, qty <= 0, a
- *   product twice, ttl_ms < 0, an overflowing total or deadline, an empty
- *   key, an expected version < 0), SC_NOT_FOUND (product, user account or
+ *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines or more than
+ *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
+ *   overflowing total or deadline, an empty key or one longer than
+ *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user account or
  *   coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the

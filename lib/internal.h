@@ -42,6 +42,12 @@ int sc__status_from_sqlite(int rc);
 int64_t sc__monotonic_ns(void);
 int64_t sc__wall_ms(void);
 void sc__sleep_ms(int64_t ms);
+/* Checks a name or an idempotency key against its limit (SC_NAME_MAX,
+ * SC_KEY_MAX): NULL passes only when optional; NULL, empty or longer than
+ * max bytes fails with SC_INVALID and "<fn>: <what> ..." in errmsg. It
+ * reads at most max + 1 bytes of s. */
+int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
+                   bool optional);
 /* Checked int64 arithmetic: false on overflow. */
 bool sc__add_i64(int64_t a, int64_t b, int64_t *out);
 bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);

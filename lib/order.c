@@ -240,6 +240,10 @@ static int check_request(const sc_checkout_req *req) {
   if (req->n_lines == 0 || req->lines == NULL) {
     return sc__fail(SC_INVALID, "%s: the order has no lines", fn);
   }
+  if (req->n_lines > SC_CHECKOUT_LINES_MAX) {
+    return sc__fail(SC_INVALID, "%s: %zu lines, more than %d per checkout", fn,
+                    req->n_lines, SC_CHECKOUT_LINES_MAX);
+  }
   if (req->ttl_ms < 0) {
     return sc__fail(SC_INVALID, "%s: ttl_ms %lld is negative", fn,
                     (long long)req->ttl_ms);
@@ -248,9 +252,9 @@ static int check_request(const sc_checkout_req *req) {
     return sc__fail(SC_NOT_FOUND, "coupon %lld not found",
                     (long long)req->coupon);
   }
-  if (req->idempotency_key != NULL && req->idempotency_key[0] == '\0') {
-    return sc__fail(SC_INVALID, "%s: the idempotency key is empty", fn);
-  }
+  int rc = sc__check_text(fn, "the idempotency key", req->idempotency_key,
+                          SC_KEY_MAX, true);
+  if (rc != SC_OK) return rc;
   for (size_t i = 0; i < req->n_lines; i++) {
     const sc_line *l = &req->lines[i];
     if (l->qty <= 0) {
@@ -301,9 +305,8 @@ static int checkout_prepare(sc_db *db, checkout_op *op,
   op->items = op->small_items;
   op->request = op->small_request;
   /* The request is bound as one blob, whose length is an int. */
-  if (op->n > (INT32_MAX - 40) / 24) {
-    return sc__fail(SC_INVALID, "sc_checkout: %zu lines are too many", op->n);
-  }
+  _Static_assert(REQUEST_LEN(SC_CHECKOUT_LINES_MAX) <= INT32_MAX,
+                 "a request of the most lines must fit a blob");
   if (op->n > SMALL_LINES) {
     op->items = sc__calloc(op->n, sizeof *op->items);
     op->request = req->idempotency_key ? sc__malloc(REQUEST_LEN(op->n)) : NULL;

@@ -339,8 +339,8 @@ typedef struct sc_checkout_req {
  *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines or more than
  *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
  *   overflowing total or deadline, an empty key or one longer than
- *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user account or
- *   coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
+ *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user
+ *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.

@@ -368,6 +368,10 @@ SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
 /** Expires every PENDING order with expires_at_ms <= now (the db's clock,
  * read once at the call), releasing stock, hold and coupon, in as many
  * internal batches (write operations of a few hundred orders) as needed.
+ * An order that cannot be released (a damaged row: a hold or a reservation
+ * edited by hand) does not stop the others: it is left PENDING and
+ * untouched, counted in sc_metrics.expire_skipped, and named by sc_verify;
+ * the call still returns SC_OK.
  * @param[out] expired_out  how many were expired; may be NULL.
  * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_CLOSED, or an I/O error; after a
  *   failure the batches committed before it stay expired and *expired_out
@@ -379,7 +383,8 @@ SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
 /* ------------------------------------------------------------------------ */
 
 /** Checks every invariant of the design (counts, holds, ledgers, events,
- * integrity_check) on one snapshot. @param[out] report_out may be NULL; else
+ * integrity_check, PENDING orders that could not be released, as expiry
+ * skips them) on one snapshot. @param[out] report_out may be NULL; else
  * a NUL-terminated report (one line per finding, "ok" when none), freed with
  * sc_free. @return SC_OK when all hold, SC_CORRUPT when one does not. */
 SC_API int sc_verify(sc_db *db, char **report_out);
@@ -585,6 +590,10 @@ typedef struct sc_metrics {
   int queue_depth;                       /* operations waiting now */
   int queue_max;
   int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
+  /** Due orders expiry had to leave PENDING, counted each time one is
+   * skipped: a damaged row (a hand-edited hold or stock) whose release
+   * fails. The other orders expire all the same; sc_verify names it. */
+  uint64_t expire_skipped;
 } sc_metrics;
 
 /**
@@ -599,7 +608,8 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge and
+ * a _max gauge, batch size and commit summaries, the
+ * shopcore_orders_expire_skipped_total counter, the queue depth gauge and
  * one shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.

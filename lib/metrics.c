@@ -21,6 +21,7 @@ struct sc__metrics {
   histogram latency[SC__OP_KIND_COUNT];
   histogram commit;
   histogram batch_size;
+  _Atomic uint64_t expire_skipped;
   sc__alerts *alerts;
 };
 
@@ -137,6 +138,13 @@ void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns) {
   sc__alerts_record(db, m->alerts, status, latency_ns);
 }
 
+void sc__metrics_expire_skipped(sc_db *db, int n) {
+  if (db->metrics != NULL && n > 0) {
+    atomic_fetch_add_explicit(&db->metrics->expire_skipped, (uint64_t)n,
+                              memory_order_relaxed);
+  }
+}
+
 /* ---- the public API ----------------------------------------------------- */
 
 int sc_status_outcome(int status) {
@@ -195,6 +203,7 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   out->queue_depth = queue_depth(db);
   out->queue_max = db->opts.queue_max;
   out->alerts_firing = sc__alerts_firing(m->alerts);
+  out->expire_skipped = atomic_load(&m->expire_skipped);
   return SC_OK;
 }
 
@@ -209,5 +218,6 @@ int sc_metrics_reset(sc_db *db) {
   }
   histogram_reset(&m->commit);
   histogram_reset(&m->batch_size);
+  atomic_store(&m->expire_skipped, 0);
   return SC_OK;
 }

@@ -192,6 +192,8 @@ SC_API void sc_options_init(sc_options *opts);
  * Opens (creating if needed) the database at path, creates or migrates the
  * library's tables (all prefixed sc_, tracked in sc_meta, so the file may be
  * shared with a host application's own tables), and starts the writer thread.
+ * Ids of every table are never reused, even after rows are deleted
+ * (AUTOINCREMENT: SQLite's sqlite_sequence table appears in the file).
  * @param[in] path  file name; ":memory:" is refused (the writer and readers
  *                  need one shared file).
  * @param[in] opts  NULL for defaults.
@@ -405,7 +407,8 @@ enum {
 };
 
 typedef struct sc_event {
-  sc_id id;           /* unique; the consumer's deduplication key */
+  sc_id id;           /* unique, never reused; the consumer's
+                         deduplication key */
   int type;           /* SC_EVENT_* */
   sc_id aggregate_id; /* the order, coupon, account (user) or policy */
   int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */

@@ -207,6 +207,10 @@ void sc__note_deadline(sc_db *db, int64_t deadline_ms);
 /* ---- schema (schema.c) ------------------------------------------------- */
 
 int sc__schema_migrate(sc__conn *w);
+/* The schema version this library migrates to, and the SQL of migration
+ * version (NULL if it is code, not SQL), for the tests of migrations. */
+int sc__schema_version(void);
+const char *sc__schema_sql(int version);
 
 /* ---- expiry rounds (order.c), for the worker ---------------------------- */
 

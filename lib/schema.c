@@ -97,7 +97,8 @@ static const char MIGRATION_1[] =
  * sqlite_sequence (SQLite's own table, shared with any AUTOINCREMENT table
  * of the host). SQLite cannot add it to an existing table, so each table
  * is rebuilt from its own stored definition (which keeps any column a later
- * migration adds), with its rows, its indexes and its highest id. */
+ * migration adds), with its rows, its indexes (and a host's triggers) and its
+ * highest id. */
 
 typedef struct id_table {
   const char *name;
@@ -125,9 +126,11 @@ static const id_table ID_TABLES[] = {
 
 static const char SQL_TABLE_DDL[] =
     "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1";
-static const char SQL_INDEX_DDL[] =
-    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1"
-    " AND sql IS NOT NULL ORDER BY name";
+/* Its indexes, and any trigger a host put on it: dropping the table drops
+ * them. */
+static const char SQL_DEPENDENT_DDL[] =
+    "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger')"
+    " AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY type, name";
 /* The id column as migration 1 wrote it, first after the parenthesis. */
 static const char ID_COLUMN[] = " id INTEGER PRIMARY KEY";
 
@@ -165,8 +168,8 @@ static char *autoincrement_ddl(sc__conn *w, const char *name, int *rc) {
   return ddl;
 }
 
-/* Re-creates indexes from their stored definitions. */
-static int create_indexes(sc__conn *w, char **ddl, int n) {
+/* Re-creates indexes and triggers from their stored definitions. */
+static int create_dependents(sc__conn *w, char **ddl, int n) {
   int rc = SQLITE_OK;
   for (int i = 0; i < n && rc == SQLITE_OK; i++) {
     rc = sqlite3_exec(w->h, ddl[i], NULL, NULL, NULL);
@@ -174,17 +177,17 @@ static int create_indexes(sc__conn *w, char **ddl, int n) {
   return rc;
 }
 
-/* The stored CREATE INDEX statements of name (at most max). */
-static int read_indexes(sc__conn *w, const char *name, char **ddl, int max,
-                        int *n) {
-  sqlite3_stmt *st = sc__stmt(w, SQL_INDEX_DDL);
+/* The stored CREATE INDEX and TRIGGER statements of name (at most max). */
+static int read_dependents(sc__conn *w, const char *name, char **ddl, int max,
+                           int *n) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_DEPENDENT_DDL);
   if (st == NULL) return sqlite3_errcode(w->h);
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   int rc;
   *n = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (*n == max) {
-      rc = SQLITE_CORRUPT; /* more indexes than this library made */
+      rc = SQLITE_FULL; /* more than this migration has room for */
       break;
     }
     ddl[*n] = sqlite3_mprintf("%s", sqlite3_column_text(st, 0));
@@ -211,16 +214,17 @@ static int seed_sequence(sc__conn *w, const id_table *t) {
           t->name, t->name, t->referenced, t->name));
 }
 
-#define REBUILD_INDEXES_MAX 8
+#define REBUILD_DEPENDENTS_MAX 32
 
 /* The table rebuilt with AUTOINCREMENT: new table, rows copied with their
- * ids, old table dropped, new one renamed, indexes re-created. */
+ * ids, old table dropped, new one renamed, indexes and triggers re-created. */
 static int rebuild_autoincrement(sc__conn *w, const id_table *t) {
-  char *index_ddl[REBUILD_INDEXES_MAX];
-  int n_indexes = 0, rc;
+  char *dependent_ddl[REBUILD_DEPENDENTS_MAX];
+  int n_dependents = 0, rc;
   char *ddl = autoincrement_ddl(w, t->name, &rc);
   if (rc == SQLITE_OK) {
-    rc = read_indexes(w, t->name, index_ddl, REBUILD_INDEXES_MAX, &n_indexes);
+    rc = read_dependents(w, t->name, dependent_ddl, REBUILD_DEPENDENTS_MAX,
+                         &n_dependents);
   }
   if (rc == SQLITE_OK) rc = sqlite3_exec(w->h, ddl, NULL, NULL, NULL);
   if (rc == SQLITE_OK) {
@@ -230,10 +234,10 @@ static int rebuild_autoincrement(sc__conn *w, const id_table *t) {
                            "ALTER TABLE \"%w_rebuild\" RENAME TO \"%w\"",
                            t->name, t->name, t->name, t->name, t->name));
   }
-  if (rc == SQLITE_OK) rc = create_indexes(w, index_ddl, n_indexes);
+  if (rc == SQLITE_OK) rc = create_dependents(w, dependent_ddl, n_dependents);
   if (rc == SQLITE_OK) rc = seed_sequence(w, t);
-  for (int i = 0; i < n_indexes; i++)
-    sqlite3_free(index_ddl[i]);
+  for (int i = 0; i < n_dependents; i++)
+    sqlite3_free(dependent_ddl[i]);
   sqlite3_free(ddl);
   return rc;
 }

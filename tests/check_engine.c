@@ -165,11 +165,11 @@ static int64_t sequence_of(const char *path, const char *table) {
 }
 
 /* A file of the first schema (what libraries before AUTOINCREMENT made),
- * with rows, a host table of its own with AUTOINCREMENT and a host view on
- * a library table, and the lines of an order deleted by hand: opening it
- * rebuilds every table with generated ids with AUTOINCREMENT, keeping rows,
- * indexes and the highest ids (the deleted order's included), and the
- * host's objects. */
+ * with rows, a host table of its own with AUTOINCREMENT, a host view and a
+ * host trigger on a library table, and the lines of an order deleted by hand:
+ * opening it rebuilds every table with generated ids with AUTOINCREMENT,
+ * keeping rows, indexes and the highest ids (the deleted order's included), and
+ * the host's objects. */
 START_TEST(migrates_generated_ids_to_never_reused) {
   char *path = tu_db_path("migrate-ids");
   host_exec(path,
@@ -180,6 +180,7 @@ START_TEST(migrates_generated_ids_to_never_reused) {
   host_exec(path, sc__schema_sql(1));
   host_exec(path,
             "CREATE VIEW host_coupons AS SELECT count(*) AS n FROM sc_coupon;"
+
             "INSERT INTO sc_coupon_policy(id, name, max_count, issued_count,"
             " per_user_limit, created_at_ms) VALUES(1, 'p', 10, 2, 1, 0);"
             "INSERT INTO sc_coupon(id, policy_id, user_id, issued_at_ms)"
@@ -194,7 +195,9 @@ START_TEST(migrates_generated_ids_to_never_reused) {
             " VALUES(1, 1, 1000, 1, 0);"
             /* order 7 was deleted by hand; its line is left */
             "INSERT INTO sc_order_line(order_id, product_id, qty, price)"
-            " VALUES(7, 1, 1, 100);");
+            " VALUES(7, 1, 1, 100);"
+            "CREATE TRIGGER host_sees_coupons AFTER INSERT ON sc_coupon"
+            " BEGIN UPDATE host SET x = 'seen' WHERE id = 1; END;");
   char *before = rows_and_indexes(path);
   sc_db *db = tu_open(path, NULL);
   ck_assert_int_eq(
@@ -217,6 +220,8 @@ START_TEST(migrates_generated_ids_to_never_reused) {
   ck_assert_int_eq(sequence_of(path, "sc_order"), 7);
   ck_assert_int_eq(sequence_of(path, "host"), 2);
   ck_assert_int_eq(tu_count(path, "SELECT n FROM host_coupons"), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   0);
   ck_assert_int_eq(tu_count(path, "PRAGMA foreign_key_check"), 0);
   /* The writer has its foreign keys back. */
   sqlite3_stmt *st = NULL;
@@ -230,6 +235,8 @@ START_TEST(migrates_generated_ids_to_never_reused) {
   sc_id coupon = 0, order = 0;
   ck_assert_sc(sc_coupon_issue(db, 1, 3, &coupon), SC_OK);
   ck_assert_int_eq(coupon, 3);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   1);
   host_exec(path,
             "DELETE FROM sc_coupon WHERE id = 3;"
             "DELETE FROM sc_outbox WHERE id = 4;"

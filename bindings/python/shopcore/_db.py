@@ -314,7 +314,12 @@ class Database:
 
     def expire_due(self) -> int:
         """Expires every PENDING order past its deadline (by the database's
-        clock); returns how many. A running worker does this on time."""
+        clock); returns how many. A running worker does this on time.
+
+        An order that cannot be released (a damaged row: a hold or stock
+        reservation edited by hand) is skipped and left as it is, counted
+        in shopcore_orders_expire_skipped_total (metrics_prometheus) and
+        named by verify(); the others expire all the same."""
         return int(_c.sc_orders_expire_due(self._h))
 
     # ---- invariants --------------------------------------------------------

@@ -647,7 +647,7 @@ static int expire_batch(sc_db *db, sc__conn *w, sc__op *op, expire_pass *p,
     src = sc__exec(w, SQL_EXPIRE_UNDO);
     if (src != SQLITE_OK) return sc__op_fail_sqlite(op, w, src, "expire");
     rc = expire_each(db, w, op, p, rows, now);
-    sc__metrics_expire_skipped(db, p->skipped);
+    if (rc == SC_OK) sc__metrics_expire_skipped(db, p->skipped);
   }
   if (rc != SC_OK) return rc;
   src = sc__exec(w, SQL_EXPIRE_RELEASE);

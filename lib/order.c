@@ -527,11 +527,18 @@ int sc_order_get(sc_db *db, sc_id order, sc_order *out) {
 
 /* ---- expiry ------------------------------------------------------------- */
 
-/* Where the next batch of one expiry pass starts, and what a batch did. */
+/* A position in the due orders: (expires_at_ms, id). */
+typedef struct expire_mark {
+  int64_t ms;
+  sc_id id;
+} expire_mark;
+
+/* One expiry pass: where its next batch starts, and what the batch did. A
+ * batch reads `from` and writes `to`, so running it again (a replayed
+ * operation) does the same; the caller moves `from` on once it committed. */
 typedef struct expire_pass {
-  int64_t due_at;   /* due means expires_at_ms <= due_at */
-  int64_t after_ms; /* the last row read: (expires_at_ms, id) */
-  sc_id after_id;
+  int64_t due_at; /* due means expires_at_ms <= due_at */
+  expire_mark from, to;
   int loaded, expired, skipped; /* of the last batch */
 } expire_pass;
 
@@ -555,7 +562,12 @@ static const char SQL_EXPIRE_ONE_RELEASE[] = "RELEASE sc_expire_one";
 static const char SQL_EXPIRE_ONE_UNDO[] = "ROLLBACK TO sc_expire_one";
 
 static void expire_pass_start(expire_pass *p, int64_t due_at) {
-  *p = (expire_pass){.due_at = due_at, .after_ms = INT64_MIN};
+  *p = (expire_pass){.due_at = due_at, .from = {INT64_MIN, 0}};
+}
+
+/* After a batch that committed: the next one starts after its last row. */
+static void expire_pass_next(expire_pass *p) {
+  p->from = p->to;
 }
 
 /* Reads the batch first: the rows change as each order is expired. */
@@ -564,8 +576,8 @@ static int load_due(sc__conn *w, sc__op *op, expire_pass *p, order_row *rows) {
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "expire");
   sqlite3_bind_int64(st, 1, p->due_at);
   sqlite3_bind_int(st, 2, EXPIRE_BATCH);
-  sqlite3_bind_int64(st, 3, p->after_ms);
-  sqlite3_bind_int64(st, 4, p->after_id);
+  sqlite3_bind_int64(st, 3, p->from.ms);
+  sqlite3_bind_int64(st, 4, p->from.id);
   int rc, n = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < EXPIRE_BATCH) {
     order_row_read(st, &rows[n++]);
@@ -575,10 +587,8 @@ static int load_due(sc__conn *w, sc__op *op, expire_pass *p, order_row *rows) {
     return sc__op_fail_sqlite(op, w, rc, "expire");
   }
   p->loaded = n;
-  if (n > 0) {
-    p->after_ms = rows[n - 1].expires_at_ms;
-    p->after_id = rows[n - 1].id;
-  }
+  p->to = n > 0 ? (expire_mark){rows[n - 1].expires_at_ms, rows[n - 1].id}
+                : p->from;
   return SC_OK;
 }
 
@@ -695,7 +705,11 @@ int sc__expire_round_init(sc__expire_round *r) {
  * (its orders due at that one's moment); any other starts a new pass. */
 void sc__expire_round_prepare(sc__expire_round *r, int64_t now) {
   expire_pass *p = r->pass_;
-  if (!(r->more && r->base.status == SC_OK)) expire_pass_start(p, now);
+  if (r->more && r->base.status == SC_OK) {
+    expire_pass_next(p);
+  } else {
+    expire_pass_start(p, now);
+  }
   r->base = (sc__op){.run = expire_round_run, .kind = SC__OP_ORDERS_EXPIRE};
   r->now = p->due_at;
 }
@@ -717,7 +731,10 @@ int sc_orders_expire_due(sc_db *db, int *expired_out) {
   do {
     op->base = (sc__op){.run = expire_run, .kind = SC__OP_ORDERS_EXPIRE};
     rc = sc__op_execute(db, &op->base);
-    if (rc == SC_OK) total += op->pass.expired;
+    if (rc == SC_OK) {
+      total += op->pass.expired;
+      expire_pass_next(&op->pass);
+    }
   } while (rc == SC_OK && op->pass.loaded == EXPIRE_BATCH);
   sc__free(op);
   if (rc == SC_OK && expired_out != NULL) {

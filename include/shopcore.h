@@ -220,6 +220,8 @@ SC_API void sc_options_init(sc_options *opts);
  * Opens (creating if needed) the database at path, creates or migrates the
  * library's tables (all prefixed sc_, tracked in sc_meta, so the file may be
  * shared with a host application's own tables), and starts the writer thread.
+ * Ids of every table are never reused, even after rows are deleted
+ * (AUTOINCREMENT: SQLite's sqlite_sequence table appears in the file).
  * @param[in] path  file name; ":memory:" is refused (the writer and readers
  *                  need one shared file).
  * @param[in] opts  NULL for defaults.
@@ -260,7 +262,18 @@ SC_API int sc_close(sc_db *db);
 /* Catalog and accounts                                                      */
 /* ------------------------------------------------------------------------ */
 
-/** Creates a product. price >= 0, stock >= 0, name non-empty.
+/* Input limits. Past one, a call returns SC_INVALID with a message that
+ * names the limit, and stores nothing. They bound what one call may make
+ * the writer (and every caller queued behind it) do. */
+/** The longest product or policy name, in bytes (UTF-8, without the NUL). */
+#define SC_NAME_MAX 255
+/** The longest idempotency key, in bytes (without the NUL). */
+#define SC_KEY_MAX 255
+/** The most lines one checkout may have. */
+#define SC_CHECKOUT_LINES_MAX 1000
+
+/** Creates a product. price >= 0, stock >= 0, name non-empty and at most
+ * SC_NAME_MAX bytes.
  * @return SC_OK, SC_INVALID, SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. */
 SC_API int sc_product_create(sc_db *db, const char *name, int64_t price,
                              int64_t stock, sc_id *out);
@@ -281,7 +294,8 @@ SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
 /** Credits amount (> 0) to user's account, creating it on first use. A
  * replay with the same idempotency_key and amount returns SC_OK and changes
  * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
- * not idempotent. @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
+ * not idempotent; a key is non-empty and at most SC_KEY_MAX bytes.
+ * @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
 SC_API int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
                               const char *idempotency_key);
 
@@ -298,7 +312,7 @@ SC_API int sc_account_get(sc_db *db, sc_id user, sc_account *out);
 /* ------------------------------------------------------------------------ */
 
 typedef struct sc_coupon_policy_spec {
-  const char *name;         /* non-empty */
+  const char *name;         /* non-empty, at most SC_NAME_MAX bytes */
   int64_t max_count;        /* > 0: never more coupons than this */
   int32_t per_user_limit;   /* 0 = 1; negative is SC_INVALID */
   int64_t discount_amount;  /* fixed discount, or */
@@ -345,11 +359,12 @@ typedef struct sc_line {
 typedef struct sc_checkout_req {
   sc_id user;
   const sc_line *lines;
-  size_t n_lines;              /* > 0; each product at most once */
+  size_t n_lines;              /* 1..SC_CHECKOUT_LINES_MAX; each product
+                                  at most once */
   sc_id coupon;                /* 0 = none */
   int64_t ttl_ms;              /* 0 = options' default_order_ttl_ms */
   const char *idempotency_key; /* NULL = none; a replay returns the first
-                                  order id */
+                                  order id; at most SC_KEY_MAX bytes */
   /** NULL = no check; else one expected stock version per line: a product
    * whose version differs makes the checkout fail with SC_CONFLICT. */
   const int64_t *expected_versions;
@@ -364,10 +379,11 @@ typedef struct sc_checkout_req {
  * @param[out] order_out  the order's id; must not be NULL.
  * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
  *   SC_COUPON_UNAVAILABLE (another user's, held, used, or its policy not
- *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines, qty <= 0, a
- *   product twice, ttl_ms < 0, an overflowing total or deadline, an empty
- *   key, an expected version < 0), SC_NOT_FOUND (product, user account or
- *   coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
+ *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines or more than
+ *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
+ *   overflowing total or deadline, an empty key or one longer than
+ *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user
+ *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
@@ -395,6 +411,10 @@ SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
 /** Expires every PENDING order with expires_at_ms <= now (the db's clock,
  * read once at the call), releasing stock, hold and coupon, in as many
  * internal batches (write operations of a few hundred orders) as needed.
+ * An order that cannot be released (a damaged row: a hold or a reservation
+ * edited by hand) does not stop the others: it is left PENDING and
+ * untouched, counted in sc_metrics.expire_skipped, and named by sc_verify;
+ * the call still returns SC_OK.
  * @param[out] expired_out  how many were expired; may be NULL.
  * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_CLOSED, or an I/O error; after a
  *   failure the batches committed before it stay expired and *expired_out
@@ -406,7 +426,8 @@ SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
 /* ------------------------------------------------------------------------ */
 
 /** Checks every invariant of the design (counts, holds, ledgers, events,
- * integrity_check) on one snapshot. @param[out] report_out may be NULL; else
+ * integrity_check, PENDING orders that could not be released, as expiry
+ * skips them) on one snapshot. @param[out] report_out may be NULL; else
  * a NUL-terminated report (one line per finding, "ok" when none), freed with
  * sc_free. @return SC_OK when all hold, SC_CORRUPT when one does not. */
 SC_API int sc_verify(sc_db *db, char **report_out);
@@ -427,7 +448,8 @@ enum {
 };
 
 typedef struct sc_event {
-  sc_id id;           /* unique; the consumer's deduplication key */
+  sc_id id;           /* unique, never reused; the consumer's
+                         deduplication key */
   int type;           /* SC_EVENT_* */
   sc_id aggregate_id; /* the order, coupon, account (user) or policy */
   int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps (delivered ones
@@ -636,6 +658,10 @@ typedef struct sc_metrics {
   int alerts_firing;      /* bit (1 << SC_ALERT_*) per alert */
   uint64_t events_purged; /* delivered events removed by sc_outbox_purge
                              and the worker's retention */
+  /** Due orders expiry had to leave PENDING, counted each time one is
+   * skipped: a damaged row (a hand-edited hold or stock) whose release
+   * fails. The other orders expire all the same; sc_verify names it. */
+  uint64_t expire_skipped;
 } sc_metrics;
 
 /**
@@ -651,7 +677,8 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
  * a _max gauge, batch size and commit summaries, the queue depth gauge,
- * the shopcore_outbox_events_purged_total counter and one
+ * the shopcore_outbox_events_purged_total and
+ * shopcore_orders_expire_skipped_total counters and one
  * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
@@ -851,7 +878,8 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
 /**
  * The seeds' recovery steps, for a database written by something else or
  * imported: removes the lines of orders that no longer exist; releases
- * coupons held by orders that no longer exist or are closed; revokes
+ * coupons held by orders that no longer exist or are closed (a used coupon
+ * stays used, even when its order is gone: it was paid with); revokes
  * (deletes) the newest unused coupons issued past a policy's max_count or a
  * user's per_user_limit; recomputes every counter from the rows
  * (issued_count, reserved, balance from the ledger, held from PENDING

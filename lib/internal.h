@@ -42,6 +42,12 @@ int sc__status_from_sqlite(int rc);
 int64_t sc__monotonic_ns(void);
 int64_t sc__wall_ms(void);
 void sc__sleep_ms(int64_t ms);
+/* Checks a name or an idempotency key against its limit (SC_NAME_MAX,
+ * SC_KEY_MAX): NULL passes only when optional; NULL, empty or longer than
+ * max bytes fails with SC_INVALID and "<fn>: <what> ..." in errmsg. It
+ * reads at most max + 1 bytes of s. */
+int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
+                   bool optional);
 /* Checked int64 arithmetic: false on overflow. */
 bool sc__add_i64(int64_t a, int64_t b, int64_t *out);
 bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
@@ -209,23 +215,31 @@ void sc__note_deadline(sc_db *db, int64_t deadline_ms);
 /* ---- schema (schema.c) ------------------------------------------------- */
 
 int sc__schema_migrate(sc__conn *w);
+/* The schema version this library migrates to, and the SQL of migration
+ * version (NULL if it is code, not SQL), for the tests of migrations. */
+int sc__schema_version(void);
+const char *sc__schema_sql(int version);
 
 /* ---- expiry rounds (order.c), for the worker ---------------------------- */
 
 /* One batch of sc_orders_expire_due as an operation the caller submits
  * itself (with sc__op_try_submit and a done callback), so a libuv loop
  * never waits for it: it expires up to one batch of the orders due at now
- * and reads the earliest deadline left. */
+ * and reads the earliest deadline still ahead. Orders that cannot be
+ * expired (damaged rows) are skipped and counted in the metrics. */
 typedef struct sc__expire_round {
   sc__op base;
-  int64_t now;              /* in: due means expires_at_ms <= now */
+  int64_t now;              /* set by prepare: due means expires_at_ms <= now */
   int expired;              /* out */
-  bool more;                /* out: the batch was full; submit another */
-  int64_t next_deadline_ms; /* out: earliest PENDING deadline left; 0 */
+  bool more;                /* out: the batch was full; submit another, which
+                               goes on after this one's last order */
+  int64_t next_deadline_ms; /* out: earliest PENDING deadline after now; 0 */
   void *rows_;              /* private: the batch's rows */
+  void *pass_;              /* private: where the next batch starts */
 } sc__expire_round;
 int sc__expire_round_init(sc__expire_round *r); /* SC_NOMEM */
-/* Sets base (run, kind) and now; base.done is the caller's to set. */
+/* Sets base (run, kind) and now (the given moment, or the full round's
+ * before it, whose pass it continues); base.done is the caller's to set. */
 void sc__expire_round_prepare(sc__expire_round *r, int64_t now);
 void sc__expire_round_free(sc__expire_round *r);
 

@@ -22,6 +22,7 @@ struct sc__metrics {
   histogram commit;
   histogram batch_size;
   _Atomic uint64_t events_purged;
+  _Atomic uint64_t expire_skipped;
   sc__alerts *alerts;
 };
 
@@ -145,6 +146,13 @@ void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns) {
   sc__alerts_record(db, m->alerts, status, latency_ns);
 }
 
+void sc__metrics_expire_skipped(sc_db *db, int n) {
+  if (db->metrics != NULL && n > 0) {
+    atomic_fetch_add_explicit(&db->metrics->expire_skipped, (uint64_t)n,
+                              memory_order_relaxed);
+  }
+}
+
 /* ---- the public API ----------------------------------------------------- */
 
 int sc_status_outcome(int status) {
@@ -205,6 +213,7 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   out->alerts_firing = sc__alerts_firing(m->alerts);
   out->events_purged =
       atomic_load_explicit(&m->events_purged, memory_order_relaxed);
+  out->expire_skipped = atomic_load(&m->expire_skipped);
   return SC_OK;
 }
 
@@ -220,5 +229,6 @@ int sc_metrics_reset(sc_db *db) {
   histogram_reset(&m->commit);
   histogram_reset(&m->batch_size);
   atomic_store(&m->events_purged, 0);
+  atomic_store(&m->expire_skipped, 0);
   return SC_OK;
 }

@@ -92,6 +92,11 @@ static void writer(sc__strbuf *b, const sc_metrics *m) {
   family(b, "shopcore_commit_duration_seconds", "summary",
          "Time of one batch, from BEGIN to the durable COMMIT.");
   summary(b, "shopcore_commit_duration_seconds", "", &m->commit_ms, 1e-3);
+  family(b, "shopcore_orders_expire_skipped_total", "counter",
+         "Due orders expiry left PENDING because they cannot be released"
+         " (damaged rows; sc_verify names them).");
+  sample(b, "shopcore_orders_expire_skipped_total", "",
+         (double)m->expire_skipped);
   family(b, "shopcore_queue_depth", "gauge",
          "Operations waiting for the writer.");
   sample(b, "shopcore_queue_depth", "", m->queue_depth);

@@ -71,6 +71,19 @@ static const check CHECKS[] = {
      " coalesce(closed_at_ms, 'never'))"
      " FROM sc_order WHERE status NOT BETWEEN 1 AND 4"
      " OR (status = 1) <> (closed_at_ms IS NULL)"},
+    /* What expiry skips: an order whose release would fail. */
+    {"4 orders: a PENDING order can be released (its user holds its total,"
+     " its products reserve its lines)",
+     "SELECT printf('order %d (due at %d): cannot be expired or cancelled,"
+     " %s', o.id, o.expires_at_ms, CASE WHEN NOT EXISTS (SELECT 1"
+     "  FROM sc_account a WHERE a.user_id = o.user_id AND a.held >= o.total)"
+     "  THEN printf('user %d holds less than its total %d', o.user_id,"
+     "   o.total) ELSE 'a product reserves less than its line' END)"
+     " FROM sc_order o WHERE o.status = 1 AND (NOT EXISTS (SELECT 1"
+     "  FROM sc_account a WHERE a.user_id = o.user_id AND a.held >= o.total)"
+     " OR EXISTS (SELECT 1 FROM sc_order_line l LEFT JOIN sc_product p"
+     "  ON p.id = l.product_id WHERE l.order_id = o.id"
+     "  AND (p.id IS NULL OR p.reserved < l.qty)))"},
     {"4 orders: total is the lines less the discount",
      "SELECT printf('order %d: total %d, lines %s, discount %d', o.id,"
      " o.total, coalesce(s.t, 'none'), o.discount)"

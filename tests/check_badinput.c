@@ -176,6 +176,20 @@ static const sc_line LINE_PRODUCT_0[] = {{0, 1}};
 static const sc_line LINE_PRODUCT_NEG[] = {{-5, 1}};
 static const sc_line LINE_PRODUCT_UNKNOWN[] = {{999999, 1}};
 static const int64_t VERSION_NEG[] = {-1};
+/* Past the limits: a name or key one byte too long, one of 10 MiB, and a
+ * checkout of one line too many (distinct products, each qty 1, so only
+ * the count is wrong). Filled by limits_setup. */
+static char TOO_LONG[SC_NAME_MAX + 2];
+static char HUGE_TEXT[10 << 20];
+static sc_line TOO_MANY_LINES[SC_CHECKOUT_LINES_MAX + 1];
+
+static void limits_setup(void) {
+  memset(TOO_LONG, 'k', sizeof TOO_LONG - 1);
+  memset(HUGE_TEXT, 'h', sizeof HUGE_TEXT - 1);
+  for (int i = 0; i <= SC_CHECKOUT_LINES_MAX; i++) {
+    TOO_MANY_LINES[i] = (sc_line){.product = i + 1, .qty = 1};
+  }
+}
 
 /* Each row states only what it changes from a valid request: the later
  * designated initializer overriding the default is the point. */
@@ -226,6 +240,10 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_product_create(f->db, NULL, 1, 1, &f->id_out))                          \
   X(product_name_empty, SC_INVALID,                                            \
     sc_product_create(f->db, "", 1, 1, &f->id_out))                            \
+  X(product_name_too_long, SC_INVALID,                                         \
+    sc_product_create(f->db, TOO_LONG, 1, 1, &f->id_out))                      \
+  X(product_name_huge, SC_INVALID,                                             \
+    sc_product_create(f->db, HUGE_TEXT, 1, 1, &f->id_out))                     \
   X(product_price_negative, SC_INVALID,                                        \
     sc_product_create(f->db, "p", -1, 1, &f->id_out))                          \
   X(product_price_min, SC_INVALID,                                             \
@@ -261,6 +279,9 @@ static const int64_t VERSION_NEG[] = {-1};
   X(deposit_overflow, SC_INVALID,                                              \
     sc_account_deposit(f->db, 1, INT64_MAX, NULL))                             \
   X(deposit_key_empty, SC_INVALID, sc_account_deposit(f->db, 1, 1, ""))        \
+  X(deposit_key_too_long, SC_INVALID,                                          \
+    sc_account_deposit(f->db, 1, 1, TOO_LONG))                                 \
+  X(deposit_key_huge, SC_INVALID, sc_account_deposit(f->db, 1, 1, HUGE_TEXT))  \
   X(deposit_key_other_amount, SC_IDEMPOTENCY_MISMATCH,                         \
     sc_account_deposit(f->db, 1, 9999, "dep-1"))                               \
   X(deposit_key_other_user, SC_IDEMPOTENCY_MISMATCH,                           \
@@ -280,6 +301,10 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_coupon_policy_create(f->db, SPEC(.name = NULL), &f->id_out))            \
   X(policy_name_empty, SC_INVALID,                                             \
     sc_coupon_policy_create(f->db, SPEC(.name = ""), &f->id_out))              \
+  X(policy_name_too_long, SC_INVALID,                                          \
+    sc_coupon_policy_create(f->db, SPEC(.name = TOO_LONG), &f->id_out))        \
+  X(policy_name_huge, SC_INVALID,                                              \
+    sc_coupon_policy_create(f->db, SPEC(.name = HUGE_TEXT), &f->id_out))       \
   X(policy_max_zero, SC_INVALID,                                               \
     sc_coupon_policy_create(f->db, SPEC(.max_count = 0), &f->id_out))          \
   X(policy_max_negative, SC_INVALID,                                           \
@@ -363,6 +388,18 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_checkout(f->db, REQ(.ttl_ms = INT64_MAX), &f->id_out))                  \
   X(checkout_key_empty, SC_INVALID,                                            \
     sc_checkout(f->db, REQ(.idempotency_key = ""), &f->id_out))                \
+  X(checkout_key_too_long, SC_INVALID,                                         \
+    sc_checkout(f->db, REQ(.idempotency_key = TOO_LONG), &f->id_out))          \
+  X(checkout_key_huge, SC_INVALID,                                             \
+    sc_checkout(f->db, REQ(.idempotency_key = HUGE_TEXT), &f->id_out))         \
+  X(checkout_too_many_lines, SC_INVALID,                                       \
+    sc_checkout(                                                               \
+        f->db,                                                                 \
+        REQ(.lines = TOO_MANY_LINES, .n_lines = SC_CHECKOUT_LINES_MAX + 1),    \
+        &f->id_out))                                                           \
+  X(checkout_lines_size_max, SC_INVALID,                                       \
+    sc_checkout(f->db, REQ(.lines = TOO_MANY_LINES, .n_lines = SIZE_MAX),      \
+                &f->id_out))                                                   \
   X(checkout_key_other_request, SC_IDEMPOTENCY_MISMATCH,                       \
     sc_checkout(f->db, REQ(.idempotency_key = "co-1", .ttl_ms = 5),            \
                 &f->id_out))                                                   \
@@ -662,6 +699,7 @@ static void undo_success(fx *f) {
 START_TEST(each_bad_call) {
   const bad_call *row = &TABLE[_i];
   fx fixture, *f = &fixture;
+  limits_setup();
   fixture_setup(f);
   uint64_t before = db_digest(f->path);
   fill_outs(f);
@@ -678,6 +716,59 @@ START_TEST(each_bad_call) {
                 row->name);
   tu_assert_verify(f->db);
   fixture_teardown(f);
+}
+END_TEST
+
+/* The limits are inclusive: a name and a key of exactly 255 bytes and a
+ * checkout of exactly 1,000 lines go through, and the stored text is whole. */
+START_TEST(limits_are_inclusive) {
+  char *path = tu_db_path("limits");
+  sc_options o;
+  sc_options_init(&o);
+  o.durability = SC_DURABILITY_NORMAL;
+  sc_db *db = tu_open(path, &o);
+  char name[SC_NAME_MAX + 1], key[SC_KEY_MAX + 1];
+  memset(name, 'n', SC_NAME_MAX);
+  name[SC_NAME_MAX] = '\0';
+  memset(key, 'k', SC_KEY_MAX);
+  key[SC_KEY_MAX] = '\0';
+  static sc_line lines[SC_CHECKOUT_LINES_MAX];
+  for (int i = 0; i < SC_CHECKOUT_LINES_MAX; i++) {
+    sc_id id = 0;
+    ck_assert_sc(sc_product_create(db, name, 1, 1, &id), SC_OK);
+    lines[i] = (sc_line){.product = id, .qty = 1};
+  }
+  sc_coupon_policy_spec spec = {.name = name, .max_count = 1};
+  sc_id policy = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, SC_CHECKOUT_LINES_MAX, key), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, SC_CHECKOUT_LINES_MAX, key), SC_OK);
+  sc_checkout_req req = {.user = 1,
+                         .lines = lines,
+                         .n_lines = SC_CHECKOUT_LINES_MAX,
+                         .idempotency_key = key};
+  sc_id order = 0, replay = 0;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_sc(sc_checkout(db, &req, &replay), SC_OK);
+  ck_assert_int_eq(order, replay);
+  sc_order got;
+  ck_assert_sc(sc_order_get(db, order, &got), SC_OK);
+  ck_assert_int_eq(got.total, SC_CHECKOUT_LINES_MAX);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_product"
+                            " WHERE length(name) = 255"),
+                   SC_CHECKOUT_LINES_MAX);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_coupon_policy"
+                            " WHERE length(name) = 255"),
+                   1);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_idempotency"
+                            " WHERE length(key) = 255"),
+                   2);
+  tu_remove_db(path);
 }
 END_TEST
 
@@ -725,6 +816,7 @@ int main(void) {
   TCase *tc = tu_tcase("badinput");
   tcase_add_loop_test(tc, each_bad_call, 0, N_BAD);
   tcase_add_test(tc, digest_sees_a_change);
+  tcase_add_test(tc, limits_are_inclusive);
   tcase_add_test(tc, harmless_nulls_and_unknown_codes);
   suite_add_tcase(s, tc);
   printf("badinput: %d bad calls in the table\n", N_BAD);

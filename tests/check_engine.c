@@ -202,14 +202,151 @@ START_TEST(shares_a_host_file) {
   ck_assert_sc(sc_close(db), SC_OK);
   ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM users"), 1);
   ck_assert_int_eq(tu_count(path, "PRAGMA user_version"), 77);
+  /* sqlite_sequence is SQLite's own (AUTOINCREMENT), shared with the
+   * host's tables. */
   ck_assert_int_eq(
       tu_count(path,
                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-               " AND name NOT LIKE 'sc\\_%' ESCAPE '\\' AND name <> 'users'"),
+               " AND name NOT LIKE 'sc\\_%' ESCAPE '\\' AND name <> 'users'"
+               " AND name <> 'sqlite_sequence'"),
       0);
   ck_assert_int_eq(
       tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
-      2);
+      sc__schema_version());
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Every row of the tables with generated ids and their indexes, as text. */
+static char *rows_and_indexes(const char *path) {
+  static const char *const SQL[] = {
+      "SELECT * FROM sc_coupon_policy",
+      "SELECT * FROM sc_coupon",
+      "SELECT * FROM sc_product",
+      "SELECT * FROM sc_ledger",
+      "SELECT * FROM sc_order",
+      "SELECT * FROM sc_order_line",
+      "SELECT * FROM sc_outbox",
+      "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'index'"
+      " ORDER BY name"};
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap);
+  for (size_t i = 0; i < sizeof SQL / sizeof *SQL; i++) {
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, SQL[i], -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      for (int c = 0; c < sqlite3_column_count(st); c++) {
+        const char *v = (const char *)sqlite3_column_text(st, c);
+        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
+        ck_assert_uint_lt(len, cap - 64);
+      }
+      out[len++] = '\n';
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
+static int64_t sequence_of(const char *path, const char *table) {
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "SELECT coalesce(max(seq), -1) FROM sqlite_sequence"
+           " WHERE name = '%s'",
+           table);
+  return tu_count(path, sql);
+}
+
+/* A file of the first schema (what libraries before AUTOINCREMENT made),
+ * with rows, a host table of its own with AUTOINCREMENT, a host view and a
+ * host trigger on a library table, and the lines of an order deleted by hand:
+ * opening it rebuilds every table with generated ids with AUTOINCREMENT,
+ * keeping rows, indexes and the highest ids (the deleted order's included), and
+ * the host's objects. */
+START_TEST(migrates_generated_ids_to_never_reused) {
+  char *path = tu_db_path("migrate-ids");
+  host_exec(path,
+            "CREATE TABLE sc_meta(key TEXT PRIMARY KEY, value);"
+            "INSERT INTO sc_meta VALUES('schema_version', 1);"
+            "CREATE TABLE host(id INTEGER PRIMARY KEY AUTOINCREMENT, x);"
+            "INSERT INTO host(x) VALUES('a'), ('b');");
+  host_exec(path, sc__schema_sql(1));
+  host_exec(path,
+            "CREATE VIEW host_coupons AS SELECT count(*) AS n FROM sc_coupon;"
+
+            "INSERT INTO sc_coupon_policy(id, name, max_count, issued_count,"
+            " per_user_limit, created_at_ms) VALUES(1, 'p', 10, 2, 1, 0);"
+            "INSERT INTO sc_coupon(id, policy_id, user_id, issued_at_ms)"
+            " VALUES(1, 1, 1, 0), (2, 1, 2, 0);"
+            "INSERT INTO sc_outbox(id, type, agg_kind, agg_id, seq,"
+            " created_at_ms, payload) VALUES(1, 1, 1, 1, 1, 0, x'80'),"
+            " (2, 1, 1, 2, 1, 0, x'80'), (3, 6, 3, 1, 1, 0, x'80');"
+            "INSERT INTO sc_product(id, name, price, total)"
+            " VALUES(1, 'p', 100, 10);"
+            "INSERT INTO sc_account(user_id, balance) VALUES(1, 1000);"
+            "INSERT INTO sc_ledger(id, user_id, amount, kind, at_ms)"
+            " VALUES(1, 1, 1000, 1, 0);"
+            /* order 7 was deleted by hand; its line is left */
+            "INSERT INTO sc_order_line(order_id, product_id, qty, price)"
+            " VALUES(7, 1, 1, 100);"
+            "CREATE TRIGGER host_sees_coupons AFTER INSERT ON sc_coupon"
+            " BEGIN UPDATE host SET x = 'seen' WHERE id = 1; END;");
+  char *before = rows_and_indexes(path);
+  sc_db *db = tu_open(path, NULL);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
+      sc__schema_version());
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sqlite_schema"
+                            " WHERE type = 'table' AND name IN"
+                            " ('sc_coupon_policy', 'sc_coupon', 'sc_product',"
+                            " 'sc_ledger', 'sc_order', 'sc_outbox')"
+                            " AND sql LIKE '%id INTEGER PRIMARY KEY"
+                            " AUTOINCREMENT,%'"),
+                   6);
+  char *after = rows_and_indexes(path);
+  ck_assert_str_eq(after, before);
+  free(before);
+  free(after);
+  ck_assert_int_eq(sequence_of(path, "sc_coupon"), 2);
+  ck_assert_int_eq(sequence_of(path, "sc_outbox"), 3);
+  ck_assert_int_eq(sequence_of(path, "sc_order"), 7);
+  ck_assert_int_eq(sequence_of(path, "host"), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT n FROM host_coupons"), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   0);
+  ck_assert_int_eq(tu_count(path, "PRAGMA foreign_key_check"), 0);
+  /* The writer has its foreign keys back. */
+  sqlite3_stmt *st = NULL;
+  ck_assert_int_eq(
+      sqlite3_prepare_v2(db->wconn->h, "PRAGMA foreign_keys", -1, &st, NULL),
+      SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+  sqlite3_finalize(st);
+  /* New ids follow the highest ever, also after the newest rows go. */
+  sc_id coupon = 0, order = 0;
+  ck_assert_sc(sc_coupon_issue(db, 1, 3, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, 3);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   1);
+  host_exec(path,
+            "DELETE FROM sc_coupon WHERE id = 3;"
+            "DELETE FROM sc_outbox WHERE id = 4;"
+            "UPDATE sc_coupon_policy SET issued_count = 2");
+  ck_assert_sc(sc_coupon_issue(db, 1, 4, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, 4);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 5);
+  sc_line line = {1, 1};
+  sc_checkout_req req = {.user = 1, .lines = &line, .n_lines = 1};
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_int_eq(order, 8);
+  ck_assert_sc(sc_close(db), SC_OK);
+  db = tu_open(path, NULL); /* migrated once */
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(sequence_of(path, "sc_coupon"), 4);
   tu_remove_db(path);
 }
 END_TEST
@@ -432,6 +569,7 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, open_rejects_unusable_paths);
   tcase_add_test(tc, shares_a_host_file);
   tcase_add_test(tc, refuses_a_newer_schema);
+  tcase_add_test(tc, migrates_generated_ids_to_never_reused);
   tcase_add_test(tc, wal_and_full_durability_by_default);
   tcase_add_test(tc, a_failing_operation_does_not_disturb_its_batch);
   tcase_add_test(tc, close_waits_for_calls_and_refuses_new_ones);

@@ -497,6 +497,8 @@ START_TEST(purge_under_each_fault) {
   purge_fail_each(FV_WRITE);
   purge_fail_each(FV_SYNC);
   purge_fail_each(FV_READ);
+}
+END_TEST
 
 /* ---- a fault, then the process exits -------------------------------------
  * A forked child makes the calls and exits without closing its handle; the

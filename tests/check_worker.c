@@ -387,6 +387,59 @@ START_TEST(expiry_fires_at_the_deadline_and_rearms_for_earlier_ones) {
 }
 END_TEST
 
+/* Expiry rounds the writer completed so far. */
+static uint64_t expiry_rounds(sc_db *db) {
+  sc_metrics *m = malloc(sizeof *m);
+  ck_assert_ptr_nonnull(m);
+  ck_assert_sc(sc_metrics_get(db, m), SC_OK);
+  uint64_t n = 0;
+  for (int k = 0; k < m->n_ops; k++) {
+    if (strcmp(m->ops[k].name, "orders_expire_due") == 0) n = m->ops[k].count;
+  }
+  free(m);
+  return n;
+}
+
+/* A due order that cannot be expired (its user's hold edited by hand) is
+ * skipped: the worker expires the others on time and does not spin on the
+ * damaged one, whose deadline is behind it. */
+START_TEST(a_damaged_order_neither_stops_nor_spins_expiry) {
+  char *path = tu_db_path("wk-damaged");
+  sc_db *db = tu_open(path, NULL);
+  shop s = shop_open(db, 100);
+  sc_id damaged = checkout(&s, 1, 1);
+  sc_id others[3] = {checkout(&s, 2, 1), checkout(&s, 3, 1), 0};
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 10000);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "UPDATE sc_account SET held = 0"
+                                " WHERE user_id = 1",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(h);
+  usleep(5000);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = 600000; /* only deadlines wake it */
+  sc_worker *w = NULL;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  ck_assert(wait_status(db, others[0], SC_ORDER_EXPIRED, 30000));
+  ck_assert(wait_status(db, others[1], SC_ORDER_EXPIRED, 30000));
+  /* A deadline after the damaged one still wakes it. */
+  others[2] = checkout(&s, 4, 100);
+  ck_assert(wait_status(db, others[2], SC_ORDER_EXPIRED, 30000));
+  uint64_t rounds = expiry_rounds(db);
+  usleep(300000);
+  ck_assert_uint_le(expiry_rounds(db) - rounds, 2);
+  ck_assert_int_eq(status_of(db, damaged), SC_ORDER_PENDING);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT); /* it names the order */
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* An injected clock: nothing expires while it stands still, and a jump past
  * the deadline is seen within poll_interval_ms. */
 START_TEST(expiry_follows_the_injected_clock) {
@@ -1151,6 +1204,7 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, a_slow_handler_is_never_called_past_the_lease);
   tcase_add_test(tc, the_worker_purges_delivered_events_past_retention);
   tcase_add_test(tc, retention_keeps_the_file_bounded);
+  tcase_add_test(tc, a_damaged_order_neither_stops_nor_spins_expiry);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -14,10 +14,17 @@ from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
                      Stock)
 from ._worker import EventHandler, Worker
 
-__all__ = ["Database", "ManualClock", "open"]
+__all__ = ["Database", "ManualClock", "open", "NAME_MAX", "KEY_MAX",
+           "CHECKOUT_LINES_MAX"]
 
 #: The most events one claim_events() or dead_events() call returns.
 CLAIM_MAX: int = _c.SC_OUTBOX_CLAIM_MAX
+#: The longest product or policy name, in UTF-8 bytes; longer raises Invalid.
+NAME_MAX: int = _c.SC_NAME_MAX
+#: The longest idempotency key, in UTF-8 bytes; longer raises Invalid.
+KEY_MAX: int = _c.SC_KEY_MAX
+#: The most lines one checkout may have; more raises Invalid.
+CHECKOUT_LINES_MAX: int = _c.SC_CHECKOUT_LINES_MAX
 
 PathLike = Union[str, "os.PathLike[str]"]
 Lines = Union[Mapping[int, int], Iterable[Tuple[int, int]]]
@@ -138,9 +145,11 @@ class Database:
         """Creates a product; returns its id.
 
         Args:
-            name: non-empty.
+            name: non-empty, at most NAME_MAX (255) bytes in UTF-8.
             price: minor units (cents), >= 0.
             stock: units on hand, >= 0.
+
+        Raises: Invalid (a name past NAME_MAX).
         """
         return int(_c.sc_product_create(self._h, chk.text(name, "name"),
                                         chk.non_negative(price, "price"),
@@ -166,8 +175,11 @@ class Database:
         """Credits amount (> 0, minor units) to a user's account, creating
         it on first use.
 
-        With an idempotency_key, a replay with the same user and amount
-        changes nothing; another user or amount raises IdempotencyMismatch.
+        With an idempotency_key (at most KEY_MAX, 255, bytes in UTF-8), a
+        replay with the same user and amount changes nothing; another user
+        or amount raises IdempotencyMismatch.
+
+        Raises: Invalid (a key past KEY_MAX), IdempotencyMismatch.
         """
         _c.sc_account_deposit(self._h, chk.ident(user, "user"),
                               chk.positive(amount, "amount"),
@@ -188,7 +200,7 @@ class Database:
         """Creates a coupon policy; returns its id.
 
         Args:
-            name: non-empty.
+            name: non-empty, at most NAME_MAX (255) bytes in UTF-8.
             max_count: the cap (> 0): never more coupons than this, whatever
                 the concurrency.
             per_user_limit: coupons one user may hold (>= 1).
@@ -198,7 +210,8 @@ class Database:
             starts_at_ms, ends_at_ms: the validity window (0 = unbounded);
                 active while starts <= now < ends.
 
-        Raises: Invalid (inconsistent discounts or window).
+        Raises: Invalid (inconsistent discounts or window, a name past
+        NAME_MAX).
         """
         spec = (chk.text(name, "name"), chk.positive(max_count, "max_count"),
                 chk.int32(per_user_limit, "per_user_limit", 1),
@@ -257,16 +270,18 @@ class Database:
         Args:
             user: the buyer, who must have an account.
             lines: {product: qty} or [(product, qty), ...]; each product
-                once, each qty > 0.
+                once, each qty > 0; at most CHECKOUT_LINES_MAX (1,000).
             coupon: one of the user's coupons, or None.
             ttl_ms: time to pay; 0 = the database's default_order_ttl_ms.
             idempotency_key: a replay with the same key and request returns
-                the first order's id and changes nothing.
+                the first order's id and changes nothing; at most KEY_MAX
+                (255) bytes in UTF-8.
             expected_versions: {product: stock version} for every line; a
                 product whose version moved raises Conflict.
 
         Raises: OutOfStock, InsufficientBalance, CouponUnavailable,
-        Conflict, NotFound, IdempotencyMismatch, Invalid.
+        Conflict, NotFound, IdempotencyMismatch, Invalid (also past a
+        limit: more than CHECKOUT_LINES_MAX lines, a key past KEY_MAX).
         """
         pairs = chk.lines(lines)
         versions = chk.versions(expected_versions, [p for p, _ in pairs])
@@ -299,7 +314,12 @@ class Database:
 
     def expire_due(self) -> int:
         """Expires every PENDING order past its deadline (by the database's
-        clock); returns how many. A running worker does this on time."""
+        clock); returns how many. A running worker does this on time.
+
+        An order that cannot be released (a damaged row: a hold or stock
+        reservation edited by hand) is skipped and left as it is, counted
+        in shopcore_orders_expire_skipped_total (metrics_prometheus) and
+        named by verify(); the others expire all the same."""
         return int(_c.sc_orders_expire_due(self._h))
 
     # ---- invariants --------------------------------------------------------

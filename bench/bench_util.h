@@ -45,7 +45,9 @@ void bu_remove_db(const char *path);
  * (WAL, synchronous=FULL, a 30 s busy timeout): the baseline's connection. */
 sqlite3 *bu_sqlite_open(const char *path);
 
-/* Parses "--seconds X" and "--threads a,b,c" from argv (defaults given). */
+/* Parses "--seconds X", "--events N" and "--threads a,b,c" from argv
+ * (defaults given; a value that is not positive takes the default). */
+long long bu_arg_events(int argc, char **argv, long long dflt);
 double bu_arg_seconds(int argc, char **argv, double dflt);
 int bu_arg_threads(int argc, char **argv, int *out, int max, const int *dflt,
                    int n_dflt);

@@ -405,8 +405,14 @@ START_TEST(slow_commits_follow_the_threshold_option) {
   char *path = tu_db_path("slowopt");
   sc_options o;
   sc_options_init(&o);
+  /* A threshold past int64 in nanoseconds is refused, and opens nothing. */
+  o.slow_commit_ms = INT64_MAX;
+  sc_db *db = NULL;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "slow_commit_ms"));
   o.slow_commit_ms = -1; /* off */
-  sc_db *db = tu_open(path, &o);
+  db = tu_open(path, &o);
   fv_slow_sync(SQLITE_OPEN_WAL, 30);
   ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
   sc_metrics m;

@@ -259,7 +259,7 @@ static int64_t sequence_of(const char *path, const char *table) {
   return tu_count(path, sql);
 }
 
-/* A file of the first schema (what libraries before AUTOINCREMENT made),
+/* A file of the schema before AUTOINCREMENT (what earlier libraries made),
  * with rows, a host table of its own with AUTOINCREMENT, a host view and a
  * host trigger on a library table, and the lines of an order deleted by hand:
  * opening it rebuilds every table with generated ids with AUTOINCREMENT,
@@ -269,10 +269,11 @@ START_TEST(migrates_generated_ids_to_never_reused) {
   char *path = tu_db_path("migrate-ids");
   host_exec(path,
             "CREATE TABLE sc_meta(key TEXT PRIMARY KEY, value);"
-            "INSERT INTO sc_meta VALUES('schema_version', 1);"
+            "INSERT INTO sc_meta VALUES('schema_version', 2);"
             "CREATE TABLE host(id INTEGER PRIMARY KEY AUTOINCREMENT, x);"
             "INSERT INTO host(x) VALUES('a'), ('b');");
   host_exec(path, sc__schema_sql(1));
+  host_exec(path, sc__schema_sql(2));
   host_exec(path,
             "CREATE VIEW host_coupons AS SELECT count(*) AS n FROM sc_coupon;"
 

@@ -1175,7 +1175,7 @@ START_TEST(a_version_1_file_is_migrated) {
   db = open_clocked(path, &clock, 5);
   ck_assert_int_eq(
       tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
-      2);
+      sc__schema_version());
   ck_assert_int_eq(tu_count(path,
                             "SELECT count(*) FROM sc_outbox"
                             " WHERE state = 1 AND delivered_at_ms = "

@@ -10,8 +10,11 @@ seeds' flash sale at 500 virtual users with think time (`shopcore simulate
     bench/results/results.md     the tables
     bench/results/throughput.svg throughput against caller threads
 
+and a 3-minute run of it (--tail-duration, issue 17) that prints the
+maximum latency of any operation and the count of commits over 20 ms.
+
 usage: bench/run_all.py [--build DIR] [--seconds S] [--sim-duration S]
-       [--sim-users N] [--only NAME]   (stdlib only)
+       [--sim-users N] [--tail-duration S] [--only NAME]   (stdlib only)
 """
 import argparse
 import datetime
@@ -41,8 +44,10 @@ def bench_lines(cmd, env=None):
     return records, p.returncode
 
 
-def simulate(build, users, duration, think):
-    """The seeds' scenario; one record per operation with its p95."""
+def simulate(build, users, duration, think, tail=False):
+    """The seeds' scenario; one record per operation with its p95. tail: the
+    long variant (issue 17), named by its duration, which prints the maximum
+    latency of any operation and the commits of 20 ms or more."""
     exe = os.path.join(build, "cli", "shopcore")
     if not os.path.exists(exe):
         print(f"no {exe}: simulate skipped")
@@ -58,6 +63,8 @@ def simulate(build, users, duration, think):
         return [], p.returncode
     j = json.loads(p.stdout)
     variant = f"{users}_users_think_{think}ms"
+    if tail:
+        variant += f"_{duration}s"
     out = [{"bench": "simulate", "variant": variant, "op": name,
             "threads": users, "ops": o["requests"],
             "ops_per_s": o["requests"] / j["elapsed_s"], "p50_ms": o["p50_ms"],
@@ -69,10 +76,17 @@ def simulate(build, users, duration, think):
                 "ops_per_s": j["requests_per_s"], "errors": j["errors"],
                 "verify_ok": j["verify"]["ok"],
                 "peak_rss_kib": j["peak_rss_kib"],
-                "batch_size_p50": j["library"]["batch_size_p50"]})
+                "batch_size_p50": j["library"]["batch_size_p50"],
+                "max_ms": max(o["max_ms"] for o in j["operations"].values()),
+                "commit_max_ms": j["library"]["commit_max_ms"],
+                "slow_commits": j["library"]["slow_commits"]})
     for name, o in j["operations"].items():
         print(f"  {name:13s} p95 {o['p95_ms']:.3f} ms  p99 {o['p99_ms']:.3f}"
               f" ms  ({o['requests']} requests)")
+    a = out[-1]
+    print(f"  max latency {a['max_ms']:.1f} ms (any operation), commit max"
+          f" {a['commit_max_ms']:.1f} ms, {a['slow_commits']} commits over"
+          f" {j['library']['slow_commit_ms']:.0f} ms")
     return out, 0
 
 
@@ -111,7 +125,9 @@ def markdown(records, meta):
                 lines.append(f"\n{r['variant']}: {r['ops']} requests,"
                              f" {r['ops_per_s']:.0f}/s, {r['errors']} errors,"
                              f" verify {'ok' if r['verify_ok'] else 'FAILED'},"
-                             f" writer batch size p50 {r['batch_size_p50']:.0f}")
+                             f" writer batch size p50 {r['batch_size_p50']:.0f},"
+                             f" max latency {r['max_ms']:.1f} ms,"
+                             f" {r['slow_commits']} commits over 20 ms")
     return "\n".join(lines) + "\n"
 
 
@@ -207,6 +223,8 @@ def main():
     p.add_argument("--sim-users", type=int, default=500)
     p.add_argument("--sim-duration", type=int, default=20)
     p.add_argument("--sim-think", type=int, default=100)
+    p.add_argument("--tail-duration", type=int, default=180,
+                   help="the long simulate run (tail latency); 0 = skip")
     p.add_argument("--only", help="run only benchmarks whose name has this")
     a = p.parse_args()
     build = os.path.abspath(a.build)
@@ -226,6 +244,11 @@ def main():
         failed += rc != 0
     if not a.only or a.only in "simulate":
         r, rc = simulate(build, a.sim_users, a.sim_duration, a.sim_think)
+        records += r
+        failed += rc != 0
+    if a.tail_duration > 0 and (not a.only or a.only in "simulate_tail"):
+        r, rc = simulate(build, a.sim_users, a.tail_duration, a.sim_think,
+                         tail=True)
         records += r
         failed += rc != 0
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -158,9 +158,10 @@ static void text_tail(sim *s, FILE *out) {
   const sc_metrics *m = &s->lib;
   fprintf(out,
           "\n  library writer: %llu commits, batch size p50 %.0f max "
-          "%.0f, commit p95 %.3f ms\n",
+          "%.0f, commit p95 %.3f ms max %.1f ms, %llu commits >= %.0f ms\n",
           (unsigned long long)m->commit_ms.count, m->batch_size.p50,
-          m->batch_size.max, m->commit_ms.p95);
+          m->batch_size.max, m->commit_ms.p95, m->commit_ms.max,
+          (unsigned long long)m->slow_commits, m->slow_commit_ms);
   text_outbox(s, out);
   if (s->n_alerts == 0) fprintf(out, "  alerts: none\n");
   for (int i = 0; i < s->n_alerts; i++) {
@@ -291,9 +292,12 @@ void sim_print_json(sim *s, FILE *out) {
   json_outbox(out, s);
   fprintf(out,
           "  \"library\": {\"commits\": %llu, \"batch_size_p50\": %.1f, "
-          "\"batch_size_max\": %.0f, \"commit_p95_ms\": %.4f},\n",
+          "\"batch_size_max\": %.0f, \"commit_p95_ms\": %.4f, "
+          "\"commit_max_ms\": %.4f, \"slow_commit_ms\": %.1f, "
+          "\"slow_commits\": %llu},\n",
           (unsigned long long)s->lib.commit_ms.count, s->lib.batch_size.p50,
-          s->lib.batch_size.max, s->lib.commit_ms.p95);
+          s->lib.batch_size.max, s->lib.commit_ms.p95, s->lib.commit_ms.max,
+          s->lib.slow_commit_ms, (unsigned long long)s->lib.slow_commits);
   fprintf(out,
           "  \"peak_rss_kib\": %ld,\n  \"verify\": {\"ok\": %s, "
           "\"report\": ",

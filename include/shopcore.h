@@ -210,6 +210,13 @@ typedef struct sc_options {
   /** Fewest operations in the window for the latency and error-rate alerts
    * to decide (fire or recover); 0 = 20. */
   int alert_min_samples;
+  /** A commit (one batch, BEGIN to the durable COMMIT) at least this long
+   * is a slow commit: counted in sc_metrics.slow_commits, kept as
+   * sc_metrics.last_slow_commit and, when the environment variable
+   * SC_DEBUG_SLOW_COMMITS is 1 at sc_open, logged as one line on stderr.
+   * 0 = 20 ms; negative = no commit is slow; past INT64_MAX / 1,000,000
+   * (too long in nanoseconds) SC_INVALID. */
+  int64_t slow_commit_ms;
   /* ... more fields may follow; always start from sc_options_init() */
 } sc_options;
 
@@ -383,7 +390,8 @@ typedef struct sc_checkout_req {
  *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
  *   overflowing total or deadline, an empty key or one longer than
  *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user
- *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
+ *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM,
+ * SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
@@ -647,6 +655,47 @@ typedef struct sc_op_metrics {
   sc_quantiles latency_ms;              /* submission to durable completion */
 } sc_op_metrics;
 
+/** What the checkpoint thread was doing during a commit (the furthest phase
+ * it reached). It copies pages from the WAL into the database file, then
+ * fsyncs the database file. */
+enum {
+  SC_CHECKPOINT_IDLE = 0, /* no checkpoint ran */
+  SC_CHECKPOINT_COPYING,  /* copying pages, no fsync */
+  SC_CHECKPOINT_SYNCING   /* in an fsync (of the database file or WAL) */
+};
+
+/** One slow commit (see sc_options.slow_commit_ms) and what the process was
+ * doing meanwhile. "Meanwhile" is from the end of the previous commit to the
+ * end of this one: under load, the time of this commit. */
+typedef struct sc_slow_commit {
+  int64_t at_ms;            /* when it ended, by the wall clock */
+  double duration_ms;       /* BEGIN to the durable COMMIT, with the wait
+                               for the write turn (other processes) */
+  int batch_size;           /* operations in it */
+  int64_t wal_frames;       /* pages in the WAL after it */
+  int64_t wal_bytes;        /* size of the -wal file after it */
+  double wal_sync_ms;       /* the writer's fsyncs of the WAL */
+  double db_sync_ms;        /* the writer's fsyncs of the database file (when
+                               it finished a checkpoint itself) */
+  double writer_cpu_ms;     /* CPU time of the writer thread: the rest of
+                               duration_ms, less the fsyncs, is time it waited
+                               off the CPU (another thread ran) */
+  int checkpoint;           /* SC_CHECKPOINT_*, the checkpoint thread */
+  int64_t checkpoint_pages; /* pages its current (or last) checkpoint
+                               copied into the database file */
+  double checkpoint_db_sync_ms;  /* its fsyncs of the database file */
+  double checkpoint_wal_sync_ms; /* its fsyncs of the WAL */
+} sc_slow_commit;
+
+/** Upper bounds (ms) of the commit-duration histogram buckets
+ * (sc_metrics.commit_buckets; the last bucket has no bound). */
+#define SC_COMMIT_BUCKET_BOUNDS_MS \
+  { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 }
+#define SC_COMMIT_BUCKETS 11
+
+/** fsyncs by file, of the writer and the checkpoint thread together. */
+enum { SC_FILE_DB = 0, SC_FILE_WAL = 1 };
+
 #define SC_METRICS_OPS_MAX 32
 typedef struct sc_metrics {
   int n_ops;                             /* entries used in ops[] */
@@ -662,6 +711,16 @@ typedef struct sc_metrics {
    * skipped: a damaged row (a hand-edited hold or stock) whose release
    * fails. The other orders expire all the same; sc_verify names it. */
   uint64_t expire_skipped;
+  /* Commits by duration: commit_buckets[i] counts those over bound i - 1
+   * and at most bound i of SC_COMMIT_BUCKET_BOUNDS_MS (not cumulative). */
+  uint64_t commit_buckets[SC_COMMIT_BUCKETS];
+  double slow_commit_ms;           /* the threshold in force */
+  uint64_t slow_commits;           /* commits at least that long */
+  sc_slow_commit last_slow_commit; /* all zero before the first */
+  uint64_t fsyncs[2];              /* by SC_FILE_*, since sc_open (not reset) */
+  double fsync_ms[2];              /* their total time */
+  uint64_t checkpoints;            /* run by the checkpoint thread */
+  uint64_t wal_rewinds; /* times the WAL started over from its beginning */
 } sc_metrics;
 
 /**
@@ -676,8 +735,12 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge,
- * the shopcore_outbox_events_purged_total and
+ * a _max gauge, batch size and commit summaries, the commit-duration
+ * histogram shopcore_commit_seconds{le}, the slow-commit counter
+ * shopcore_slow_commits_total, fsync counters shopcore_fsyncs_total{file}
+ * and shopcore_fsync_seconds_total{file} (file="db" or "wal"),
+ * shopcore_checkpoints_total and shopcore_wal_rewinds_total, the queue
+ * depth gauge, the shopcore_outbox_events_purged_total and
  * shopcore_orders_expire_skipped_total counters and one
  * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
@@ -685,7 +748,8 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  */
 SC_API int sc_metrics_prometheus(sc_db *db, char **text_out);
 
-/** Zeroes the counters and histograms (not the alert window or state).
+/** Zeroes the counters and histograms, slow commits included (not the
+ * alert window or state, nor the fsync counters).
  * Operations completing meanwhile may be counted either side. Any thread.
  * @return SC_OK, SC_MISUSE. */
 SC_API int sc_metrics_reset(sc_db *db);
@@ -792,9 +856,9 @@ typedef struct sc_outbox_stats {
 /**
  * Removes delivered events acked before delivered_before_ms (db clock), so
  * that the outbox does not grow forever. A time past now means now (what
- * is acked while it runs is left for the next purge). Pending (leased or not) and dead
- * events are never removed, nor is the newest event of all (ids are never
- * reused). It works in batches of at most 500 events, each one writer
+ * is acked while it runs is left for the next purge). Pending (leased or not)
+ * and dead events are never removed, nor is the newest event of all (ids are
+ * never reused). It works in batches of at most 500 events, each one writer
  * operation of a few milliseconds committed on its own, so other writes go
  * on between them; it returns once a batch finds fewer. An aggregate's
  * sequence goes on from its last number after a purge (the number is kept

@@ -2,10 +2,12 @@
  * committing thread: every ~1,000 pages the writer would stop to copy the WAL
  * into the database and fsync it, and every caller of that batch would wait.
  * Here the writer only notes the WAL's size after each commit (wal hook) and
- * a thread of its own, on its own connection, runs PASSIVE checkpoints, which
- * never block the writer; the writer only finishes the last few frames (see
- * on_wal_commit). */
+ * a thread of its own, on its own connection, runs a PASSIVE checkpoint,
+ * which never blocks the writer, once per WAL cycle; the writer only
+ * finishes the last frames, between batches, once the callers of the last
+ * one are woken (see on_wal_commit and sc__checkpointer_writer_turn). */
 #include "checkpoint.h"
+#include "metrics.h"
 
 #include <string.h>
 
@@ -22,14 +24,30 @@ struct sc__checkpointer {
   /* Set by the writer when the WAL is past twice the threshold: the thread
    * then starts no checkpoint, so the writer's own one is not refused. */
   atomic_bool writer_turn;
+  /* The WAL's pages after the commit that gave the writer its turn; 0 when
+   * it is not the writer's turn. Writer thread only. */
+  int writer_pages;
+  /* The thread was asked to checkpoint this WAL cycle. Writer thread. */
+  bool asked;
 };
 
 /* Runs on the writer thread after each commit: it must stay cheap. */
 static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   sc__checkpointer *cp = ud;
+  (void)h;
+  (void)name;
+  sc__metrics_wal_frames(cp->db, pages);
   if (pages < CHECKPOINT_PAGES) {
     atomic_store(&cp->writer_turn, false); /* the WAL has rewound */
+    cp->asked = false;
   } else if (pages < 2 * CHECKPOINT_PAGES) {
+    /* Once per WAL cycle. Asked again after each commit, the thread ran
+     * checkpoints back to back (about 100 a second under load), each
+     * copying a few pages and fsyncing the WAL and the database file, and
+     * the writer's WAL fsyncs queued behind them in the file system's
+     * journal. The WAL cannot rewind before the writer's turn anyway. */
+    if (cp->asked) return SQLITE_OK;
+    cp->asked = true;
     pthread_mutex_lock(&cp->lock);
     cp->pending = true;
     pthread_cond_signal(&cp->wake);
@@ -37,19 +55,31 @@ static int on_wal_commit(void *ud, sqlite3 *h, const char *name, int pages) {
   } else {
     /* SQLite rewinds the WAL only when a write transaction starts on a fully
      * checkpointed WAL, which a checkpoint running beside a busy writer never
-     * leaves behind. The thread has copied all but the newest frames, so
-     * finishing here, between two transactions, is short, and the next
-     * transaction rewinds. BUSY means the thread is mid-copy: it starts no
-     * other, and the next commit tries again. */
+     * leaves behind. The thread has copied all but the newest frames, so the
+     * writer finishes (sc__checkpointer_writer_turn), between two
+     * transactions, and the next transaction rewinds. Not here: this commit's
+     * callers are not woken yet and would wait for its fsync. */
     atomic_store(&cp->writer_turn, true);
-    sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    cp->writer_pages = pages;
   }
   return SQLITE_OK;
+}
+
+void sc__checkpointer_writer_turn(sc__checkpointer *cp) {
+  if (cp == NULL || cp->writer_pages == 0) return;
+  /* Not deferred to a moment the queue is empty: under 500 users it rarely
+   * is, the WAL then doubled (16 MB) and the tail did not improve. */
+  cp->writer_pages = 0;
+  /* BUSY means the thread is mid-copy: it starts no other, and the next
+   * commit tries again. */
+  sqlite3_wal_checkpoint_v2(cp->db->wconn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                            NULL, NULL);
 }
 
 static void *checkpointer_main(void *arg) {
   sc__checkpointer *cp = arg;
   pthread_setname_np(pthread_self(), "sc-checkpoint");
+  sc__metrics_bind_checkpointer(cp->db);
   pthread_mutex_lock(&cp->lock);
   for (;;) {
     while (!cp->pending && !cp->stopping) {
@@ -59,10 +89,13 @@ static void *checkpointer_main(void *arg) {
     cp->pending = false;
     if (atomic_load(&cp->writer_turn)) continue;
     pthread_mutex_unlock(&cp->lock);
-    /* Failure is not fatal: the next commit asks again, and a busy or
-     * failing checkpoint leaves the WAL valid. */
+    /* Failure is not fatal: a busy or failing checkpoint leaves the WAL
+     * valid, and the writer's turn, or the next WAL cycle, copies what this
+     * one did not. */
+    sc__metrics_checkpoint_begin(cp->db);
     sqlite3_wal_checkpoint_v2(cp->conn->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
                               NULL, NULL);
+    sc__metrics_checkpoint_end(cp->db);
     pthread_mutex_lock(&cp->lock);
   }
   pthread_mutex_unlock(&cp->lock);

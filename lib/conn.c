@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "metrics.h"
 
 /* Backoff between attempts to take a lock another process holds: doubling
  * from 1 ms to 64 ms, with jitter so that several waiting processes do not
@@ -76,7 +77,10 @@ int sc__conn_open(sc_db *db, int flags, sc__conn **out) {
   sc__conn *c = sc__calloc(1, sizeof *c);
   if (c == NULL) return sc__fail(SC_NOMEM, "cannot allocate a connection");
   c->db = db;
-  int rc = sqlite3_open_v2(db->path, &c->h, flags | SQLITE_OPEN_NOMUTEX, NULL);
+  /* Through the timing VFS: the writer's and checkpoint thread's fsyncs are
+   * measured for the slow-commit recorder (iotime.c). */
+  int rc = sqlite3_open_v2(db->path, &c->h, flags | SQLITE_OPEN_NOMUTEX,
+                           sc__io_vfs());
   if (rc != SQLITE_OK) {
     int st = sc__fail(sc__status_from_sqlite(rc), "cannot open %s: %s",
                       db->path, c->h ? sqlite3_errmsg(c->h) : "out of memory");

@@ -77,6 +77,8 @@ static int options_check(const sc_options *o) {
       {"outbox_retention_ms", o->outbox_retention_ms, 0, INT64_MAX, ""},
       {"alert_window_ms", o->alert_window_ms, 0, INT64_MAX, ""},
       {"alert_min_samples", o->alert_min_samples, 0, INT_MAX, ""},
+      {"slow_commit_ms", o->slow_commit_ms, INT64_MIN, INT64_MAX / 1000000,
+       " (in nanoseconds it must fit an int64; negative = off)"},
       {"alert_queue_depth", o->alert_queue_depth, INT_MIN,
        o->queue_max ? o->queue_max : DEFAULT_QUEUE_MAX,
        " (at most queue_max: the queue never holds more; negative = off)"},
@@ -524,11 +526,13 @@ static void run_batch(sc_db *db, sc__op *batch, int n) {
     db->commit_hook(db->commit_hook_ud, events);
   }
   pthread_mutex_unlock(&db->hook_lock);
+  sc__checkpointer_writer_turn(db->checkpointer);
 }
 
 static void *writer_main(void *arg) {
   sc_db *db = arg;
   pthread_setname_np(pthread_self(), "sc-writer");
+  sc__metrics_bind_writer(db);
   for (;;) {
     int n = 0;
     sc__op *batch = queue_take_batch(db, &n);

@@ -1,7 +1,11 @@
 /* Metrics: lock-free counters and log-linear latency histograms, written by
  * the writer thread and read by any thread; the snapshot, Prometheus and
  * reset calls of the public API. The alert window is in alert.c. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "metrics.h"
 
@@ -16,6 +20,20 @@ typedef struct histogram {
   _Atomic uint64_t total;
 } histogram;
 
+#define DEFAULT_SLOW_COMMIT_MS 20
+static const int64_t COMMIT_BOUNDS_MS[SC_COMMIT_BUCKETS - 1] =
+    SC_COMMIT_BUCKET_BOUNDS_MS;
+
+enum { IO_WRITER, IO_CHECKPOINTER };
+
+/* What the slow-commit recorder saw at the end of the previous commit: the
+ * next one is charged with what happened since. Writer thread only. */
+typedef struct io_seen {
+  int64_t sync_ns[2][2]; /* [IO_*][SC__IO_*] */
+  uint64_t ckpt_syncs, ckpt_runs;
+  int64_t cpu_ns; /* the writer thread's CPU time */
+} io_seen;
+
 struct sc__metrics {
   _Atomic uint64_t outcomes[SC__OP_KIND_COUNT][SC_STATUS_COUNT_];
   histogram latency[SC__OP_KIND_COUNT];
@@ -24,6 +42,21 @@ struct sc__metrics {
   _Atomic uint64_t events_purged;
   _Atomic uint64_t expire_skipped;
   sc__alerts *alerts;
+  /* The slow-commit recorder. */
+  _Atomic uint64_t commit_buckets[SC_COMMIT_BUCKETS];
+  int64_t slow_ns; /* threshold; < 0: off */
+  bool log;        /* SC_DEBUG_SLOW_COMMITS=1 */
+  char *wal_path;
+  _Atomic uint64_t slow_commits;
+  pthread_mutex_t last_lock;
+  sc_slow_commit last;
+  io_seen seen;
+  sc__io_counters io[2]; /* [IO_*] */
+  _Atomic int64_t wal_frames;
+  _Atomic uint64_t wal_rewinds;
+  _Atomic uint64_t ckpt_runs;
+  _Atomic bool ckpt_running;
+  _Atomic uint64_t ckpt_pages_at_start; /* io[IO_CHECKPOINTER].db_writes */
 };
 
 static const char *const KIND_NAMES[] = {
@@ -101,19 +134,138 @@ static void histogram_quantiles(histogram *h, double scale, sc_quantiles *q) {
 /* ---- recording (writer thread) ------------------------------------------ */
 
 int sc__metrics_init(sc_db *db) {
-  db->metrics = sc__calloc(1, sizeof *db->metrics);
-  if (db->metrics == NULL) return SC_NOMEM;
-  if (sc__alerts_init(db, &db->metrics->alerts) != SC_OK) {
+  struct sc__metrics *m = sc__calloc(1, sizeof *m);
+  if (m == NULL) return SC_NOMEM;
+  db->metrics = m;
+  pthread_mutex_init(&m->last_lock, NULL);
+  int64_t ms = db->opts.slow_commit_ms;
+  m->slow_ns = ms < 0 ? -1 : (ms == 0 ? DEFAULT_SLOW_COMMIT_MS : ms) * 1000000;
+  const char *env = getenv("SC_DEBUG_SLOW_COMMITS");
+  m->log = env != NULL && strcmp(env, "1") == 0;
+  size_t n = strlen(db->path);
+  m->wal_path = sc__malloc(n + 5);
+  if (m->wal_path == NULL ||
+      sc__alerts_init(db, &db->metrics->alerts) != SC_OK) {
     sc__metrics_free(db);
     return SC_NOMEM;
   }
+  memcpy(m->wal_path, db->path, n);
+  memcpy(m->wal_path + n, "-wal", 5);
   return SC_OK;
 }
 
 void sc__metrics_free(sc_db *db) {
-  if (db->metrics != NULL) sc__alerts_free(db->metrics->alerts);
-  sc__free(db->metrics);
+  struct sc__metrics *m = db->metrics;
+  if (m == NULL) return;
+  sc__alerts_free(m->alerts);
+  pthread_mutex_destroy(&m->last_lock);
+  sc__free(m->wal_path);
+  sc__free(m);
   db->metrics = NULL;
+}
+
+void sc__metrics_bind_writer(sc_db *db) {
+  sc__io_bind(&db->metrics->io[IO_WRITER]);
+}
+
+void sc__metrics_bind_checkpointer(sc_db *db) {
+  sc__io_bind(&db->metrics->io[IO_CHECKPOINTER]);
+}
+
+void sc__metrics_checkpoint_begin(sc_db *db) {
+  struct sc__metrics *m = db->metrics;
+  atomic_store(&m->ckpt_pages_at_start,
+               atomic_load(&m->io[IO_CHECKPOINTER].db_writes));
+  atomic_fetch_add(&m->ckpt_runs, 1);
+  atomic_store(&m->ckpt_running, true);
+}
+
+void sc__metrics_checkpoint_end(sc_db *db) {
+  atomic_store(&db->metrics->ckpt_running, false);
+}
+
+void sc__metrics_wal_frames(sc_db *db, int pages) {
+  struct sc__metrics *m = db->metrics;
+  if (pages < atomic_load_explicit(&m->wal_frames, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(&m->wal_rewinds, 1, memory_order_relaxed);
+  }
+  atomic_store_explicit(&m->wal_frames, pages, memory_order_relaxed);
+}
+
+static double ns_ms(int64_t ns) {
+  return (double)ns / 1e6;
+}
+
+static void log_slow_commit(const sc_slow_commit *c) {
+  static const char *const PHASE[] = {"idle", "copying", "syncing"};
+  fprintf(stderr,
+          "shopcore: slow commit %.1f ms, batch %d: wal %lld frames "
+          "%lld bytes, wal fsync %.1f ms, db fsync %.1f ms, cpu %.1f ms; "
+          "checkpoint %s, "
+          "%lld pages, its db fsync %.1f ms, its wal fsync %.1f ms\n",
+          c->duration_ms, c->batch_size, (long long)c->wal_frames,
+          (long long)c->wal_bytes, c->wal_sync_ms, c->db_sync_ms,
+          c->writer_cpu_ms, PHASE[c->checkpoint],
+          (long long)c->checkpoint_pages, c->checkpoint_db_sync_ms,
+          c->checkpoint_wal_sync_ms);
+}
+
+/* Charges this commit with the fsyncs and checkpoint work since the
+ * previous one, and records it if it was slow. Writer thread. */
+static void record_commit(sc_db *db, int n, int64_t commit_ns) {
+  struct sc__metrics *m = db->metrics;
+  int b = 0;
+  while (b < SC_COMMIT_BUCKETS - 1 && commit_ns > COMMIT_BOUNDS_MS[b] * 1000000)
+    b++;
+  atomic_fetch_add_explicit(&m->commit_buckets[b], 1, memory_order_relaxed);
+  io_seen now, *was = &m->seen;
+  for (int who = 0; who < 2; who++) {
+    for (int f = 0; f < 2; f++)
+      now.sync_ns[who][f] = atomic_load(&m->io[who].sync_ns[f]);
+  }
+  sc__io_counters *cp = &m->io[IO_CHECKPOINTER];
+  now.ckpt_syncs = atomic_load(&cp->syncs[0]) + atomic_load(&cp->syncs[1]);
+  now.ckpt_runs = atomic_load(&m->ckpt_runs);
+  struct timespec cpu;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  now.cpu_ns = (int64_t)cpu.tv_sec * 1000000000 + cpu.tv_nsec;
+  if (m->slow_ns >= 0 && commit_ns >= m->slow_ns) {
+    sc_slow_commit c = {.at_ms = sc__wall_ms(),
+                        .duration_ms = ns_ms(commit_ns),
+                        .batch_size = n,
+                        .wal_frames = atomic_load(&m->wal_frames)};
+    struct stat st;
+    if (stat(m->wal_path, &st) == 0) c.wal_bytes = (int64_t)st.st_size;
+    c.wal_sync_ms = ns_ms(now.sync_ns[IO_WRITER][SC__IO_WAL] -
+                          was->sync_ns[IO_WRITER][SC__IO_WAL]);
+    c.db_sync_ms = ns_ms(now.sync_ns[IO_WRITER][SC__IO_DB] -
+                         was->sync_ns[IO_WRITER][SC__IO_DB]);
+    c.writer_cpu_ms = ns_ms(now.cpu_ns - was->cpu_ns);
+    int64_t ck[2];
+    for (int f = 0; f < 2; f++)
+      ck[f] =
+          now.sync_ns[IO_CHECKPOINTER][f] - was->sync_ns[IO_CHECKPOINTER][f];
+    /* An fsync still running counts for the time it has run so far. */
+    int64_t since = atomic_load(&cp->sync_since_ns);
+    if (since != 0)
+      ck[atomic_load(&cp->sync_file)] += sc__monotonic_ns() - since;
+    c.checkpoint_db_sync_ms = ns_ms(ck[SC__IO_DB]);
+    c.checkpoint_wal_sync_ms = ns_ms(ck[SC__IO_WAL]);
+    if (since != 0 || now.ckpt_syncs != was->ckpt_syncs) {
+      c.checkpoint = SC_CHECKPOINT_SYNCING;
+    } else if (atomic_load(&m->ckpt_running) ||
+               now.ckpt_runs != was->ckpt_runs) {
+      c.checkpoint = SC_CHECKPOINT_COPYING;
+    }
+    c.checkpoint_pages = (int64_t)(atomic_load(&cp->db_writes) -
+                                   atomic_load(&m->ckpt_pages_at_start));
+    pthread_mutex_lock(&m->last_lock);
+    m->last = c;
+    pthread_mutex_unlock(&m->last_lock);
+    atomic_fetch_add(&m->slow_commits, 1);
+    if (m->log) log_slow_commit(&c);
+  }
+  *was = now;
 }
 
 static int queue_depth(sc_db *db) {
@@ -126,6 +278,7 @@ static int queue_depth(sc_db *db) {
 void sc__metrics_batch(sc_db *db, int n, int64_t commit_ns) {
   histogram_add(&db->metrics->batch_size, n);
   histogram_add(&db->metrics->commit, commit_ns);
+  record_commit(db, n, commit_ns);
   sc__alerts_queue(db, db->metrics->alerts, queue_depth(db));
 }
 
@@ -211,6 +364,21 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   out->queue_depth = queue_depth(db);
   out->queue_max = db->opts.queue_max;
   out->alerts_firing = sc__alerts_firing(m->alerts);
+  for (int b = 0; b < SC_COMMIT_BUCKETS; b++)
+    out->commit_buckets[b] = atomic_load(&m->commit_buckets[b]);
+  out->slow_commit_ms = m->slow_ns < 0 ? -1 : ns_ms(m->slow_ns);
+  out->slow_commits = atomic_load(&m->slow_commits);
+  pthread_mutex_lock(&m->last_lock);
+  out->last_slow_commit = m->last;
+  pthread_mutex_unlock(&m->last_lock);
+  out->checkpoints = atomic_load(&m->ckpt_runs);
+  out->wal_rewinds = atomic_load(&m->wal_rewinds);
+  for (int f = 0; f < 2; f++) {
+    out->fsyncs[f] = atomic_load(&m->io[IO_WRITER].syncs[f]) +
+                     atomic_load(&m->io[IO_CHECKPOINTER].syncs[f]);
+    out->fsync_ms[f] = ns_ms(atomic_load(&m->io[IO_WRITER].sync_ns[f]) +
+                             atomic_load(&m->io[IO_CHECKPOINTER].sync_ns[f]));
+  }
   out->events_purged =
       atomic_load_explicit(&m->events_purged, memory_order_relaxed);
   out->expire_skipped = atomic_load(&m->expire_skipped);
@@ -228,6 +396,12 @@ int sc_metrics_reset(sc_db *db) {
   }
   histogram_reset(&m->commit);
   histogram_reset(&m->batch_size);
+  for (int b = 0; b < SC_COMMIT_BUCKETS; b++)
+    atomic_store(&m->commit_buckets[b], 0);
+  atomic_store(&m->slow_commits, 0);
+  pthread_mutex_lock(&m->last_lock);
+  memset(&m->last, 0, sizeof m->last);
+  pthread_mutex_unlock(&m->last_lock);
   atomic_store(&m->events_purged, 0);
   atomic_store(&m->expire_skipped, 0);
   return SC_OK;

@@ -23,6 +23,37 @@ void sc__metrics_purged(sc_db *db, int64_t n);
  * (damaged rows). Writer thread. */
 void sc__metrics_expire_skipped(sc_db *db, int n);
 
+/* ---- fsync timing (iotime.c) ---- */
+enum { SC__IO_DB = SC_FILE_DB, SC__IO_WAL = SC_FILE_WAL };
+#define SC__IO_VFS "shopcore-iotime"
+/* What the files of one thread's connection did: fsyncs and their time by
+ * file, pages written to the database file, the fsync in progress. Written
+ * by that thread, read by the writer and sc_metrics_get. */
+typedef struct sc__io_counters {
+  _Atomic int64_t sync_ns[2];
+  _Atomic uint64_t syncs[2];
+  _Atomic uint64_t db_writes;
+  _Atomic int64_t sync_since_ns; /* start of the fsync in progress; 0 */
+  _Atomic int sync_file;         /* its file */
+} sc__io_counters;
+/* The name of the timing VFS over the current default VFS (registered on
+ * first use), or NULL if there is none (more distinct default VFSes than
+ * it keeps shims for): connections then open on the default VFS, untimed. */
+const char *sc__io_vfs(void);
+/* Counts the calling thread's fsyncs and writes into c (NULL: none). */
+void sc__io_bind(sc__io_counters *c);
+
+/* The writer and checkpoint threads bind their fsyncs to the db's metrics
+ * (called first thing on each). */
+void sc__metrics_bind_writer(sc_db *db);
+void sc__metrics_bind_checkpointer(sc_db *db);
+
+/* The checkpoint thread around each checkpoint it runs, and the writer's
+ * WAL hook with the WAL's size in pages after a commit (checkpoint.c). */
+void sc__metrics_checkpoint_begin(sc_db *db);
+void sc__metrics_checkpoint_end(sc_db *db);
+void sc__metrics_wal_frames(sc_db *db, int pages);
+
 /* The log-linear bucket scheme, shared with the alert window (alert.c):
  * 8 sub-buckets per power of two. */
 #define SC__HIST_SUB_BITS 3

@@ -85,6 +85,54 @@ static void latencies(sc__strbuf *b, const sc_metrics *m) {
   }
 }
 
+/* The commit-duration histogram (cumulative buckets), slow commits and
+ * fsyncs by file. */
+static void commits(sc__strbuf *b, const sc_metrics *m) {
+  static const int64_t BOUNDS[SC_COMMIT_BUCKETS - 1] =
+      SC_COMMIT_BUCKET_BOUNDS_MS;
+  static const char *const FILES[2] = {"db", "wal"};
+  char label[64];
+  family(b, "shopcore_commit_seconds", "histogram",
+         "Time of one batch, from BEGIN to the durable COMMIT.");
+  uint64_t total = 0;
+  for (int i = 0; i < SC_COMMIT_BUCKETS; i++) {
+    total += m->commit_buckets[i];
+    if (i < SC_COMMIT_BUCKETS - 1) {
+      snprintf(label, sizeof label, "{le=\"%g\"}", (double)BOUNDS[i] * 1e-3);
+    } else {
+      snprintf(label, sizeof label, "{le=\"+Inf\"}");
+    }
+    sample(b, "shopcore_commit_seconds_bucket", label, (double)total);
+  }
+  sample(b, "shopcore_commit_seconds_sum", "", m->commit_ms.sum * 1e-3);
+  sample(b, "shopcore_commit_seconds_count", "", (double)total);
+  family(b, "shopcore_slow_commits_total", "counter",
+         "Commits at least slow_commit_ms long (the threshold gauge).");
+  sample(b, "shopcore_slow_commits_total", "", (double)m->slow_commits);
+  family(b, "shopcore_slow_commit_threshold_seconds", "gauge",
+         "The slow-commit threshold; negative when off.");
+  sample(b, "shopcore_slow_commit_threshold_seconds", "",
+         m->slow_commit_ms * 1e-3);
+  family(b, "shopcore_fsyncs_total", "counter",
+         "fsyncs by the writer and the checkpoint thread, by file.");
+  for (int f = 0; f < 2; f++) {
+    snprintf(label, sizeof label, "{file=\"%s\"}", FILES[f]);
+    sample(b, "shopcore_fsyncs_total", label, (double)m->fsyncs[f]);
+  }
+  family(b, "shopcore_fsync_seconds_total", "counter",
+         "Time spent in those fsyncs, by file.");
+  for (int f = 0; f < 2; f++) {
+    snprintf(label, sizeof label, "{file=\"%s\"}", FILES[f]);
+    sample(b, "shopcore_fsync_seconds_total", label, m->fsync_ms[f] * 1e-3);
+  }
+  family(b, "shopcore_checkpoints_total", "counter",
+         "Checkpoints run by the checkpoint thread.");
+  sample(b, "shopcore_checkpoints_total", "", (double)m->checkpoints);
+  family(b, "shopcore_wal_rewinds_total", "counter",
+         "Times the WAL started over from its beginning.");
+  sample(b, "shopcore_wal_rewinds_total", "", (double)m->wal_rewinds);
+}
+
 static void writer(sc__strbuf *b, const sc_metrics *m) {
   family(b, "shopcore_batch_size", "summary",
          "Operations committed together by one transaction (group commit).");
@@ -92,6 +140,7 @@ static void writer(sc__strbuf *b, const sc_metrics *m) {
   family(b, "shopcore_commit_duration_seconds", "summary",
          "Time of one batch, from BEGIN to the durable COMMIT.");
   summary(b, "shopcore_commit_duration_seconds", "", &m->commit_ms, 1e-3);
+  commits(b, m);
   family(b, "shopcore_orders_expire_skipped_total", "counter",
          "Due orders expiry left PENDING because they cannot be released"
          " (damaged rows; sc_verify names them).");

@@ -554,6 +554,15 @@ START_TEST(checkpoints_keep_the_wal_bounded) {
   }
   ck_assert_int_gt(largest, 0);
   ck_assert_msg(largest < 20L * 1024 * 1024, "WAL grew to %ld bytes", largest);
+  /* One checkpoint of the thread per WAL cycle: run back to back, each
+   * fsyncing the database file, they held up the writer's own fsyncs. */
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_ge(m.wal_rewinds, 2);
+  ck_assert_msg(m.checkpoints <= m.wal_rewinds + 1,
+                "%llu checkpoints for %llu WAL cycles",
+                (unsigned long long)m.checkpoints,
+                (unsigned long long)m.wal_rewinds);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(path);

@@ -10,8 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "faultvfs.h"
 #include "internal.h"
 #include "test_util.h"
+
+/* faultvfs.c is compiled into this suite (see check_iofault.c): the slow
+ * commit tests slow the WAL's fsyncs through it. */
+#include "faultvfs.c"
 
 /* ---- operations a test controls: slow, failing, or trivial -------------- */
 
@@ -214,6 +219,13 @@ static const family *family_of(const family *fams, int n, const char *name,
         len > fl) {
       return &fams[i];
     }
+    if (strcmp(fams[i].type, "histogram") == 0 &&
+        strncmp(fams[i].name, name, fl) == 0 && len > fl &&
+        (strncmp(name + fl, "_bucket", len - fl) == 0 ||
+         strncmp(name + fl, "_sum", len - fl) == 0 ||
+         strncmp(name + fl, "_count", len - fl) == 0)) {
+      return &fams[i];
+    }
   }
   return NULL;
 }
@@ -243,7 +255,8 @@ static int parse_exposition(const char *text) {
       snprintf(f->type, sizeof f->type, "%s", p + 1);
       ck_assert_msg(strcmp(f->type, "counter") == 0 ||
                         strcmp(f->type, "gauge") == 0 ||
-                        strcmp(f->type, "summary") == 0,
+                        strcmp(f->type, "summary") == 0 ||
+                        strcmp(f->type, "histogram") == 0,
                     "bad type: %s", buf);
       for (int i = 0; i < nfam - 1; i++) {
         ck_assert_msg(strcmp(fams[i].name, f->name) != 0, "TYPE twice: %s",
@@ -266,7 +279,9 @@ static int parse_exposition(const char *text) {
       errno = 0;
       double v = strtod(p + 1, &num_end);
       ck_assert_msg(*num_end == '\0' && errno == 0, "bad value: %s", buf);
-      ck_assert_msg(!isnan(v) && v >= 0, "negative or NaN value: %s", buf);
+      /* The one gauge that may be negative: a threshold that is off. */
+      ck_assert_msg(!isnan(v) && (v >= 0 || strstr(buf, "_threshold_")),
+                    "negative or NaN value: %s", buf);
       samples++;
     }
     line = end + 1;
@@ -307,8 +322,163 @@ START_TEST(prometheus_text_parses_as_the_exposition_format) {
   ck_assert_ptr_nonnull(strstr(text, "shopcore_queue_depth 0\n"));
   ck_assert_ptr_nonnull(
       strstr(text, "shopcore_alert_firing{alert=\"latency_p95\"} 0\n"));
+  /* The commit histogram counts every commit in its +Inf bucket. */
+  ck_assert_ptr_nonnull(
+      strstr(text, "shopcore_commit_seconds_bucket{le=\"+Inf\"} 5\n"));
+  ck_assert_ptr_nonnull(strstr(text, "shopcore_commit_seconds_count 5\n"));
+  ck_assert_ptr_nonnull(strstr(text, "shopcore_slow_commits_total "));
+  ck_assert_ptr_nonnull(
+      strstr(text, "shopcore_slow_commit_threshold_seconds 0.02\n"));
+  ck_assert_ptr_nonnull(strstr(text, "shopcore_fsyncs_total{file=\"wal\"} "));
+  ck_assert_ptr_nonnull(
+      strstr(text, "shopcore_fsync_seconds_total{file=\"db\"} "));
   sc_free(text);
   sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- slow commits ------------------------------------------------------- */
+
+/* Commits by the histogram bucket whose bound is bound_ms (0: the last). */
+static uint64_t bucket_of(const sc_metrics *m, int64_t bound_ms) {
+  static const int64_t bounds[] = SC_COMMIT_BUCKET_BOUNDS_MS;
+  for (int i = 0; i < SC_COMMIT_BUCKETS - 1; i++) {
+    if (bounds[i] == bound_ms) return m->commit_buckets[i];
+  }
+  return m->commit_buckets[SC_COMMIT_BUCKETS - 1];
+}
+
+START_TEST(a_slow_wal_fsync_is_a_recorded_slow_commit) {
+  char *path = tu_db_path("slow");
+  sc_db *db = tu_open(path, NULL); /* FULL: every commit fsyncs the WAL */
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert(m.slow_commit_ms == 20.0);
+  uint64_t slow_before = m.slow_commits;
+  ck_assert_uint_gt(m.fsyncs[SC_FILE_WAL], 0);
+  fv_slow_sync(SQLITE_OPEN_WAL, 60);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  fv_slow_sync(0, 0);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  /* The commit whose fsync was slowed (the first may have been slow too on
+   * a loaded machine; thresholds that record nothing are tested below). */
+  ck_assert_uint_ge(m.slow_commits, slow_before + 1);
+  const sc_slow_commit *c = &m.last_slow_commit;
+  ck_assert(c->duration_ms >= 60);
+  ck_assert_int_eq(c->batch_size, 1);
+  /* The time is the WAL's fsync, by the writer, not the database file's. */
+  ck_assert(c->wal_sync_ms >= 60);
+  ck_assert(c->wal_sync_ms <= c->duration_ms);
+  ck_assert(c->db_sync_ms < 20);
+  ck_assert(c->writer_cpu_ms < c->duration_ms);
+  ck_assert_int_gt(c->wal_frames, 0);
+  ck_assert_int_gt(c->wal_bytes, 0);
+  ck_assert_int_gt(c->at_ms, 0);
+  ck_assert(m.fsync_ms[SC_FILE_WAL] >= 60);
+  ck_assert_uint_ge(bucket_of(&m, 100), 1); /* 50 < ms <= 100 */
+  uint64_t total = 0;
+  for (int i = 0; i < SC_COMMIT_BUCKETS; i++)
+    total += m.commit_buckets[i];
+  ck_assert_uint_eq(total, m.commit_ms.count);
+  char *text = NULL;
+  ck_assert_sc(sc_metrics_prometheus(db, &text), SC_OK);
+  char want[80];
+  snprintf(want, sizeof want, "shopcore_slow_commits_total %llu\n",
+           (unsigned long long)m.slow_commits);
+  ck_assert_ptr_nonnull(strstr(text, want));
+  sc_free(text);
+  /* Reset forgets them. */
+  ck_assert_sc(sc_metrics_reset(db), SC_OK);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.slow_commits, 0);
+  ck_assert(m.last_slow_commit.duration_ms == 0);
+  ck_assert_uint_eq(
+      m.commit_buckets[SC_COMMIT_BUCKETS - 1] + bucket_of(&m, 100), 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(slow_commits_follow_the_threshold_option) {
+  char *path = tu_db_path("slowopt");
+  sc_options o;
+  sc_options_init(&o);
+  /* A threshold past int64 in nanoseconds is refused, and opens nothing. */
+  o.slow_commit_ms = INT64_MAX;
+  sc_db *db = NULL;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "slow_commit_ms"));
+  o.slow_commit_ms = -1; /* off */
+  db = tu_open(path, &o);
+  fv_slow_sync(SQLITE_OPEN_WAL, 30);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.slow_commits, 0);
+  ck_assert(m.slow_commit_ms < 0);
+  ck_assert(m.commit_ms.max >= 30); /* slow it was, but not recorded */
+  sc_close(db);
+  /* A threshold above the slowed fsync records nothing either; one below
+   * records it. */
+  o.slow_commit_ms = 1000;
+  db = tu_open(path, &o);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.slow_commits, 0);
+  sc_close(db);
+  o.slow_commit_ms = 25;
+  db = tu_open(path, &o);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_ge(m.slow_commits, 1);
+  ck_assert(m.slow_commit_ms == 25.0);
+  fv_slow_sync(0, 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(the_debug_log_prints_one_line_per_slow_commit) {
+  char *path = tu_db_path("slowlog");
+  char log[600];
+  snprintf(log, sizeof log, "%s.log", path);
+  FILE *f = fopen(log, "w+");
+  ck_assert_ptr_nonnull(f);
+  fflush(stderr);
+  int saved = dup(2);
+  ck_assert_int_ge(saved, 0);
+  dup2(fileno(f), 2);
+  setenv("SC_DEBUG_SLOW_COMMITS", "1", 1);
+  sc_db *db = tu_open(path, NULL);
+  fv_slow_sync(SQLITE_OPEN_WAL, 40);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  fv_slow_sync(0, 0);
+  sc_close(db);
+  unsetenv("SC_DEBUG_SLOW_COMMITS");
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  char line[512];
+  int lines = 0;
+  rewind(f);
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (strncmp(line, "shopcore: slow commit ", 22) != 0) continue;
+    lines++;
+    ck_assert_ptr_nonnull(strstr(line, "batch 1: wal "));
+    double wal_ms = 0;
+    const char *p = strstr(line, "wal fsync ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p, "wal fsync %lf ms", &wal_ms), 1);
+    ck_assert(wal_ms >= 40);
+    ck_assert_ptr_nonnull(strstr(line, "checkpoint "));
+  }
+  fclose(f);
+  unlink(log);
+  ck_assert_int_eq(lines, 2);
   tu_remove_db(path);
 }
 END_TEST
@@ -486,6 +656,9 @@ Suite *metrics_suite(void) {
   tcase_add_test(tc, counts_by_outcome_and_percentiles);
   tcase_add_test(tc, bad_arguments_are_refused);
   tcase_add_test(tc, prometheus_text_parses_as_the_exposition_format);
+  tcase_add_test(tc, a_slow_wal_fsync_is_a_recorded_slow_commit);
+  tcase_add_test(tc, slow_commits_follow_the_threshold_option);
+  tcase_add_test(tc, the_debug_log_prints_one_line_per_slow_commit);
   tcase_add_test(tc, a_huge_latency_threshold_is_never_reached);
   tcase_add_test(tc, latency_alert_fires_and_recovers_by_the_injected_clock);
   tcase_add_test(tc, error_rate_alert_counts_errors_not_expected_outcomes);
@@ -496,5 +669,6 @@ Suite *metrics_suite(void) {
 }
 
 int main(void) {
+  if (fv_register() != SQLITE_OK) return 2;
   return tu_run_suite(metrics_suite());
 }

@@ -11,6 +11,7 @@
 typedef struct fv_file {
   sqlite3_file base;
   sqlite3_file *real; /* right after this struct */
+  int open_flags;     /* SQLITE_OPEN_* it was opened with */
 } fv_file;
 
 static sqlite3_vfs *orig;
@@ -18,7 +19,7 @@ static sqlite3_vfs shim;
 static atomic_int armed_kinds;
 static atomic_long fail_at, calls, injected;
 static atomic_bool persistent;
-static atomic_int sync_delay_ms;
+static atomic_int slow_flags, slow_ms; /* fv_slow_sync */
 
 /* Whether this call of kind fails. */
 static bool fault(int kind) {
@@ -41,13 +42,19 @@ void fv_arm(int kinds, long n, bool persist) {
   atomic_store(&armed_kinds, kinds);
 }
 
+void fv_slow_sync(int open_flags, int ms) {
+  atomic_store(&slow_ms, ms);
+  atomic_store(&slow_flags, open_flags);
+}
+
 void fv_slow_syncs(int ms) {
-  atomic_store(&sync_delay_ms, ms);
+  fv_slow_sync(~0, ms); /* every file */
 }
 
 void fv_disarm(void) {
   atomic_store(&armed_kinds, 0);
 }
+
 long fv_calls(void) {
   return atomic_load(&calls);
 }
@@ -81,8 +88,10 @@ static int fv_sync(sqlite3_file *f, int flags) {
   /* The data was written but is not known durable: that is what a failed
    * fsync means. */
   if (fault(FV_SYNC)) return SQLITE_IOERR_FSYNC;
-  int delay = atomic_load(&sync_delay_ms);
-  if (delay > 0) usleep((useconds_t)delay * 1000);
+  int delay = atomic_load(&slow_ms);
+  if (delay > 0 && (atomic_load(&slow_flags) & ((fv_file *)f)->open_flags)) {
+    usleep((useconds_t)delay * 1000);
+  }
   return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
 
@@ -166,6 +175,7 @@ static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
   (void)vfs;
   fv_file *p = (fv_file *)f;
   p->real = (sqlite3_file *)(p + 1);
+  p->open_flags = flags;
   int rc = orig->xOpen(orig, name, p->real, flags, out_flags);
   /* SQLite calls xClose only when pMethods is set: mirror the real file. */
   p->base.pMethods = p->real->pMethods ? &fv_methods : NULL;

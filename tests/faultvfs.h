@@ -1,8 +1,9 @@
 /* A test VFS over SQLite's default one that fails the Nth write, sync or
  * read (SQLITE_IOERR_WRITE, SQLITE_IOERR_FSYNC, SQLITE_IOERR_READ), once or
- * from N on. Every file SQLite opens through it counts: the database, its
- * WAL and its shared-memory index (whose reads and writes go through
- * xShmMap, not xRead/xWrite, and are never failed). Thread-safe. */
+ * from N on, or slows the syncs of one kind of file. Every file SQLite opens
+ * through it counts: the database, its WAL and its shared-memory index (whose
+ * reads and writes go through xShmMap, not xRead/xWrite, and are never failed).
+ * Thread-safe. */
 #ifndef SC_FAULTVFS_H
 #define SC_FAULTVFS_H
 
@@ -20,6 +21,9 @@ void fv_disarm(void);
 /* Every sync sleeps ms first (0: none): a slow disk, which keeps a batch's
  * commit, and the write turn, held for that long. */
 void fv_slow_syncs(int ms);
+/* The same for the files opened with one of open_flags only
+ * (SQLITE_OPEN_WAL, SQLITE_OPEN_MAIN_DB ...); 0 flags or 0 ms: no delay. */
+void fv_slow_sync(int open_flags, int ms);
 /* Calls of the armed kinds since fv_arm, and failures injected. */
 long fv_calls(void);
 long fv_injected(void);

@@ -360,7 +360,10 @@ class Database:
 
     def metrics_prometheus(self) -> str:
         """This handle's operation counters, latency summaries, batch sizes,
-        queue depth and alerts in the Prometheus text format."""
+        the commit-duration histogram, slow commits (20 ms or more by
+        default), fsyncs by file, checkpoints, queue depth and alerts in the
+        Prometheus text format. SC_DEBUG_SLOW_COMMITS=1 in the environment
+        before opening also logs each slow commit on stderr."""
         return str(_c.sc_metrics_prometheus(self._h))
 
     # ---- events ------------------------------------------------------------

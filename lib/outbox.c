@@ -53,8 +53,15 @@ static const char SQL_CLAIM[] =
 static const char SQL_STATE[] =
     "SELECT state, attempts, claim, lease_until_ms FROM sc_outbox"
     " WHERE id = ?1";
+/* delivered_at_ms never goes below the previous event's (delivered before
+ * this one could be claimed), even when the clock stepped back: a purge,
+ * taking events in delivered_at_ms order, then removes a prefix of each
+ * aggregate (outbox_purge.c), never a later event before an earlier one. */
 static const char SQL_ACK[] =
-    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0, delivered_at_ms = ?3"
+    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0,"
+    " delivered_at_ms = max(?3, coalesce((SELECT p.delivered_at_ms"
+    "  FROM sc_outbox p WHERE p.agg_kind = sc_outbox.agg_kind"
+    "  AND p.agg_id = sc_outbox.agg_id AND p.seq = sc_outbox.seq - 1), ?3))"
     " WHERE id = ?1 AND claim = ?2 AND state <> 1";
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"

@@ -1026,6 +1026,45 @@ START_TEST(purge_then_write_again_continues_sequences_and_ids) {
 }
 END_TEST
 
+/* The wall clock can step back (NTP) between two acks of one aggregate:
+ * its 2nd event is then "acked" before its 1st. A purge must still remove
+ * a prefix of the aggregate, or the next event would take the number of
+ * the purged one again (consumers order and deduplicate by it). */
+START_TEST(purge_after_the_clock_stepped_back_never_reuses_a_seq) {
+  char *path = tu_db_path("ob-purge-back");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  atomic_store(&clock.now_ms, T0 + 10000);
+  ck_assert_int_eq(deliver_all(db), 1); /* seq 1, acked at T0 + 10000 */
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  sc_event *ev;
+  int n;
+  claim(db, 10, 60000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].seq, 2);
+  atomic_store(&clock.now_ms, T0 + 1000); /* the clock steps back */
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n);
+  ck_assert_sc(sc_account_deposit(db, 8, 100, NULL), SC_OK); /* newest */
+  atomic_store(&clock.now_ms, T0 + 20000);
+  purge(db, T0 + 5000);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  ck_assert_int_eq(max_seq(path, 3, 7), 3);
+  ck_assert_int_eq(
+      tu_count(path,
+               "SELECT count(*) FROM sc_outbox WHERE agg_kind = 3"
+               " AND agg_id = 7 AND seq = 2"),
+      tu_count(path,
+               "SELECT count(*) FROM sc_outbox WHERE agg_kind = 3"
+               " AND agg_id = 7 AND seq = 2 AND type = 6 AND state = 1"));
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(purge_keeps_pending_leased_and_dead_events) {
   char *path = tu_db_path("ob-purge-keep");
   tu_clock clock;
@@ -1314,6 +1353,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, a_long_reason_is_truncated_to_500_bytes);
   tcase_add_test(tc, purge_then_write_again_continues_sequences_and_ids);
   tcase_add_test(tc, purge_keeps_pending_leased_and_dead_events);
+  tcase_add_test(tc, purge_after_the_clock_stepped_back_never_reuses_a_seq);
   tcase_add_test(tc, a_negative_retention_is_refused);
   tcase_add_test(tc, purge_races_claims_and_acks);
   tcase_add_test(tc, a_version_1_file_is_migrated);

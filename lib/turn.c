@@ -53,6 +53,8 @@ struct sc__turn {
   int fd;
   turn_shared *sh;
   bool stepping_aside; /* others waited when this handle let go */
+  bool created;        /* this handle made the file (sc__turn_discard) */
+  char *path;
   uint32_t taken_at_release;
 };
 
@@ -129,6 +131,12 @@ static int map_shared(sc__turn *t, const char *path) {
                     strerror(errno));
   }
   int st = SC_OK;
+  /* Removed by a failed sc_open since this handle opened it: start over. */
+  struct stat linked;
+  if (fstat(t->fd, &linked) == 0 && linked.st_nlink == 0) {
+    byte_lock(t->fd, F_OFD_SETLK, F_UNLCK, BYTE_INIT);
+    return SC_CANCELED;
+  }
   bool alone = byte_lock(t->fd, F_OFD_SETLK, F_WRLCK, BYTE_ALIVE) == 0;
   /* Alone, the file is rebuilt from zeros: whatever an earlier process
    * left (a half-done setup, a dead holder's mutex) goes. */
@@ -238,20 +246,31 @@ int sc__turn_open(const char *db_path, sc__turn **out) {
     sc__free(t);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  t->fd =
-      open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, db.st_mode & 0777);
-  int st = SC_OK;
-  if (t->fd < 0) {
-    st = sc__fail(SC_IOERR,
-                  "sc_open: cannot open %s: %s (every process writing the"
-                  " database needs read-write access to it; a new one takes"
-                  " the database file's owner and mode)",
-                  path, strerror(errno));
-  } else {
-    if (db_exists) match_mode(t->fd, &db);
-    st = map_shared(t, path);
-  }
-  sc__free(path);
+  t->path = path;
+  int st;
+  do {
+    const int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
+    t->fd = open(path, flags | O_EXCL, db.st_mode & 0777);
+    t->created = t->fd >= 0;
+    if (t->fd < 0 && errno == EEXIST) {
+      t->fd = open(path, flags, db.st_mode & 0777);
+    }
+    st = SC_OK;
+    if (t->fd < 0) {
+      st = sc__fail(SC_IOERR,
+                    "sc_open: cannot open %s: %s (every process writing the"
+                    " database needs read-write access to it; a new one takes"
+                    " the database file's owner and mode)",
+                    path, strerror(errno));
+    } else {
+      if (db_exists) match_mode(t->fd, &db);
+      st = map_shared(t, path);
+      if (st == SC_CANCELED) {
+        close(t->fd);
+        t->fd = -1;
+      }
+    }
+  } while (st == SC_CANCELED);
   if (st != SC_OK) {
     sc__turn_close(t);
     return st;
@@ -264,7 +283,21 @@ void sc__turn_close(sc__turn *t) {
   if (t == NULL) return;
   if (t->sh != NULL) munmap(t->sh, sizeof *t->sh);
   if (t->fd >= 0) close(t->fd); /* drops this handle's byte locks */
+  sc__free(t->path);
   sc__free(t);
+}
+
+void sc__turn_discard(sc__turn *t) {
+  if (t == NULL) return;
+  /* Under the setup lock, and only while no other handle has it: one
+   * that opened it meanwhile sees it unlinked there and starts over. */
+  if (t->created && t->fd >= 0 &&
+      byte_lock(t->fd, F_OFD_SETLKW, F_WRLCK, BYTE_INIT) == 0) {
+    if (byte_lock(t->fd, F_OFD_SETLK, F_WRLCK, BYTE_ALIVE) == 0) {
+      unlink(t->path);
+    }
+  }
+  sc__turn_close(t);
 }
 
 /* ---- taking turns ------------------------------------------------------ */

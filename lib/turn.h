@@ -29,6 +29,10 @@ typedef struct sc__turn sc__turn;
  * SC_NOMEM. */
 int sc__turn_open(const char *db_path, sc__turn **out);
 void sc__turn_close(sc__turn *t); /* NULL is a no-op */
+/* Closes t after a failed sc_open, removing the turn file if t created it
+ * and no other handle has it open: a refused open leaves nothing behind.
+ * NULL is a no-op. */
+void sc__turn_discard(sc__turn *t);
 
 /* Waits for the turn at most timeout_ms: SC_OK, else SC_BUSY (or SC_ERROR)
  * with the reason in why. Not reentrant: one batch at a time per handle. */

@@ -292,6 +292,50 @@ START_TEST(the_turn_file_takes_the_database_mode) {
 }
 END_TEST
 
+/* A refused sc_open changes nothing: the turn file it made goes again,
+ * and one that an open handle uses stays (and still works). */
+START_TEST(a_refused_open_leaves_no_turn_file) {
+  char *path = tu_db_path("turns-refused");
+  char side[600];
+  snprintf(side, sizeof side, "%s-turn", path);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("not a database: some text, long enough to be read as a header..\n", f);
+  fclose(f);
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open(path, NULL, &db), SC_CORRUPT);
+  ck_assert_ptr_null(db);
+  struct stat st;
+  ck_assert_int_eq(stat(side, &st), -1);
+  ck_assert_int_eq(errno, ENOENT);
+  ck_assert_int_eq(unlink(path), 0);
+  /* Beside an open handle, a refused open (bad options come before the
+   * turn; a newer schema after it) keeps the shared file. */
+  db = tu_open(path, NULL);
+  ck_assert_int_eq(stat(side, &st), 0);
+  sqlite3 *h;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "BEGIN; UPDATE sc_meta SET value = value + 1000"
+                                " WHERE key = 'schema_version'; COMMIT",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sc_db *other = (sc_db *)0x1;
+  ck_assert_int_ne(sc_open(path, NULL, &other), SC_OK);
+  ck_assert_ptr_null(other);
+  ck_assert_int_eq(stat(side, &st), 0);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "UPDATE sc_meta SET value = value - 1000"
+                                " WHERE key = 'schema_version'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(h);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* Runs as user nobody in a forked child: opens the database and issues
  * coupons. Exits 0 if every call worked, 10 + the step that failed, or, with
  * expect_refusal, 0 if sc_open refused the turn file with SC_IOERR. */
@@ -407,6 +451,7 @@ int main(void) {
   TCase *tc = tu_tcase("turns");
   tcase_add_test(tc, network_file_systems_are_recognized);
   tcase_add_test(tc, the_turn_file_takes_the_database_mode);
+  tcase_add_test(tc, a_refused_open_leaves_no_turn_file);
   tcase_add_test(tc, a_held_turn_is_waited_for_then_busy);
   tcase_add_test(tc, processes_of_two_users_take_turns);
   tcase_add_test(tc, four_processes_all_progress_every_second);

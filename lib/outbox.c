@@ -299,7 +299,12 @@ static int64_t backoff_ms(const sc_options *o, int attempts) {
       o->outbox_retry_base_ms <= (o->outbox_retry_max_ms >> (attempts - 1))) {
     d = o->outbox_retry_base_ms << (attempts - 1);
   }
-  return d - d / 5 + jitter_draw(2 * (d / 5) + 1);
+  /* Past about 0.83 * INT64_MAX the +20% would overflow: saturate. */
+  int64_t spread;
+  if (!sc__add_i64(d - d / 5, jitter_draw(2 * (d / 5) + 1), &spread)) {
+    return INT64_MAX;
+  }
+  return spread;
 }
 
 /* The length of reason kept: at most REASON_MAX bytes, cut before a UTF-8

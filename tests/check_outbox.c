@@ -491,6 +491,39 @@ START_TEST(backoff_is_capped) {
 }
 END_TEST
 
+static void deposits(sc_db *db, int users); /* below */
+
+/* The retry options accept any int64 (sc_open's ranges): the longest
+ * backoff, +20% jitter included, saturates rather than wrapping round to
+ * a retry in the past. */
+START_TEST(the_longest_backoff_does_not_overflow) {
+  char *path = tu_db_path("ob-huge");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, T0);
+  o.outbox_max_attempts = 100;
+  o.outbox_retry_base_ms = INT64_MAX;
+  o.outbox_retry_max_ms = INT64_MAX;
+  sc_db *db = tu_open(path, &o);
+  deposits(db, 32);
+  sc_event *ev;
+  int n;
+  claim(db, 100, 60000, &ev, &n);
+  ck_assert_int_eq(n, 32);
+  for (int i = 0; i < n; i++) {
+    ck_assert_sc(sc_outbox_nack(db, ev[i].id, ev[i].claim, "no"), SC_OK);
+    /* INT64_MAX less 20% at the least; never in the past */
+    ck_assert_int_ge(available_at(path, ev[i].id),
+                     T0 + (INT64_MAX - T0) / 5 * 4);
+  }
+  sc_events_free(ev, n);
+  ck_assert_int_eq(claim_count(db), 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- order within an aggregate --------------------------------------------
  */
 
@@ -1363,6 +1396,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, claims_lease_and_ack_delivers);
   tcase_add_test(tc, nack_backs_off_then_dead_letters_then_requeues);
   tcase_add_test(tc, backoff_is_capped);
+  tcase_add_test(tc, the_longest_backoff_does_not_overflow);
   tcase_add_test(tc, a_failing_event_holds_back_its_aggregate_only);
   tcase_add_test(tc, failed_then_succeeded_is_redelivered_with_the_same_id);
   tcase_add_test(tc, leases_that_keep_running_out_end_dead);

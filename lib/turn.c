@@ -36,6 +36,11 @@
 /* A holder stepping aside rechecks every so often that someone still waits
  * (a waiter may give up or die before taking the turn). */
 #define HANDOFF_SLICE_MS 10
+/* How long a holder steps aside at most: a waiter that has not taken the
+ * turn by then is not running (stopped, frozen); this handle then takes
+ * turns without stepping aside until another holder shows up, instead of
+ * losing this long (or busy_timeout_ms) on every batch. */
+#define HANDOFF_MAX_MS 100
 #define LOCK_SLICE_NS 1000000000LL
 
 enum { BYTE_INIT = 0, BYTE_ALIVE = 1, BYTE_WAITING = 2 };
@@ -56,6 +61,7 @@ struct sc__turn {
   bool created;        /* this handle made the file (sc__turn_discard) */
   char *path;
   uint32_t taken_at_release;
+  bool handoff_failed; /* the last step aside timed out: nobody took it */
 };
 
 const char *sc__turn_network_fs(int64_t f_type) {
@@ -323,13 +329,18 @@ static int lock_until(pthread_mutex_t *m, int64_t deadline_ns) {
 }
 
 /* After letting go while others waited, waits until one of them has taken
- * the turn (or nobody waits any more, or time is up). */
+ * the turn (or nobody waits any more, or HANDOFF_MAX_MS or time is up). */
 static void step_aside(sc__turn *t, int64_t deadline_ns) {
   t->stepping_aside = false;
+  int64_t handoff_end_ns = sc__monotonic_ns() + HANDOFF_MAX_MS * 1000000LL;
+  if (handoff_end_ns < deadline_ns) deadline_ns = handoff_end_ns;
   for (;;) {
     if (atomic_load(&t->sh->taken) != t->taken_at_release) return;
     int64_t left = deadline_ns - sc__monotonic_ns();
-    if (left <= 0) return;
+    if (left <= 0) {
+      t->handoff_failed = true;
+      return;
+    }
     if (left > HANDOFF_SLICE_MS * 1000000LL) {
       left = HANDOFF_SLICE_MS * 1000000LL;
     }
@@ -366,14 +377,17 @@ int sc__turn_acquire(sc__turn *t, int timeout_ms, char *why, size_t cap) {
     return SC_ERROR;
   }
   atomic_store(&t->sh->holder, (int32_t)getpid());
-  atomic_fetch_add(&t->sh->taken, 1);
+  /* Another holder since this handle's last turn: waiters move again. */
+  if (atomic_fetch_add(&t->sh->taken, 1) != t->taken_at_release) {
+    t->handoff_failed = false;
+  }
   futex_wake_all(&t->sh->taken); /* a holder that stepped aside */
   return SC_OK;
 }
 
 void sc__turn_release(sc__turn *t) {
   atomic_store(&t->sh->holder, 0);
-  t->stepping_aside = others_waiting(t->fd);
+  t->stepping_aside = !t->handoff_failed && others_waiting(t->fd);
   t->taken_at_release = atomic_load(&t->sh->taken);
   pthread_mutex_unlock(&t->sh->mutex);
 }

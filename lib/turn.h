@@ -8,9 +8,11 @@
  * mutex, so that a waiter sleeps in the kernel until the holder lets go, and
  * a holder that dies hands the turn on (EOWNERDEAD) instead of wedging the
  * others. A holder that lets go while others wait steps aside until one of
- * them has taken the turn, so turns go round rather than to whoever asks
- * again first. Only libshopcore writers take turns; any other writer still
- * meets them at SQLite's own lock and busy handler. */
+ * them has taken the turn (for at most 100 ms: a waiter that does not take
+ * it is stopped, and is not waited for again until another holder shows
+ * up), so turns go round rather than to whoever asks again first. Only
+ * libshopcore writers take turns; any other writer still meets them at SQLite's
+ * own lock and busy handler. */
 #ifndef SC_TURN_H
 #define SC_TURN_H
 

@@ -863,8 +863,10 @@ typedef struct sc_outbox_stats {
  * on between them; it returns once a batch finds fewer. An aggregate's
  * sequence goes on from its last number after a purge (the number is kept
  * apart), and sc_verify checks the events kept, from the oldest kept of an
- * aggregate to its last number. A running worker does the same on its own
- * for sc_options.outbox_retention_ms.
+ * aggregate to its last number. (Should the clock step back, an event
+ * counts as acked no earlier than the one before it in its aggregate, so
+ * that a purge always removes the oldest of an aggregate first.) A running
+ * worker does the same on its own for sc_options.outbox_retention_ms.
  * @param[out] purged_out  events removed, also those of the batches
  *   committed before a failure; may be NULL.
  * @return SC_OK, SC_MISUSE (NULL db), SC_CLOSED, SC_BUSY, SC_IOERR,

@@ -667,6 +667,8 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   }
   if (rc != SC_OK) {
     stop_threads(db);
+    sc__turn_discard(db->turn); /* a refused open leaves no turn file */
+    db->turn = NULL;
     db_free(db);
     return rc;
   }

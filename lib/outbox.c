@@ -53,8 +53,15 @@ static const char SQL_CLAIM[] =
 static const char SQL_STATE[] =
     "SELECT state, attempts, claim, lease_until_ms FROM sc_outbox"
     " WHERE id = ?1";
+/* delivered_at_ms never goes below the previous event's (delivered before
+ * this one could be claimed), even when the clock stepped back: a purge,
+ * taking events in delivered_at_ms order, then removes a prefix of each
+ * aggregate (outbox_purge.c), never a later event before an earlier one. */
 static const char SQL_ACK[] =
-    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0, delivered_at_ms = ?3"
+    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0,"
+    " delivered_at_ms = max(?3, coalesce((SELECT p.delivered_at_ms"
+    "  FROM sc_outbox p WHERE p.agg_kind = sc_outbox.agg_kind"
+    "  AND p.agg_id = sc_outbox.agg_id AND p.seq = sc_outbox.seq - 1), ?3))"
     " WHERE id = ?1 AND claim = ?2 AND state <> 1";
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
@@ -292,7 +299,12 @@ static int64_t backoff_ms(const sc_options *o, int attempts) {
       o->outbox_retry_base_ms <= (o->outbox_retry_max_ms >> (attempts - 1))) {
     d = o->outbox_retry_base_ms << (attempts - 1);
   }
-  return d - d / 5 + jitter_draw(2 * (d / 5) + 1);
+  /* Past about 0.83 * INT64_MAX the +20% would overflow: saturate. */
+  int64_t spread;
+  if (!sc__add_i64(d - d / 5, jitter_draw(2 * (d / 5) + 1), &spread)) {
+    return INT64_MAX;
+  }
+  return spread;
 }
 
 /* The length of reason kept: at most REASON_MAX bytes, cut before a UTF-8

@@ -4,11 +4,12 @@
  *
  * An aggregate's delivered events form a prefix of its sequence (an event
  * is handed out only once every earlier one is delivered), and their ack
- * times grow with the sequence, so a batch taken in (delivered_at_ms, id)
- * order removes a prefix of each aggregate. The last number it removes is
- * kept in sc_outbox_seq: the next event of an aggregate whose rows are all
- * gone goes on from there (outbox.c, SQL_APPEND), and sc_verify checks the
- * kept rows from there on.
+ * times grow with the sequence (an ack never records a time before its
+ * predecessor's, even if the clock stepped back: outbox.c), so a batch taken in
+ * (delivered_at_ms, id) order removes a prefix of each aggregate. The last
+ * number it removes is kept in sc_outbox_seq: the next event of an aggregate
+ * whose rows are all gone goes on from there (outbox.c, SQL_APPEND), and
+ * sc_verify checks the kept rows from there on.
  *
  * The newest event of all is never purged: with INTEGER PRIMARY KEY (no
  * AUTOINCREMENT) the next id is max(id) + 1, so deleting the newest row

@@ -36,6 +36,11 @@
 /* A holder stepping aside rechecks every so often that someone still waits
  * (a waiter may give up or die before taking the turn). */
 #define HANDOFF_SLICE_MS 10
+/* How long a holder steps aside at most: a waiter that has not taken the
+ * turn by then is not running (stopped, frozen); this handle then takes
+ * turns without stepping aside until another holder shows up, instead of
+ * losing this long (or busy_timeout_ms) on every batch. */
+#define HANDOFF_MAX_MS 100
 #define LOCK_SLICE_NS 1000000000LL
 
 enum { BYTE_INIT = 0, BYTE_ALIVE = 1, BYTE_WAITING = 2 };
@@ -53,7 +58,10 @@ struct sc__turn {
   int fd;
   turn_shared *sh;
   bool stepping_aside; /* others waited when this handle let go */
+  bool created;        /* this handle made the file (sc__turn_discard) */
+  char *path;
   uint32_t taken_at_release;
+  bool handoff_failed; /* the last step aside timed out: nobody took it */
 };
 
 const char *sc__turn_network_fs(int64_t f_type) {
@@ -129,6 +137,12 @@ static int map_shared(sc__turn *t, const char *path) {
                     strerror(errno));
   }
   int st = SC_OK;
+  /* Removed by a failed sc_open since this handle opened it: start over. */
+  struct stat linked;
+  if (fstat(t->fd, &linked) == 0 && linked.st_nlink == 0) {
+    byte_lock(t->fd, F_OFD_SETLK, F_UNLCK, BYTE_INIT);
+    return SC_CANCELED;
+  }
   bool alone = byte_lock(t->fd, F_OFD_SETLK, F_WRLCK, BYTE_ALIVE) == 0;
   /* Alone, the file is rebuilt from zeros: whatever an earlier process
    * left (a half-done setup, a dead holder's mutex) goes. */
@@ -238,20 +252,31 @@ int sc__turn_open(const char *db_path, sc__turn **out) {
     sc__free(t);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  t->fd =
-      open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, db.st_mode & 0777);
-  int st = SC_OK;
-  if (t->fd < 0) {
-    st = sc__fail(SC_IOERR,
-                  "sc_open: cannot open %s: %s (every process writing the"
-                  " database needs read-write access to it; a new one takes"
-                  " the database file's owner and mode)",
-                  path, strerror(errno));
-  } else {
-    if (db_exists) match_mode(t->fd, &db);
-    st = map_shared(t, path);
-  }
-  sc__free(path);
+  t->path = path;
+  int st;
+  do {
+    const int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
+    t->fd = open(path, flags | O_EXCL, db.st_mode & 0777);
+    t->created = t->fd >= 0;
+    if (t->fd < 0 && errno == EEXIST) {
+      t->fd = open(path, flags, db.st_mode & 0777);
+    }
+    st = SC_OK;
+    if (t->fd < 0) {
+      st = sc__fail(SC_IOERR,
+                    "sc_open: cannot open %s: %s (every process writing the"
+                    " database needs read-write access to it; a new one takes"
+                    " the database file's owner and mode)",
+                    path, strerror(errno));
+    } else {
+      if (db_exists) match_mode(t->fd, &db);
+      st = map_shared(t, path);
+      if (st == SC_CANCELED) {
+        close(t->fd);
+        t->fd = -1;
+      }
+    }
+  } while (st == SC_CANCELED);
   if (st != SC_OK) {
     sc__turn_close(t);
     return st;
@@ -264,7 +289,21 @@ void sc__turn_close(sc__turn *t) {
   if (t == NULL) return;
   if (t->sh != NULL) munmap(t->sh, sizeof *t->sh);
   if (t->fd >= 0) close(t->fd); /* drops this handle's byte locks */
+  sc__free(t->path);
   sc__free(t);
+}
+
+void sc__turn_discard(sc__turn *t) {
+  if (t == NULL) return;
+  /* Under the setup lock, and only while no other handle has it: one
+   * that opened it meanwhile sees it unlinked there and starts over. */
+  if (t->created && t->fd >= 0 &&
+      byte_lock(t->fd, F_OFD_SETLKW, F_WRLCK, BYTE_INIT) == 0) {
+    if (byte_lock(t->fd, F_OFD_SETLK, F_WRLCK, BYTE_ALIVE) == 0) {
+      unlink(t->path);
+    }
+  }
+  sc__turn_close(t);
 }
 
 /* ---- taking turns ------------------------------------------------------ */
@@ -290,13 +329,18 @@ static int lock_until(pthread_mutex_t *m, int64_t deadline_ns) {
 }
 
 /* After letting go while others waited, waits until one of them has taken
- * the turn (or nobody waits any more, or time is up). */
+ * the turn (or nobody waits any more, or HANDOFF_MAX_MS or time is up). */
 static void step_aside(sc__turn *t, int64_t deadline_ns) {
   t->stepping_aside = false;
+  int64_t handoff_end_ns = sc__monotonic_ns() + HANDOFF_MAX_MS * 1000000LL;
+  if (handoff_end_ns < deadline_ns) deadline_ns = handoff_end_ns;
   for (;;) {
     if (atomic_load(&t->sh->taken) != t->taken_at_release) return;
     int64_t left = deadline_ns - sc__monotonic_ns();
-    if (left <= 0) return;
+    if (left <= 0) {
+      t->handoff_failed = true;
+      return;
+    }
     if (left > HANDOFF_SLICE_MS * 1000000LL) {
       left = HANDOFF_SLICE_MS * 1000000LL;
     }
@@ -333,14 +377,17 @@ int sc__turn_acquire(sc__turn *t, int timeout_ms, char *why, size_t cap) {
     return SC_ERROR;
   }
   atomic_store(&t->sh->holder, (int32_t)getpid());
-  atomic_fetch_add(&t->sh->taken, 1);
+  /* Another holder since this handle's last turn: waiters move again. */
+  if (atomic_fetch_add(&t->sh->taken, 1) != t->taken_at_release) {
+    t->handoff_failed = false;
+  }
   futex_wake_all(&t->sh->taken); /* a holder that stepped aside */
   return SC_OK;
 }
 
 void sc__turn_release(sc__turn *t) {
   atomic_store(&t->sh->holder, 0);
-  t->stepping_aside = others_waiting(t->fd);
+  t->stepping_aside = !t->handoff_failed && others_waiting(t->fd);
   t->taken_at_release = atomic_load(&t->sh->taken);
   pthread_mutex_unlock(&t->sh->mutex);
 }

@@ -8,9 +8,11 @@
  * mutex, so that a waiter sleeps in the kernel until the holder lets go, and
  * a holder that dies hands the turn on (EOWNERDEAD) instead of wedging the
  * others. A holder that lets go while others wait steps aside until one of
- * them has taken the turn, so turns go round rather than to whoever asks
- * again first. Only libshopcore writers take turns; any other writer still
- * meets them at SQLite's own lock and busy handler. */
+ * them has taken the turn (for at most 100 ms: a waiter that does not take
+ * it is stopped, and is not waited for again until another holder shows
+ * up), so turns go round rather than to whoever asks again first. Only
+ * libshopcore writers take turns; any other writer still meets them at SQLite's
+ * own lock and busy handler. */
 #ifndef SC_TURN_H
 #define SC_TURN_H
 
@@ -29,6 +31,10 @@ typedef struct sc__turn sc__turn;
  * SC_NOMEM. */
 int sc__turn_open(const char *db_path, sc__turn **out);
 void sc__turn_close(sc__turn *t); /* NULL is a no-op */
+/* Closes t after a failed sc_open, removing the turn file if t created it
+ * and no other handle has it open: a refused open leaves nothing behind.
+ * NULL is a no-op. */
+void sc__turn_discard(sc__turn *t);
 
 /* Waits for the turn at most timeout_ms: SC_OK, else SC_BUSY (or SC_ERROR)
  * with the reason in why. Not reentrant: one batch at a time per handle. */

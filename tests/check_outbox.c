@@ -491,6 +491,39 @@ START_TEST(backoff_is_capped) {
 }
 END_TEST
 
+static void deposits(sc_db *db, int users); /* below */
+
+/* The retry options accept any int64 (sc_open's ranges): the longest
+ * backoff, +20% jitter included, saturates rather than wrapping round to
+ * a retry in the past. */
+START_TEST(the_longest_backoff_does_not_overflow) {
+  char *path = tu_db_path("ob-huge");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, T0);
+  o.outbox_max_attempts = 100;
+  o.outbox_retry_base_ms = INT64_MAX;
+  o.outbox_retry_max_ms = INT64_MAX;
+  sc_db *db = tu_open(path, &o);
+  deposits(db, 32);
+  sc_event *ev;
+  int n;
+  claim(db, 100, 60000, &ev, &n);
+  ck_assert_int_eq(n, 32);
+  for (int i = 0; i < n; i++) {
+    ck_assert_sc(sc_outbox_nack(db, ev[i].id, ev[i].claim, "no"), SC_OK);
+    /* INT64_MAX less 20% at the least; never in the past */
+    ck_assert_int_ge(available_at(path, ev[i].id),
+                     T0 + (INT64_MAX - T0) / 5 * 4);
+  }
+  sc_events_free(ev, n);
+  ck_assert_int_eq(claim_count(db), 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- order within an aggregate --------------------------------------------
  */
 
@@ -1026,6 +1059,45 @@ START_TEST(purge_then_write_again_continues_sequences_and_ids) {
 }
 END_TEST
 
+/* The wall clock can step back (NTP) between two acks of one aggregate:
+ * its 2nd event is then "acked" before its 1st. A purge must still remove
+ * a prefix of the aggregate, or the next event would take the number of
+ * the purged one again (consumers order and deduplicate by it). */
+START_TEST(purge_after_the_clock_stepped_back_never_reuses_a_seq) {
+  char *path = tu_db_path("ob-purge-back");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  atomic_store(&clock.now_ms, T0 + 10000);
+  ck_assert_int_eq(deliver_all(db), 1); /* seq 1, acked at T0 + 10000 */
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  sc_event *ev;
+  int n;
+  claim(db, 10, 60000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].seq, 2);
+  atomic_store(&clock.now_ms, T0 + 1000); /* the clock steps back */
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n);
+  ck_assert_sc(sc_account_deposit(db, 8, 100, NULL), SC_OK); /* newest */
+  atomic_store(&clock.now_ms, T0 + 20000);
+  purge(db, T0 + 5000);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  ck_assert_int_eq(max_seq(path, 3, 7), 3);
+  ck_assert_int_eq(
+      tu_count(path,
+               "SELECT count(*) FROM sc_outbox WHERE agg_kind = 3"
+               " AND agg_id = 7 AND seq = 2"),
+      tu_count(path,
+               "SELECT count(*) FROM sc_outbox WHERE agg_kind = 3"
+               " AND agg_id = 7 AND seq = 2 AND type = 6 AND state = 1"));
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(purge_keeps_pending_leased_and_dead_events) {
   char *path = tu_db_path("ob-purge-keep");
   tu_clock clock;
@@ -1314,6 +1386,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, a_long_reason_is_truncated_to_500_bytes);
   tcase_add_test(tc, purge_then_write_again_continues_sequences_and_ids);
   tcase_add_test(tc, purge_keeps_pending_leased_and_dead_events);
+  tcase_add_test(tc, purge_after_the_clock_stepped_back_never_reuses_a_seq);
   tcase_add_test(tc, a_negative_retention_is_refused);
   tcase_add_test(tc, purge_races_claims_and_acks);
   tcase_add_test(tc, a_version_1_file_is_migrated);
@@ -1323,6 +1396,7 @@ Suite *outbox_suite(void) {
   tcase_add_test(tc, claims_lease_and_ack_delivers);
   tcase_add_test(tc, nack_backs_off_then_dead_letters_then_requeues);
   tcase_add_test(tc, backoff_is_capped);
+  tcase_add_test(tc, the_longest_backoff_does_not_overflow);
   tcase_add_test(tc, a_failing_event_holds_back_its_aggregate_only);
   tcase_add_test(tc, failed_then_succeeded_is_redelivered_with_the_same_id);
   tcase_add_test(tc, leases_that_keep_running_out_end_dead);

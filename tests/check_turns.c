@@ -6,6 +6,7 @@
  * (A holder killed mid-batch: tests/check_crash.c, which has the checks of
  * acknowledged operations.) */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sqlite3.h>
@@ -262,6 +263,60 @@ START_TEST(a_held_turn_is_waited_for_then_busy) {
 }
 END_TEST
 
+/* Whether a handle waits for the turn of the database at path (byte 2 of
+ * the turn file read-locked, lib/turn.c). */
+static bool someone_waits(const char *path) {
+  char side[600];
+  snprintf(side, sizeof side, "%s-turn", path);
+  int fd = open(side, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  struct flock fl = {
+      .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2, .l_len = 1};
+  ck_assert_int_eq(fcntl(fd, F_OFD_GETLK, &fl), 0);
+  close(fd);
+  return fl.l_type != F_UNLCK;
+}
+
+/* A process stopped (SIGSTOP, a debugger, a frozen cgroup) while it waits
+ * for the turn never takes it: the others must not keep stepping aside for
+ * it, a whole busy_timeout_ms per batch. */
+START_TEST(a_stopped_waiter_does_not_slow_the_others) {
+  char *path = tu_db_path("turns-stopped");
+  sc_options o;
+  sc_options_init(&o);
+  o.busy_timeout_ms = 2000;
+  sc_db *db = tu_open(path, &o);
+  sc__turn *t = NULL;
+  char why[256];
+  ck_assert_sc(sc__turn_open(path, &t), SC_OK);
+  ck_assert_sc(sc__turn_acquire(t, 1000, why, sizeof why), SC_OK);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    sc__turn *mine = NULL;
+    if (sc__turn_open(path, &mine) != SC_OK) _exit(1);
+    sc__turn_acquire(mine, 60000, why, sizeof why);
+    _exit(0);
+  }
+  for (int i = 0; i < 500 && !someone_waits(path); i++)
+    usleep(10000);
+  ck_assert(someone_waits(path));
+  ck_assert_int_eq(kill(child, SIGSTOP), 0);
+  sc__turn_release(t);
+  sc__turn_close(t);
+  int64_t t0 = now_ns();
+  for (int i = 0; i < 5; i++) {
+    ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  }
+  int64_t took_ms = (now_ns() - t0) / 1000000;
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  ck_assert_msg(took_ms < 1000, "5 deposits took %lld ms", (long long)took_ms);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- the file ------------------------------------------------------------ */
 
 static mode_t turn_mode(const char *path) {
@@ -288,6 +343,50 @@ START_TEST(the_turn_file_takes_the_database_mode) {
     ck_assert_int_eq(turn_mode(path), modes[i]);
   }
   umask(old);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* A refused sc_open changes nothing: the turn file it made goes again,
+ * and one that an open handle uses stays (and still works). */
+START_TEST(a_refused_open_leaves_no_turn_file) {
+  char *path = tu_db_path("turns-refused");
+  char side[600];
+  snprintf(side, sizeof side, "%s-turn", path);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("not a database: some text, long enough to be read as a header..\n", f);
+  fclose(f);
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open(path, NULL, &db), SC_CORRUPT);
+  ck_assert_ptr_null(db);
+  struct stat st;
+  ck_assert_int_eq(stat(side, &st), -1);
+  ck_assert_int_eq(errno, ENOENT);
+  ck_assert_int_eq(unlink(path), 0);
+  /* Beside an open handle, a refused open (bad options come before the
+   * turn; a newer schema after it) keeps the shared file. */
+  db = tu_open(path, NULL);
+  ck_assert_int_eq(stat(side, &st), 0);
+  sqlite3 *h;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "BEGIN; UPDATE sc_meta SET value = value + 1000"
+                                " WHERE key = 'schema_version'; COMMIT",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sc_db *other = (sc_db *)0x1;
+  ck_assert_int_ne(sc_open(path, NULL, &other), SC_OK);
+  ck_assert_ptr_null(other);
+  ck_assert_int_eq(stat(side, &st), 0);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "UPDATE sc_meta SET value = value - 1000"
+                                " WHERE key = 'schema_version'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(h);
+  ck_assert_sc(sc_account_deposit(db, 1, 100, NULL), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(path);
 }
 END_TEST
@@ -407,7 +506,9 @@ int main(void) {
   TCase *tc = tu_tcase("turns");
   tcase_add_test(tc, network_file_systems_are_recognized);
   tcase_add_test(tc, the_turn_file_takes_the_database_mode);
+  tcase_add_test(tc, a_refused_open_leaves_no_turn_file);
   tcase_add_test(tc, a_held_turn_is_waited_for_then_busy);
+  tcase_add_test(tc, a_stopped_waiter_does_not_slow_the_others);
   tcase_add_test(tc, processes_of_two_users_take_turns);
   tcase_add_test(tc, four_processes_all_progress_every_second);
   tcase_add_test(tc, eight_processes_all_progress_every_second);

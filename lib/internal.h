@@ -319,18 +319,25 @@ void sc__strbuf_free(sc__strbuf *b);
  * returns SC_OK or fails op with a message and returns the status; a
  * failure leaves the savepoint to be rolled back by the engine. */
 
-/* stock.c. Reserves qty (> 0) of product and bumps its version by one;
- * expected_version < 0 means no check. Writes the unit price.
- * SC_NOT_FOUND, SC_CONFLICT (version differs), SC_OUT_OF_STOCK. */
-int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
-                      int64_t expected_version, int64_t *price_out);
+/* stock.c. Checks that qty (> 0) of product can be reserved, changing
+ * nothing; expected_version < 0 means no version check. Writes the unit
+ * price. SC_NOT_FOUND, SC_CONFLICT (version differs), SC_OUT_OF_STOCK. */
+int sc__stock_check(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                    int64_t expected_version, int64_t *price_out);
+/* Reserves what sc__stock_check allowed and bumps the version by one; the
+ * UPDATE keeps its guard, and a refusal now is a bug (SC_ERROR). */
+int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty);
 /* Releases every line of order (version + 1 per product). */
 int sc__stock_release_order(sc__conn *w, sc__op *op, sc_id order);
 /* Consumes every line of order: total and reserved drop, version stays. */
 int sc__stock_consume_order(sc__conn *w, sc__op *op, sc_id order);
 
-/* account.c. Holds amount (>= 0) against balance - held: SC_NOT_FOUND (no
- * account), SC_INSUFFICIENT_BALANCE. */
+/* account.c. Checks that amount (>= 0) can be held against balance -
+ * held, changing nothing: SC_NOT_FOUND (no account),
+ * SC_INSUFFICIENT_BALANCE. */
+int sc__account_check_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
+/* Holds what sc__account_check_hold allowed; the UPDATE keeps its guard,
+ * and a refusal now is a bug (SC_ERROR). */
 int sc__account_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
 /* Gives back a hold; SC_CORRUPT if less than amount is held. */
 int sc__account_release(sc__conn *w, sc__op *op, sc_id user, int64_t amount);

@@ -1,7 +1,8 @@
 /* The engine: opening and closing a database, the bounded submission queue,
  * and the writer thread that commits queued operations in batches (group
- * commit): one BEGIN IMMEDIATE, a SAVEPOINT per operation, one COMMIT, so one
- * fsync serves every operation of the batch. */
+ * commit): one BEGIN IMMEDIATE, the operations, one COMMIT, so one fsync
+ * serves every operation of the batch. A batch that meets an unexpected
+ * failure is rolled back and replayed with a SAVEPOINT per operation. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,6 +118,7 @@ void sc__call_leave(sc_db *db) {
  * at once. */
 static int submit(sc_db *db, sc__op *op, bool wait) {
   op->next = NULL;
+  op->excluded = false;
   op->status = SC_OK;
   op->errmsg[0] = '\0';
   op->enqueued_ns = sc__monotonic_ns();
@@ -264,6 +266,104 @@ static void fail_uncommitted(sc__op *batch, int status, const char *why) {
   }
 }
 
+/* ---- the fast path and its replay ---------------------------------------
+ * Operations validate, then apply: a refusal comes before the operation's
+ * first write. So the batch runs straight in its transaction, without a
+ * savepoint per operation (each costs a copy of every page it touches).
+ * What that rule does not cover, the engine catches: an operation that
+ * failed after writing (a bug, a damaged row), or with an error that may
+ * have left the connection in doubt (I/O, out of memory, corruption), or
+ * that lost the transaction. Then the whole batch is rolled back and run
+ * again on the slow path, each operation in its own savepoint, so that only
+ * the failing one fails. */
+
+/* Whether a failed operation may stand in a batch that goes on: it wrote
+ * nothing, the transaction lives, and its status is a refusal, not an
+ * error that may have left the connection in doubt. */
+static bool clean_refusal(sc__conn *w, int status, int64_t changes_before) {
+  switch (status) {
+    case SC_ERROR:
+    case SC_NOMEM:
+    case SC_IOERR:
+    case SC_CORRUPT:
+    case SC_BUSY:
+    case SC_MISUSE:
+      return false;
+    default:
+      return sqlite3_total_changes64(w->h) == changes_before &&
+             !sqlite3_get_autocommit(w->h);
+  }
+}
+
+/* Runs the batch straight in the open transaction. Returns false as soon as
+ * an operation failed in a way that needs the slow path; the caller then
+ * rolls the batch back. */
+static bool run_fast(sc_db *db, sc__op *batch) {
+  sc__conn *w = db->wconn;
+  for (sc__op *op = batch; op != NULL; op = op->next) {
+    int64_t changes = sqlite3_total_changes64(w->h);
+    int events_before = db->batch_events;
+    op->status = op->run(db, w, op);
+    if (op->status == SC_OK) continue;
+    db->batch_events = events_before;
+    if (!clean_refusal(w, op->status, changes)) return false;
+  }
+  return true;
+}
+
+/* Forgets the outcome of a failed run of the batch before it runs again,
+ * except for the operations that lost a transaction on the slow path. */
+static void batch_reset(sc_db *db, sc__op *batch) {
+  for (sc__op *op = batch; op != NULL; op = op->next) {
+    if (op->excluded) continue;
+    op->status = SC_OK;
+    op->errmsg[0] = '\0';
+  }
+  db->batch_events = 0;
+}
+
+/* Begins the write transaction; on failure every operation still in the
+ * batch fails with it. */
+static bool begin(sc_db *db, sc__op *batch, const char *what) {
+  sc__conn *w = db->wconn;
+  int rc = sc__exec(w, SQL_BEGIN);
+  if (rc == SQLITE_OK) return true;
+  char why[SC__ERRMSG_MAX];
+  snprintf(why, sizeof why, "%s: %s", what, sqlite3_errmsg(w->h));
+  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  return false;
+}
+
+/* The slow path: the batch runs again, each operation in its own
+ * savepoint, so a failing one is rolled back alone. An operation during
+ * which the transaction itself was lost (SQLite abandons it on some I/O
+ * and out-of-memory errors, or its savepoint could not be rolled back)
+ * keeps its failure and is left out, and the others run again without it:
+ * each round leaves out one more, so it ends. Returns true with the
+ * transaction open and ready to commit. */
+static bool run_slow(sc_db *db, sc__op *batch) {
+  sc__conn *w = db->wconn;
+  atomic_fetch_add(&db->replays, 1);
+  for (;;) {
+    batch_reset(db, batch);
+    if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
+    if (!begin(db, batch, "replay")) return false;
+    sc__op *culprit = NULL;
+    int lost = SC_OK;
+    for (sc__op *op = batch; op != NULL && lost == SC_OK; op = op->next) {
+      if (op->excluded) continue;
+      lost = run_in_savepoint(db, op);
+      culprit = op;
+    }
+    if (lost == SC_OK) return true;
+    if (culprit->status == SC_OK) {
+      sc__op_fail(culprit, lost, "transaction lost: %s", sqlite3_errmsg(w->h));
+      culprit->status = lost;
+    }
+    culprit->excluded = true;
+  }
+}
+
 /* Runs the batch in one transaction; returns true if it committed. */
 static bool commit_batch(sc_db *db, sc__op *batch) {
   sc__conn *w = db->wconn;
@@ -273,24 +373,16 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
    * its operations were all reported failed, so it goes now, or every later
    * BEGIN would fail. */
   if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-  int rc = sc__exec(w, SQL_BEGIN);
-  if (rc != SQLITE_OK) {
-    snprintf(why, sizeof why, "begin: %s", sqlite3_errmsg(w->h));
-    fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  if (!begin(db, batch, "begin")) return false;
+  if (!run_fast(db, batch) && !run_slow(db, batch)) {
+    db->batch_events = 0;
     return false;
   }
-  int lost = SC_OK;
-  for (sc__op *op = batch; op != NULL && lost == SC_OK; op = op->next) {
-    lost = run_in_savepoint(db, op);
-  }
-  rc = lost == SC_OK ? sc__exec(w, SQL_COMMIT) : SQLITE_OK;
-  if (lost == SC_OK && rc == SQLITE_OK) return true;
-  /* Operations after a lost transaction never ran; they fail with it. */
-  snprintf(why, sizeof why, "%s: %s",
-           lost == SC_OK ? "commit" : "transaction lost", sqlite3_errmsg(w->h));
+  int rc = sc__exec(w, SQL_COMMIT);
+  if (rc == SQLITE_OK) return true;
+  snprintf(why, sizeof why, "commit: %s", sqlite3_errmsg(w->h));
   if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-  fail_uncommitted(batch, lost != SC_OK ? lost : sc__status_from_sqlite(rc),
-                   why);
+  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
   db->batch_events = 0;
   return false;
 }

@@ -85,8 +85,14 @@ int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
 /* ---- operations and the writer (engine.c) ------------------------------ */
 
 typedef struct sc__op sc__op;
-/* Runs one operation on the writer connection, inside its own SAVEPOINT.
- * Returns SC_OK to release the savepoint, any other status to roll it back. */
+/* Runs one operation on the writer connection, inside the batch's write
+ * transaction. It reads and checks everything first and writes only once
+ * nothing can refuse it (validate, then apply), so a refusal writes
+ * nothing. Returns SC_OK, or the failure (with sc__op_fail). A failure
+ * after a write, or an error (I/O, out of memory, corruption), makes the
+ * engine roll the batch back and run it again with a SAVEPOINT per
+ * operation, so that only this one fails. An operation may thus run more
+ * than once: it sets every output afresh. */
 typedef int (*sc__op_run_fn)(sc_db *db, sc__conn *w, sc__op *op);
 /* Called on the writer thread once the operation's commit is durable (or its
  * failure is final). NULL: a blocking caller is woken. */
@@ -120,8 +126,9 @@ struct sc__op {
   int kind;   /* sc__op_kind */
   int status; /* the result, set by the writer */
   int64_t enqueued_ns;
-  sc__op *next; /* queue link */
-  sem_t wake;   /* blocking callers only */
+  sc__op *next;  /* queue link */
+  bool excluded; /* writer: lost the transaction on the slow path */
+  sem_t wake;    /* blocking callers only */
   char errmsg[SC__ERRMSG_MAX];
 };
 
@@ -175,7 +182,8 @@ struct sc_db {
 
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
   sc__conn *wconn;
-  int batch_events; /* events written by the batch being committed */
+  int batch_events;    /* events written by the batch being committed */
+  atomic_long replays; /* batches rolled back and replayed on the slow path */
 
   pthread_mutex_t rlock; /* the read pool */
   sc__conn *ridle;

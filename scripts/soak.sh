@@ -8,11 +8,13 @@
 #                                     long (seconds; needs clang)
 # What it runs, with the default scale of 1:
 #   check_crash    500 SIGKILL rounds (SC_CRASH_ROUNDS)
+#   check_powerloss 1,000 simulated power losses (SC_POWERLOSS_ROUNDS)
 #   check_oom      every allocation of each scenario (SC_OOM_STRIDE=1)
 #   check_model    20 seeds x 1,500 rounds (180,000 calls per seed)
 #   check_bank     5,000 calls per thread (SC_BANK_OPS)
 #   check_iofault  as in CI: it already fails every write, sync and read
-# Seeds are printed; a failing one reruns with SC_MODEL_SEED / SC_CRASH_SEED.
+# Seeds are printed; a failing one reruns with SC_MODEL_SEED, SC_CRASH_SEED or
+# SC_POWERLOSS_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${SC_SOAK_SCALE:-1}
@@ -24,8 +26,8 @@ build() { # dir, cmake args...
   shift
   cmake -S . -B "$dir" -G Ninja -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF \
     -DSC_BUILD_CLI=OFF -DSC_BUILD_EXAMPLES=OFF "$@" >/dev/null
-  cmake --build "$dir" -j2 --target check_crash check_oom check_model \
-    check_bank check_iofault
+  cmake --build "$dir" -j2 --target check_crash check_powerloss check_oom \
+    check_model check_bank check_iofault
 }
 
 run() { # name, command...
@@ -45,6 +47,8 @@ soak() { # build dir
   export SC_TEST_TMPDIR=$PWD/$1/tests/tmp
   mkdir -p "$SC_TEST_TMPDIR"
   run "crash ($1)" env SC_CRASH_ROUNDS=$((500 * scale)) "$t/check_crash"
+  run "powerloss ($1)" env SC_POWERLOSS_ROUNDS=$((1000 * scale)) \
+    "$t/check_powerloss"
   run "oom ($1)" env SC_OOM_STRIDE=1 "$t/check_oom"
   run "iofault ($1)" "$t/check_iofault"
   run "bank ($1)" env SC_BANK_OPS=$((5000 * scale)) "$t/check_bank"

@@ -122,6 +122,17 @@ int64_t tu_count(const char *path, const char *sql) {
   return n;
 }
 
+uint64_t tu_rng_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+int64_t tu_rng_range(uint64_t *s, int64_t lo, int64_t hi) {
+  return lo + (int64_t)(tu_rng_next(s) % (uint64_t)(hi - lo + 1));
+}
+
 TCase *tu_tcase(const char *name) {
   TCase *tc = tcase_create(name);
   /* Races under sanitizers on two shared cores can take a while; a hung

@@ -52,6 +52,12 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud);
  * connection, to check the library's work from outside. */
 int64_t tu_count(const char *path, const char *sql);
 
+/* A seeded generator (splitmix64): the same seed gives the same sequence,
+ * so a failing seed reruns the same choices. */
+uint64_t tu_rng_next(uint64_t *state);
+/* Uniform in [lo, hi]. */
+int64_t tu_rng_range(uint64_t *state, int64_t lo, int64_t hi);
+
 /* Builds a suite runner with a generous per-test timeout, runs it, and
  * returns the process exit status. */
 int tu_run_suite(Suite *s);

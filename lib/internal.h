@@ -94,8 +94,10 @@ typedef struct sc__op sc__op;
  * operation, so that only this one fails. An operation may thus run more
  * than once: it sets every output afresh. */
 typedef int (*sc__op_run_fn)(sc_db *db, sc__conn *w, sc__op *op);
-/* Called on the writer thread once the operation's commit is durable (or its
- * failure is final). NULL: a blocking caller is woken. */
+/* Called once the operation's commit is durable (or its failure is final),
+ * on the completer thread, or on the writer's for a small batch: it must
+ * be quick and must never wait for the writer. NULL: a blocking caller is
+ * woken. */
 typedef void (*sc__op_done_fn)(sc__op *op);
 
 /* Operation kinds, for metrics. */
@@ -179,6 +181,9 @@ struct sc_db {
   bool dstopping;
   pthread_t completer;
   bool completer_started;
+  /* Held by whichever thread wakes callers (the completer, or the writer
+   * for a small batch): the alert window has one completing thread. */
+  pthread_mutex_t complete_lock;
 
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
   sc__conn *wconn;

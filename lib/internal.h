@@ -167,7 +167,8 @@ struct sc_db {
   pthread_cond_t qnonfull;
   sc__op *qhead, *qtail;
   int qlen;
-  bool stopping; /* the writer leaves once the queue is drained */
+  atomic_int qcount; /* qlen, readable without the lock (the writer's spin) */
+  bool stopping;     /* the writer leaves once the queue is drained */
 
   pthread_t writer;
   bool writer_started;

@@ -247,7 +247,7 @@ typedef struct sc__event_fields {
 #define SC__PAYLOAD_MAX 256
 /* Encodes f into buf; returns the length, or 0 if it does not fit. */
 size_t sc__event_encode(const sc__event_fields *f, char *buf, size_t cap);
-/* Appends the event of a state change in the current savepoint (outbox.c):
+/* Appends the event of a state change in the write transaction (outbox.c):
  * its aggregate is derived from the type (order, coupon, account, policy). */
 int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
                     const sc__event_fields *f);
@@ -329,9 +329,12 @@ char *sc__strbuf_take(sc__strbuf *b);
 void sc__strbuf_free(sc__strbuf *b);
 
 /* ---- orders: stock, accounts, coupon holds, idempotency ---------------- */
-/* These run inside an operation's savepoint on the writer connection. Each
- * returns SC_OK or fails op with a message and returns the status; a
- * failure leaves the savepoint to be rolled back by the engine. */
+/* These run inside an operation on the writer connection. Each returns
+ * SC_OK or fails op with a message and returns the status. The checks
+ * (sc__stock_check, sc__account_check_hold, sc__coupon_discount) change
+ * nothing; the writes come after every check, and a failure of theirs
+ * (SC_CORRUPT, SC_ERROR: the books are wrong, or a bug) makes the engine
+ * roll the batch back (see sc__op_run_fn). */
 
 /* stock.c. Checks that qty (> 0) of product can be reserved, changing
  * nothing; expected_version < 0 means no version check. Writes the unit
@@ -379,7 +382,7 @@ void sc__idem_put_i64(unsigned char *p, int64_t v);
  * message) if key is new, SC_IDEMPOTENCY_MISMATCH if it holds another. */
 int sc__idem_find(sc__conn *w, sc__op *op, int scope, const char *key,
                   const void *request, size_t len, sc_id *result_id);
-/* Records key for request and its result, in the current savepoint. */
+/* Records key for request and its result, in the write transaction. */
 int sc__idem_record(sc__conn *w, sc__op *op, int scope, const char *key,
                     const void *request, size_t len, sc_id result_id,
                     int64_t now);

@@ -2,7 +2,7 @@
  * of the single writer, and every change of an order's status is a
  * conditional UPDATE ... WHERE status = PENDING, so payment and expiry of the
  * same order can never both win, whatever the timing. The event of each
- * change is written in the same savepoint. */
+ * change is written in the same transaction. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* The transactional outbox: each state change appends its event in the same
- * savepoint, with a gap-free sequence number per aggregate; consumers claim
+ * transaction, with a gap-free sequence number per aggregate; consumers claim
  * events with a lease, then ack or nack them. Claims, acks and nacks are
  * writes, so they go through the writer like every other change and hold
  * across processes sharing the file.
@@ -353,6 +353,9 @@ static int drop_exhausted(sc_db *db, sc__conn *w, sc__outbox_round *r) {
  * nothing is half-done; the worker then retries later. */
 static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
   sc__outbox_round *r = (sc__outbox_round *)base;
+  /* A replayed batch runs the round again: what its first run claimed was
+   * rolled back, and its payload copies go. */
+  sc__events_clear(r->events, r->n_events);
   r->n_events = 0;
   r->next_due_ms = 0;
   for (int i = 0; i < r->n_settle; i++) {

@@ -116,7 +116,7 @@ def run_python(shopcore, threads, seconds):
 
 
 def remove_db(path):
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-turn"):
         try:
             os.remove(path + suffix)
         except FileNotFoundError:

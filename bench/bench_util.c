@@ -240,6 +240,8 @@ void bu_remove_db(const char *path) {
   unlink(side);
   snprintf(side, sizeof side, "%s-shm", path);
   unlink(side);
+  snprintf(side, sizeof side, "%s-turn", path);
+  unlink(side);
 }
 
 void bu_db_path(char *buf, size_t cap, const char *tag) {

@@ -37,7 +37,7 @@ void bu_print_header(const char *title);
 void bu_print_ratio(const char *what, const bu_result *a, const bu_result *b);
 
 /* A fresh benchmark database path in $SC_BENCH_DIR (default: the working
- * directory); removes any earlier file and its -wal/-shm. */
+ * directory); removes any earlier file and its -wal/-shm/-turn. */
 void bu_db_path(char *buf, size_t cap, const char *tag);
 void bu_remove_db(const char *path);
 

@@ -135,8 +135,11 @@ typedef struct sc_options {
   int durability;
   /** Operations per commit; 0 = library default (512); 1 = no group commit. */
   int batch_max;
-  /** Total wait for another process's write lock, with exponential backoff,
-   * before SC_BUSY; 0 = library default (30,000 ms). */
+  /** Total wait for another process's write lock before SC_BUSY; 0 =
+   * library default (30,000 ms). Writers of other libshopcore processes on
+   * the file take turns, one batch each, and a waiting writer sleeps until
+   * its turn (the "<path>-turn" file, see sc_open); any other writer is
+   * waited for with exponential backoff. */
   int busy_timeout_ms;
   /** The clock, milliseconds since the epoch; NULL = wall clock. Called from
    * the writer thread and from callers' threads: it must be thread-safe. */
@@ -196,9 +199,18 @@ SC_API void sc_options_init(sc_options *opts);
  *                  need one shared file).
  * @param[in] opts  NULL for defaults.
  * @param[out] out  the handle, or NULL on failure.
+ * Beside the database it keeps "<path>-turn", a small file through which
+ * the writers of every libshopcore process on the database take turns
+ * (created with the database file's mode, like SQLite's "-shm"; every
+ * process writing the database needs read-write access to it; it may be
+ * deleted while no process has the database open).
  * @return SC_OK, SC_INVALID (bad option or path), SC_MISUSE (NULL out),
- *   SC_IOERR (cannot open), SC_CORRUPT (not a database, or a newer schema),
- *   SC_BUSY (another process held the file past busy_timeout_ms), SC_NOMEM.
+ *   SC_IOERR (cannot open; or the file is on a network file system, NFS,
+ *   SMB/CIFS and the like, where processes on different machines could
+ *   share neither the write turn nor SQLite's WAL index), SC_CORRUPT (not a
+ *   database, or a newer schema), SC_BUSY (another process held the file
+ *   past busy_timeout_ms), SC_ERROR (the turn file is in use by an
+ *   incompatible build of the library), SC_NOMEM.
  * Any thread.
  */
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);

@@ -12,6 +12,7 @@
 #include "internal.h"
 #include "checkpoint.h"
 #include "metrics.h"
+#include "turn.h"
 
 #define DEFAULT_BATCH_MAX 512
 #define WRITER_SPIN_NS 50000
@@ -476,9 +477,24 @@ static void commit_hook_call(sc_db *db, bool committed, int events) {
  * (and its fsync) without waking every caller first. */
 #define INLINE_COMPLETE_MAX 8
 
+/* Takes this process's turn among the libshopcore processes writing the
+ * file (turn.c), for one batch; a batch that waited past busy_timeout_ms
+ * fails with SC_BUSY, uncommitted. */
+static bool take_write_turn(sc_db *db, sc__op *batch) {
+  char why[SC__ERRMSG_MAX];
+  int rc =
+      sc__turn_acquire(db->turn, db->opts.busy_timeout_ms, why, sizeof why);
+  if (rc != SC_OK) fail_uncommitted(batch, rc, why);
+  return rc == SC_OK;
+}
+
 static void run_batch(sc_db *db, sc__op *batch, int n) {
   int64_t begin_ns = sc__monotonic_ns();
-  bool committed = commit_batch(db, batch);
+  bool committed = false;
+  if (take_write_turn(db, batch)) {
+    committed = commit_batch(db, batch);
+    sc__turn_release(db->turn);
+  }
   sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
   int events = db->batch_events;
   if (n <= INLINE_COMPLETE_MAX &&
@@ -543,6 +559,7 @@ static void stop_threads(sc_db *db) {
 
 static void db_free(sc_db *db) {
   sc__conn_close(db->wconn);
+  sc__turn_close(db->turn);
   while (db->ridle != NULL) {
     sc__conn *c = db->ridle;
     db->ridle = c->next_idle;
@@ -559,6 +576,19 @@ static void db_free(sc_db *db) {
   sc__metrics_free(db);
   sc__free(db->path);
   sc__free(db);
+}
+
+/* The schema check at open writes (BEGIN IMMEDIATE), so it too waits for
+ * the write turn: a process opening beside busy ones would otherwise starve
+ * in the busy handler while they pass SQLite's lock among themselves. */
+static int migrate_in_turn(sc_db *db) {
+  char why[SC__ERRMSG_MAX];
+  int rc =
+      sc__turn_acquire(db->turn, db->opts.busy_timeout_ms, why, sizeof why);
+  if (rc != SC_OK) return sc__fail(rc, "sc_open: %s", why);
+  rc = sc__schema_migrate(db->wconn);
+  sc__turn_release(db->turn);
+  return rc;
 }
 
 static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
@@ -592,9 +622,12 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
     db_free(db);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  rc =
-      sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db->wconn);
-  if (rc == SC_OK) rc = sc__schema_migrate(db->wconn);
+  rc = sc__turn_open(db->path, &db->turn);
+  if (rc == SC_OK) {
+    rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                       &db->wconn);
+  }
+  if (rc == SC_OK) rc = migrate_in_turn(db);
   if (rc == SC_OK) rc = writer_prepare(db->wconn);
   if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {

@@ -187,6 +187,7 @@ struct sc_db {
   pthread_mutex_t complete_lock;
 
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
+  struct sc__turn *turn;                 /* turn.c: batches of processes */
   sc__conn *wconn;
   int batch_events;    /* events written by the batch being committed */
   atomic_long replays; /* batches rolled back and replayed on the slow path */

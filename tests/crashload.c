@@ -17,7 +17,8 @@
 #define PRODUCTS CL_PRODUCTS
 #define USERS_PER_THREAD 8
 #define MAX_DEPOSIT 1000
-#define CHILD_MAX_MS 4000 /* a child nobody stopped stops by itself */
+#define CHILD_MAX_MS 4000       /* a child nobody stopped stops by itself */
+#define KILL_MOMENT_MAX_MS 3000 /* cl_run_kill_when waits this long at most */
 #define NONE SIZE_MAX
 
 /* ---- the record a child sends for each operation ------------------------ */
@@ -279,15 +280,9 @@ void cl_setup_world(const char *path, cl_world *w) {
   ck_assert_sc(sc_close(db), SC_OK);
 }
 
-typedef struct bytes {
-  char *buf;
-  size_t len, cap;
-} bytes;
-
-/* Reads what the child wrote until EOF or until deadline_ns (0 = EOF only):
- * the parent must keep reading while the child runs, or the child would
+/* The parent must keep reading while the child runs, or the child would
  * block on a full pipe and the kill would land on an idle process. */
-static void drain(int fd, bytes *b, int64_t deadline_ns) {
+void cl_drain(int fd, cl_bytes *b, int64_t deadline_ns) {
   for (;;) {
     int wait_ms = -1;
     if (deadline_ns != 0) {
@@ -315,7 +310,7 @@ static void drain(int fd, bytes *b, int64_t deadline_ns) {
 
 /* Splits the bytes into records and pairs each intent with its result
  * (a thread has one operation at a time; sc_close is the main thread's). */
-static void parse_records(bytes *b, cl_log *lg) {
+static void parse_records(cl_bytes *b, cl_log *lg) {
   ck_assert_msg(b->len % sizeof(rec) == 0, "a torn record (%zu bytes)", b->len);
   lg->recs = (rec *)b->buf;
   lg->n = b->len / sizeof(rec);
@@ -342,9 +337,11 @@ static void parse_records(bytes *b, cl_log *lg) {
   }
 }
 
-void cl_run(const char *path, const cl_world *w, int durability,
-            int64_t kill_after_us, void (*child_init)(void *ud), void *ud,
-            int exit_status, cl_log *lg) {
+static void run_child(const char *path, const cl_world *w, int durability,
+                      int64_t kill_after_us,
+                      bool (*kill_now)(void *ud, pid_t child),
+                      int64_t *killed_at_ns, void (*child_init)(void *ud),
+                      void *ud, int exit_status, cl_log *lg) {
   int fds[2];
   ck_assert_int_eq(pipe(fds), 0);
   pid_t pid = fork();
@@ -355,12 +352,18 @@ void cl_run(const char *path, const cl_world *w, int durability,
     child_main(path, w, fds[1], durability);
   }
   close(fds[1]);
-  bytes b = {0};
+  cl_bytes b = {0};
   if (kill_after_us >= 0) {
-    drain(fds[0], &b, now_ns() + kill_after_us * 1000);
+    cl_drain(fds[0], &b, now_ns() + kill_after_us * 1000);
+    int64_t give_up = now_ns() + (int64_t)KILL_MOMENT_MAX_MS * 1000000;
+    while (kill_now != NULL && !kill_now(ud, pid)) {
+      ck_assert_msg(now_ns() < give_up, "the moment to kill never came");
+      cl_drain(fds[0], &b, now_ns() + 200000);
+    }
     kill(pid, SIGKILL);
+    if (killed_at_ns != NULL) *killed_at_ns = now_ns();
   }
-  drain(fds[0], &b, 0);
+  cl_drain(fds[0], &b, 0);
   int status = 0;
   ck_assert_int_eq(waitpid(pid, &status, 0), pid);
   close(fds[0]);
@@ -374,6 +377,22 @@ void cl_run(const char *path, const cl_world *w, int durability,
                   exit_status);
   }
   parse_records(&b, lg);
+}
+
+void cl_run(const char *path, const cl_world *w, int durability,
+            int64_t kill_after_us, void (*child_init)(void *ud), void *ud,
+            int exit_status, cl_log *lg) {
+  run_child(path, w, durability, kill_after_us, NULL, NULL, child_init, ud,
+            exit_status, lg);
+}
+
+void cl_run_kill_when(const char *path, const cl_world *w, int durability,
+                      int64_t kill_after_us,
+                      bool (*kill_now)(void *ud, pid_t child),
+                      void (*child_init)(void *ud), void *ud, cl_log *lg,
+                      int64_t *killed_at_ns) {
+  run_child(path, w, durability, kill_after_us, kill_now, killed_at_ns,
+            child_init, ud, 0, lg);
 }
 
 void cl_log_free(cl_log *lg) {

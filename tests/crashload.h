@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "test_util.h"
 
@@ -65,6 +66,16 @@ void cl_run(const char *path, const cl_world *w, int durability,
             int64_t kill_after_us, void (*child_init)(void *ud), void *ud,
             int exit_status, cl_log *lg);
 
+/* cl_run with a kill whose moment the caller picks: from kill_after_us on,
+ * kill_now(ud, child) is polled about every 0.2 ms (while the records are
+ * read) until it says so, for at most 5 s. killed_at_ns: when the kill was
+ * sent (CLOCK_MONOTONIC). */
+void cl_run_kill_when(const char *path, const cl_world *w, int durability,
+                      int64_t kill_after_us,
+                      bool (*kill_now)(void *ud, pid_t child),
+                      void (*child_init)(void *ud), void *ud, cl_log *lg,
+                      int64_t *killed_at_ns);
+
 /* Reopens the file and checks it against the records (see above). */
 void cl_check(const char *path, const cl_world *w, const cl_log *lg, bool lossy,
               cl_summary *out);
@@ -74,6 +85,15 @@ void cl_log_free(cl_log *lg);
 /* Adds one round's summary to a total and prints the totals. */
 void cl_summary_add(cl_summary *total, const cl_summary *round);
 void cl_summary_print(const char *suite, const cl_summary *total);
+
+/* Bytes read from a pipe. */
+typedef struct cl_bytes {
+  char *buf;
+  size_t len, cap;
+} cl_bytes;
+/* Appends what fd delivers until EOF or until deadline_ns (CLOCK_MONOTONIC;
+ * 0 = EOF only). */
+void cl_drain(int fd, cl_bytes *b, int64_t deadline_ns);
 
 /* An unsigned environment variable, or dflt. */
 uint64_t cl_env_u64(const char *name, uint64_t dflt);

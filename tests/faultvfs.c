@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct fv_file {
   sqlite3_file base;
@@ -17,6 +18,7 @@ static sqlite3_vfs shim;
 static atomic_int armed_kinds;
 static atomic_long fail_at, calls, injected;
 static atomic_bool persistent;
+static atomic_int sync_delay_ms;
 
 /* Whether this call of kind fails. */
 static bool fault(int kind) {
@@ -37,6 +39,10 @@ void fv_arm(int kinds, long n, bool persist) {
   atomic_store(&fail_at, n);
   atomic_store(&persistent, persist);
   atomic_store(&armed_kinds, kinds);
+}
+
+void fv_slow_syncs(int ms) {
+  atomic_store(&sync_delay_ms, ms);
 }
 
 void fv_disarm(void) {
@@ -75,6 +81,8 @@ static int fv_sync(sqlite3_file *f, int flags) {
   /* The data was written but is not known durable: that is what a failed
    * fsync means. */
   if (fault(FV_SYNC)) return SQLITE_IOERR_FSYNC;
+  int delay = atomic_load(&sync_delay_ms);
+  if (delay > 0) usleep((useconds_t)delay * 1000);
   return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
 

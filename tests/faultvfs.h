@@ -17,6 +17,9 @@ int fv_register(void);
  * every later one too). Counting starts at zero. */
 void fv_arm(int kinds, long n, bool persistent);
 void fv_disarm(void);
+/* Every sync sleeps ms first (0: none): a slow disk, which keeps a batch's
+ * commit, and the write turn, held for that long. */
+void fv_slow_syncs(int ms);
 /* Calls of the armed kinds since fv_arm, and failures injected. */
 long fv_calls(void);
 long fv_injected(void);

@@ -27,6 +27,8 @@ void tu_remove_db(char *path) {
   unlink(side);
   snprintf(side, sizeof side, "%s-shm", path);
   unlink(side);
+  snprintf(side, sizeof side, "%s-turn", path);
+  unlink(side);
   free(path);
 }
 

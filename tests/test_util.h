@@ -20,8 +20,8 @@
   } while (0)
 
 /* A fresh database file path under SC_TEST_TMPDIR (or /tmp), unique per
- * call; the caller frees it with tu_remove_db (which also removes -wal and
- * -shm). */
+ * call; the caller frees it with tu_remove_db (which also removes -wal,
+ * -shm and -turn). */
 char *tu_db_path(const char *tag);
 void tu_remove_db(char *path);
 

@@ -250,6 +250,8 @@ static void remove_db(const char *path) {
   unlink(side);
   snprintf(side, sizeof side, "%s-shm", path);
   unlink(side);
+  snprintf(side, sizeof side, "%s-turn", path);
+  unlink(side);
 }
 
 static void remove_files(void) {

@@ -445,14 +445,19 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
 
     The library's tables are all prefixed ``sc_``, so the file may be shared
     with your application's own tables. Options left at 0 take the
-    library's defaults.
+    library's defaults. Several processes may open the same file (for
+    example gunicorn workers: open it in each worker after the fork); their
+    writers take turns through a small ``<path>-turn`` file beside it. A
+    file on a network file system (NFS, SMB/CIFS, ...) is refused with
+    IOFailure.
 
     Args:
         path: the file (":memory:" is refused).
         durability: "full" (every acknowledged write survives power loss)
             or "normal" (survives a process crash).
         batch_max: operations per commit; 1 disables group commit.
-        busy_timeout_ms: wait for another process's write lock before Busy.
+        busy_timeout_ms: wait for another process's write lock (or turn)
+            before Busy.
         queue_max: operations waiting for the writer before callers block.
         read_pool_max: idle read connections kept.
         default_order_ttl_ms: time to pay when checkout's ttl_ms is 0.

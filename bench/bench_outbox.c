@@ -252,16 +252,9 @@ static void bench_sustained(const char *variant, int durability, int threads,
   run_close(&r, "outbox-sus");
 }
 
-static long long arg_events(int argc, char **argv, long long dflt) {
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], "--events") == 0) return atoll(argv[i + 1]);
-  }
-  return dflt;
-}
-
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 2.0);
-  long long events = arg_events(argc, argv, 200000);
+  long long events = bu_arg_events(argc, argv, 200000);
   bu_print_header("outbox: commit to handler latency (p50/p99 in ms)");
   bench_latency("paced_full", SC_DURABILITY_FULL, 1, 1000, seconds);
   bench_latency("paced_normal", SC_DURABILITY_NORMAL, 1, 1000, seconds);

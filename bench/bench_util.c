@@ -276,6 +276,12 @@ int bu_arg_flag(int argc, char **argv, const char *flag) {
   return 0;
 }
 
+long long bu_arg_events(int argc, char **argv, long long dflt) {
+  const char *v = arg_value(argc, argv, "--events");
+  long long n = v ? atoll(v) : dflt;
+  return n > 0 ? n : dflt;
+}
+
 double bu_arg_seconds(int argc, char **argv, double dflt) {
   const char *v = arg_value(argc, argv, "--seconds");
   double s = v ? atof(v) : dflt;

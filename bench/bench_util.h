@@ -63,7 +63,9 @@ bu_cpu bu_cpu_now(void);
  * operations completed since `before`. Needs sc_metrics reset at `before`. */
 void bu_print_writer(sc_db *db, const bu_cpu *before, int64_t ops);
 
-/* Parses "--seconds X" and "--threads a,b,c" from argv (defaults given). */
+/* Parses "--seconds X", "--events N" and "--threads a,b,c" from argv
+ * (defaults given; a value that is not positive takes the default). */
+long long bu_arg_events(int argc, char **argv, long long dflt);
 double bu_arg_seconds(int argc, char **argv, double dflt);
 int bu_arg_threads(int argc, char **argv, int *out, int max, const int *dflt,
                    int n_dflt);

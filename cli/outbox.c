@@ -1,8 +1,9 @@
 /* shopcore outbox: the transactional outbox from an operator's side: how
- * many events wait, which are dead (failed every delivery), and requeueing
- * them once the consumer is fixed. */
+ * many events wait, which are dead (failed every delivery), requeueing
+ * them once the consumer is fixed, and purging delivered ones. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -95,6 +96,57 @@ static int outbox_requeue(int argc, char **argv) {
   return rc;
 }
 
+/* --before: milliseconds since the epoch, or an age with a unit (500ms,
+ * 30s, 15m, 12h, 7d) counted back from now. */
+static int purge_cutoff(const char *cmd, const char *text, int64_t *out) {
+  static const struct {
+    const char *unit;
+    int64_t ms;
+  } UNITS[] = {
+      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000LL}};
+  size_t len = strlen(text);
+  for (size_t u = 0; u < sizeof UNITS / sizeof *UNITS; u++) {
+    size_t ul = strlen(UNITS[u].unit);
+    if (len <= ul || strcmp(text + len - ul, UNITS[u].unit) != 0) continue;
+    char num[32];
+    if (len - ul >= sizeof num) break;
+    memcpy(num, text, len - ul);
+    num[len - ul] = '\0';
+    int64_t n;
+    int rc = cli_int64(cmd, "--before", num, 0, INT64_MAX / UNITS[u].ms, &n);
+    if (rc != CLI_OK) return rc;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    *out = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - n * UNITS[u].ms;
+    return CLI_OK;
+  }
+  return cli_int64(cmd, "--before", text, 0, INT64_MAX, out);
+}
+
+static int outbox_purge(int argc, char **argv) {
+  static const cli_spec SPEC = {.cmd = "outbox purge",
+                                .usage = "--before MS|AGE [--db PATH]",
+                                .opts = {"before"}};
+  cli_cmd c;
+  int rc = cli_cmd_parse(&c, &SPEC, argc, argv);
+  if (rc != CLI_OK) return CLI_DONE(rc);
+  const char *before = cli_get(c.opts, c.n_opts, "before");
+  if (before == NULL) {
+    return cli_usage(c.cmd,
+                     "give --before: ms since the epoch, or an age such as "
+                     "7d, 12h, 30m, 45s, 500ms");
+  }
+  int64_t cutoff = 0;
+  rc = purge_cutoff(c.cmd, before, &cutoff);
+  if (rc == CLI_OK) rc = cli_cmd_open(&c);
+  if (rc != CLI_OK) return rc;
+  int64_t purged = 0;
+  int src = sc_outbox_purge(c.db, cutoff, &purged);
+  printf("purged %lld delivered event(s) acked before %lld ms\n",
+         (long long)purged, (long long)cutoff);
+  return cli_cmd_end(&c, src);
+}
+
 int cmd_outbox(int argc, char **argv) {
   static const cli_sub SUBS[] = {
       {"list", outbox_list, "[--db PATH]", "counts pending and dead events"},
@@ -102,7 +154,9 @@ int cmd_outbox(int argc, char **argv) {
        "lists dead events with their last error"},
       {"requeue", outbox_requeue, "ID | --all [--db PATH]",
        "makes dead events pending again"},
+      {"purge", outbox_purge, "--before MS|AGE [--db PATH]",
+       "removes delivered events acked before then"},
   };
-  return cli_dispatch("outbox", "shopcore outbox: event delivery", SUBS, 3,
+  return cli_dispatch("outbox", "shopcore outbox: event delivery", SUBS, 4,
                       argc, argv);
 }

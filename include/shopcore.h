@@ -54,31 +54,47 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
 /* ------------------------------------------------------------------------ */
 
 /* One list generates the enum, sc_err_name() and sc_strerror(). */
-#define SC_STATUS_MAP(XX)                              \
-  XX(OK, "not an error")                               \
-  XX(ERROR, "internal error")                          \
-  XX(MISUSE, "library used incorrectly")               \
-  XX(INVALID, "invalid argument")                      \
-  XX(NOMEM, "out of memory")                           \
-  XX(IOERR, "I/O error")                               \
-  XX(CORRUPT, "database is corrupt or not a database") \
-  XX(BUSY, "database is busy")                         \
-  XX(CLOSED, "database is closed")                     \
-  XX(CANCELED, "operation canceled")                   \
-  XX(NOT_FOUND, "not found")                           \
-  XX(EXISTS, "already exists")                         \
-  XX(SOLD_OUT, "sold out")                             \
-  XX(LIMIT_REACHED, "per-user limit reached")          \
-  XX(PAUSED, "paused")                                 \
-  XX(NOT_ACTIVE, "not active")                         \
-  XX(OUT_OF_STOCK, "out of stock")                     \
-  XX(INSUFFICIENT_BALANCE, "insufficient balance")     \
-  XX(COUPON_UNAVAILABLE, "coupon unavailable")         \
-  XX(EXPIRED, "expired")                               \
-  XX(INVALID_STATE, "invalid state")                   \
-  XX(CONFLICT, "version conflict")                     \
-  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request")
+#define SC_STATUS_MAP(XX)                                                     \
+  XX(OK, "not an error")                                                      \
+  XX(ERROR, "internal error")                                                 \
+  XX(MISUSE, "library used incorrectly")                                      \
+  XX(INVALID, "invalid argument")                                             \
+  XX(NOMEM, "out of memory")                                                  \
+  XX(IOERR, "I/O error")                                                      \
+  XX(CORRUPT, "database is corrupt or not a database")                        \
+  XX(BUSY, "database is busy")                                                \
+  XX(CLOSED, "database is closed")                                            \
+  XX(CANCELED, "operation canceled")                                          \
+  XX(NOT_FOUND, "not found")                                                  \
+  XX(EXISTS, "already exists")                                                \
+  XX(SOLD_OUT, "sold out")                                                    \
+  XX(LIMIT_REACHED, "per-user limit reached")                                 \
+  XX(PAUSED, "paused")                                                        \
+  XX(NOT_ACTIVE, "not active")                                                \
+  XX(OUT_OF_STOCK, "out of stock")                                            \
+  XX(INSUFFICIENT_BALANCE, "insufficient balance")                            \
+  XX(COUPON_UNAVAILABLE, "coupon unavailable")                                \
+  XX(EXPIRED, "expired")                                                      \
+  XX(INVALID_STATE, "invalid state")                                          \
+  XX(CONFLICT, "version conflict")                                            \
+  XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request") \
+  XX(AMBIGUOUS, "outcome unknown: the commit may or may not have happened")
 
+/* What a failed write means. A write operation that fails with any status
+ * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash
+ * (sc_orders_expire_due keeps the batches it committed before a failure).
+ *
+ * SC_AMBIGUOUS: the commit that held the operation failed in a way that
+ * leaves its durability unknown (the fsync of the write-ahead log failed, or
+ * the commit failed after its commit record may have reached the file). The
+ * operation may or may not be there, now or after the next open; every
+ * operation of that commit gets SC_AMBIGUOUS, refusals included (a refusal
+ * may have rested on an earlier operation of the same commit). What to do:
+ * retrying is safe with an idempotency key (a replay returns the first
+ * result); without one, read first to learn whether it happened. After a
+ * failed fsync the handle refuses every later write with SC_AMBIGUOUS (a
+ * retried fsync can report success while the data is gone) until it is
+ * closed and reopened; reads go on. */
 typedef enum {
 #define SC__STATUS_ENUM(name, text) SC_##name,
   SC_STATUS_MAP(SC__STATUS_ENUM)
@@ -128,6 +144,10 @@ enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
 
 typedef struct sc_alert sc_alert; /* declared with the metrics, below */
 
+/* Every numeric option takes 0 for the library default. A value outside the
+ * range its comment states (a negative count, size or time; an error rate
+ * above 1 or NaN; a queue-depth alert past queue_max; queue_max past 2^24)
+ * makes sc_open fail with SC_INVALID and a message naming the option. */
 typedef struct sc_options {
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
@@ -147,7 +167,7 @@ typedef struct sc_options {
   void *clock_ud;
   /** Operations waiting for the writer at most; a full queue makes callers
    * wait (back-pressure) up to busy_timeout_ms, then SC_BUSY. 0 = library
-   * default (4096). */
+   * default (4096); at most 2^24. */
   int queue_max;
   /** Idle read connections kept open; 0 = library default (64). */
   int read_pool_max;
@@ -160,6 +180,10 @@ typedef struct sc_options {
   int64_t outbox_retry_base_ms;
   /** Cap of the retry delay; 0 = 60,000 ms. */
   int64_t outbox_retry_max_ms;
+  /** Retention of delivered outbox events: a running worker purges those
+   * acked longer ago than this (db clock), in small batches while idle
+   * (see sc_outbox_purge). 0 = 7 days; negative is refused (SC_INVALID). */
+  int64_t outbox_retention_ms;
   /* ---- alerts (see sc_alert below) ---- */
   /** Called when an alert threshold is crossed and again when it recovers;
    * NULL = no callback (the state is still in sc_metrics). It runs on one of
@@ -175,10 +199,11 @@ typedef struct sc_options {
   int64_t alert_p95_ms;
   /** Share (0..1) of operations that failed with an error (not an expected
    * outcome: see sc_status_outcome) over the window above which
-   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off. */
+   * SC_ALERT_ERROR_RATE fires; 0 = 0.05; negative = off; above 1 (or NaN)
+   * is SC_INVALID. */
   double alert_error_rate;
-  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires; 0 = 80% of
-   * queue_max; negative = off. */
+  /** Queue depth at or above which SC_ALERT_QUEUE_DEPTH fires, at most
+   * queue_max; 0 = 80% of queue_max; negative = off. */
   int alert_queue_depth;
   /** The sliding window, by the db's clock; 0 = 10,000 ms. */
   int64_t alert_window_ms;
@@ -195,6 +220,8 @@ SC_API void sc_options_init(sc_options *opts);
  * Opens (creating if needed) the database at path, creates or migrates the
  * library's tables (all prefixed sc_, tracked in sc_meta, so the file may be
  * shared with a host application's own tables), and starts the writer thread.
+ * Ids of every table are never reused, even after rows are deleted
+ * (AUTOINCREMENT: SQLite's sqlite_sequence table appears in the file).
  * @param[in] path  file name; ":memory:" is refused (the writer and readers
  *                  need one shared file).
  * @param[in] opts  NULL for defaults.
@@ -204,7 +231,8 @@ SC_API void sc_options_init(sc_options *opts);
  * (created with the database file's mode, like SQLite's "-shm"; every
  * process writing the database needs read-write access to it; it may be
  * deleted while no process has the database open).
- * @return SC_OK, SC_INVALID (bad option or path), SC_MISUSE (NULL out),
+ * @return SC_OK, SC_INVALID (an option out of range, named in sc_errmsg;
+ *   a bad path), SC_MISUSE (NULL out),
  *   SC_IOERR (cannot open; or the file is on a network file system, NFS,
  *   SMB/CIFS and the like, where processes on different machines could
  *   share neither the write turn nor SQLite's WAL index), SC_CORRUPT (not a
@@ -216,10 +244,13 @@ SC_API void sc_options_init(sc_options *opts);
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
 
 /**
- * Closes the handle: operations already queued are committed and completed,
- * later calls get SC_CLOSED, the writer thread and every other thread the
- * library started for this handle are joined, and the memory is freed. The
- * handle must not be used again once sc_close returns. NULL is a no-op.
+ * Closes the handle: calls in progress finish first (operations already
+ * queued are committed and completed), the writer thread and every other
+ * thread the library started for this handle are joined, and the memory is
+ * freed. Calls racing a close (made from other threads while sc_close runs)
+ * get SC_CLOSED; calls after it returns are undefined, like using freed
+ * memory: the handle is gone, and the host must make sure no thread uses it
+ * then (as with sqlite3_close). NULL is a no-op.
  * Stop workers (sc_worker_stop*) before closing: with a worker still
  * running, sc_close returns SC_MISUSE and the handle stays open and usable.
  * Otherwise returns SC_OK, or the error of the final checkpoint (the handle
@@ -231,7 +262,18 @@ SC_API int sc_close(sc_db *db);
 /* Catalog and accounts                                                      */
 /* ------------------------------------------------------------------------ */
 
-/** Creates a product. price >= 0, stock >= 0, name non-empty.
+/* Input limits. Past one, a call returns SC_INVALID with a message that
+ * names the limit, and stores nothing. They bound what one call may make
+ * the writer (and every caller queued behind it) do. */
+/** The longest product or policy name, in bytes (UTF-8, without the NUL). */
+#define SC_NAME_MAX 255
+/** The longest idempotency key, in bytes (without the NUL). */
+#define SC_KEY_MAX 255
+/** The most lines one checkout may have. */
+#define SC_CHECKOUT_LINES_MAX 1000
+
+/** Creates a product. price >= 0, stock >= 0, name non-empty and at most
+ * SC_NAME_MAX bytes.
  * @return SC_OK, SC_INVALID, SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. */
 SC_API int sc_product_create(sc_db *db, const char *name, int64_t price,
                              int64_t stock, sc_id *out);
@@ -252,7 +294,8 @@ SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
 /** Credits amount (> 0) to user's account, creating it on first use. A
  * replay with the same idempotency_key and amount returns SC_OK and changes
  * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
- * not idempotent. @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
+ * not idempotent; a key is non-empty and at most SC_KEY_MAX bytes.
+ * @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
 SC_API int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
                               const char *idempotency_key);
 
@@ -269,7 +312,7 @@ SC_API int sc_account_get(sc_db *db, sc_id user, sc_account *out);
 /* ------------------------------------------------------------------------ */
 
 typedef struct sc_coupon_policy_spec {
-  const char *name;         /* non-empty */
+  const char *name;         /* non-empty, at most SC_NAME_MAX bytes */
   int64_t max_count;        /* > 0: never more coupons than this */
   int32_t per_user_limit;   /* 0 = 1; negative is SC_INVALID */
   int64_t discount_amount;  /* fixed discount, or */
@@ -316,11 +359,12 @@ typedef struct sc_line {
 typedef struct sc_checkout_req {
   sc_id user;
   const sc_line *lines;
-  size_t n_lines;              /* > 0; each product at most once */
+  size_t n_lines;              /* 1..SC_CHECKOUT_LINES_MAX; each product
+                                  at most once */
   sc_id coupon;                /* 0 = none */
   int64_t ttl_ms;              /* 0 = options' default_order_ttl_ms */
   const char *idempotency_key; /* NULL = none; a replay returns the first
-                                  order id */
+                                  order id; at most SC_KEY_MAX bytes */
   /** NULL = no check; else one expected stock version per line: a product
    * whose version differs makes the checkout fail with SC_CONFLICT. */
   const int64_t *expected_versions;
@@ -335,10 +379,11 @@ typedef struct sc_checkout_req {
  * @param[out] order_out  the order's id; must not be NULL.
  * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
  *   SC_COUPON_UNAVAILABLE (another user's, held, used, or its policy not
- *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines, qty <= 0, a
- *   product twice, ttl_ms < 0, an overflowing total or deadline, an empty
- *   key, an expected version < 0), SC_NOT_FOUND (product, user account or
- *   coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
+ *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines or more than
+ *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
+ *   overflowing total or deadline, an empty key or one longer than
+ *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user
+ *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM, SC_CLOSED. */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
@@ -366,6 +411,10 @@ SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
 /** Expires every PENDING order with expires_at_ms <= now (the db's clock,
  * read once at the call), releasing stock, hold and coupon, in as many
  * internal batches (write operations of a few hundred orders) as needed.
+ * An order that cannot be released (a damaged row: a hold or a reservation
+ * edited by hand) does not stop the others: it is left PENDING and
+ * untouched, counted in sc_metrics.expire_skipped, and named by sc_verify;
+ * the call still returns SC_OK.
  * @param[out] expired_out  how many were expired; may be NULL.
  * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_CLOSED, or an I/O error; after a
  *   failure the batches committed before it stay expired and *expired_out
@@ -377,7 +426,8 @@ SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
 /* ------------------------------------------------------------------------ */
 
 /** Checks every invariant of the design (counts, holds, ledgers, events,
- * integrity_check) on one snapshot. @param[out] report_out may be NULL; else
+ * integrity_check, PENDING orders that could not be released, as expiry
+ * skips them) on one snapshot. @param[out] report_out may be NULL; else
  * a NUL-terminated report (one line per finding, "ok" when none), freed with
  * sc_free. @return SC_OK when all hold, SC_CORRUPT when one does not. */
 SC_API int sc_verify(sc_db *db, char **report_out);
@@ -398,12 +448,16 @@ enum {
 };
 
 typedef struct sc_event {
-  sc_id id;           /* unique; the consumer's deduplication key */
+  sc_id id;           /* unique, never reused; the consumer's
+                         deduplication key */
   int type;           /* SC_EVENT_* */
   sc_id aggregate_id; /* the order, coupon, account (user) or policy */
-  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps */
+  int64_t seq;        /* 1, 2, 3 ... per aggregate, no gaps (delivered ones
+                         may be purged: sc_outbox_purge) */
   int64_t created_at_ms;
   int attempts;        /* deliveries before this one */
+  int64_t claim;       /* this delivery's fencing token, > 0 (new on every
+                          claim); pass it to sc_outbox_ack / sc_outbox_nack */
   const void *payload; /* the msgpack map; see sc_event_decode() */
   size_t payload_len;
 } sc_event;
@@ -429,21 +483,36 @@ SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
                            sc_event **events_out, int *n_out);
 /** Frees what sc_outbox_claim returned. NULL is a no-op. */
 SC_API void sc_events_free(sc_event *events, int n);
-/** Marks an event delivered: the next event of its aggregate becomes
- * deliverable. Acking a delivered event changes nothing; acking a dead one
- * (a late success) makes it delivered. @return SC_OK, SC_NOT_FOUND. Any
- * thread. */
-SC_API int sc_outbox_ack(sc_db *db, sc_id event_id);
+/* Settling a delivery (ack or nack) is fenced by its claim token
+ * (sc_event.claim): each claim of an event gets a new token, and only the
+ * latest claim's token settles it. A token that is not the event's latest
+ * claim (its lease ran out and someone claimed it again), or any token for
+ * an event never claimed, gets SC_CONFLICT and changes nothing: a consumer
+ * whose lease ran out cannot undo or finish the work of the one that holds
+ * the event now. */
+/** Marks a delivery done: the event is delivered, and the next event of its
+ * aggregate becomes deliverable. With the latest claim's token: acking again
+ * is SC_OK and changes nothing; a late ack (the lease ran out and nobody
+ * claimed it since, even if it went dead meanwhile) makes it delivered.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim);
 /** A failed delivery: retried later (backoff with jitter), or dead after
- * outbox_max_attempts. reason may be NULL (truncated to 500 bytes, it is
- * kept as the event's last_error). attempts grows by one; once it reaches
- * sc_options.outbox_max_attempts the event is dead (listed by
- * sc_outbox_dead_list, holding back its aggregate); before that it is
- * deliverable again after outbox_retry_base_ms x 2^(attempts - 1), capped at
- * outbox_retry_max_ms, each delay spread by +-20% at random (db clock).
- * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (delivered or dead). Any
- * thread. */
-SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason);
+ * outbox_max_attempts. reason may be NULL; it is kept as the event's
+ * last_error, truncated to 500 bytes (at a UTF-8 character boundary).
+ * attempts grows by one; once it reaches sc_options.outbox_max_attempts the
+ * event is dead (listed by sc_outbox_dead_list, holding back its aggregate);
+ * before that it is deliverable again after outbox_retry_base_ms x
+ * 2^(attempts - 1), capped at outbox_retry_max_ms, each delay spread by
+ * +-20% at random (db clock). A delivery is settled once: a second nack with
+ * the same token, or a nack after an ack, is SC_INVALID_STATE.
+ * @param[in] claim  the delivery's sc_event.claim.
+ * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
+ *   claimed), SC_INVALID_STATE (delivered, dead, or this claim already
+ *   nacked), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, int64_t claim,
+                          const char *reason);
 
 /* ------------------------------------------------------------------------ */
 /* The worker                                                                */
@@ -474,8 +543,12 @@ typedef struct sc_worker sc_worker;
  * not is dead at once and never reaches the handler). Events of one aggregate
  * come in sequence order, each once every earlier one is acked; delivery is at
  * least once, so deduplicate by ev->id. A retry follows the nack rules of
- * sc_outbox_nack. The handler may call sc_worker_stop (the rest of the
- * batch is then released, undelivered) but not sc_worker_stop_thread. */
+ * sc_outbox_nack. The worker settles each delivery with its claim token
+ * (see sc_outbox_ack), and never calls the handler for an event whose lease
+ * (lease_ms from the claim, db clock) has run out while earlier handlers of
+ * its batch ran: that event is released, undelivered, for the next claim.
+ * The handler may call sc_worker_stop (the rest of the batch is then
+ * released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
@@ -582,7 +655,13 @@ typedef struct sc_metrics {
   sc_quantiles commit_ms;                /* one batch, BEGIN to COMMIT */
   int queue_depth;                       /* operations waiting now */
   int queue_max;
-  int alerts_firing; /* bit (1 << SC_ALERT_*) per alert */
+  int alerts_firing;      /* bit (1 << SC_ALERT_*) per alert */
+  uint64_t events_purged; /* delivered events removed by sc_outbox_purge
+                             and the worker's retention */
+  /** Due orders expiry had to leave PENDING, counted each time one is
+   * skipped: a damaged row (a hand-edited hold or stock) whose release
+   * fails. The other orders expire all the same; sc_verify names it. */
+  uint64_t expire_skipped;
 } sc_metrics;
 
 /**
@@ -597,8 +676,10 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * The metrics in the Prometheus text exposition format (version 0.0.4):
  * shopcore_operations_total{op,status,outcome} counters, latency summaries
  * shopcore_operation_duration_seconds{op,quantile} with _sum and _count and
- * a _max gauge, batch size and commit summaries, the queue depth gauge and
- * one shopcore_alert_firing{alert} gauge per alert.
+ * a _max gauge, batch size and commit summaries, the queue depth gauge,
+ * the shopcore_outbox_events_purged_total and
+ * shopcore_orders_expire_skipped_total counters and one
+ * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
  * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
  */
@@ -679,7 +760,8 @@ SC_API const char *sc_event_type_name(int type);
 
 /** A dead event: it failed outbox_max_attempts deliveries. */
 typedef struct sc_dead_event {
-  sc_event event;         /* attempts: the failed deliveries */
+  sc_event event;         /* attempts: the failed deliveries; claim: 0 (a
+                             listing is no delivery) */
   const char *last_error; /* the last nack's reason; "" if none */
 } sc_dead_event;
 /**
@@ -707,6 +789,26 @@ typedef struct sc_outbox_stats {
   int64_t dead;
   int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
 } sc_outbox_stats;
+/**
+ * Removes delivered events acked before delivered_before_ms (db clock), so
+ * that the outbox does not grow forever. A time past now means now (what
+ * is acked while it runs is left for the next purge). Pending (leased or not) and dead
+ * events are never removed, nor is the newest event of all (ids are never
+ * reused). It works in batches of at most 500 events, each one writer
+ * operation of a few milliseconds committed on its own, so other writes go
+ * on between them; it returns once a batch finds fewer. An aggregate's
+ * sequence goes on from its last number after a purge (the number is kept
+ * apart), and sc_verify checks the events kept, from the oldest kept of an
+ * aggregate to its last number. A running worker does the same on its own
+ * for sc_options.outbox_retention_ms.
+ * @param[out] purged_out  events removed, also those of the batches
+ *   committed before a failure; may be NULL.
+ * @return SC_OK, SC_MISUSE (NULL db), SC_CLOSED, SC_BUSY, SC_IOERR,
+ *   SC_NOMEM: the batches committed before it stay purged. Any thread.
+ */
+SC_API int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
+                           int64_t *purged_out);
+
 /** Counts the outbox's events (a read, on one snapshot).
  * @return SC_OK, SC_MISUSE. Any thread. */
 SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
@@ -776,7 +878,8 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
 /**
  * The seeds' recovery steps, for a database written by something else or
  * imported: removes the lines of orders that no longer exist; releases
- * coupons held by orders that no longer exist or are closed; revokes
+ * coupons held by orders that no longer exist or are closed (a used coupon
+ * stays used, even when its order is gone: it was paid with); revokes
  * (deletes) the newest unused coupons issued past a policy's max_count or a
  * user's per_user_limit; recomputes every counter from the rows
  * (issued_count, reserved, balance from the ledger, held from PENDING

@@ -109,9 +109,9 @@ int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
     return sc__fail(SC_INVALID, "%s: amount %lld must be > 0", fn,
                     (long long)amount);
   }
-  if (idempotency_key != NULL && idempotency_key[0] == '\0') {
-    return sc__fail(SC_INVALID, "%s: the idempotency key is empty", fn);
-  }
+  int rc = sc__check_text(fn, "the idempotency key", idempotency_key,
+                          SC_KEY_MAX, true);
+  if (rc != SC_OK) return rc;
   deposit_op op = {.base = {.run = deposit_run, .kind = SC__OP_DEPOSIT},
                    .user = user,
                    .amount = amount,

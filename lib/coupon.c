@@ -41,9 +41,8 @@ typedef struct policy_create_op {
 
 static int check_spec(const sc_coupon_policy_spec *s) {
   const char *fn = "sc_coupon_policy_create";
-  if (s->name == NULL || s->name[0] == '\0') {
-    return sc__fail(SC_INVALID, "%s: name is NULL or empty", fn);
-  }
+  int rc = sc__check_text(fn, "name", s->name, SC_NAME_MAX, false);
+  if (rc != SC_OK) return rc;
   if (s->max_count <= 0) {
     return sc__fail(SC_INVALID, "%s: max_count %lld must be > 0", fn,
                     (long long)s->max_count);

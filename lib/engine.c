@@ -5,6 +5,7 @@
  * failure is rolled back and replayed with a SAVEPOINT per operation. */
 #include <errno.h>
 #include <sched.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -18,11 +19,13 @@
 #define WRITER_SPIN_NS 50000
 #define DEFAULT_BUSY_TIMEOUT_MS 30000
 #define DEFAULT_QUEUE_MAX 4096
+#define QUEUE_MAX_MAX (1 << 24)
 #define DEFAULT_READ_POOL_MAX 64
 #define DEFAULT_ORDER_TTL_MS (15 * 60 * 1000)
 #define DEFAULT_OUTBOX_MAX_ATTEMPTS 10
 #define DEFAULT_OUTBOX_RETRY_BASE_MS 100
 #define DEFAULT_OUTBOX_RETRY_MAX_MS 60000
+#define DEFAULT_OUTBOX_RETENTION_MS (7LL * 24 * 3600 * 1000)
 
 static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
 static const char SQL_COMMIT[] = "COMMIT";
@@ -37,23 +40,76 @@ void sc_options_init(sc_options *opts) {
   opts->durability = SC_DURABILITY_FULL;
 }
 
-/* Fills the zero fields with defaults and checks the others. */
+/* Refuses an option outside lo..hi, naming it. */
+static int option_in(const char *name, int64_t v, int64_t lo, int64_t hi,
+                     const char *why) {
+  if (v >= lo && v <= hi) return SC_OK;
+  if (hi == INT64_MAX) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option %s is %lld; it must be >= %lld%s", name,
+                    (long long)v, (long long)lo, why);
+  }
+  return sc__fail(SC_INVALID,
+                  "sc_open: option %s is %lld; it must be in %lld..%lld%s",
+                  name, (long long)v, (long long)lo, (long long)hi, why);
+}
+
+/* Checks every numeric option (0 means the default for all of them). */
+static int options_check(const sc_options *o) {
+  if (o->durability != SC_DURABILITY_FULL &&
+      o->durability != SC_DURABILITY_NORMAL) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option durability is %d; it must be "
+                    "SC_DURABILITY_FULL or SC_DURABILITY_NORMAL",
+                    o->durability);
+  }
+  /* queue_max bounds memory, and 80% of it is computed in an int. */
+  const struct {
+    const char *name;
+    int64_t v, lo, hi;
+    const char *why;
+  } range[] = {
+      {"batch_max", o->batch_max, 0, INT_MAX, ""},
+      {"busy_timeout_ms", o->busy_timeout_ms, 0, INT_MAX, ""},
+      {"queue_max", o->queue_max, 0, QUEUE_MAX_MAX, ""},
+      {"read_pool_max", o->read_pool_max, 0, INT_MAX, ""},
+      {"default_order_ttl_ms", o->default_order_ttl_ms, 0, INT64_MAX, ""},
+      {"outbox_max_attempts", o->outbox_max_attempts, 0, INT_MAX, ""},
+      {"outbox_retry_base_ms", o->outbox_retry_base_ms, 0, INT64_MAX, ""},
+      {"outbox_retry_max_ms", o->outbox_retry_max_ms, 0, INT64_MAX, ""},
+      {"outbox_retention_ms", o->outbox_retention_ms, 0, INT64_MAX, ""},
+      {"alert_window_ms", o->alert_window_ms, 0, INT64_MAX, ""},
+      {"alert_min_samples", o->alert_min_samples, 0, INT_MAX, ""},
+      {"alert_queue_depth", o->alert_queue_depth, INT_MIN,
+       o->queue_max ? o->queue_max : DEFAULT_QUEUE_MAX,
+       " (at most queue_max: the queue never holds more; negative = off)"},
+  };
+  for (size_t i = 0; i < sizeof range / sizeof *range; i++) {
+    int rc = option_in(range[i].name, range[i].v, range[i].lo, range[i].hi,
+                       range[i].why);
+    if (rc != SC_OK) return rc;
+  }
+  /* A share; negative turns the alert off. NaN is neither. */
+  if (!(o->alert_error_rate <= 1.0)) {
+    return sc__fail(SC_INVALID,
+                    "sc_open: option alert_error_rate is %g; it must be a "
+                    "share, at most 1 (0 = default, negative = off)",
+                    o->alert_error_rate);
+  }
+  return SC_OK;
+}
+
+/* Checks the options, then fills the zero fields with defaults. */
 static int options_resolve(const sc_options *in, sc_options *o) {
   if (in == NULL) {
     sc_options_init(o);
   } else {
     *o = *in;
   }
-  if (o->durability != SC_DURABILITY_FULL &&
-      o->durability != SC_DURABILITY_NORMAL) {
-    return sc__fail(SC_INVALID, "durability %d is neither FULL nor NORMAL",
-                    o->durability);
-  }
-  if (o->batch_max < 0 || o->busy_timeout_ms < 0 || o->queue_max < 0 ||
-      o->read_pool_max < 0 || o->default_order_ttl_ms < 0 ||
-      o->outbox_max_attempts < 0 || o->outbox_retry_base_ms < 0 ||
-      o->outbox_retry_max_ms < 0) {
-    return sc__fail(SC_INVALID, "negative option");
+  int rc = options_check(o);
+  if (rc != SC_OK) return rc;
+  if (o->outbox_retention_ms == 0) {
+    o->outbox_retention_ms = DEFAULT_OUTBOX_RETENTION_MS;
   }
   if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
   if (o->busy_timeout_ms == 0) o->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
@@ -267,16 +323,81 @@ static int run_in_savepoint(sc_db *db, sc__op *op) {
   return sqlite3_get_autocommit(w->h) ? SC_IOERR : SC_OK;
 }
 
-/* Every operation of a batch whose transaction failed fails with it, except
- * those that had already failed on their own: none was acknowledged, so none
- * is lost. */
-static void fail_uncommitted(sc__op *batch, int status, const char *why) {
+/* ---- a batch that did not commit ---------------------------------------
+ * The one place that decides what the operations of a failed batch hear.
+ * Every operation of the batch gets the batch's status, refusals included:
+ * a refusal may have rested on an earlier operation of the batch, which did
+ * not commit (or, for SC_AMBIGUOUS, may or may not have). The operation
+ * whose own failure lost the transaction (culprit) keeps its message. */
+
+static void fail_batch(sc__op *batch, const sc__op *culprit, int status,
+                       const char *why) {
   for (sc__op *op = batch; op != NULL; op = op->next) {
-    if (op->status == SC_OK) {
+    if (op == culprit && op->status == status) continue;
+    if (status == SC_AMBIGUOUS) {
+      sc__op_fail(op, status, "%s", why);
+    } else {
       sc__op_fail(op, status, "%s (the operation was not committed)", why);
-      op->status = status;
     }
+    op->status = status;
   }
+}
+
+/* Whether a COMMIT that failed with rc may have made its batch durable all
+ * the same. In WAL mode SQLite commits by appending the batch's pages to the
+ * log, the commit record last (in the last frame's header, with a checksum
+ * over the frame), then syncing the log, then updating the shared index.
+ * - BUSY, or any failure that leaves the transaction open: nothing was
+ *   appended as committed; SQLite keeps the transaction for a retry.
+ * - A write refused (I/O error or disk full): the frame being written is
+ *   not whole, and the commit record is in the last frame, so recovery never
+ *   takes the batch; unless the log pads commits to a sector with copies of
+ *   the commit frame, written after it.
+ * - Anything else (a failed sync, a failure updating the index, out of
+ *   memory there) may come after the commit record reached the file: a
+ *   crash before the next commit would bring the batch back. */
+static bool commit_may_be_durable(const sc_db *db, int rc, bool still_open) {
+  if (still_open) return false;
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return false;
+    case SQLITE_FULL:
+      return db->wal_padded;
+    default:
+      break;
+  }
+  if (rc == SQLITE_IOERR_WRITE) return db->wal_padded;
+  return true;
+}
+
+static bool sync_failed(int rc) {
+  return rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_DIR_FSYNC;
+}
+
+/* A COMMIT failed with rc: rolls back what is left and fails the batch,
+ * with SC_AMBIGUOUS when it may be durable all the same. After a failed
+ * sync the handle is poisoned: the kernel may have dropped the pages it
+ * could not write and a later fsync would succeed without them (PostgreSQL
+ * learned this in 2018), so nothing is written through this handle again. */
+static void commit_failed(sc_db *db, sc__op *batch, int rc) {
+  sc__conn *w = db->wconn;
+  char why[SC__ERRMSG_MAX];
+  bool still_open = !sqlite3_get_autocommit(w->h);
+  bool ambiguous = commit_may_be_durable(db, rc, still_open);
+  if (ambiguous && sync_failed(rc)) db->poisoned = true;
+  if (ambiguous) {
+    snprintf(why, sizeof why,
+             "commit: %s: the outcome is unknown (it may or may not be "
+             "durable); retry with the same idempotency key, or read first%s",
+             sqlite3_errmsg(w->h),
+             db->poisoned ? "; this handle refuses writes until reopened" : "");
+  } else {
+    snprintf(why, sizeof why, "commit: %s", sqlite3_errmsg(w->h));
+  }
+  if (still_open) sc__exec(w, SQL_ROLLBACK);
+  fail_batch(batch, NULL, ambiguous ? SC_AMBIGUOUS : sc__status_from_sqlite(rc),
+             why);
 }
 
 /* ---- the fast path and its replay ---------------------------------------
@@ -301,6 +422,7 @@ static bool clean_refusal(sc__conn *w, int status, int64_t changes_before) {
     case SC_CORRUPT:
     case SC_BUSY:
     case SC_MISUSE:
+    case SC_AMBIGUOUS:
       return false;
     default:
       return sqlite3_total_changes64(w->h) == changes_before &&
@@ -343,7 +465,7 @@ static bool begin(sc_db *db, sc__op *batch, const char *what) {
   if (rc == SQLITE_OK) return true;
   char why[SC__ERRMSG_MAX];
   snprintf(why, sizeof why, "%s: %s", what, sqlite3_errmsg(w->h));
-  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  fail_batch(batch, NULL, sc__status_from_sqlite(rc), why);
   return false;
 }
 
@@ -380,7 +502,6 @@ static bool run_slow(sc_db *db, sc__op *batch) {
 /* Runs the batch in one transaction; returns true if it committed. */
 static bool commit_batch(sc_db *db, sc__op *batch) {
   sc__conn *w = db->wconn;
-  char why[SC__ERRMSG_MAX];
   db->batch_events = 0;
   /* A batch whose ROLLBACK failed (out of memory) left its transaction open;
    * its operations were all reported failed, so it goes now, or every later
@@ -393,9 +514,7 @@ static bool commit_batch(sc_db *db, sc__op *batch) {
   }
   int rc = sc__exec(w, SQL_COMMIT);
   if (rc == SQLITE_OK) return true;
-  snprintf(why, sizeof why, "commit: %s", sqlite3_errmsg(w->h));
-  if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-  fail_uncommitted(batch, sc__status_from_sqlite(rc), why);
+  commit_failed(db, batch, rc);
   db->batch_events = 0;
   return false;
 }
@@ -414,6 +533,20 @@ static int writer_prepare(sc__conn *w) {
     }
   }
   return SC_OK;
+}
+
+/* Whether the WAL pads commits to a sector (see commit_may_be_durable):
+ * SQLite does unless the database file's device has powersafe overwrite.
+ * Unknown counts as padded, the cautious side. */
+static bool wal_pads_commits(sc__conn *w) {
+  sqlite3_file *f = NULL;
+  if (sqlite3_file_control(w->h, "main", SQLITE_FCNTL_FILE_POINTER, &f) !=
+          SQLITE_OK ||
+      f == NULL || f->pMethods == NULL) {
+    return true;
+  }
+  return !(f->pMethods->xDeviceCharacteristics(f) &
+           SQLITE_IOCAP_POWERSAFE_OVERWRITE);
 }
 
 /* Hands a finished batch to the completer thread. */
@@ -482,9 +615,17 @@ static void commit_hook_call(sc_db *db, bool committed, int events) {
  * fails with SC_BUSY, uncommitted. */
 static bool take_write_turn(sc_db *db, sc__op *batch) {
   char why[SC__ERRMSG_MAX];
+  /* A poisoned handle (commit_failed) writes nothing, so needs no turn. */
+  if (db->poisoned) {
+    fail_batch(batch, NULL, SC_AMBIGUOUS,
+               "refused, nothing done: an earlier commit's fsync failed on "
+               "this handle, whose writes may no longer be durable; close "
+               "and reopen the database (reads still work)");
+    return false;
+  }
   int rc =
       sc__turn_acquire(db->turn, db->opts.busy_timeout_ms, why, sizeof why);
-  if (rc != SC_OK) fail_uncommitted(batch, rc, why);
+  if (rc != SC_OK) fail_batch(batch, NULL, rc, why);
   return rc == SC_OK;
 }
 
@@ -629,6 +770,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   }
   if (rc == SC_OK) rc = migrate_in_turn(db);
   if (rc == SC_OK) rc = writer_prepare(db->wconn);
+  if (rc == SC_OK) db->wal_padded = wal_pads_commits(db->wconn);
   if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {
     if (pthread_create(&db->completer, NULL, completer_main, db) != 0) {

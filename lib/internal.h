@@ -42,6 +42,12 @@ int sc__status_from_sqlite(int rc);
 int64_t sc__monotonic_ns(void);
 int64_t sc__wall_ms(void);
 void sc__sleep_ms(int64_t ms);
+/* Checks a name or an idempotency key against its limit (SC_NAME_MAX,
+ * SC_KEY_MAX): NULL passes only when optional; NULL, empty or longer than
+ * max bytes fails with SC_INVALID and "<fn>: <what> ..." in errmsg. It
+ * reads at most max + 1 bytes of s. */
+int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
+                   bool optional);
 /* Checked int64 arithmetic: false on overflow. */
 bool sc__add_i64(int64_t a, int64_t b, int64_t *out);
 bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
@@ -189,7 +195,14 @@ struct sc_db {
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
   struct sc__turn *turn;                 /* turn.c: batches of processes */
   sc__conn *wconn;
-  int batch_events;    /* events written by the batch being committed */
+  int batch_events; /* events written by the batch being committed */
+  /* Set by the writer when a commit's fsync failed: every later write is
+   * refused with SC_AMBIGUOUS until the handle is closed (engine.c). */
+  bool poisoned;
+  /* The WAL pads a commit to a sector with copies of its commit frame (the
+   * file system lacks powersafe overwrite): a write failing there comes
+   * after the commit record. Set at open, read by the writer. */
+  bool wal_padded;
   atomic_long replays; /* batches rolled back and replayed on the slow path */
 
   pthread_mutex_t rlock; /* the read pool */
@@ -216,23 +229,31 @@ void sc__note_deadline(sc_db *db, int64_t deadline_ms);
 /* ---- schema (schema.c) ------------------------------------------------- */
 
 int sc__schema_migrate(sc__conn *w);
+/* The schema version this library migrates to, and the SQL of migration
+ * version (NULL if it is code, not SQL), for the tests of migrations. */
+int sc__schema_version(void);
+const char *sc__schema_sql(int version);
 
 /* ---- expiry rounds (order.c), for the worker ---------------------------- */
 
 /* One batch of sc_orders_expire_due as an operation the caller submits
  * itself (with sc__op_try_submit and a done callback), so a libuv loop
  * never waits for it: it expires up to one batch of the orders due at now
- * and reads the earliest deadline left. */
+ * and reads the earliest deadline still ahead. Orders that cannot be
+ * expired (damaged rows) are skipped and counted in the metrics. */
 typedef struct sc__expire_round {
   sc__op base;
-  int64_t now;              /* in: due means expires_at_ms <= now */
+  int64_t now;              /* set by prepare: due means expires_at_ms <= now */
   int expired;              /* out */
-  bool more;                /* out: the batch was full; submit another */
-  int64_t next_deadline_ms; /* out: earliest PENDING deadline left; 0 */
+  bool more;                /* out: the batch was full; submit another, which
+                               goes on after this one's last order */
+  int64_t next_deadline_ms; /* out: earliest PENDING deadline after now; 0 */
   void *rows_;              /* private: the batch's rows */
+  void *pass_;              /* private: where the next batch starts */
 } sc__expire_round;
 int sc__expire_round_init(sc__expire_round *r); /* SC_NOMEM */
-/* Sets base (run, kind) and now; base.done is the caller's to set. */
+/* Sets base (run, kind) and now (the given moment, or the full round's
+ * before it, whose pass it continues); base.done is the caller's to set. */
 void sc__expire_round_prepare(sc__expire_round *r, int64_t now);
 void sc__expire_round_free(sc__expire_round *r);
 
@@ -266,6 +287,7 @@ typedef struct sc__settle {
   sc_id id;
   int verdict;        /* SC__SETTLE_* */
   const char *reason; /* NACK, DEAD: stored as last_error; may be NULL */
+  int64_t claim;      /* the delivery's token (sc_event.claim): the fence */
 } sc__settle;
 
 /* One writer operation that settles the events of the last batch and claims
@@ -283,7 +305,9 @@ typedef struct sc__outbox_round {
   int n_events;          /* out */
   int64_t next_due_ms;   /* out: the earliest retry this round's nacks set
                             (db clock); 0 = none */
-  int64_t claimed_at_ms; /* out: the db clock when it claimed */
+  int64_t claimed_at_ms; /* out: the db clock when it claimed; the leases of
+                            the claimed events end at claimed_at_ms +
+                            lease_ms */
 } sc__outbox_round;
 /* Sets base.run and base.kind; the other fields are the caller's. */
 void sc__outbox_round_init(sc__outbox_round *r);
@@ -293,6 +317,24 @@ void sc__events_clear(sc_event *events, int n);
  * created_at_ms, attempts (the claim's and the dead list's queries); the
  * payload is the caller's copy. */
 sc_event sc__event_from_row(sqlite3_stmt *st, const void *payload, size_t len);
+
+/* ---- outbox retention (outbox_purge.c) ---- */
+
+/* Events one purge batch deletes at most: a batch costs the writer about
+ * 5 us of CPU per event, 2.5 ms in all (bench/bench_purge). */
+#define SC__PURGE_BATCH_MAX 500
+
+/* One batch of sc_outbox_purge as an operation (the worker submits its own,
+ * smaller ones): deletes up to limit delivered events acked before
+ * before_ms, the newest event of all excepted. */
+typedef struct sc__purge_round {
+  sc__op base;
+  int64_t before_ms; /* in */
+  int limit;         /* in: > 0 */
+  int purged;        /* out; == limit: more may be left */
+} sc__purge_round;
+/* Sets base (run, kind) and the inputs; base.done is the caller's. */
+void sc__purge_round_prepare(sc__purge_round *r, int64_t before_ms, int limit);
 
 /* ---- write operations prepared for the *_async calls (async.c) ---- */
 

@@ -21,6 +21,8 @@ struct sc__metrics {
   histogram latency[SC__OP_KIND_COUNT];
   histogram commit;
   histogram batch_size;
+  _Atomic uint64_t events_purged;
+  _Atomic uint64_t expire_skipped;
   sc__alerts *alerts;
 };
 
@@ -127,6 +129,13 @@ void sc__metrics_batch(sc_db *db, int n, int64_t commit_ns) {
   sc__alerts_queue(db, db->metrics->alerts, queue_depth(db));
 }
 
+void sc__metrics_purged(sc_db *db, int64_t n) {
+  if (db->metrics != NULL && n > 0) {
+    atomic_fetch_add_explicit(&db->metrics->events_purged, (uint64_t)n,
+                              memory_order_relaxed);
+  }
+}
+
 void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns) {
   struct sc__metrics *m = db->metrics;
   if (kind < 0 || kind >= SC__OP_KIND_COUNT) return;
@@ -135,6 +144,13 @@ void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns) {
                             memory_order_relaxed);
   histogram_add(&m->latency[kind], latency_ns);
   sc__alerts_record(db, m->alerts, status, latency_ns);
+}
+
+void sc__metrics_expire_skipped(sc_db *db, int n) {
+  if (db->metrics != NULL && n > 0) {
+    atomic_fetch_add_explicit(&db->metrics->expire_skipped, (uint64_t)n,
+                              memory_order_relaxed);
+  }
 }
 
 /* ---- the public API ----------------------------------------------------- */
@@ -195,6 +211,9 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   out->queue_depth = queue_depth(db);
   out->queue_max = db->opts.queue_max;
   out->alerts_firing = sc__alerts_firing(m->alerts);
+  out->events_purged =
+      atomic_load_explicit(&m->events_purged, memory_order_relaxed);
+  out->expire_skipped = atomic_load(&m->expire_skipped);
   return SC_OK;
 }
 
@@ -209,5 +228,7 @@ int sc_metrics_reset(sc_db *db) {
   }
   histogram_reset(&m->commit);
   histogram_reset(&m->batch_size);
+  atomic_store(&m->events_purged, 0);
+  atomic_store(&m->expire_skipped, 0);
   return SC_OK;
 }

@@ -16,6 +16,13 @@ void sc__metrics_batch(sc_db *db, int n, int64_t commit_ns);
  * woken. The thread that completes operations (one at a time). */
 void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns);
 
+/* n delivered events purged by a committed batch. Any thread. */
+void sc__metrics_purged(sc_db *db, int64_t n);
+
+/* Due orders an expiry round left PENDING because they cannot be released
+ * (damaged rows). Writer thread. */
+void sc__metrics_expire_skipped(sc_db *db, int n);
+
 /* The log-linear bucket scheme, shared with the alert window (alert.c):
  * 8 sub-buckets per power of two. */
 #define SC__HIST_SUB_BITS 3

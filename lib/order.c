@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "metrics.h"
 
 /* Orders expired per write operation: one call of sc_orders_expire_due
  * loops over as many batches as it needs, so no single batch holds the
@@ -26,11 +27,15 @@ static const char SQL_LINE_INSERT[] =
 static const char SQL_ORDER_STATE[] =
     "SELECT id, user_id, status, total, discount, coupon_id, expires_at_ms"
     " FROM sc_order WHERE id = ?1";
-/* The partial index sc_order_due serves this. */
+/* The partial index sc_order_due serves this (its rows are in deadline,
+ * then id order). A batch starts after the last row of the one before
+ * (?3, ?4), so an order left PENDING (skipped as damaged) is not read
+ * again by the same call. */
 static const char SQL_ORDERS_DUE[] =
     "SELECT id, user_id, status, total, discount, coupon_id, expires_at_ms"
     " FROM sc_order WHERE status = 1 AND expires_at_ms <= ?1"
-    " ORDER BY expires_at_ms LIMIT ?2";
+    " AND expires_at_ms >= ?3 AND (expires_at_ms > ?3 OR id > ?4)"
+    " ORDER BY expires_at_ms, id LIMIT ?2";
 static const char SQL_ORDER_CLOSE[] =
     "UPDATE sc_order SET status = ?2, closed_at_ms = ?3"
     " WHERE id = ?1 AND status = 1";
@@ -256,6 +261,10 @@ static int check_request(const sc_checkout_req *req) {
   if (req->n_lines == 0 || req->lines == NULL) {
     return sc__fail(SC_INVALID, "%s: the order has no lines", fn);
   }
+  if (req->n_lines > SC_CHECKOUT_LINES_MAX) {
+    return sc__fail(SC_INVALID, "%s: %zu lines, more than %d per checkout", fn,
+                    req->n_lines, SC_CHECKOUT_LINES_MAX);
+  }
   if (req->ttl_ms < 0) {
     return sc__fail(SC_INVALID, "%s: ttl_ms %lld is negative", fn,
                     (long long)req->ttl_ms);
@@ -264,9 +273,9 @@ static int check_request(const sc_checkout_req *req) {
     return sc__fail(SC_NOT_FOUND, "coupon %lld not found",
                     (long long)req->coupon);
   }
-  if (req->idempotency_key != NULL && req->idempotency_key[0] == '\0') {
-    return sc__fail(SC_INVALID, "%s: the idempotency key is empty", fn);
-  }
+  int rc = sc__check_text(fn, "the idempotency key", req->idempotency_key,
+                          SC_KEY_MAX, true);
+  if (rc != SC_OK) return rc;
   for (size_t i = 0; i < req->n_lines; i++) {
     const sc_line *l = &req->lines[i];
     if (l->qty <= 0) {
@@ -317,9 +326,8 @@ static int checkout_prepare(sc_db *db, checkout_op *op,
   op->items = op->small_items;
   op->request = op->small_request;
   /* The request is bound as one blob, whose length is an int. */
-  if (op->n > (INT32_MAX - 40) / 24) {
-    return sc__fail(SC_INVALID, "sc_checkout: %zu lines are too many", op->n);
-  }
+  _Static_assert(REQUEST_LEN(SC_CHECKOUT_LINES_MAX) <= INT32_MAX,
+                 "a request of the most lines must fit a blob");
   if (op->n > SMALL_LINES) {
     op->items = sc__calloc(op->n, sizeof *op->items);
     op->request = req->idempotency_key ? sc__malloc(REQUEST_LEN(op->n)) : NULL;
@@ -535,49 +543,146 @@ int sc_order_get(sc_db *db, sc_id order, sc_order *out) {
 
 /* ---- expiry ------------------------------------------------------------- */
 
+/* A position in the due orders: (expires_at_ms, id). */
+typedef struct expire_mark {
+  int64_t ms;
+  sc_id id;
+} expire_mark;
+
+/* One expiry pass: where its next batch starts, and what the batch did. A
+ * batch reads `from` and writes `to`, so running it again (a replayed
+ * operation) does the same; the caller moves `from` on once it committed. */
+typedef struct expire_pass {
+  int64_t due_at; /* due means expires_at_ms <= due_at */
+  expire_mark from, to;
+  int loaded, expired, skipped; /* of the last batch */
+} expire_pass;
+
 typedef struct expire_op {
   sc__op base;
-  int64_t now; /* the moment of the sc_orders_expire_due call */
-  int n;       /* orders expired by this batch */
+  expire_pass pass;
   order_row rows[EXPIRE_BATCH];
 } expire_op;
 
+/* The earliest deadline still ahead: a due order left PENDING is one the
+ * round could not expire (damaged), and waking for it again at once would
+ * spin. */
 static const char SQL_NEXT_DEADLINE[] =
-    "SELECT coalesce(min(expires_at_ms), 0) FROM sc_order WHERE status = 1";
+    "SELECT coalesce(min(expires_at_ms), 0) FROM sc_order"
+    " WHERE status = 1 AND expires_at_ms > ?1";
+static const char SQL_EXPIRE_SAVEPOINT[] = "SAVEPOINT sc_expire";
+static const char SQL_EXPIRE_RELEASE[] = "RELEASE sc_expire";
+static const char SQL_EXPIRE_UNDO[] = "ROLLBACK TO sc_expire";
+static const char SQL_EXPIRE_ONE[] = "SAVEPOINT sc_expire_one";
+static const char SQL_EXPIRE_ONE_RELEASE[] = "RELEASE sc_expire_one";
+static const char SQL_EXPIRE_ONE_UNDO[] = "ROLLBACK TO sc_expire_one";
 
-/* Reads the batch first: the rows change as each order is expired. */
-static int load_due(sc__conn *w, sc__op *op, int64_t now, order_row *rows,
-                    int *n) {
-  sqlite3_stmt *st = sc__stmt(w, SQL_ORDERS_DUE);
-  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "expire");
-  sqlite3_bind_int64(st, 1, now);
-  sqlite3_bind_int(st, 2, EXPIRE_BATCH);
-  int rc;
-  *n = 0;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < EXPIRE_BATCH) {
-    order_row_read(st, &rows[(*n)++]);
-  }
-  sqlite3_reset(st);
-  return rc == SQLITE_DONE || rc == SQLITE_ROW
-             ? SC_OK
-             : sc__op_fail_sqlite(op, w, rc, "expire");
+static void expire_pass_start(expire_pass *p, int64_t due_at) {
+  *p = (expire_pass){.due_at = due_at, .from = {INT64_MIN, 0}};
 }
 
-/* Expires up to one batch of the orders due at due_at; *n says how many. */
-static int expire_batch(sc_db *db, sc__conn *w, sc__op *op, int64_t due_at,
-                        order_row *rows, int *n) {
-  int rc = load_due(w, op, due_at, rows, n);
-  int64_t now = sc__now_ms(db);
-  for (int i = 0; rc == SC_OK && i < *n; i++) {
-    rc = order_release(db, w, op, &rows[i], SC_ORDER_EXPIRED,
-                       SC_EVENT_ORDER_EXPIRED, now);
+/* After a batch that committed: the next one starts after its last row. */
+static void expire_pass_next(expire_pass *p) {
+  p->from = p->to;
+}
+
+/* Reads the batch first: the rows change as each order is expired. */
+static int load_due(sc__conn *w, sc__op *op, expire_pass *p, order_row *rows) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_ORDERS_DUE);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "expire");
+  sqlite3_bind_int64(st, 1, p->due_at);
+  sqlite3_bind_int(st, 2, EXPIRE_BATCH);
+  sqlite3_bind_int64(st, 3, p->from.ms);
+  sqlite3_bind_int64(st, 4, p->from.id);
+  int rc, n = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < EXPIRE_BATCH) {
+    order_row_read(st, &rows[n++]);
   }
-  return rc;
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    return sc__op_fail_sqlite(op, w, rc, "expire");
+  }
+  p->loaded = n;
+  p->to = n > 0 ? (expire_mark){rows[n - 1].expires_at_ms, rows[n - 1].id}
+                : p->from;
+  return SC_OK;
+}
+
+/* A release that failed for the row's sake (a hand-edited hold, stock or
+ * coupon: SC_CORRUPT, a refused constraint ...), not for the database's
+ * (I/O, memory, a lock) and with the transaction still there. */
+static bool release_damaged(sc__conn *w, int status) {
+  return status != SC_NOMEM && status != SC_IOERR && status != SC_BUSY &&
+         !sqlite3_get_autocommit(w->h);
+}
+
+static int expire_one(sc_db *db, sc__conn *w, sc__op *op, const order_row *o,
+                      int64_t now) {
+  return order_release(db, w, op, o, SC_ORDER_EXPIRED, SC_EVENT_ORDER_EXPIRED,
+                       now);
+}
+
+/* The slow path, once a batch met a damaged order: each order in a
+ * savepoint of its own (a page copy per page it touches), so a damaged one
+ * is rolled back alone, left PENDING and counted. */
+static int expire_each(sc_db *db, sc__conn *w, sc__op *op, expire_pass *p,
+                       const order_row *rows, int64_t now) {
+  for (int i = 0; i < p->loaded; i++) {
+    int events_before = db->batch_events;
+    int rc = sc__exec(w, SQL_EXPIRE_ONE);
+    if (rc != SQLITE_OK) return sc__op_fail_sqlite(op, w, rc, "expire");
+    rc = expire_one(db, w, op, &rows[i], now);
+    if (rc != SC_OK && !release_damaged(w, rc)) return rc;
+    if (rc != SC_OK) {
+      db->batch_events = events_before;
+      if ((rc = sc__exec(w, SQL_EXPIRE_ONE_UNDO)) != SQLITE_OK) {
+        return sc__op_fail_sqlite(op, w, rc, "expire");
+      }
+      p->skipped++;
+    } else {
+      p->expired++;
+    }
+    if ((rc = sc__exec(w, SQL_EXPIRE_ONE_RELEASE)) != SQLITE_OK) {
+      return sc__op_fail_sqlite(op, w, rc, "expire");
+    }
+  }
+  op->errmsg[0] = '\0';
+  return SC_OK;
+}
+
+/* Expires the next batch of p's due orders. A damaged order does not stop
+ * the others: the batch is rolled back and run again one order at a time,
+ * leaving the damaged ones PENDING (sc_verify names them) and counted in
+ * the metrics. */
+static int expire_batch(sc_db *db, sc__conn *w, sc__op *op, expire_pass *p,
+                        order_row *rows) {
+  p->expired = p->skipped = 0;
+  int rc = load_due(w, op, p, rows);
+  if (rc != SC_OK || p->loaded == 0) return rc;
+  int64_t now = sc__now_ms(db);
+  int events_before = db->batch_events;
+  int src = sc__exec(w, SQL_EXPIRE_SAVEPOINT);
+  if (src != SQLITE_OK) return sc__op_fail_sqlite(op, w, src, "expire");
+  for (int i = 0; rc == SC_OK && i < p->loaded; i++) {
+    rc = expire_one(db, w, op, &rows[i], now);
+  }
+  if (rc == SC_OK) {
+    p->expired = p->loaded;
+  } else if (release_damaged(w, rc)) {
+    db->batch_events = events_before;
+    src = sc__exec(w, SQL_EXPIRE_UNDO);
+    if (src != SQLITE_OK) return sc__op_fail_sqlite(op, w, src, "expire");
+    rc = expire_each(db, w, op, p, rows, now);
+    if (rc == SC_OK) sc__metrics_expire_skipped(db, p->skipped);
+  }
+  if (rc != SC_OK) return rc;
+  src = sc__exec(w, SQL_EXPIRE_RELEASE);
+  return src == SQLITE_OK ? SC_OK : sc__op_fail_sqlite(op, w, src, "expire");
 }
 
 static int expire_run(sc_db *db, sc__conn *w, sc__op *base) {
   expire_op *op = (expire_op *)base;
-  return expire_batch(db, w, base, op->now, op->rows, &op->n);
+  return expire_batch(db, w, base, &op->pass, op->rows);
 }
 
 /* ---- expiry rounds, for the worker -------------------------------------- */
@@ -587,11 +692,14 @@ static int expire_round_run(sc_db *db, sc__conn *w, sc__op *base) {
   r->expired = 0;
   r->more = false;
   r->next_deadline_ms = 0;
-  int rc = expire_batch(db, w, base, r->now, r->rows_, &r->expired);
+  expire_pass *p = r->pass_;
+  int rc = expire_batch(db, w, base, p, r->rows_);
   if (rc != SC_OK) return rc;
-  r->more = r->expired == EXPIRE_BATCH;
+  r->expired = p->expired;
+  r->more = p->loaded == EXPIRE_BATCH;
   sqlite3_stmt *st = sc__stmt(w, SQL_NEXT_DEADLINE);
   if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "expire");
+  sqlite3_bind_int64(st, 1, p->due_at);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) r->next_deadline_ms = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
@@ -601,31 +709,49 @@ static int expire_round_run(sc_db *db, sc__conn *w, sc__op *base) {
 int sc__expire_round_init(sc__expire_round *r) {
   memset(r, 0, sizeof *r);
   r->rows_ = sc__calloc(EXPIRE_BATCH, sizeof(order_row));
-  return r->rows_ != NULL ? SC_OK : SC_NOMEM;
+  r->pass_ = sc__calloc(1, sizeof(expire_pass));
+  if (r->rows_ == NULL || r->pass_ == NULL) {
+    sc__expire_round_free(r);
+    return SC_NOMEM;
+  }
+  return SC_OK;
 }
 
+/* A round after a full one that committed goes on where that one stopped
+ * (its orders due at that one's moment); any other starts a new pass. */
 void sc__expire_round_prepare(sc__expire_round *r, int64_t now) {
+  expire_pass *p = r->pass_;
+  if (r->more && r->base.status == SC_OK) {
+    expire_pass_next(p);
+  } else {
+    expire_pass_start(p, now);
+  }
   r->base = (sc__op){.run = expire_round_run, .kind = SC__OP_ORDERS_EXPIRE};
-  r->now = now;
+  r->now = p->due_at;
 }
 
 void sc__expire_round_free(sc__expire_round *r) {
   sc__free(r->rows_);
+  sc__free(r->pass_);
   r->rows_ = NULL;
+  r->pass_ = NULL;
 }
 
 int sc_orders_expire_due(sc_db *db, int *expired_out) {
   SC__CHECK_DB(db);
   expire_op *op = sc__calloc(1, sizeof *op);
   if (op == NULL) return sc__fail(SC_NOMEM, "sc_orders_expire_due: no memory");
-  op->now = sc__now_ms(db);
+  expire_pass_start(&op->pass, sc__now_ms(db));
   int64_t total = 0;
   int rc;
   do {
     op->base = (sc__op){.run = expire_run, .kind = SC__OP_ORDERS_EXPIRE};
     rc = sc__op_execute(db, &op->base);
-    if (rc == SC_OK) total += op->n;
-  } while (rc == SC_OK && op->n == EXPIRE_BATCH);
+    if (rc == SC_OK) {
+      total += op->pass.expired;
+      expire_pass_next(&op->pass);
+    }
+  } while (rc == SC_OK && op->pass.loaded == EXPIRE_BATCH);
   sc__free(op);
   if (rc == SC_OK && expired_out != NULL) {
     *expired_out = total > INT32_MAX ? INT32_MAX : (int)total;

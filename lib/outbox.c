@@ -7,7 +7,13 @@
  * An event is deliverable when it is pending (state 0), due (available_at),
  * not leased, and every earlier event of its aggregate is delivered: one
  * aggregate's events reach the consumer in sequence order, and a failing or
- * dead event holds back its own aggregate only. */
+ * dead event holds back its own aggregate only.
+ *
+ * Settlement is fenced: every claim gives the event a new token (the claim
+ * column, +1 per claim, never reset), and an ack, nack or release must
+ * present the latest one. A consumer whose lease ran out, and whose event
+ * someone else claimed since, thus cannot clear the new holder's lease or
+ * deliver the event under it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +28,10 @@ static const char SQL_APPEND[] =
     "INSERT INTO sc_outbox(type, agg_kind, agg_id, seq, created_at_ms,"
     " payload, available_at_ms)"
     " VALUES(?1, ?2, ?3,"
-    "  (SELECT coalesce(max(seq), 0) + 1 FROM sc_outbox"
-    "   WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "  coalesce((SELECT max(seq) FROM sc_outbox"
+    "    WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "   (SELECT seq FROM sc_outbox_seq WHERE agg_kind = ?2 AND agg_id = ?3),"
+    "   0) + 1,"
     "  ?4, ?5, ?4)";
 /* The partial indexes sc_outbox_pending and sc_outbox_open serve this. The
  * rows come back in no particular order; they are sorted by id after. */
@@ -33,7 +41,7 @@ static const char SQL_APPEND[] =
  * must not be handed out forever. */
 static const char SQL_CLAIM[] =
     "UPDATE sc_outbox SET attempts = attempts + (lease_until_ms > 0),"
-    " lease_until_ms = ?3 WHERE id IN ("
+    " lease_until_ms = ?3, claim = claim + 1 WHERE id IN ("
     " SELECT o.id FROM sc_outbox o"
     " WHERE o.state = 0 AND o.available_at_ms <= ?1"
     "  AND o.lease_until_ms <= ?1"
@@ -41,21 +49,24 @@ static const char SQL_CLAIM[] =
     "   WHERE e.agg_kind = o.agg_kind AND e.agg_id = o.agg_id"
     "    AND e.seq < o.seq AND e.state <> 1)"
     " ORDER BY o.id LIMIT ?2)"
-    " RETURNING id, type, agg_id, seq, created_at_ms, attempts, payload";
+    " RETURNING id, type, agg_id, seq, created_at_ms, attempts, payload, claim";
 static const char SQL_STATE[] =
-    "SELECT state, attempts FROM sc_outbox WHERE id = ?1";
+    "SELECT state, attempts, claim, lease_until_ms FROM sc_outbox"
+    " WHERE id = ?1";
 static const char SQL_ACK[] =
-    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0"
-    " WHERE id = ?1 AND state <> 1";
+    "UPDATE sc_outbox SET state = 1, lease_until_ms = 0, delivered_at_ms = ?3"
+    " WHERE id = ?1 AND claim = ?2 AND state <> 1";
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
-    " lease_until_ms = 0, last_error = ?5 WHERE id = ?1 AND state = 0";
+    " lease_until_ms = 0, last_error = ?5 WHERE id = ?1 AND claim = ?6"
+    " AND state = 0";
 static const char SQL_LEASES_RAN_OUT[] =
     "UPDATE sc_outbox SET state = 2, lease_until_ms = 0,"
     " last_error = 'every lease ran out without an ack or a nack'"
     " WHERE id = ?1 AND state = 0";
 static const char SQL_RELEASE[] =
-    "UPDATE sc_outbox SET lease_until_ms = 0 WHERE id = ?1 AND state = 0";
+    "UPDATE sc_outbox SET lease_until_ms = 0"
+    " WHERE id = ?1 AND claim = ?2 AND state = 0";
 static const char SQL_REQUEUE[] =
     "UPDATE sc_outbox SET state = 0, attempts = 0, available_at_ms = ?2,"
     " lease_until_ms = 0, last_error = NULL WHERE id = ?1 AND state = 2";
@@ -149,6 +160,7 @@ static bool event_read(sqlite3_stmt *st, sc_event *ev) {
   if (copy == NULL) return false;
   if (len > 0) memcpy(copy, blob, len);
   *ev = sc__event_from_row(st, copy, len);
+  ev->claim = sqlite3_column_int64(st, 7);
   return true;
 }
 
@@ -199,16 +211,24 @@ static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
 /* ---- settling -------------------------------------------------------------
  */
 
-/* The state and attempts of an event; SC_NOT_FOUND if there is none. */
-static int event_state(sc__conn *w, sc__op *op, sc_id id, int *state,
-                       int *attempts) {
+/* What settling an event looks at. */
+typedef struct event_row {
+  int state, attempts;
+  int64_t claim;          /* the latest claim's token; 0 = never claimed */
+  int64_t lease_until_ms; /* 0 once that claim was nacked or released */
+} event_row;
+
+/* The event's row; SC_NOT_FOUND if there is none. */
+static int event_get(sc__conn *w, sc__op *op, sc_id id, event_row *row) {
   sqlite3_stmt *st = sc__stmt(w, SQL_STATE);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "outbox");
   sqlite3_bind_int64(st, 1, id);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
-    *state = sqlite3_column_int(st, 0);
-    *attempts = sqlite3_column_int(st, 1);
+    row->state = sqlite3_column_int(st, 0);
+    row->attempts = sqlite3_column_int(st, 1);
+    row->claim = sqlite3_column_int64(st, 2);
+    row->lease_until_ms = sqlite3_column_int64(st, 3);
   }
   sqlite3_reset(st);
   if (rc == SQLITE_DONE) {
@@ -217,14 +237,35 @@ static int event_state(sc__conn *w, sc__op *op, sc_id id, int *state,
   return rc == SQLITE_ROW ? SC_OK : sc__op_fail_sqlite(op, w, rc, "outbox");
 }
 
-/* Runs an UPDATE keyed by event id (?1) with an optional int64 ?2; returns
- * SC_OK with *changed, or the failure. */
+/* The event's row, if token is its latest claim's; SC_CONFLICT if it is
+ * not, or if the event was never claimed. */
+static int event_fenced(sc__conn *w, sc__op *op, sc_id id, int64_t token,
+                        event_row *row) {
+  int rc = event_get(w, op, id, row);
+  if (rc != SC_OK) return rc;
+  if (row->claim == 0) {
+    return sc__op_fail(op, SC_CONFLICT, "event %lld was never claimed",
+                       (long long)id);
+  }
+  if (token != row->claim) {
+    return sc__op_fail(op, SC_CONFLICT,
+                       "claim %lld is not event %lld's latest (%lld): its "
+                       "lease ran out and it was claimed again",
+                       (long long)token, (long long)id, (long long)row->claim);
+  }
+  return SC_OK;
+}
+
+/* Runs an UPDATE keyed by event id (?1) with optional int64s ?2 and ?3;
+ * returns SC_OK with *changed, or the failure. */
 static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
-                      int64_t arg, bool *changed) {
+                      int64_t arg, int64_t arg2, bool *changed) {
   sqlite3_stmt *st = sc__stmt(w, sql);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "outbox");
   sqlite3_bind_int64(st, 1, id);
-  if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_int64(st, 2, arg);
+  int params = sqlite3_bind_parameter_count(st);
+  if (params >= 2) sqlite3_bind_int64(st, 2, arg);
+  if (params >= 3) sqlite3_bind_int64(st, 3, arg2);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "outbox");
@@ -232,13 +273,16 @@ static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
   return SC_OK;
 }
 
-/* A pending or dead event becomes delivered (a dead one's late success
- * counts too); acking a delivered one changes nothing. */
-static int ack(sc__conn *w, sc__op *op, sc_id id, bool *changed) {
-  int rc = update_one(w, op, SQL_ACK, id, 0, changed);
-  if (rc != SC_OK || *changed) return rc;
-  int state, attempts;
-  return event_state(w, op, id, &state, &attempts);
+/* With the latest claim's token, a pending or dead event becomes delivered
+ * (a dead one's late success counts too); acking a delivered one changes
+ * nothing. */
+static int ack(sc_db *db, sc__conn *w, sc__op *op, sc_id id, int64_t token,
+               bool *changed) {
+  *changed = false;
+  event_row row;
+  int rc = event_fenced(w, op, id, token, &row);
+  if (rc != SC_OK || row.state == ST_DELIVERED) return rc;
+  return update_one(w, op, SQL_ACK, id, token, sc__now_ms(db), changed);
 }
 
 /* Uniform in [0, n), from a per-thread xorshift: only the writer thread
@@ -264,18 +308,35 @@ static int64_t backoff_ms(const sc_options *o, int attempts) {
   return d - d / 5 + jitter_draw(2 * (d / 5) + 1);
 }
 
+/* The length of reason kept: at most REASON_MAX bytes, cut before a UTF-8
+ * character that would not fit whole. */
+static size_t reason_len(const char *reason) {
+  size_t n = strnlen(reason, REASON_MAX);
+  if (reason[n] != '\0') {
+    while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
+      n--;
+  }
+  return n;
+}
+
 /* A failed delivery: retried after a backoff, or dead once it has failed
  * outbox_max_attempts times (at once with dead_now). */
-static int nack(sc_db *db, sc__conn *w, sc__op *op, sc_id id,
-                const char *reason, bool dead_now, int64_t *due_ms) {
-  int state, attempts;
-  int rc = event_state(w, op, id, &state, &attempts);
+static int nack(sc_db *db, sc__conn *w, sc__op *op, const sc__settle *s,
+                bool dead_now, int64_t *due_ms) {
+  event_row row;
+  int rc = event_fenced(w, op, s->id, s->claim, &row);
   if (rc != SC_OK) return rc;
-  if (state != ST_PENDING) {
-    return sc__op_fail(op, SC_INVALID_STATE, "event %lld is %s", (long long)id,
-                       state == ST_DELIVERED ? "delivered" : "dead");
+  if (row.state != ST_PENDING) {
+    return sc__op_fail(op, SC_INVALID_STATE, "event %lld is %s",
+                       (long long)s->id,
+                       row.state == ST_DELIVERED ? "delivered" : "dead");
   }
-  attempts++;
+  if (row.lease_until_ms == 0) {
+    return sc__op_fail(op, SC_INVALID_STATE,
+                       "event %lld: claim %lld was already settled",
+                       (long long)s->id, (long long)s->claim);
+  }
+  int attempts = row.attempts + 1;
   bool dead = dead_now || attempts >= db->opts.outbox_max_attempts;
   int64_t at = sc__now_ms(db);
   if (!dead && !sc__add_i64(at, backoff_ms(&db->opts, attempts), &at)) {
@@ -283,14 +344,15 @@ static int nack(sc_db *db, sc__conn *w, sc__op *op, sc_id id,
   }
   sqlite3_stmt *st = sc__stmt(w, SQL_RETRY);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "nack");
-  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 1, s->id);
   sqlite3_bind_int(st, 2, dead ? ST_DEAD : ST_PENDING);
   sqlite3_bind_int(st, 3, attempts);
   sqlite3_bind_int64(st, 4, at);
+  sqlite3_bind_int64(st, 6, s->claim);
   rc = SQLITE_OK;
-  if (reason != NULL) {
-    size_t n = strnlen(reason, REASON_MAX);
-    rc = sqlite3_bind_text(st, 5, reason, (int)n, SQLITE_STATIC);
+  if (s->reason != NULL) {
+    rc = sqlite3_bind_text(st, 5, s->reason, (int)reason_len(s->reason),
+                           SQLITE_STATIC);
   }
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
   sqlite3_reset(st);
@@ -308,17 +370,17 @@ static int settle_one(sc_db *db, sc__conn *w, sc__outbox_round *r,
   switch (s->verdict) {
     case SC__SETTLE_ACK:
       /* The round's own claim follows: no need to wake anyone. */
-      return ack(w, op, s->id, &changed);
+      return ack(db, w, op, s->id, s->claim, &changed);
     case SC__SETTLE_NACK:
     case SC__SETTLE_DEAD:
-      rc = nack(db, w, op, s->id, s->reason, s->verdict == SC__SETTLE_DEAD,
-                &due);
+      rc = nack(db, w, op, s, s->verdict == SC__SETTLE_DEAD, &due);
       if (due > 0 && (r->next_due_ms == 0 || due < r->next_due_ms)) {
         r->next_due_ms = due;
       }
       return rc;
     default:
-      return update_one(w, op, SQL_RELEASE, s->id, 0, &changed);
+      /* Fenced too: a lease that ran out may be someone else's now. */
+      return update_one(w, op, SQL_RELEASE, s->id, s->claim, 0, &changed);
   }
 }
 
@@ -334,7 +396,7 @@ static int drop_exhausted(sc_db *db, sc__conn *w, sc__outbox_round *r) {
     }
     sc__free((void *)ev.payload);
     bool changed;
-    int rc = update_one(w, &r->base, SQL_LEASES_RAN_OUT, ev.id, 0, &changed);
+    int rc = update_one(w, &r->base, SQL_LEASES_RAN_OUT, ev.id, 0, 0, &changed);
     if (rc != SC_OK) {
       /* Kept ones sit in [0, kept), unvisited ones in (i, n). */
       sc__events_clear(r->events, kept);
@@ -347,8 +409,9 @@ static int drop_exhausted(sc_db *db, sc__conn *w, sc__outbox_round *r) {
   return SC_OK;
 }
 
-/* Settles, then claims. An event that cannot be settled (acked, requeued
- * or deleted by someone else meanwhile) is skipped: the round's purpose is
+/* Settles, then claims. An event that cannot be settled (acked, requeued,
+ * claimed again or deleted by someone else meanwhile) is skipped: the
+ * round's purpose is
  * the rest. A failed claim fails the round, settlements included, so
  * nothing is half-done; the worker then retries later. */
 static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
@@ -360,7 +423,10 @@ static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
   r->next_due_ms = 0;
   for (int i = 0; i < r->n_settle; i++) {
     int rc = settle_one(db, w, r, &r->settle[i]);
-    if (rc != SC_OK && rc != SC_NOT_FOUND && rc != SC_INVALID_STATE) return rc;
+    if (rc != SC_OK && rc != SC_NOT_FOUND && rc != SC_INVALID_STATE &&
+        rc != SC_CONFLICT) {
+      return rc;
+    }
   }
   base->errmsg[0] = '\0';
   if (r->claim_max <= 0) return SC_OK;
@@ -423,66 +489,67 @@ void sc_events_free(sc_event *events, int n) {
 /* A one-event write: ack, nack or requeue. */
 typedef struct event_op {
   sc__op base;
-  sc_id id;
-  const char *reason;
-  int verdict;
+  sc__settle s; /* verdict 0: requeue */
 } event_op;
 
 static int requeue(sc_db *db, sc__conn *w, sc__op *op, sc_id id) {
   bool changed;
-  int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), &changed);
+  int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), 0, &changed);
   if (rc != SC_OK) return rc;
   if (changed) {
     note_deliverable(db);
     return SC_OK;
   }
-  int state, attempts;
-  rc = event_state(w, op, id, &state, &attempts);
+  event_row row;
+  rc = event_get(w, op, id, &row);
   if (rc != SC_OK) return rc;
   return sc__op_fail(op, SC_INVALID_STATE, "event %lld is not dead (%s)",
                      (long long)id,
-                     state == ST_DELIVERED ? "delivered" : "pending");
+                     row.state == ST_DELIVERED ? "delivered" : "pending");
 }
 
 static int event_op_run(sc_db *db, sc__conn *w, sc__op *base) {
   event_op *op = (event_op *)base;
   bool changed = false;
   int rc;
-  switch (op->verdict) {
+  switch (op->s.verdict) {
     case SC__SETTLE_ACK:
-      rc = ack(w, base, op->id, &changed);
+      rc = ack(db, w, base, op->s.id, op->s.claim, &changed);
       /* The next event of its aggregate may be deliverable now. */
       if (changed) note_deliverable(db);
       return rc;
     case SC__SETTLE_NACK:
-      return nack(db, w, base, op->id, op->reason, false, NULL);
+      return nack(db, w, base, &op->s, false, NULL);
     default:
-      return requeue(db, w, base, op->id);
+      return requeue(db, w, base, op->s.id);
   }
 }
 
-static int event_execute(sc_db *db, sc_id id, int verdict, const char *reason) {
+static int event_execute(sc_db *db, sc__settle s) {
   SC__CHECK_DB(db);
-  if (id <= 0) {
-    return sc__fail(SC_NOT_FOUND, "event %lld not found", (long long)id);
+  if (s.id <= 0) {
+    return sc__fail(SC_NOT_FOUND, "event %lld not found", (long long)s.id);
   }
-  event_op op = {.base = {.run = event_op_run, .kind = SC__OP_OUTBOX},
-                 .id = id,
-                 .reason = reason,
-                 .verdict = verdict};
+  event_op op = {.base = {.run = event_op_run, .kind = SC__OP_OUTBOX}, .s = s};
   return sc__op_execute(db, &op.base);
 }
 
-int sc_outbox_ack(sc_db *db, sc_id event_id) {
-  return event_execute(db, event_id, SC__SETTLE_ACK, NULL);
+int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim) {
+  return event_execute(
+      db,
+      (sc__settle){.id = event_id, .verdict = SC__SETTLE_ACK, .claim = claim});
 }
 
-int sc_outbox_nack(sc_db *db, sc_id event_id, const char *reason) {
-  return event_execute(db, event_id, SC__SETTLE_NACK, reason);
+int sc_outbox_nack(sc_db *db, sc_id event_id, int64_t claim,
+                   const char *reason) {
+  return event_execute(db, (sc__settle){.id = event_id,
+                                        .verdict = SC__SETTLE_NACK,
+                                        .claim = claim,
+                                        .reason = reason});
 }
 
 int sc_outbox_requeue(sc_db *db, sc_id event_id) {
-  return event_execute(db, event_id, 0, NULL);
+  return event_execute(db, (sc__settle){.id = event_id});
 }
 
 typedef struct requeue_all_op {

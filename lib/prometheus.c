@@ -92,12 +92,22 @@ static void writer(sc__strbuf *b, const sc_metrics *m) {
   family(b, "shopcore_commit_duration_seconds", "summary",
          "Time of one batch, from BEGIN to the durable COMMIT.");
   summary(b, "shopcore_commit_duration_seconds", "", &m->commit_ms, 1e-3);
+  family(b, "shopcore_orders_expire_skipped_total", "counter",
+         "Due orders expiry left PENDING because they cannot be released"
+         " (damaged rows; sc_verify names them).");
+  sample(b, "shopcore_orders_expire_skipped_total", "",
+         (double)m->expire_skipped);
   family(b, "shopcore_queue_depth", "gauge",
          "Operations waiting for the writer.");
   sample(b, "shopcore_queue_depth", "", m->queue_depth);
   family(b, "shopcore_queue_capacity", "gauge",
          "Operations the queue holds before callers wait (queue_max).");
   sample(b, "shopcore_queue_capacity", "", m->queue_max);
+  family(b, "shopcore_outbox_events_purged_total", "counter",
+         "Delivered outbox events removed by retention (sc_outbox_purge and "
+         "the worker).");
+  sample(b, "shopcore_outbox_events_purged_total", "",
+         (double)m->events_purged);
 }
 
 static void alerts(sc__strbuf *b, const sc_metrics *m) {

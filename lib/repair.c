@@ -30,11 +30,13 @@ static const fix FIXES[] = {
      " FROM sc_order_line l WHERE NOT EXISTS (SELECT 1 FROM sc_order o"
      "  WHERE o.id = l.order_id)",
      "DELETE FROM sc_order_line WHERE order_id = ?1", NULL},
+    /* Only a coupon held (not used) goes back: a used one was paid with,
+     * and giving it back would grant its discount twice. */
     {"SELECT c.id, printf('coupon %d: released from order %d, which %s',"
      " c.id, c.order_id, CASE WHEN o.id IS NULL THEN 'no longer exists'"
      "  ELSE 'is closed' END)"
      " FROM sc_coupon c LEFT JOIN sc_order o ON o.id = c.order_id"
-     " WHERE c.order_id IS NOT NULL AND (o.id IS NULL"
+     " WHERE c.order_id IS NOT NULL AND c.status <> 3 AND (o.id IS NULL"
      "  OR (c.status = 2 AND o.status IN (3, 4)))",
      "UPDATE sc_coupon SET status = 1, order_id = NULL WHERE id = ?1", NULL},
     /* Past the cap: revoke the newest coupons nobody has used or holds. */

@@ -68,9 +68,8 @@ int sc_product_create(sc_db *db, const char *name, int64_t price, int64_t stock,
   const char *fn = "sc_product_create";
   SC__CHECK_DB(db);
   if (out == NULL) return sc__fail(SC_MISUSE, "%s: out is NULL", fn);
-  if (name == NULL || name[0] == '\0') {
-    return sc__fail(SC_INVALID, "%s: name is NULL or empty", fn);
-  }
+  int rc = sc__check_text(fn, "name", name, SC_NAME_MAX, false);
+  if (rc != SC_OK) return rc;
   if (price < 0 || stock < 0) {
     return sc__fail(SC_INVALID, "%s: price %lld and stock %lld must be >= 0",
                     fn, (long long)price, (long long)stock);
@@ -80,7 +79,7 @@ int sc_product_create(sc_db *db, const char *name, int64_t price, int64_t stock,
       .name = name,
       .price = price,
       .stock = stock};
-  int rc = sc__op_execute(db, &op.base);
+  rc = sc__op_execute(db, &op.base);
   if (rc == SC_OK) *out = op.id;
   return rc;
 }

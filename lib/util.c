@@ -1,5 +1,6 @@
-/* Clocks, sleeping and checked arithmetic. */
+/* Clocks, sleeping, checked arithmetic and the input limits of text. */
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 
 #include "internal.h"
@@ -28,4 +29,18 @@ bool sc__add_i64(int64_t a, int64_t b, int64_t *out) {
 
 bool sc__mul_i64(int64_t a, int64_t b, int64_t *out) {
   return !__builtin_mul_overflow(a, b, out);
+}
+
+int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
+                   bool optional) {
+  if (s == NULL && optional) return SC_OK;
+  if (s == NULL || s[0] == '\0') {
+    return sc__fail(SC_INVALID, "%s: %s is %s", fn, what,
+                    optional ? "empty" : "NULL or empty");
+  }
+  if (strnlen(s, max + 1) > max) {
+    return sc__fail(SC_INVALID, "%s: %s is longer than %zu bytes", fn, what,
+                    max);
+  }
+  return SC_OK;
 }

@@ -14,9 +14,16 @@
  * timer's delay is (due - db clock now), clamped to [0, poll_interval_ms],
  * and on firing the worker compares again with the db clock: with an
  * injected clock, a jump forward is seen within poll_interval_ms, and a
- * clock that stands still never makes anything due. */
+ * clock that stands still never makes anything due.
+ *
+ * Retention: a timer submits small purge batches (outbox_purge.c) of the
+ * delivered events older than sc_options.outbox_retention_ms, when dispatch
+ * has no round with the writer (or after waiting for that a while, so that
+ * a worker that is never idle still purges), back to back while batches
+ * come back full, then again after a pause. */
 #include <string.h>
 
+#include "metrics.h"
 #include "worker.h"
 
 /* Events per round trip: a round holds the writer about 6 us per event
@@ -29,9 +36,19 @@
 /* How soon a submission the full queue refused is tried again. */
 #define RESUBMIT_MS 2
 
+/* Events per retention batch: well under a millisecond of the writer. */
+#define PURGE_BATCH 200
+/* A retention batch waits this long for dispatch to be idle, at most
+ * PURGE_DEFERRALS_MAX times, then goes anyway. */
+#define PURGE_DEFER_MS 10
+#define PURGE_DEFERRALS_MAX 20
+/* The longest pause between retention checks once nothing is left. */
+#define PURGE_PAUSE_MAX_MS 60000
+
 static void request_round(sc_worker *w);
 static void poll_fired(uv_timer_t *t);
 static void arm_expiry(sc_worker *w);
+static void arm_purge(sc_worker *w, uint64_t delay_ms);
 static void maybe_close(sc_worker *w);
 
 void sc_worker_options_init(sc_worker_options *opts) {
@@ -44,12 +61,18 @@ static int options_resolve(const sc_worker_options *in, sc_worker_options *o) {
   } else {
     *o = *in;
   }
-  if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX ||
-      o->lease_ms < 0 || o->poll_interval_ms < 0) {
+  if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX) {
     return sc__fail(SC_INVALID,
-                    "sc_worker_start: batch_max must be in 0..%d, lease_ms "
-                    "and poll_interval_ms >= 0",
-                    SC_OUTBOX_CLAIM_MAX);
+                    "sc_worker_start: option batch_max is %d; it must be in "
+                    "0..%d",
+                    o->batch_max, SC_OUTBOX_CLAIM_MAX);
+  }
+  if (o->lease_ms < 0 || o->poll_interval_ms < 0) {
+    bool lease = o->lease_ms < 0;
+    return sc__fail(SC_INVALID,
+                    "sc_worker_start: option %s is %lld; it must be >= 0",
+                    lease ? "lease_ms" : "poll_interval_ms",
+                    (long long)(lease ? o->lease_ms : o->poll_interval_ms));
   }
   if (o->batch_max == 0) o->batch_max = DEFAULT_BATCH_MAX;
   if (o->lease_ms == 0) o->lease_ms = DEFAULT_LEASE_MS;
@@ -152,6 +175,7 @@ static void request_round(sc_worker *w) {
 static void judge(sc_worker *w, int i, int rc) {
   sc__settle *s = &w->settle[i];
   s->id = w->events[i].id;
+  s->claim = w->events[i].claim;
   s->reason = NULL;
   s->verdict = rc == SC_OK ? SC__SETTLE_ACK : SC__SETTLE_NACK;
   if (rc != SC_OK) {
@@ -161,22 +185,39 @@ static void judge(sc_worker *w, int i, int rc) {
   }
 }
 
+/* Whether the leases of the round's events have run out (db clock): from
+ * then on another consumer may hold them. */
+static bool lease_over(sc_worker *w) {
+  int64_t until;
+  if (!sc__add_i64(w->round.claimed_at_ms, w->round.lease_ms, &until)) {
+    return false;
+  }
+  return sc__now_ms(w->db) >= until;
+}
+
 /* Hands each claimed event to the handler, in id order (one per aggregate,
  * so per-aggregate order is the claim's). An undecodable payload never
  * reaches the handler: no retry can fix it, so it is dead at once. Once the
- * worker is stopping (the handler may stop it), the rest are released. */
+ * worker is stopping (the handler may stop it), the rest are released; so
+ * are those whose lease ran out while earlier handlers ran (a slow handler
+ * and a large batch): another consumer may have claimed them, and the
+ * release, fenced by the claim token, is void if so. */
 static int dispatch(sc_worker *w) {
   int n = w->round.n_events;
   w->dispatching = true;
   for (int i = 0; i < n; i++) {
     sc_event *ev = &w->events[i];
     sc_event_data data;
-    if (w->stopping) {
-      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_RELEASE, NULL};
+    if (w->stopping || lease_over(w)) {
+      w->settle[i] = (sc__settle){
+          .id = ev->id, .verdict = SC__SETTLE_RELEASE, .claim = ev->claim};
     } else if (sc_event_decode(ev->payload, ev->payload_len, &data) != SC_OK) {
       snprintf(w->reasons[i], SC__REASON_MAX, "undecodable payload: %s",
                sc_errmsg(NULL));
-      w->settle[i] = (sc__settle){ev->id, SC__SETTLE_DEAD, w->reasons[i]};
+      w->settle[i] = (sc__settle){.id = ev->id,
+                                  .verdict = SC__SETTLE_DEAD,
+                                  .reason = w->reasons[i],
+                                  .claim = ev->claim};
     } else {
       judge(w, i, w->opts.on_event(ev, w->opts.ud));
     }
@@ -298,6 +339,69 @@ static void arm_expiry(sc_worker *w) {
   uv_timer_start(&w->expiry_timer, expiry_fired, delay, 0);
 }
 
+/* ---- retention ------------------------------------------------------------
+ */
+
+static void on_purge_done(sc__op *op) {
+  sc_worker *w = (sc_worker *)((char *)op - offsetof(sc_worker, purge));
+  pthread_mutex_lock(&w->flags_lock);
+  w->purge_done = true;
+  uv_async_send(&w->wake);
+  pthread_mutex_unlock(&w->flags_lock);
+}
+
+/* The pause between retention checks once a batch came back short: a tenth
+ * of the retention, within [poll_interval_ms, PURGE_PAUSE_MAX_MS]. */
+static uint64_t purge_pause(sc_worker *w) {
+  int64_t d = w->db->opts.outbox_retention_ms / 10;
+  if (d > PURGE_PAUSE_MAX_MS) d = PURGE_PAUSE_MAX_MS;
+  if (d < w->opts.poll_interval_ms) d = w->opts.poll_interval_ms;
+  return (uint64_t)d;
+}
+
+static void purge_fired(uv_timer_t *t) {
+  sc_worker *w = t->data;
+  if (w->stopping || w->db_closed || w->purge_busy) return;
+  /* A pass starts when dispatch is idle (or has kept it waiting long
+   * enough); once started it goes on batch after batch, so that it keeps up
+   * with a steady flow of events. */
+  if (!w->purge_more && (w->round_busy || w->round_unsent) &&
+      w->purge_deferrals++ < PURGE_DEFERRALS_MAX) {
+    arm_purge(w, PURGE_DEFER_MS); /* dispatch first */
+    return;
+  }
+  w->purge_deferrals = 0;
+  int64_t before = sc__now_ms(w->db) - w->db->opts.outbox_retention_ms;
+  sc__purge_round_prepare(&w->purge, before, PURGE_BATCH);
+  w->purge.base.done = on_purge_done;
+  int rc = sc__op_try_submit(w->db, &w->purge.base);
+  if (rc == SC_OK) {
+    w->purge_busy = true;
+  } else if (rc == SC_BUSY) {
+    arm_purge(w, RESUBMIT_MS);
+  } else {
+    w->db_closed = true;
+  }
+}
+
+static void arm_purge(sc_worker *w, uint64_t delay_ms) {
+  if (w->stopping || w->purge_busy) return;
+  uv_timer_start(&w->purge_timer, purge_fired, delay_ms, 0);
+}
+
+static void purge_finished(sc_worker *w) {
+  w->purge_busy = false;
+  sc__purge_round *r = &w->purge;
+  w->purge_more = false;
+  if (r->base.status == SC_OK) {
+    sc__metrics_purged(w->db, r->purged);
+    w->purge_more = r->purged == r->limit;
+  }
+  /* A failed batch (busy, I/O) is tried again after the pause. */
+  if (!w->db_closed) arm_purge(w, w->purge_more ? 0 : purge_pause(w));
+  maybe_close(w);
+}
+
 /* ---- the wake-up handler --------------------------------------------------
  */
 
@@ -305,8 +409,9 @@ static void woken(uv_async_t *a) {
   sc_worker *w = a->data;
   pthread_mutex_lock(&w->flags_lock);
   bool events = w->events_committed, done = w->round_done;
-  bool expired = w->expiry_done;
+  bool expired = w->expiry_done, purged = w->purge_done;
   w->events_committed = w->round_done = w->expiry_done = false;
+  w->purge_done = false;
   pthread_mutex_unlock(&w->flags_lock);
   int64_t deadline = atomic_exchange(&w->db->earliest_deadline_ms, 0);
   if (deadline != 0 && !w->opts.no_expiry && !w->stopping) {
@@ -315,6 +420,7 @@ static void woken(uv_async_t *a) {
     if (w->deadline_ms != before) arm_expiry(w); /* an earlier deadline */
   }
   if (expired) expiry_finished(w);
+  if (purged) purge_finished(w);
   if (done) round_finished(w);
   if (events) request_round(w);
 }
@@ -379,8 +485,10 @@ static int worker_init_handles(sc_worker *w) {
   }
   uv_timer_init(w->loop, &w->expiry_timer);
   uv_timer_init(w->loop, &w->dispatch_timer);
+  uv_timer_init(w->loop, &w->purge_timer);
   w->wake.data = w->expiry_timer.data = w->dispatch_timer.data = w;
-  w->open_handles = 3;
+  w->purge_timer.data = w;
+  w->open_handles = 4;
   return SC_OK;
 }
 
@@ -417,6 +525,7 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
    * committed before the worker started. */
   if (!o.no_expiry) expire_now(w);
   request_round(w);
+  arm_purge(w, (uint64_t)o.poll_interval_ms);
   *out = w;
   return SC_OK;
 }
@@ -428,17 +537,18 @@ static void handle_closed(uv_handle_t *h) {
   worker_free(w);
 }
 
-/* Closes the handles once nothing is in flight: the round trip and the
- * expiry work have come back, the handler has returned. */
+/* Closes the handles once nothing is in flight: the round trip, the expiry
+ * and retention work have come back, the handler has returned. */
 static void maybe_close(sc_worker *w) {
   if (!w->stopping || w->closing || w->round_busy || w->expire_busy ||
-      w->dispatching) {
+      w->purge_busy || w->dispatching) {
     return;
   }
   w->closing = true;
   uv_close((uv_handle_t *)&w->wake, handle_closed);
   uv_close((uv_handle_t *)&w->expiry_timer, handle_closed);
   uv_close((uv_handle_t *)&w->dispatch_timer, handle_closed);
+  uv_close((uv_handle_t *)&w->purge_timer, handle_closed);
 }
 
 void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
@@ -449,6 +559,7 @@ void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
   sc__set_commit_hook(w->db, NULL, NULL);
   uv_timer_stop(&w->expiry_timer);
   uv_timer_stop(&w->dispatch_timer);
+  uv_timer_stop(&w->purge_timer);
   /* A round the full queue refused is dropped: its acks are lost to lease
    * expiry (at least once). Rounds with the writer finish first. */
   w->round_unsent = false;

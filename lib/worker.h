@@ -18,6 +18,7 @@ struct sc_worker {
   uv_async_t wake;        /* commits, round completions */
   uv_timer_t expiry_timer;
   uv_timer_t dispatch_timer; /* retries coming due, and the fallback poll */
+  uv_timer_t purge_timer;    /* the next retention batch */
   int open_handles; /* closed ones counted down by the close callback */
 
   /* Loop thread only. */
@@ -27,6 +28,9 @@ struct sc_worker {
   bool dirty;           /* events were committed while it was */
   bool dispatching;     /* inside the handlers */
   bool expire_busy;     /* an expiry round is with the writer */
+  bool purge_busy;      /* a retention batch is with the writer */
+  bool purge_more;      /* the last batch was full: a pass goes on */
+  int purge_deferrals;  /* times the next pass waited for dispatch */
   int64_t deadline_ms;  /* earliest PENDING deadline known (db clock); 0 */
   int64_t retry_due_ms; /* earliest retry this worker's nacks set; 0 */
   sc__outbox_round round;
@@ -37,12 +41,14 @@ struct sc_worker {
   void *close_ud;
 
   sc__expire_round expiry; /* expiry runs through the writer too */
+  sc__purge_round purge;   /* and so does retention */
 
   /* Cross-thread: set by the writer's commit hook and the completer. */
   pthread_mutex_t flags_lock;
   bool events_committed; /* the commit hook saw events */
   bool round_done;       /* the round's op completed */
   bool expiry_done;      /* the expiry round's op completed */
+  bool purge_done;       /* the retention batch's op completed */
 
   sc__worker_thread *thread; /* sc_worker_start_thread's; NULL otherwise */
 };

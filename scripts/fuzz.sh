@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                 fuzz_decode for 10 minutes
 #   scripts/fuzz.sh 3600            ... for an hour
 #   SC_FUZZ_TARGET=api scripts/fuzz.sh   fuzz_api (sequences of API calls)
+#   SC_FUZZ_TARGET=http scripts/fuzz.sh  fuzz_http (http_shop's request path)
 #   SC_FUZZ_JOBS=2 scripts/fuzz.sh  parallel jobs (default 1)
 #   SC_FUZZ_DIR=dir                 build directory (default build-fuzz)
 # The corpus grows in build-fuzz/corpus-decode (seeded from

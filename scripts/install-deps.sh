@@ -4,8 +4,10 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
   libsqlite3-dev libuv1-dev libmsgpack-dev check
+  libhttp-parser-dev libjansson-dev wrk
   swig python3-dev valgrind clang libclang-rt-14-dev sqlite3
   chromium)  # chromium: the CLI test loads simulate's HTML report headless
+# libhttp-parser-dev, libjansson-dev: examples/http_shop; wrk: its load test.
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -13,6 +13,10 @@
 #   check_model    20 seeds x 1,500 rounds (180,000 calls per seed)
 #   check_bank     5,000 calls per thread (SC_BANK_OPS)
 #   check_iofault  as in CI: it already fails every write, sync and read
+#   check_worker   with a 120 s retention soak (SC_RETENTION_SECONDS): 4
+#                  threads change state flat out, the worker delivers and
+#                  purges at a 200 ms retention, the database file must stop
+#                  growing
 # Seeds are printed; a failing one reruns with SC_MODEL_SEED, SC_CRASH_SEED or
 # SC_POWERLOSS_SEED.
 set -euo pipefail
@@ -27,7 +31,7 @@ build() { # dir, cmake args...
   cmake -S . -B "$dir" -G Ninja -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF \
     -DSC_BUILD_CLI=OFF -DSC_BUILD_EXAMPLES=OFF "$@" >/dev/null
   cmake --build "$dir" -j2 --target check_crash check_powerloss check_oom \
-    check_model check_bank check_iofault
+    check_model check_bank check_iofault check_worker
 }
 
 run() { # name, command...
@@ -52,6 +56,8 @@ soak() { # build dir
   run "oom ($1)" env SC_OOM_STRIDE=1 "$t/check_oom"
   run "iofault ($1)" "$t/check_iofault"
   run "bank ($1)" env SC_BANK_OPS=$((5000 * scale)) "$t/check_bank"
+  run "retention ($1)" env SC_RETENTION_SECONDS=$((120 * scale)) \
+    CK_TIMEOUT_MULTIPLIER=$((scale + 1)) "$t/check_worker"
   local base=${SC_SOAK_SEED:-$(date +%s)}
   for ((i = 0; i < 20 * scale; i++)); do
     run "model seed $((base + i)) ($1)" env SC_MODEL_SEED=$((base + i)) \

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds and runs every test:
 #   1. the suites in a normal build (RelWithDebInfo), Python and CLI included;
-#   2. the C suites and the CLI tests again under AddressSanitizer +
-#      UndefinedBehaviorSanitizer;
+#   2. the C suites, the CLI tests and http_shop's tests again under
+#      AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the concurrency suites under ThreadSanitizer;
-#   4. short libFuzzer runs of the payload decoder and of API call sequences
-#      (long campaigns: scripts/fuzz.sh; long soaks: scripts/soak.sh);
+#   4. short libFuzzer runs of the payload decoder, of API call sequences
+#      and of http_shop's request path (long campaigns: scripts/fuzz.sh;
+#      long soaks: scripts/soak.sh);
 #   5. the engine, codec, async and worker suites under valgrind memcheck.
 # Ends with one line "tests: N passed, M failed" (N and M count ctest tests
 # and the valgrind runs). SC_TEST_QUICK=1 runs step 1 only.
@@ -48,11 +49,12 @@ run_ctest build
 
 if [[ -z ${SC_TEST_QUICK:-} ]]; then
   echo "== 2. AddressSanitizer + UndefinedBehaviorSanitizer"
+  # Examples stay on for http_shop: its tests (label http) run here too.
   build build-asan -DCMAKE_BUILD_TYPE=Debug -DSC_SANITIZE=address,undefined \
-    -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_EXAMPLES=OFF
+    -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli' \
+    CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli|http' \
     -E cli_report_chromium
 
   echo "== 3. ThreadSanitizer (concurrency suites)"
@@ -62,11 +64,11 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     CK_TIMEOUT_MULTIPLIER=6 run_ctest build-tsan -L concurrency
 
-  echo "== 4. libFuzzer targets (short runs: decoder, API call sequences)"
+  echo "== 4. libFuzzer targets (short runs: decoder, API call sequences, HTTP)"
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSC_BUILD_FUZZ=ON \
     -DSC_BUILD_PYTHON=OFF -DSC_BUILD_BENCH=OFF -DSC_BUILD_CLI=OFF \
     -DSC_BUILD_EXAMPLES=OFF >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api
+  cmake --build build-fuzz -j"$jobs" --target fuzz_decode fuzz_api fuzz_http
   run_ctest build-fuzz -L fuzz
 
   echo "== 5. valgrind memcheck (engine, codec, async and worker suites)"

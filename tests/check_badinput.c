@@ -31,8 +31,9 @@ typedef struct fx {
   sc_id policy, sold_out, paused, future, one_each;
   sc_id coupon, coupon_user2, used_coupon_of_1;
   sc_id pending, confirmed, cancelled, expired;
-  sc_id event_delivered, event_pending;
-  int64_t version; /* the product's stock version */
+  sc_id event_delivered, event_pending, event_unclaimed;
+  int64_t claim_delivered, claim_pending; /* their tokens */
+  int64_t version;                        /* the product's stock version */
   /* Out-parameters, filled with a pattern the failed call must leave. */
   sc_id id_out;
   sc_stock stock_out;
@@ -104,8 +105,14 @@ static void make_events(fx *f) {
   ck_assert_int_eq(n, 2);
   f->event_delivered = ev[0].id;
   f->event_pending = ev[1].id;
+  f->claim_delivered = ev[0].claim;
+  f->claim_pending = ev[1].claim;
   sc_events_free(ev, n);
-  ck_assert_sc(sc_outbox_ack(f->db, f->event_delivered), SC_OK);
+  ck_assert_sc(sc_outbox_ack(f->db, f->event_delivered, f->claim_delivered),
+               SC_OK);
+  f->event_unclaimed =
+      tu_count(f->path, "SELECT max(id) FROM sc_outbox WHERE claim = 0");
+  ck_assert_int_gt(f->event_unclaimed, 0);
 }
 
 static void fixture_setup(fx *f) {
@@ -169,6 +176,20 @@ static const sc_line LINE_PRODUCT_0[] = {{0, 1}};
 static const sc_line LINE_PRODUCT_NEG[] = {{-5, 1}};
 static const sc_line LINE_PRODUCT_UNKNOWN[] = {{999999, 1}};
 static const int64_t VERSION_NEG[] = {-1};
+/* Past the limits: a name or key one byte too long, one of 10 MiB, and a
+ * checkout of one line too many (distinct products, each qty 1, so only
+ * the count is wrong). Filled by limits_setup. */
+static char TOO_LONG[SC_NAME_MAX + 2];
+static char HUGE_TEXT[10 << 20];
+static sc_line TOO_MANY_LINES[SC_CHECKOUT_LINES_MAX + 1];
+
+static void limits_setup(void) {
+  memset(TOO_LONG, 'k', sizeof TOO_LONG - 1);
+  memset(HUGE_TEXT, 'h', sizeof HUGE_TEXT - 1);
+  for (int i = 0; i <= SC_CHECKOUT_LINES_MAX; i++) {
+    TOO_MANY_LINES[i] = (sc_line){.product = i + 1, .qty = 1};
+  }
+}
 
 /* Each row states only what it changes from a valid request: the later
  * designated initializer overriding the default is the point. */
@@ -219,6 +240,10 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_product_create(f->db, NULL, 1, 1, &f->id_out))                          \
   X(product_name_empty, SC_INVALID,                                            \
     sc_product_create(f->db, "", 1, 1, &f->id_out))                            \
+  X(product_name_too_long, SC_INVALID,                                         \
+    sc_product_create(f->db, TOO_LONG, 1, 1, &f->id_out))                      \
+  X(product_name_huge, SC_INVALID,                                             \
+    sc_product_create(f->db, HUGE_TEXT, 1, 1, &f->id_out))                     \
   X(product_price_negative, SC_INVALID,                                        \
     sc_product_create(f->db, "p", -1, 1, &f->id_out))                          \
   X(product_price_min, SC_INVALID,                                             \
@@ -254,6 +279,9 @@ static const int64_t VERSION_NEG[] = {-1};
   X(deposit_overflow, SC_INVALID,                                              \
     sc_account_deposit(f->db, 1, INT64_MAX, NULL))                             \
   X(deposit_key_empty, SC_INVALID, sc_account_deposit(f->db, 1, 1, ""))        \
+  X(deposit_key_too_long, SC_INVALID,                                          \
+    sc_account_deposit(f->db, 1, 1, TOO_LONG))                                 \
+  X(deposit_key_huge, SC_INVALID, sc_account_deposit(f->db, 1, 1, HUGE_TEXT))  \
   X(deposit_key_other_amount, SC_IDEMPOTENCY_MISMATCH,                         \
     sc_account_deposit(f->db, 1, 9999, "dep-1"))                               \
   X(deposit_key_other_user, SC_IDEMPOTENCY_MISMATCH,                           \
@@ -273,6 +301,10 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_coupon_policy_create(f->db, SPEC(.name = NULL), &f->id_out))            \
   X(policy_name_empty, SC_INVALID,                                             \
     sc_coupon_policy_create(f->db, SPEC(.name = ""), &f->id_out))              \
+  X(policy_name_too_long, SC_INVALID,                                          \
+    sc_coupon_policy_create(f->db, SPEC(.name = TOO_LONG), &f->id_out))        \
+  X(policy_name_huge, SC_INVALID,                                              \
+    sc_coupon_policy_create(f->db, SPEC(.name = HUGE_TEXT), &f->id_out))       \
   X(policy_max_zero, SC_INVALID,                                               \
     sc_coupon_policy_create(f->db, SPEC(.max_count = 0), &f->id_out))          \
   X(policy_max_negative, SC_INVALID,                                           \
@@ -356,6 +388,18 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_checkout(f->db, REQ(.ttl_ms = INT64_MAX), &f->id_out))                  \
   X(checkout_key_empty, SC_INVALID,                                            \
     sc_checkout(f->db, REQ(.idempotency_key = ""), &f->id_out))                \
+  X(checkout_key_too_long, SC_INVALID,                                         \
+    sc_checkout(f->db, REQ(.idempotency_key = TOO_LONG), &f->id_out))          \
+  X(checkout_key_huge, SC_INVALID,                                             \
+    sc_checkout(f->db, REQ(.idempotency_key = HUGE_TEXT), &f->id_out))         \
+  X(checkout_too_many_lines, SC_INVALID,                                       \
+    sc_checkout(                                                               \
+        f->db,                                                                 \
+        REQ(.lines = TOO_MANY_LINES, .n_lines = SC_CHECKOUT_LINES_MAX + 1),    \
+        &f->id_out))                                                           \
+  X(checkout_lines_size_max, SC_INVALID,                                       \
+    sc_checkout(f->db, REQ(.lines = TOO_MANY_LINES, .n_lines = SIZE_MAX),      \
+                &f->id_out))                                                   \
   X(checkout_key_other_request, SC_IDEMPOTENCY_MISMATCH,                       \
     sc_checkout(f->db, REQ(.idempotency_key = "co-1", .ttl_ms = 5),            \
                 &f->id_out))                                                   \
@@ -434,14 +478,23 @@ static const int64_t VERSION_NEG[] = {-1};
     sc_outbox_claim(f->db, 1, 0, &f->events_out, &f->n_out))                   \
   X(claim_lease_negative, SC_INVALID,                                          \
     sc_outbox_claim(f->db, 1, INT64_MIN, &f->events_out, &f->n_out))           \
-  X(ack_db_null, SC_MISUSE, sc_outbox_ack(NULL, f->event_pending))             \
-  X(ack_zero, SC_NOT_FOUND, sc_outbox_ack(f->db, 0))                           \
-  X(ack_unknown, SC_NOT_FOUND, sc_outbox_ack(f->db, 999999))                   \
-  X(nack_db_null, SC_MISUSE, sc_outbox_nack(NULL, f->event_pending, "x"))      \
-  X(nack_unknown, SC_NOT_FOUND, sc_outbox_nack(f->db, 999999, "x"))            \
-  X(nack_negative, SC_NOT_FOUND, sc_outbox_nack(f->db, -1, NULL))              \
+  X(ack_db_null, SC_MISUSE, sc_outbox_ack(NULL, f->event_pending, 1))          \
+  X(ack_zero, SC_NOT_FOUND, sc_outbox_ack(f->db, 0, 1))                        \
+  X(ack_unknown, SC_NOT_FOUND, sc_outbox_ack(f->db, 999999, 1))                \
+  X(ack_stale_claim, SC_CONFLICT,                                              \
+    sc_outbox_ack(f->db, f->event_pending, f->claim_pending + 1))              \
+  X(ack_claim_zero, SC_CONFLICT, sc_outbox_ack(f->db, f->event_pending, 0))    \
+  X(ack_never_claimed, SC_CONFLICT,                                            \
+    sc_outbox_ack(f->db, f->event_unclaimed, 1))                               \
+  X(nack_db_null, SC_MISUSE, sc_outbox_nack(NULL, f->event_pending, 1, "x"))   \
+  X(nack_unknown, SC_NOT_FOUND, sc_outbox_nack(f->db, 999999, 1, "x"))         \
+  X(nack_negative, SC_NOT_FOUND, sc_outbox_nack(f->db, -1, 1, NULL))           \
+  X(nack_stale_claim, SC_CONFLICT,                                             \
+    sc_outbox_nack(f->db, f->event_pending, f->claim_pending - 1, "x"))        \
+  X(nack_never_claimed, SC_CONFLICT,                                           \
+    sc_outbox_nack(f->db, f->event_unclaimed, 1, "x"))                         \
   X(nack_delivered, SC_INVALID_STATE,                                          \
-    sc_outbox_nack(f->db, f->event_delivered, "x"))                            \
+    sc_outbox_nack(f->db, f->event_delivered, f->claim_delivered, "x"))        \
   X(dead_list_db_null, SC_MISUSE,                                              \
     sc_outbox_dead_list(NULL, 0, 1, &f->dead_out, &f->n_out))                  \
   X(dead_list_out_null, SC_MISUSE,                                             \
@@ -646,6 +699,7 @@ static void undo_success(fx *f) {
 START_TEST(each_bad_call) {
   const bad_call *row = &TABLE[_i];
   fx fixture, *f = &fixture;
+  limits_setup();
   fixture_setup(f);
   uint64_t before = db_digest(f->path);
   fill_outs(f);
@@ -662,6 +716,59 @@ START_TEST(each_bad_call) {
                 row->name);
   tu_assert_verify(f->db);
   fixture_teardown(f);
+}
+END_TEST
+
+/* The limits are inclusive: a name and a key of exactly 255 bytes and a
+ * checkout of exactly 1,000 lines go through, and the stored text is whole. */
+START_TEST(limits_are_inclusive) {
+  char *path = tu_db_path("limits");
+  sc_options o;
+  sc_options_init(&o);
+  o.durability = SC_DURABILITY_NORMAL;
+  sc_db *db = tu_open(path, &o);
+  char name[SC_NAME_MAX + 1], key[SC_KEY_MAX + 1];
+  memset(name, 'n', SC_NAME_MAX);
+  name[SC_NAME_MAX] = '\0';
+  memset(key, 'k', SC_KEY_MAX);
+  key[SC_KEY_MAX] = '\0';
+  static sc_line lines[SC_CHECKOUT_LINES_MAX];
+  for (int i = 0; i < SC_CHECKOUT_LINES_MAX; i++) {
+    sc_id id = 0;
+    ck_assert_sc(sc_product_create(db, name, 1, 1, &id), SC_OK);
+    lines[i] = (sc_line){.product = id, .qty = 1};
+  }
+  sc_coupon_policy_spec spec = {.name = name, .max_count = 1};
+  sc_id policy = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, SC_CHECKOUT_LINES_MAX, key), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, SC_CHECKOUT_LINES_MAX, key), SC_OK);
+  sc_checkout_req req = {.user = 1,
+                         .lines = lines,
+                         .n_lines = SC_CHECKOUT_LINES_MAX,
+                         .idempotency_key = key};
+  sc_id order = 0, replay = 0;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_sc(sc_checkout(db, &req, &replay), SC_OK);
+  ck_assert_int_eq(order, replay);
+  sc_order got;
+  ck_assert_sc(sc_order_get(db, order, &got), SC_OK);
+  ck_assert_int_eq(got.total, SC_CHECKOUT_LINES_MAX);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_product"
+                            " WHERE length(name) = 255"),
+                   SC_CHECKOUT_LINES_MAX);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_coupon_policy"
+                            " WHERE length(name) = 255"),
+                   1);
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_idempotency"
+                            " WHERE length(key) = 255"),
+                   2);
+  tu_remove_db(path);
 }
 END_TEST
 
@@ -709,6 +816,7 @@ int main(void) {
   TCase *tc = tu_tcase("badinput");
   tcase_add_loop_test(tc, each_bad_call, 0, N_BAD);
   tcase_add_test(tc, digest_sees_a_change);
+  tcase_add_test(tc, limits_are_inclusive);
   tcase_add_test(tc, harmless_nulls_and_unknown_codes);
   suite_add_tcase(s, tc);
   printf("badinput: %d bad calls in the table\n", N_BAD);

@@ -7,6 +7,12 @@
  * pass. The OS keeps its page cache across a kill, so this cannot catch a
  * missing fsync: check_powerloss does.
  *
+ * In half the rounds the fault VFS (faultvfs.c) first fails one sync or one
+ * write of the child, at random: an operation failed with SC_IOERR must
+ * have left no trace, an SC_AMBIGUOUS one (its commit's fsync failed, or
+ * the handle refused writes since) may be there or not and counts only if
+ * it is, and after the child's next reopen writes work again.
+ *
  * A second test kills such a child while it holds the write turn (lib/turn.c)
  * in the middle of a batch, beside other processes writing the same file:
  * they go on within their busy timeout, and the same checks hold.
@@ -35,6 +41,18 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The child's fault: one sync or write fails (armed before it opens). */
+typedef struct child_fault {
+  int kind; /* FV_SYNC or FV_WRITE */
+  long at;
+} child_fault;
+
+static void arm_fault(void *ud) {
+  const child_fault *f = ud;
+  if (fv_register() != SQLITE_OK) _exit(24);
+  fv_arm(f->kind, f->at, false);
+}
+
 START_TEST(acknowledged_operations_survive_sigkill) {
   int rounds = (int)cl_env_u64("SC_CRASH_ROUNDS", 20);
   uint64_t base = cl_env_u64("SC_CRASH_SEED", (uint64_t)time(NULL));
@@ -45,23 +63,40 @@ START_TEST(acknowledged_operations_survive_sigkill) {
     /* Every fifth round runs with synchronous=NORMAL: it too must survive a
      * process crash (only a power loss may cost it the last commits). */
     int durability = round % 5 == 4 ? SC_DURABILITY_NORMAL : SC_DURABILITY_FULL;
+    /* Every other round fails one sync or one write of the child early on,
+     * and the kill comes after it. */
+    child_fault f = {0};
+    if (round % 4 == 1)
+      f = (child_fault){FV_SYNC, (long)tu_rng_range(&rng, 1, 10)};
+    if (round % 4 == 3)
+      f = (child_fault){FV_WRITE, (long)tu_rng_range(&rng, 1, 100)};
+    w.faulted = f.kind != 0;
     /* Mostly mid-load; some kills land during open or the first batch. */
-    int64_t kill_us = tu_rng_range(&rng, 0, 3) == 0
+    int64_t kill_us = tu_rng_range(&rng, 0, 3) == 0 && !w.faulted
                           ? tu_rng_range(&rng, 0, 20000)
                           : tu_rng_range(&rng, 20000, 600000);
-    printf("crash round %d: seed %llu, %s, kill after %lld us\n", round,
+    char what[32] = "no fault";
+    if (f.kind != 0) {
+      snprintf(what, sizeof what, "failing %s %ld",
+               f.kind == FV_SYNC ? "sync" : "write", f.at);
+    }
+    printf("crash round %d: seed %llu, %s, %s, kill after %lld us\n", round,
            (unsigned long long)w.seed,
-           durability == SC_DURABILITY_FULL ? "FULL" : "NORMAL",
+           durability == SC_DURABILITY_FULL ? "FULL" : "NORMAL", what,
            (long long)kill_us);
     fflush(stdout);
     char *path = tu_db_path("crash");
     cl_setup_world(path, &w);
     cl_log lg;
-    cl_run(path, &w, durability, kill_us, NULL, NULL, 0, &lg);
+    cl_run(path, &w, durability, kill_us, w.faulted ? arm_fault : NULL, &f, 0,
+           &lg);
     cl_summary s;
     cl_check(path, &w, &lg, false, &s);
-    printf("  %zu records, %lld acknowledged ok, %lld refused\n", lg.n,
-           (long long)s.acked, (long long)s.refused);
+    printf(
+        "  %zu records, %lld acknowledged ok, %lld refused (%lld SC_IOERR, "
+        "%lld SC_AMBIGUOUS)\n",
+        lg.n, (long long)s.acked, (long long)s.refused, (long long)s.ioerr,
+        (long long)s.ambiguous);
     cl_summary_add(&total, &s);
     cl_log_free(&lg);
     tu_remove_db(path);
@@ -69,6 +104,8 @@ START_TEST(acknowledged_operations_survive_sigkill) {
   /* The kills must not all land before any work: the test would prove
    * nothing. */
   ck_assert_int_gt(total.acked, 0);
+  /* Nor may the faults all miss (a full run has ten fault rounds). */
+  if (rounds >= 20) ck_assert_int_gt(total.ioerr + total.ambiguous, 0);
   cl_summary_print("crash", &total);
 }
 END_TEST

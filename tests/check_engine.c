@@ -3,6 +3,8 @@
  * per-operation savepoints). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -62,6 +64,99 @@ START_TEST(open_rejects_bad_arguments) {
 }
 END_TEST
 
+/* Sets one option of o out of its range; returns the option's name, or
+ * NULL past the last case. */
+static const char *bad_option(sc_options *o, int i) {
+  sc_options_init(o);
+  switch (i) {
+    case 0:
+      o->durability = 2;
+      return "durability";
+    case 1:
+      o->batch_max = -1;
+      return "batch_max";
+    case 2:
+      o->busy_timeout_ms = -5;
+      return "busy_timeout_ms";
+    case 3:
+      o->queue_max = -1;
+      return "queue_max";
+    case 4:
+      o->queue_max = INT_MAX;
+      return "queue_max";
+    case 5:
+      o->read_pool_max = -1;
+      return "read_pool_max";
+    case 6:
+      o->default_order_ttl_ms = -1;
+      return "default_order_ttl_ms";
+    case 7:
+      o->outbox_max_attempts = -3;
+      return "outbox_max_attempts";
+    case 8:
+      o->outbox_retry_base_ms = -1;
+      return "outbox_retry_base_ms";
+    case 9:
+      o->outbox_retry_max_ms = INT64_MIN;
+      return "outbox_retry_max_ms";
+    case 10:
+      o->alert_error_rate = 2.0;
+      return "alert_error_rate";
+    case 11:
+      o->alert_error_rate = 1.0000001;
+      return "alert_error_rate";
+    case 12:
+      o->alert_error_rate = NAN;
+      return "alert_error_rate";
+    case 13:
+      o->alert_queue_depth = 4097;
+      return "alert_queue_depth";
+    case 14:
+      o->queue_max = 10;
+      o->alert_queue_depth = 11;
+      return "alert_queue_depth";
+    case 15:
+      o->alert_window_ms = -1;
+      return "alert_window_ms";
+    case 16:
+      o->alert_min_samples = -1;
+      return "alert_min_samples";
+    default:
+      return NULL;
+  }
+}
+
+START_TEST(open_refuses_each_option_out_of_range) {
+  char *path = tu_db_path("optrange");
+  sc_options o;
+  const char *name;
+  for (int i = 0; (name = bad_option(&o, i)) != NULL; i++) {
+    sc_db *db = (sc_db *)0x1;
+    ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+    ck_assert_ptr_null(db);
+    /* The message names the option. */
+    ck_assert_msg(strstr(sc_errmsg(NULL), name) != NULL, "case %d: %s", i,
+                  sc_errmsg(NULL));
+    ck_assert_int_eq(access(path, F_OK), -1);
+  }
+  /* The edges of each range are accepted: a share of 1, an alert turned off
+   * (negative), a queue-depth alert at queue_max. */
+  sc_options_init(&o);
+  o.alert_error_rate = 1.0;
+  o.alert_queue_depth = 10;
+  o.queue_max = 10;
+  sc_db *db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
+  sc_options_init(&o);
+  o.alert_error_rate = -0.5;
+  o.alert_queue_depth = -1;
+  o.alert_p95_ms = -1;
+  db = tu_open(path, &o);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(open_rejects_unusable_paths) {
   sc_db *db = (sc_db *)0x1;
   ck_assert_sc(sc_open("/nonexistent-dir/x/shop.db", NULL, &db), SC_IOERR);
@@ -108,14 +203,152 @@ START_TEST(shares_a_host_file) {
   ck_assert_sc(sc_close(db), SC_OK);
   ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM users"), 1);
   ck_assert_int_eq(tu_count(path, "PRAGMA user_version"), 77);
+  /* sqlite_sequence is SQLite's own (AUTOINCREMENT), shared with the
+   * host's tables. */
   ck_assert_int_eq(
       tu_count(path,
                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-               " AND name NOT LIKE 'sc\\_%' ESCAPE '\\' AND name <> 'users'"),
+               " AND name NOT LIKE 'sc\\_%' ESCAPE '\\' AND name <> 'users'"
+               " AND name <> 'sqlite_sequence'"),
       0);
   ck_assert_int_eq(
       tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
-      1);
+      sc__schema_version());
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Every row of the tables with generated ids and their indexes, as text. */
+static char *rows_and_indexes(const char *path) {
+  static const char *const SQL[] = {
+      "SELECT * FROM sc_coupon_policy",
+      "SELECT * FROM sc_coupon",
+      "SELECT * FROM sc_product",
+      "SELECT * FROM sc_ledger",
+      "SELECT * FROM sc_order",
+      "SELECT * FROM sc_order_line",
+      "SELECT * FROM sc_outbox",
+      "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'index'"
+      " ORDER BY name"};
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap);
+  for (size_t i = 0; i < sizeof SQL / sizeof *SQL; i++) {
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, SQL[i], -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      for (int c = 0; c < sqlite3_column_count(st); c++) {
+        const char *v = (const char *)sqlite3_column_text(st, c);
+        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
+        ck_assert_uint_lt(len, cap - 64);
+      }
+      out[len++] = '\n';
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
+static int64_t sequence_of(const char *path, const char *table) {
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "SELECT coalesce(max(seq), -1) FROM sqlite_sequence"
+           " WHERE name = '%s'",
+           table);
+  return tu_count(path, sql);
+}
+
+/* A file of the schema before AUTOINCREMENT (what earlier libraries made),
+ * with rows, a host table of its own with AUTOINCREMENT, a host view and a
+ * host trigger on a library table, and the lines of an order deleted by hand:
+ * opening it rebuilds every table with generated ids with AUTOINCREMENT,
+ * keeping rows, indexes and the highest ids (the deleted order's included), and
+ * the host's objects. */
+START_TEST(migrates_generated_ids_to_never_reused) {
+  char *path = tu_db_path("migrate-ids");
+  host_exec(path,
+            "CREATE TABLE sc_meta(key TEXT PRIMARY KEY, value);"
+            "INSERT INTO sc_meta VALUES('schema_version', 2);"
+            "CREATE TABLE host(id INTEGER PRIMARY KEY AUTOINCREMENT, x);"
+            "INSERT INTO host(x) VALUES('a'), ('b');");
+  host_exec(path, sc__schema_sql(1));
+  host_exec(path, sc__schema_sql(2));
+  host_exec(path,
+            "CREATE VIEW host_coupons AS SELECT count(*) AS n FROM sc_coupon;"
+
+            "INSERT INTO sc_coupon_policy(id, name, max_count, issued_count,"
+            " per_user_limit, created_at_ms) VALUES(1, 'p', 10, 2, 1, 0);"
+            "INSERT INTO sc_coupon(id, policy_id, user_id, issued_at_ms)"
+            " VALUES(1, 1, 1, 0), (2, 1, 2, 0);"
+            "INSERT INTO sc_outbox(id, type, agg_kind, agg_id, seq,"
+            " created_at_ms, payload) VALUES(1, 1, 1, 1, 1, 0, x'80'),"
+            " (2, 1, 1, 2, 1, 0, x'80'), (3, 6, 3, 1, 1, 0, x'80');"
+            "INSERT INTO sc_product(id, name, price, total)"
+            " VALUES(1, 'p', 100, 10);"
+            "INSERT INTO sc_account(user_id, balance) VALUES(1, 1000);"
+            "INSERT INTO sc_ledger(id, user_id, amount, kind, at_ms)"
+            " VALUES(1, 1, 1000, 1, 0);"
+            /* order 7 was deleted by hand; its line is left */
+            "INSERT INTO sc_order_line(order_id, product_id, qty, price)"
+            " VALUES(7, 1, 1, 100);"
+            "CREATE TRIGGER host_sees_coupons AFTER INSERT ON sc_coupon"
+            " BEGIN UPDATE host SET x = 'seen' WHERE id = 1; END;");
+  char *before = rows_and_indexes(path);
+  sc_db *db = tu_open(path, NULL);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
+      sc__schema_version());
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sqlite_schema"
+                            " WHERE type = 'table' AND name IN"
+                            " ('sc_coupon_policy', 'sc_coupon', 'sc_product',"
+                            " 'sc_ledger', 'sc_order', 'sc_outbox')"
+                            " AND sql LIKE '%id INTEGER PRIMARY KEY"
+                            " AUTOINCREMENT,%'"),
+                   6);
+  char *after = rows_and_indexes(path);
+  ck_assert_str_eq(after, before);
+  free(before);
+  free(after);
+  ck_assert_int_eq(sequence_of(path, "sc_coupon"), 2);
+  ck_assert_int_eq(sequence_of(path, "sc_outbox"), 3);
+  ck_assert_int_eq(sequence_of(path, "sc_order"), 7);
+  ck_assert_int_eq(sequence_of(path, "host"), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT n FROM host_coupons"), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   0);
+  ck_assert_int_eq(tu_count(path, "PRAGMA foreign_key_check"), 0);
+  /* The writer has its foreign keys back. */
+  sqlite3_stmt *st = NULL;
+  ck_assert_int_eq(
+      sqlite3_prepare_v2(db->wconn->h, "PRAGMA foreign_keys", -1, &st, NULL),
+      SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+  sqlite3_finalize(st);
+  /* New ids follow the highest ever, also after the newest rows go. */
+  sc_id coupon = 0, order = 0;
+  ck_assert_sc(sc_coupon_issue(db, 1, 3, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, 3);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM host WHERE x = 'seen'"),
+                   1);
+  host_exec(path,
+            "DELETE FROM sc_coupon WHERE id = 3;"
+            "DELETE FROM sc_outbox WHERE id = 4;"
+            "UPDATE sc_coupon_policy SET issued_count = 2");
+  ck_assert_sc(sc_coupon_issue(db, 1, 4, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, 4);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 5);
+  sc_line line = {1, 1};
+  sc_checkout_req req = {.user = 1, .lines = &line, .n_lines = 1};
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_int_eq(order, 8);
+  ck_assert_sc(sc_close(db), SC_OK);
+  db = tu_open(path, NULL); /* migrated once */
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(sequence_of(path, "sc_coupon"), 4);
   tu_remove_db(path);
 }
 END_TEST
@@ -157,27 +390,6 @@ END_TEST
 
 /* ---- group commit ------------------------------------------------------- */
 
-/* An operation that holds the writer until released, so that the
- * operations queued behind it are committed as one batch. */
-typedef struct gate_op {
-  sc__op base;
-  sem_t entered, release;
-} gate_op;
-
-static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
-  (void)db;
-  (void)w;
-  gate_op *g = (gate_op *)base;
-  sem_post(&g->entered);
-  while (sem_wait(&g->release) != 0 && errno == EINTR) {
-  }
-  return SC_OK;
-}
-
-static void gate_done(sc__op *op) {
-  (void)op;
-}
-
 /* An operation that writes a row, then fails: its savepoint is rolled back. */
 typedef struct row_op {
   sc__op base;
@@ -208,11 +420,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
   char *path = tu_db_path("batch");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   sc_db *db = tu_open(path, NULL);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   enum { N = 20 };
   row_op ops[N];
   for (int i = 0; i < N; i++) {
@@ -222,7 +430,7 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
     sem_init(&ops[i].done, 0, 0);
     ck_assert_sc(sc__op_submit(db, &ops[i].base), SC_OK);
   }
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   int ok = 0;
   for (int i = 0; i < N; i++) {
     sem_wait(&ops[i].done);
@@ -292,11 +500,7 @@ START_TEST(an_operation_failing_halfway_leaves_no_trace) {
     host_exec(path, "CREATE TABLE t(v INTEGER CHECK(v >= 0))");
     sc_db *db = tu_open(path, NULL);
     long replays = atomic_load(&db->replays);
-    gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-    sem_init(&gate.entered, 0, 0);
-    sem_init(&gate.release, 0, 0);
-    ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-    sem_wait(&gate.entered);
+    tu_gate *gate = tu_gate_close(db);
     /* One batch: ten good rows around the broken operation, and a refusal
      * after it (it wrote, so the slow path must roll it back alone). */
     enum { N = 10 };
@@ -315,7 +519,7 @@ START_TEST(an_operation_failing_halfway_leaves_no_trace) {
         ck_assert_sc(sc__op_submit(db, &broken.base), SC_OK);
       }
     }
-    sem_post(&gate.release);
+    tu_gate_open(gate);
     sem_wait(&broken.done);
     ck_assert_msg(broken.base.status == want[how], "how %d: got %s", how,
                   sc_err_name(broken.base.status));
@@ -420,11 +624,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   char *path = tu_db_path("closing");
   host_exec(path, "CREATE TABLE t(v INTEGER)");
   close_race r = {.db = tu_open(path, NULL)};
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(r.db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(r.db);
   /* A blocking call queued behind the gate is a call in progress. */
   r.queued = (row_op){.base = {.run = row_run}, .value = 42};
   pthread_t caller, closing;
@@ -439,7 +639,7 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   ck_assert_sc(sc_coupon_issue(r.db, 1, 1, NULL), SC_CLOSED);
   ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}),
                SC_CLOSED);
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   pthread_join(caller, NULL);
   pthread_join(closing, NULL);
   ck_assert_sc(r.queued_status, SC_OK);
@@ -457,11 +657,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
   o.queue_max = 2;
   o.busy_timeout_ms = 100;
   sc_db *db = tu_open(path, &o);
-  gate_op gate = {.base = {.run = gate_run, .done = gate_done}};
-  sem_init(&gate.entered, 0, 0);
-  sem_init(&gate.release, 0, 0);
-  ck_assert_sc(sc__op_submit(db, &gate.base), SC_OK);
-  sem_wait(&gate.entered);
+  tu_gate *gate = tu_gate_close(db);
   row_op ops[2];
   for (int i = 0; i < 2; i++) {
     ops[i] = (row_op){.base = {.run = row_run, .done = row_done}, .value = i};
@@ -472,7 +668,7 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
    * bounded time, then is told the database is busy. */
   ck_assert_sc(sc_coupon_issue(db, 1, 1, NULL), SC_BUSY);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "queue"));
-  sem_post(&gate.release);
+  tu_gate_open(gate);
   for (int i = 0; i < 2; i++) {
     sem_wait(&ops[i].done);
     ck_assert_sc(ops[i].base.status, SC_OK);
@@ -527,9 +723,11 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, status_codes_have_names_and_texts);
   tcase_add_test(tc, null_is_harmless);
   tcase_add_test(tc, open_rejects_bad_arguments);
+  tcase_add_test(tc, open_refuses_each_option_out_of_range);
   tcase_add_test(tc, open_rejects_unusable_paths);
   tcase_add_test(tc, shares_a_host_file);
   tcase_add_test(tc, refuses_a_newer_schema);
+  tcase_add_test(tc, migrates_generated_ids_to_never_reused);
   tcase_add_test(tc, wal_and_full_durability_by_default);
   tcase_add_test(tc, a_failing_operation_does_not_disturb_its_batch);
   tcase_add_test(tc, an_operation_failing_halfway_leaves_no_trace);

@@ -468,10 +468,32 @@ static int call_outbox(one_call *c) {
   for (int i = 0; rc == SC_OK && i < n; i++) {
     sc_event_data d;
     ck_assert_sc(sc_event_decode(ev[i].payload, ev[i].payload_len, &d), SC_OK);
-    rc = sc_outbox_ack(c->db, ev[i].id);
+    rc = sc_outbox_ack(c->db, ev[i].id, ev[i].claim);
   }
   sc_events_free(ev, n);
   return rc;
+}
+
+/* Purges delivered events: the batch's two statements and their commit. */
+static int call_purge(one_call *c) {
+  return sc_outbox_purge(c->db, INT64_MAX, NULL);
+}
+
+/* Something to purge, made without faults: three events, delivered. */
+static void deliver_some(one_call *c) {
+  disarm();
+  for (int i = 0; i < 3; i++)
+    ck_assert_sc(call_issue(c), SC_OK);
+  for (;;) {
+    sc_event *ev = NULL;
+    int n = 0;
+    ck_assert_sc(sc_outbox_claim(c->db, 100, 60000, &ev, &n), SC_OK);
+    for (int i = 0; i < n; i++) {
+      ck_assert_sc(sc_outbox_ack(c->db, ev[i].id, ev[i].claim), SC_OK);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) break;
+  }
 }
 
 static void fail_each_in_call(one_call *c, const char *name, call_fn fn,
@@ -479,6 +501,7 @@ static void fail_each_in_call(one_call *c, const char *name, call_fn fn,
   long n = 1;
   for (;; n++) {
     if (fn == call_pay) call_pay(c); /* the order to pay, without faults */
+    if (fn == call_purge) deliver_some(c);
     arm(n, persist);
     int rc = fn == call_pay ? sc_order_pay(c->db, c->order) : fn(c);
     disarm();
@@ -516,6 +539,7 @@ static void fail_each_in_calls(bool persist) {
   fail_each_in_call(&c, "verify", call_verify, persist);
   fail_each_in_call(&c, "reads", call_reads, persist);
   fail_each_in_call(&c, "outbox", call_outbox, persist);
+  fail_each_in_call(&c, "purge", call_purge, persist);
   ck_assert_sc(sc_close(c.db), SC_OK);
   tu_remove_db(path);
 }

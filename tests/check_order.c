@@ -1066,6 +1066,72 @@ START_TEST(verify_finds_broken_stock_accounts_and_orders) {
 }
 END_TEST
 
+/* One order whose release fails (its user's hold edited by hand) is skipped
+ * and left PENDING, counted in the metrics and named by sc_verify; every
+ * other due order expires, over several batches, though the damaged one has
+ * the earliest deadline; and the next call does not trip on it either. */
+START_TEST(a_damaged_order_does_not_stop_expiry) {
+  shop s;
+  shop_open(&s, "damaged", SC_DURABILITY_NORMAL);
+  int n = 600; /* more than two internal batches */
+  bulk b = {.db = s.db,
+            .product = product(s.db, 3, 10000),
+            .n = n,
+            .threads = 4,
+            .ttl_ms = MINUTE,
+            .orders = calloc((size_t)n, sizeof(sc_id))};
+  for (sc_id u = 1; u <= 7; u++) {
+    ck_assert_sc(sc_account_deposit(s.db, u, 1000000, NULL), SC_OK);
+  }
+  ck_assert_sc(sc_account_deposit(s.db, 9, 1000, NULL), SC_OK);
+  sc_line line = {b.product, 2};
+  sc_checkout_req req = {
+      .user = 9, .lines = &line, .n_lines = 1, .ttl_ms = MINUTE / 2};
+  sc_id bad = 0;
+  ck_assert_sc(sc_checkout(s.db, &req, &bad), SC_OK);
+  tu_race(b.threads, bulk_checkout, &b);
+  ck_assert_int_eq(atomic_load(&b.failed), 0);
+  tamper(s.path, "UPDATE sc_account SET held = 0 WHERE user_id = 9");
+  set_clock(&s, T0 + MINUTE);
+  int expired = -1;
+  ck_assert_sc(sc_orders_expire_due(s.db, &expired), SC_OK);
+  ck_assert_int_eq(expired, n);
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(order_of(s.db, b.orders[i]).status, SC_ORDER_EXPIRED);
+  }
+  ck_assert_int_eq(order_of(s.db, bad).status, SC_ORDER_PENDING);
+  ck_assert_int_eq(stock_of(s.db, b.product).reserved, 2); /* untouched */
+  ck_assert_int_eq(events(s.path, SC_EVENT_ORDER_EXPIRED, 0), n);
+  ck_assert_int_eq(events(s.path, SC_EVENT_ORDER_EXPIRED, bad), 0);
+  sc_metrics *m = malloc(sizeof *m);
+  ck_assert_sc(sc_metrics_get(s.db, m), SC_OK);
+  ck_assert_uint_eq(m->expire_skipped, 1);
+  char *text = NULL;
+  ck_assert_sc(sc_metrics_prometheus(s.db, &text), SC_OK);
+  ck_assert_ptr_nonnull(
+      strstr(text, "shopcore_orders_expire_skipped_total 1\n"));
+  sc_free(text);
+  char finding[64];
+  snprintf(finding, sizeof finding, "order %lld (due at", (long long)bad);
+  assert_verify_finds(s.db, finding);
+  assert_verify_finds(s.db, "user 9 holds less than its total 6");
+  /* Again: nothing else is due, the damaged order is skipped once more. */
+  ck_assert_sc(sc_orders_expire_due(s.db, &expired), SC_OK);
+  ck_assert_int_eq(expired, 0);
+  ck_assert_sc(sc_metrics_get(s.db, m), SC_OK);
+  ck_assert_uint_eq(m->expire_skipped, 2);
+  ck_assert_int_eq(order_of(s.db, bad).status, SC_ORDER_PENDING);
+  /* Mended, it expires like any other. */
+  tamper(s.path, "UPDATE sc_account SET held = 6 WHERE user_id = 9");
+  ck_assert_sc(sc_orders_expire_due(s.db, &expired), SC_OK);
+  ck_assert_int_eq(expired, 1);
+  tu_assert_verify(s.db);
+  free(m);
+  free(b.orders);
+  shop_close(&s);
+}
+END_TEST
+
 Suite *order_suite(void) {
   Suite *s = suite_create("order");
   TCase *tc = tu_tcase("order");
@@ -1083,6 +1149,7 @@ Suite *order_suite(void) {
   tcase_add_test(tc, bad_input_changes_nothing);
   tcase_add_test(tc, four_processes_check_out_and_pay_on_one_file);
   tcase_add_test(tc, verify_finds_broken_stock_accounts_and_orders);
+  tcase_add_test(tc, a_damaged_order_does_not_stop_expiry);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -337,14 +337,17 @@ START_TEST(claims_lease_and_ack_delivers) {
   claim(db, 2, 500, &ev, &n);
   ck_assert_int_eq(n, 2);
   sc_id first = ev[0].id;
+  int64_t first_claim = ev[0].claim;
+  ck_assert_int_gt(first_claim, 0);
   sc_events_free(ev, n);
   claim(db, 100, 500, &ev, &n); /* the other three */
   ck_assert_int_eq(n, 3);
   ck_assert_int_gt(ev[0].id, first);
   sc_events_free(ev, n);
   ck_assert_int_eq(claim_count(db), 0); /* all leased */
-  ck_assert_sc(sc_outbox_ack(db, first), SC_OK);
-  ck_assert_sc(sc_outbox_ack(db, first), SC_OK); /* again: no change */
+  ck_assert_sc(sc_outbox_ack(db, first, first_claim), SC_OK);
+  /* again: no change */
+  ck_assert_sc(sc_outbox_ack(db, first, first_claim), SC_OK);
   atomic_store(&clock.now_ms, T0 + 499);
   ck_assert_int_eq(claim_count(db), 0);
   /* The lease ends: the four unacked come back, the acked one never. */
@@ -355,7 +358,7 @@ START_TEST(claims_lease_and_ack_delivers) {
     ck_assert_int_ne(ev[i].id, first);
     /* The expired lease was a delivery: "deliveries before this one". */
     ck_assert_int_eq(ev[i].attempts, 1);
-    ck_assert_sc(sc_outbox_ack(db, ev[i].id), SC_OK);
+    ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
   }
   sc_events_free(ev, n);
   atomic_store(&clock.now_ms, T0 + 5000);
@@ -396,8 +399,11 @@ START_TEST(nack_backs_off_then_dead_letters_then_requeues) {
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(ev[0].attempts, attempt - 1);
     sc_id id = ev[0].id;
+    int64_t token = ev[0].claim;
     sc_events_free(ev, n);
-    ck_assert_sc(sc_outbox_nack(db, id, "handler said no"), SC_OK);
+    ck_assert_sc(sc_outbox_nack(db, id, token, "handler said no"), SC_OK);
+    /* One settlement per delivery: the same claim cannot nack again. */
+    ck_assert_sc(sc_outbox_nack(db, id, token, "twice"), SC_INVALID_STATE);
     int64_t d = 100LL << (attempt - 1);
     int64_t at = available_at(path, id);
     ck_assert_int_ge(at, now + d - d / 5);
@@ -412,11 +418,12 @@ START_TEST(nack_backs_off_then_dead_letters_then_requeues) {
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(ev[0].attempts, 4);
   sc_id id = ev[0].id;
+  int64_t token = ev[0].claim;
   sc_events_free(ev, n);
-  ck_assert_sc(sc_outbox_nack(db, id, "the last straw"), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, id, token, "the last straw"), SC_OK);
   atomic_store(&clock.now_ms, now + 1000000);
   ck_assert_int_eq(claim_count(db), 0); /* dead: never handed out */
-  ck_assert_sc(sc_outbox_nack(db, id, NULL), SC_INVALID_STATE);
+  ck_assert_sc(sc_outbox_nack(db, id, token, NULL), SC_INVALID_STATE);
   sc_dead_event *dead;
   ck_assert_sc(sc_outbox_dead_list(db, 0, 10, &dead, &n), SC_OK);
   ck_assert_int_eq(n, 1);
@@ -440,8 +447,10 @@ START_TEST(nack_backs_off_then_dead_letters_then_requeues) {
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(ev[0].id, id);
   ck_assert_int_eq(ev[0].attempts, 0);
+  ck_assert_int_gt(ev[0].claim, token); /* a new token for a new claim */
+  token = ev[0].claim;
   sc_events_free(ev, n);
-  ck_assert_sc(sc_outbox_ack(db, id), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, id, token), SC_OK);
   ck_assert_sc(sc_outbox_dead_list(db, 0, 10, &dead, &n), SC_OK);
   ck_assert_int_eq(n, 0);
   ck_assert_ptr_null(dead);
@@ -468,8 +477,9 @@ START_TEST(backoff_is_capped) {
     claim(db, 10, 60000, &ev, &n);
     ck_assert_int_eq(n, 1);
     sc_id id = ev[0].id;
+    int64_t token = ev[0].claim;
     sc_events_free(ev, n);
-    ck_assert_sc(sc_outbox_nack(db, id, "no"), SC_OK);
+    ck_assert_sc(sc_outbox_nack(db, id, token, "no"), SC_OK);
     int64_t at = available_at(path, id);
     ck_assert_int_le(at, now + 1200); /* the 1000 ms cap, +20% */
     ck_assert_int_ge(at, now + 80);
@@ -503,16 +513,17 @@ START_TEST(a_failing_event_holds_back_its_aggregate_only) {
   ck_assert_int_eq(ev[0].seq, 1);
   ck_assert_int_eq(ev[0].aggregate_id, policy);
   sc_id p1 = ev[0].id;
-  ck_assert_sc(sc_outbox_ack(db, ev[1].id), SC_OK);
+  int64_t p1_claim = ev[0].claim;
+  ck_assert_sc(sc_outbox_ack(db, ev[1].id, ev[1].claim), SC_OK);
   sc_events_free(ev, n);
-  ck_assert_sc(sc_outbox_nack(db, p1, "retry me"), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, p1, p1_claim, "retry me"), SC_OK);
   /* seq 2 is due, but waits for seq 1's retry. */
   ck_assert_int_eq(claim_count(db), 0);
   ck_assert_sc(sc_coupon_issue(db, policy, 2, NULL), SC_OK);
   claim(db, 100, 60000, &ev, &n);
   ck_assert_int_eq(n, 1); /* another aggregate goes through meanwhile */
   ck_assert_int_eq(ev[0].type, SC_EVENT_COUPON_ISSUED);
-  ck_assert_sc(sc_outbox_ack(db, ev[0].id), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
   sc_events_free(ev, n);
   /* Delivered in sequence: 1 (again), then 2 ... 6, one claim at a time. */
   atomic_store(&clock.now_ms, T0 + 10000);
@@ -526,13 +537,13 @@ START_TEST(a_failing_event_holds_back_its_aggregate_only) {
     if (seq == 3) {
       /* seq 3 dies (2 attempts): seq 4 is held back until it is requeued. */
       sc_id id = ev[0].id;
-      ck_assert_sc(sc_outbox_nack(db, id, "a"), SC_OK);
+      ck_assert_sc(sc_outbox_nack(db, id, ev[0].claim, "a"), SC_OK);
       atomic_store(&clock.now_ms, T0 + 20000);
       sc_events_free(ev, n);
       claim(db, 100, 60000, &ev, &n);
       ck_assert_int_eq(n, 1);
       ck_assert_int_eq(ev[0].seq, 3);
-      ck_assert_sc(sc_outbox_nack(db, id, "b"), SC_OK);
+      ck_assert_sc(sc_outbox_nack(db, id, ev[0].claim, "b"), SC_OK);
       sc_events_free(ev, n);
       atomic_store(&clock.now_ms, T0 + 30000);
       ck_assert_int_eq(claim_count(db), 0);
@@ -543,7 +554,7 @@ START_TEST(a_failing_event_holds_back_its_aggregate_only) {
       ck_assert_int_eq(n, 1);
       ck_assert_int_eq(ev[0].seq, 3);
     }
-    ck_assert_sc(sc_outbox_ack(db, ev[0].id), SC_OK);
+    ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
     sc_events_free(ev, n);
   }
   ck_assert_int_eq(claim_count(db), 0);
@@ -578,11 +589,11 @@ START_TEST(failed_then_succeeded_is_redelivered_with_the_same_id) {
       for (int k = 0; k < n_applied; k++)
         seen |= applied[k] == ev[i].id;
       if (ev[i].id % 3 == 0 && ev[i].attempts == 0) {
-        ck_assert_sc(sc_outbox_nack(db, ev[i].id, "flaky"), SC_OK);
+        ck_assert_sc(sc_outbox_nack(db, ev[i].id, ev[i].claim, "flaky"), SC_OK);
         continue;
       }
       if (!seen) applied[n_applied++] = ev[i].id;
-      ck_assert_sc(sc_outbox_ack(db, ev[i].id), SC_OK);
+      ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
     }
     sc_events_free(ev, n);
     atomic_fetch_add(&clock.now_ms, 1000);
@@ -615,7 +626,7 @@ static void consume_until_empty(sc_db *db, consume_race *r) {
     for (int i = 0; i < n; i++) {
       if (ev[i].id <= 0 || ev[i].id > r->total) abort();
       atomic_fetch_add(&r->seen[ev[i].id], 1);
-      if (sc_outbox_ack(db, ev[i].id) != SC_OK) abort();
+      if (sc_outbox_ack(db, ev[i].id, ev[i].claim) != SC_OK) abort();
       atomic_fetch_add(&r->acked, 1);
     }
     sc_events_free(ev, n);
@@ -660,7 +671,7 @@ START_TEST(leases_that_keep_running_out_end_dead) {
   claim(db, 10, 100, &ev, &n);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(ev[0].attempts, 0);
-  ck_assert_sc(sc_outbox_ack(db, ev[0].id), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
   sc_events_free(ev, n);
   tu_assert_verify(db);
   sc_close(db);
@@ -742,6 +753,455 @@ START_TEST(racing_processes_never_share_a_leased_event) {
 }
 END_TEST
 
+/* ---- settlement fenced by the claim token ----------------------------------
+ */
+
+static int64_t row_value(const char *path, const char *column, sc_id id) {
+  char sql[200];
+  snprintf(sql, sizeof sql, "SELECT %s FROM sc_outbox WHERE id = %lld", column,
+           (long long)id);
+  return tu_count(path, sql);
+}
+
+/* One deposit, so one event of its own aggregate, for each of users
+ * 1..users. */
+static void deposits(sc_db *db, int users) {
+  for (sc_id u = 1; u <= users; u++) {
+    ck_assert_sc(sc_account_deposit(db, u, 100, NULL), SC_OK);
+  }
+}
+
+/* Consumer A claims the only event; its lease runs out, and B claims it
+ * again. Returns A's token; *b_claim is B's. */
+static int64_t lease_taken_over(sc_db *db, tu_clock *clock, sc_id *id,
+                                int64_t *b_claim) {
+  sc_event *ev;
+  int n;
+  claim(db, 10, 100, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  *id = ev[0].id;
+  int64_t a = ev[0].claim;
+  ck_assert_int_gt(a, 0);
+  sc_events_free(ev, n);
+  atomic_fetch_add(&clock->now_ms, 100);
+  claim(db, 10, 60000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].id, *id);
+  *b_claim = ev[0].claim;
+  ck_assert_int_ne(*b_claim, a);
+  sc_events_free(ev, n);
+  return a;
+}
+
+START_TEST(a_late_nack_cannot_clear_the_new_holders_lease) {
+  char *path = tu_db_path("ob-fence-nack");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  sc_id id;
+  int64_t b;
+  int64_t a = lease_taken_over(db, &clock, &id, &b);
+  int64_t lease = row_value(path, "lease_until_ms", id);
+  ck_assert_sc(sc_outbox_nack(db, id, a, "A gave up"), SC_CONFLICT);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "claimed again"));
+  /* Nothing changed: B's lease stands, no third consumer gets it, and A's
+   * nack counted no attempt. */
+  ck_assert_int_eq(row_value(path, "lease_until_ms", id), lease);
+  ck_assert_int_eq(row_value(path, "attempts", id), 1);
+  ck_assert_int_eq(row_value(path, "last_error IS NULL", id), 1);
+  ck_assert_int_eq(claim_count(db), 0);
+  /* B, the holder, settles it. */
+  ck_assert_sc(sc_outbox_ack(db, id, b), SC_OK);
+  ck_assert_int_eq(row_value(path, "state", id), 1);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(a_late_ack_cannot_release_the_aggregates_next_event) {
+  char *path = tu_db_path("ob-fence-ack");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  sc_id policy = make_policy(db, 10);
+  /* Two events of one aggregate: the policy's pause (seq 1), resume (2). */
+  ck_assert_sc(sc_coupon_policy_pause(db, policy, 1), SC_OK);
+  ck_assert_sc(sc_coupon_policy_pause(db, policy, 0), SC_OK);
+  sc_id id;
+  int64_t b;
+  int64_t a = lease_taken_over(db, &clock, &id, &b);
+  ck_assert_sc(sc_outbox_ack(db, id, a), SC_CONFLICT);
+  /* Still pending under B: seq 2 is not handed out while B works. */
+  ck_assert_int_eq(row_value(path, "state", id), 0);
+  ck_assert_int_eq(claim_count(db), 0);
+  ck_assert_sc(sc_outbox_ack(db, id, b), SC_OK);
+  sc_event *ev;
+  int n;
+  claim(db, 10, 60000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].seq, 2);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(an_event_never_claimed_cannot_be_settled) {
+  char *path = tu_db_path("ob-fence-never");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 2);
+  ck_assert_sc(sc_account_deposit(db, 7, 100, NULL), SC_OK);
+  sc_id id = tu_count(path, "SELECT max(id) FROM sc_outbox");
+  ck_assert_int_gt(id, 0);
+  for (int64_t token = 0; token <= 2; token++) {
+    ck_assert_sc(sc_outbox_ack(db, id, token), SC_CONFLICT);
+    ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "never claimed"));
+    ck_assert_sc(sc_outbox_nack(db, id, token, "x"), SC_CONFLICT);
+  }
+  /* Neither delivered nor pushed toward dead: delivered first time. */
+  ck_assert_int_eq(row_value(path, "state", id), 0);
+  sc_event *ev;
+  int n;
+  claim(db, 10, 60000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].attempts, 0);
+  ck_assert_int_eq(ev[0].claim, 1);
+  ck_assert_sc(sc_outbox_ack(db, id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* The latest claim's token still settles after its lease: a late ack
+ * delivers (also once the event went dead), a nack after it is refused. */
+START_TEST(the_latest_claim_settles_late) {
+  char *path = tu_db_path("ob-fence-late");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 1);
+  deposits(db, 2);
+  sc_event *ev;
+  int n;
+  claim(db, 10, 100, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  sc_id late = ev[0].id, dead = ev[1].id;
+  int64_t late_claim = ev[0].claim, dead_claim = ev[1].claim;
+  sc_events_free(ev, n);
+  ck_assert_sc(sc_outbox_nack(db, dead, dead_claim, "no"), SC_OK); /* dead */
+  atomic_fetch_add(&clock.now_ms, 1000); /* the leases ran out */
+  ck_assert_sc(sc_outbox_ack(db, late, late_claim), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, late, late_claim), SC_OK); /* no change */
+  ck_assert_sc(sc_outbox_nack(db, late, late_claim, "x"), SC_INVALID_STATE);
+  ck_assert_sc(sc_outbox_ack(db, dead, dead_claim), SC_OK);
+  ck_assert_int_eq(row_value(path, "state", late), 1);
+  ck_assert_int_eq(row_value(path, "state", dead), 1);
+  ck_assert_int_eq(claim_count(db), 0);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* A nack's reason is kept up to 500 bytes, never cutting a character. */
+START_TEST(a_long_reason_is_truncated_to_500_bytes) {
+  char *path = tu_db_path("ob-reason");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 1);
+  deposits(db, 2);
+  size_t big = 10 * 1024 * 1024;
+  char *reason = malloc(big + 1);
+  memset(reason, 'r', big);
+  reason[big] = '\0';
+  char accented[600];
+  memset(accented, 'a', 499);
+  memcpy(accented + 499, "\xc3\xa9tail", 7); /* "é" spans bytes 499-500 */
+  sc_event *ev;
+  int n;
+  claim(db, 10, 1000, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  ck_assert_sc(sc_outbox_nack(db, ev[0].id, ev[0].claim, reason), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, ev[1].id, ev[1].claim, accented), SC_OK);
+  sc_events_free(ev, n);
+  free(reason);
+  sc_dead_event *dead;
+  ck_assert_sc(sc_outbox_dead_list(db, 0, 10, &dead, &n), SC_OK);
+  ck_assert_int_eq(n, 2);
+  ck_assert_uint_eq(strlen(dead[0].last_error), 500);
+  ck_assert_uint_eq(strlen(dead[1].last_error), 499);
+  sc_dead_events_free(dead, n);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* ---- retention: purging delivered events ----------------------------------
+ */
+
+/* Claims and acks until nothing is deliverable; returns how many. */
+static int deliver_all(sc_db *db) {
+  int total = 0;
+  for (;;) {
+    sc_event *ev;
+    int n;
+    claim(db, 100, 60000, &ev, &n);
+    for (int i = 0; i < n; i++) {
+      ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) return total;
+    total += n;
+  }
+}
+
+static int64_t purge(sc_db *db, int64_t before) {
+  int64_t purged = -1;
+  ck_assert_sc(sc_outbox_purge(db, before, &purged), SC_OK);
+  ck_assert_int_ge(purged, 0);
+  return purged;
+}
+
+static int64_t max_seq(const char *path, int kind, sc_id agg) {
+  char sql[200];
+  snprintf(sql, sizeof sql,
+           "SELECT max(seq) FROM sc_outbox WHERE agg_kind = %d"
+           " AND agg_id = %lld",
+           kind, (long long)agg);
+  return tu_count(path, sql);
+}
+
+START_TEST(purge_then_write_again_continues_sequences_and_ids) {
+  char *path = tu_db_path("ob-purge");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  shop s = shop_day(db, &clock);
+  ck_assert_int_eq(deliver_all(db), 10);
+  int64_t acked_at = atomic_load(&clock.now_ms);
+  sc_id last_id = tu_count(path, "SELECT max(id) FROM sc_outbox");
+  ck_assert_int_eq(last_id, 10);
+  /* Acked at acked_at: not before it. */
+  ck_assert_int_eq(purge(db, acked_at), 0);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_reset(db), SC_OK);
+  atomic_fetch_add(&clock.now_ms, 5000);
+  /* All but the newest event of all (its id would be handed out again). */
+  ck_assert_int_eq(purge(db, acked_at + 1), 9);
+  ck_assert_int_eq(purge(db, acked_at + 1), 0);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 1);
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.events_purged, 9);
+  char *text = NULL;
+  ck_assert_sc(sc_metrics_prometheus(db, &text), SC_OK);
+  ck_assert_ptr_nonnull(strstr(text, "shopcore_outbox_events_purged_total 9"));
+  sc_free(text);
+  tu_assert_verify(db);
+  /* Writing again: each aggregate goes on from its last number, with new
+   * ids. The policy resumes (its 2nd), user 7 deposits (3rd), the paid
+   * order cannot change, a new order starts at 1. */
+  ck_assert_sc(sc_coupon_policy_pause(db, s.policy, 0), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 7, 10, NULL), SC_OK);
+  ck_assert_sc(sc_order_cancel(db, s.paid), SC_INVALID_STATE);
+  sc_id order = checkout(db, s.product, 0, 60000);
+  ck_assert_int_eq(max_seq(path, 4, s.policy), 2);
+  ck_assert_int_eq(max_seq(path, 3, 7), 3);
+  ck_assert_int_eq(max_seq(path, 2, order), 1);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT min(id) FROM sc_outbox WHERE id <> 10"),
+      last_id + 1);
+  tu_assert_verify(db);
+  /* Delivered and purged again (all but the newest), then more: still no
+   * gap, no reuse, and verify holds for what is kept. */
+  ck_assert_int_eq(deliver_all(db), 3);
+  atomic_fetch_add(&clock.now_ms, 1);
+  ck_assert_int_eq(purge(db, INT64_MAX), 3);
+  ck_assert_sc(sc_coupon_policy_pause(db, s.policy, 1), SC_OK);
+  ck_assert_sc(sc_order_pay(db, order), SC_OK);
+  ck_assert_int_eq(max_seq(path, 4, s.policy), 3);
+  ck_assert_int_eq(max_seq(path, 2, order), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT min(id) FROM sc_outbox"), 13);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 15);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(purge_keeps_pending_leased_and_dead_events) {
+  char *path = tu_db_path("ob-purge-keep");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 1);
+  deposits(db, 4);
+  sc_event *ev;
+  int n;
+  claim(db, 100, 60000, &ev, &n);
+  ck_assert_int_eq(n, 4);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, ev[2].id, ev[2].claim, "no"), SC_OK);
+  ck_assert_sc(sc_outbox_ack(db, ev[3].id, ev[3].claim), SC_OK);
+  /* ev[1] stays leased; a new one was never claimed. */
+  sc_events_free(ev, n);
+  ck_assert_sc(sc_account_deposit(db, 5, 100, NULL), SC_OK);
+  atomic_fetch_add(&clock.now_ms, 1000000);
+  ck_assert_int_eq(purge(db, INT64_MAX), 2);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 3);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE state = 1"), 0);
+  sc_outbox_stats st;
+  ck_assert_sc(sc_outbox_stats_get(db, &st), SC_OK);
+  ck_assert_int_eq(st.pending, 2);
+  ck_assert_int_eq(st.dead, 1);
+  ck_assert_sc(sc_outbox_purge(NULL, 0, NULL), SC_MISUSE);
+  ck_assert_sc(sc_outbox_purge(db, INT64_MAX, NULL), SC_OK);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(a_negative_retention_is_refused) {
+  char *path = tu_db_path("ob-retention");
+  sc_options o;
+  sc_options_init(&o);
+  o.outbox_retention_ms = -1;
+  sc_db *db = (sc_db *)0x1;
+  ck_assert_sc(sc_open(path, &o, &db), SC_INVALID);
+  ck_assert_ptr_null(db);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "outbox_retention_ms"));
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Purges racing producers and consumers: every event is still delivered
+ * exactly once, in sequence, and what is kept verifies. */
+typedef struct purge_race {
+  sc_db *db;
+  consume_race consumers;
+  atomic_bool done;
+  atomic_llong purged;
+} purge_race;
+
+/* Thread 0 produces, thread 1 purges. */
+static void purge_race_thread(int t, void *ud) {
+  purge_race *r = ud;
+  if (t == 0) { /* the producer: deposits on a few accounts */
+    for (int i = 0; i < 1500; i++) {
+      if (sc_account_deposit(r->db, 1 + i % 7, 1, NULL) != SC_OK) abort();
+    }
+    atomic_store(&r->done, true);
+  } else if (t == 1) { /* the purger */
+    while (!atomic_load(&r->done)) {
+      int64_t n = 0;
+      if (sc_outbox_purge(r->db, INT64_MAX, &n) != SC_OK) abort();
+      atomic_fetch_add(&r->purged, n);
+      usleep(500);
+    }
+  }
+}
+
+static void consume_while_producing(int t, void *ud) {
+  purge_race *r = ud;
+  if (t < 2) {
+    purge_race_thread(t, ud);
+    return;
+  }
+  /* Consumers start at once, and drain what is left at the end. */
+  while (!atomic_load(&r->done)) {
+    sc_event *ev;
+    int n;
+    if (sc_outbox_claim(r->db, 16, 600000, &ev, &n) != SC_OK) abort();
+    for (int i = 0; i < n; i++) {
+      atomic_fetch_add(&r->consumers.seen[ev[i].id], 1);
+      if (sc_outbox_ack(r->db, ev[i].id, ev[i].claim) != SC_OK) abort();
+      atomic_fetch_add(&r->consumers.acked, 1);
+    }
+    sc_events_free(ev, n);
+    if (n == 0) usleep(200);
+  }
+  consume_until_empty(r->db, &r->consumers);
+}
+
+START_TEST(purge_races_claims_and_acks) {
+  char *path = tu_db_path("ob-purge-race");
+  sc_db *db = tu_open(path, NULL);
+  purge_race *r = calloc(1, sizeof *r);
+  r->db = db;
+  r->consumers.total = 1500;
+  r->consumers.seen = calloc(1501, sizeof *r->consumers.seen);
+  tu_race(5, consume_while_producing, r);
+  ck_assert_int_eq(atomic_load(&r->consumers.acked), 1500);
+  for (int id = 1; id <= 1500; id++) {
+    ck_assert_msg(atomic_load(&r->consumers.seen[id]) == 1,
+                  "event %d delivered %d times", id,
+                  atomic_load(&r->consumers.seen[id]));
+  }
+  ck_assert_int_gt(atomic_load(&r->purged), 0);
+  tu_assert_verify(db);
+  int64_t n = 0;
+  ck_assert_sc(sc_outbox_purge(db, INT64_MAX, &n), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 1);
+  ck_assert_int_eq(tu_count(path, "SELECT sum(seq) FROM sc_outbox_seq"),
+                   1500 - 1);
+  tu_assert_verify(db);
+  free(r->consumers.seen);
+  free(r);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* A file of schema version 1 (before claim tokens and retention) is
+ * migrated on open: its delivered events count as acked when created, its
+ * leased ones can be claimed again once their leases end, and fencing,
+ * purging and verify work on it. */
+START_TEST(a_version_1_file_is_migrated) {
+  char *path = tu_db_path("ob-migrate");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 5);
+  deposits(db, 3);
+  sc_event *ev;
+  int n;
+  claim(db, 2, 1000, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  sc_events_free(ev, n); /* ev[1] stays leased */
+  sc_close(db);
+  /* Back to version 1: what migration 2 added goes. */
+  exec_sql(path,
+           "DROP INDEX sc_outbox_delivered;"
+           "ALTER TABLE sc_outbox DROP COLUMN delivered_at_ms;"
+           "ALTER TABLE sc_outbox DROP COLUMN claim;"
+           "DROP TABLE sc_outbox_seq;"
+           "UPDATE sc_meta SET value = 1 WHERE key = 'schema_version'");
+  db = open_clocked(path, &clock, 5);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT value FROM sc_meta WHERE key = 'schema_version'"),
+      sc__schema_version());
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT count(*) FROM sc_outbox"
+                            " WHERE state = 1 AND delivered_at_ms = "
+                            "created_at_ms AND claim = 0"),
+                   1);
+  tu_assert_verify(db);
+  /* The leased event (token 0 now) cannot be settled; claimed again after
+   * its lease, it gets a token that does. */
+  ck_assert_sc(sc_outbox_ack(db, 2, 0), SC_CONFLICT);
+  atomic_fetch_add(&clock.now_ms, 1000);
+  claim(db, 10, 1000, &ev, &n);
+  ck_assert_int_eq(n, 2);
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(ev[i].claim, 1);
+    ck_assert_sc(sc_outbox_ack(db, ev[i].id, ev[i].claim), SC_OK);
+  }
+  sc_events_free(ev, n);
+  ck_assert_int_eq(purge(db, INT64_MAX), 2);
+  ck_assert_sc(sc_account_deposit(db, 1, 5, NULL), SC_OK);
+  ck_assert_int_eq(max_seq(path, 3, 1), 2);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- listing ----------------------------------------------------------------
  */
 
@@ -758,7 +1218,8 @@ START_TEST(dead_list_pages_by_id) {
   claim(db, 100, 1000, &ev, &n);
   ck_assert_int_eq(n, 7);
   for (int i = 0; i < n; i++) {
-    ck_assert_sc(sc_outbox_nack(db, ev[i].id, i % 2 ? "odd" : NULL), SC_OK);
+    ck_assert_sc(
+        sc_outbox_nack(db, ev[i].id, ev[i].claim, i % 2 ? "odd" : NULL), SC_OK);
   }
   sc_events_free(ev, n);
   sc_id after = 0;
@@ -808,12 +1269,12 @@ START_TEST(bad_input_changes_nothing) {
   ck_assert_sc(sc_outbox_claim(db, 1, -5, &ev, &n), SC_INVALID);
   ck_assert_ptr_eq(ev, (sc_event *)0x1);
   ck_assert_int_eq(n, -7);
-  ck_assert_sc(sc_outbox_ack(db, 999), SC_NOT_FOUND);
+  ck_assert_sc(sc_outbox_ack(db, 999, 1), SC_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "999"));
-  ck_assert_sc(sc_outbox_ack(db, 0), SC_NOT_FOUND);
-  ck_assert_sc(sc_outbox_ack(NULL, 1), SC_MISUSE);
-  ck_assert_sc(sc_outbox_nack(db, 999, "x"), SC_NOT_FOUND);
-  ck_assert_sc(sc_outbox_nack(db, -1, "x"), SC_NOT_FOUND);
+  ck_assert_sc(sc_outbox_ack(db, 0, 1), SC_NOT_FOUND);
+  ck_assert_sc(sc_outbox_ack(NULL, 1, 1), SC_MISUSE);
+  ck_assert_sc(sc_outbox_nack(db, 999, 1, "x"), SC_NOT_FOUND);
+  ck_assert_sc(sc_outbox_nack(db, -1, 1, "x"), SC_NOT_FOUND);
   ck_assert_sc(sc_outbox_requeue(db, 999), SC_NOT_FOUND);
   ck_assert_sc(sc_outbox_requeue(db, 1), SC_INVALID_STATE); /* pending */
   ck_assert_sc(sc_outbox_requeue_all(NULL, NULL), SC_MISUSE);
@@ -829,8 +1290,9 @@ START_TEST(bad_input_changes_nothing) {
   claim(db, 10, 1000, &ev, &n);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(ev[0].attempts, 0);
-  ck_assert_sc(sc_outbox_ack(db, ev[0].id), SC_OK);
-  ck_assert_sc(sc_outbox_nack(db, ev[0].id, "late"), SC_INVALID_STATE);
+  ck_assert_sc(sc_outbox_ack(db, ev[0].id, ev[0].claim), SC_OK);
+  ck_assert_sc(sc_outbox_nack(db, ev[0].id, ev[0].claim, "late"),
+               SC_INVALID_STATE);
   sc_events_free(ev, n);
   sc_close(db);
   ck_assert_int_eq(tu_count(path,
@@ -845,6 +1307,16 @@ Suite *outbox_suite(void) {
   Suite *s = suite_create("outbox");
   TCase *tc = tu_tcase("outbox");
   tcase_add_test(tc, issuance_writes_exactly_its_events);
+  tcase_add_test(tc, a_late_nack_cannot_clear_the_new_holders_lease);
+  tcase_add_test(tc, a_late_ack_cannot_release_the_aggregates_next_event);
+  tcase_add_test(tc, an_event_never_claimed_cannot_be_settled);
+  tcase_add_test(tc, the_latest_claim_settles_late);
+  tcase_add_test(tc, a_long_reason_is_truncated_to_500_bytes);
+  tcase_add_test(tc, purge_then_write_again_continues_sequences_and_ids);
+  tcase_add_test(tc, purge_keeps_pending_leased_and_dead_events);
+  tcase_add_test(tc, a_negative_retention_is_refused);
+  tcase_add_test(tc, purge_races_claims_and_acks);
+  tcase_add_test(tc, a_version_1_file_is_migrated);
   tcase_add_test(tc, rolled_back_changes_leave_no_event_and_no_gap);
   tcase_add_test(tc, every_change_writes_one_event_and_no_op_writes_none);
   tcase_add_test(tc, verify_reports_event_tampering);

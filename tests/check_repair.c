@@ -219,6 +219,86 @@ START_TEST(revoked_coupons_take_their_events_along) {
 }
 END_TEST
 
+/* Ids are never reused: after repair revokes the newest coupon (and its
+ * event), the next coupon and its event get new ids, so a consumer that
+ * deduplicates by event id does not drop the new event. */
+START_TEST(ids_of_revoked_coupons_are_not_reused) {
+  char *path = tu_db_path("repair-ids");
+  sc_db *db = tu_open(path, NULL);
+  sc_coupon_policy_spec spec = {.name = "r", .max_count = 3};
+  sc_id policy = 0, coupon = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  for (int u = 1; u <= 3; u++) {
+    ck_assert_sc(sc_coupon_issue(db, policy, u, &coupon), SC_OK);
+  }
+  ck_assert_int_eq(coupon, 3);
+  /* The newest coupon and the newest event: coupon 3's. */
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"),
+                   tu_count(path,
+                            "SELECT id FROM sc_outbox"
+                            " WHERE agg_kind = 1 AND agg_id = 3"));
+  int64_t newest_event = tu_count(path, "SELECT max(id) FROM sc_outbox");
+  ck_assert_sc(sc_close(db), SC_OK);
+  exec_sql(path, "UPDATE sc_coupon_policy SET issued_count = 2, max_count = 2");
+  db = tu_open(path, NULL);
+  char *report = NULL;
+  ck_assert_sc(sc_repair(db, 0, NULL, &report), SC_OK);
+  assert_has(report, "revoked coupon 3 of user 3");
+  sc_free(report);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"),
+                   newest_event - 1);
+  ck_assert_sc(sc_close(db), SC_OK);
+  exec_sql(path, "UPDATE sc_coupon_policy SET max_count = 3");
+  db = tu_open(path, NULL);
+  ck_assert_sc(sc_coupon_issue(db, policy, 9, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, 4);
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT id FROM sc_outbox WHERE agg_kind = 1 AND agg_id = %lld",
+           (long long)coupon);
+  ck_assert_int_eq(tu_count(path, sql), newest_event + 1);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* A coupon used by an order that was deleted by hand stays used: repair
+ * releases only coupons held for orders that are gone or closed, so it can
+ * never hand out a second discount. */
+START_TEST(a_used_coupon_of_a_deleted_order_stays_used) {
+  shop s = make_shop("repair-used");
+  sc_db *db = tu_open(s.path, NULL);
+  sc_id coupon = 1; /* user 1's, issued first */
+  sc_line line = {.product = s.product, .qty = 1};
+  sc_checkout_req req = {
+      .user = 1, .lines = &line, .n_lines = 1, .coupon = coupon};
+  sc_id order = 0;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  ck_assert_sc(sc_order_pay(db, order), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  char sql[256];
+  snprintf(sql, sizeof sql, "DELETE FROM sc_order WHERE id = %lld",
+           (long long)order);
+  exec_sql(s.path, sql);
+  db = tu_open(s.path, NULL);
+  ck_assert_sc(sc_repair(db, 0, NULL, NULL), SC_OK);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE id = 1 AND status = 3"),
+                   1);
+  sc_id again = 0;
+  ck_assert_sc(sc_checkout(db, &req, &again), SC_COUPON_UNAVAILABLE);
+  ck_assert_int_eq(again, 0);
+  ck_assert_int_eq(tu_count(s.path,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE id = 1 AND status = 3"),
+                   1);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
 Suite *repair_suite(void) {
   Suite *s = suite_create("repair");
   TCase *tc = tu_tcase("repair");
@@ -226,6 +306,8 @@ Suite *repair_suite(void) {
   tcase_add_test(tc, repair_lists_then_fixes_a_corrupted_database);
   tcase_add_test(tc, a_refused_change_is_reported);
   tcase_add_test(tc, revoked_coupons_take_their_events_along);
+  tcase_add_test(tc, a_used_coupon_of_a_deleted_order_stays_used);
+  tcase_add_test(tc, ids_of_revoked_coupons_are_not_reused);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -305,7 +305,11 @@ static void as_nobody(const char *path, sc_id policy, bool expect_refusal) {
               ? 0
               : 10);
   }
-  if (rc != SC_OK) _exit(11);
+  if (rc != SC_OK) {
+    fprintf(stderr, "as nobody: sc_open: %s: %s\n", sc_err_name(rc),
+            sc_errmsg(NULL));
+    _exit(11);
+  }
   for (sc_id user = 1; user <= 200; user++) {
     if (sc_coupon_issue(db, policy, 1000000 + user, NULL) != SC_OK) _exit(12);
   }

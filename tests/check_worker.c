@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -386,6 +387,59 @@ START_TEST(expiry_fires_at_the_deadline_and_rearms_for_earlier_ones) {
 }
 END_TEST
 
+/* Expiry rounds the writer completed so far. */
+static uint64_t expiry_rounds(sc_db *db) {
+  sc_metrics *m = malloc(sizeof *m);
+  ck_assert_ptr_nonnull(m);
+  ck_assert_sc(sc_metrics_get(db, m), SC_OK);
+  uint64_t n = 0;
+  for (int k = 0; k < m->n_ops; k++) {
+    if (strcmp(m->ops[k].name, "orders_expire_due") == 0) n = m->ops[k].count;
+  }
+  free(m);
+  return n;
+}
+
+/* A due order that cannot be expired (its user's hold edited by hand) is
+ * skipped: the worker expires the others on time and does not spin on the
+ * damaged one, whose deadline is behind it. */
+START_TEST(a_damaged_order_neither_stops_nor_spins_expiry) {
+  char *path = tu_db_path("wk-damaged");
+  sc_db *db = tu_open(path, NULL);
+  shop s = shop_open(db, 100);
+  sc_id damaged = checkout(&s, 1, 1);
+  sc_id others[3] = {checkout(&s, 2, 1), checkout(&s, 3, 1), 0};
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 10000);
+  ck_assert_int_eq(sqlite3_exec(h,
+                                "UPDATE sc_account SET held = 0"
+                                " WHERE user_id = 1",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(h);
+  usleep(5000);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.poll_interval_ms = 600000; /* only deadlines wake it */
+  sc_worker *w = NULL;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  ck_assert(wait_status(db, others[0], SC_ORDER_EXPIRED, 30000));
+  ck_assert(wait_status(db, others[1], SC_ORDER_EXPIRED, 30000));
+  /* A deadline after the damaged one still wakes it. */
+  others[2] = checkout(&s, 4, 100);
+  ck_assert(wait_status(db, others[2], SC_ORDER_EXPIRED, 30000));
+  uint64_t rounds = expiry_rounds(db);
+  usleep(300000);
+  ck_assert_uint_le(expiry_rounds(db) - rounds, 2);
+  ck_assert_int_eq(status_of(db, damaged), SC_ORDER_PENDING);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT); /* it names the order */
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* An injected clock: nothing expires while it stands still, and a jump past
  * the deadline is seen within poll_interval_ms. */
 START_TEST(expiry_follows_the_injected_clock) {
@@ -578,6 +632,240 @@ START_TEST(stop_with_events_in_flight_releases_the_rest) {
 }
 END_TEST
 
+/* A slow handler: each call takes 400 ms of the db clock, and a batch of
+ * ten is claimed with a 1,000 ms lease. Every call must come while the
+ * delivery's lease still holds (by the row, read beside the writer); the
+ * rest of the batch is released and claimed again, each event handled
+ * once. */
+static tu_clock *slow_clock;
+static const char *slow_path;
+static atomic_int slow_late, slow_wrong_claim;
+
+static int slow_handler(harness *h, const sc_event *ev) {
+  (void)h;
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT lease_until_ms FROM sc_outbox WHERE id = %lld",
+           (long long)ev->id);
+  int64_t until = tu_count(slow_path, sql);
+  snprintf(sql, sizeof sql, "SELECT claim FROM sc_outbox WHERE id = %lld",
+           (long long)ev->id);
+  if (tu_count(slow_path, sql) != ev->claim) {
+    atomic_fetch_add(&slow_wrong_claim, 1);
+  }
+  if (atomic_load(&slow_clock->now_ms) >= until) {
+    atomic_fetch_add(&slow_late, 1);
+  }
+  atomic_fetch_add(&slow_clock->now_ms, 400);
+  return SC_OK;
+}
+
+START_TEST(a_slow_handler_is_never_called_past_the_lease) {
+  char *path = tu_db_path("wk-slow");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, 1000000);
+  sc_db *db = tu_open(path, &o);
+  producer p = {db, make_policy(db, 10), 10};
+  issue_coupons(&p);
+  slow_clock = &clock;
+  slow_path = path;
+  atomic_store(&slow_late, 0);
+  atomic_store(&slow_wrong_claim, 0);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  h->verdict = slow_handler;
+  sc_worker_options wo;
+  sc_worker_options_init(&wo);
+  wo.on_event = on_event;
+  wo.batch_max = 10;
+  wo.lease_ms = 1000;
+  wo.poll_interval_ms = 5;
+  wo.no_expiry = true;
+  start(h, &wo);
+  target = 10;
+  ck_assert(run_until(h, handled_target, 60000));
+  harness_close(h);
+  ck_assert_int_eq(atomic_load(&slow_late), 0);
+  ck_assert_int_eq(atomic_load(&slow_wrong_claim), 0);
+  for (int id = 1; id <= 10; id++)
+    ck_assert_int_eq(h->seen[id], 1);
+  free(h);
+  /* Those skipped were released, not left to count an attempt. */
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE attempts > 0"), 0);
+  tu_assert_verify(db);
+  sc_close(db);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE state = 1"), 10);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Retention: once the injected clock passes outbox_retention_ms after the
+ * acks, the worker purges the delivered events on its own (all but the
+ * newest, whose id must not come back), counted in the metrics. */
+static tu_clock *ret_clock;
+static const char *ret_path;
+static bool ret_advanced;
+
+static bool purged_on_its_own(harness *h) {
+  if (atomic_load(&h->handled) < target) return false;
+  /* The acks of the last batch commit with the worker's next round: the
+   * clock moves once they have, so they are older than the retention. */
+  sc_outbox_stats st;
+  if (!ret_advanced &&
+      (sc_outbox_stats_get(h->db, &st) != SC_OK || st.pending > 0)) {
+    return false;
+  }
+  if (!ret_advanced) {
+    ret_advanced = true;
+    atomic_fetch_add(&ret_clock->now_ms, 2000);
+  }
+  return tu_count(ret_path, "SELECT count(*) FROM sc_outbox") == 1;
+}
+
+START_TEST(the_worker_purges_delivered_events_past_retention) {
+  char *path = tu_db_path("wk-retention");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, 1000000);
+  o.outbox_retention_ms = 1000;
+  sc_db *db = tu_open(path, &o);
+  producer p = {db, make_policy(db, 51), 50};
+  issue_coupons(&p);
+  ret_clock = &clock;
+  ret_path = path;
+  ret_advanced = false;
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  sc_worker_options wo;
+  sc_worker_options_init(&wo);
+  wo.on_event = on_event;
+  wo.poll_interval_ms = 5;
+  start(h, &wo);
+  target = 50;
+  ck_assert(run_until(h, purged_on_its_own, 60000));
+  harness_close(h);
+  free(h);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  ck_assert_uint_eq(m.events_purged, 49);
+  tu_assert_verify(db);
+  /* The next coupon's event gets a new id. */
+  ck_assert_sc(sc_coupon_issue(db, p.policy, 999, NULL), SC_OK);
+  ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"), 51);
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* A soak of retention: producers toggle their policies as fast as they can
+ * (an event per change, and nothing else grows), the worker delivers and,
+ * with a 200 ms retention, purges. The database file must stop growing:
+ * its size over the last half of the run stays within twice its size at
+ * the half-way mark (floored at 2 MB). The WAL is reported beside it (its
+ * size is the checkpointer's business: the file keeps its high-water mark).
+ * SC_RETENTION_SECONDS sets the length (default 3; scripts/soak.sh runs
+ * minutes). */
+typedef struct toggler {
+  sc_db *db;
+  atomic_bool stop;
+  atomic_llong changes;
+} toggler;
+
+/* Each thread cycles through policies of its own, so that the worker
+ * delivers many aggregates per round. */
+static void toggle_policy(int t, void *ud) {
+  toggler *g = ud;
+  enum { POLICIES = 64 };
+  sc_id policy[POLICIES];
+  for (int i = 0; i < POLICIES; i++)
+    policy[i] = make_policy(g->db, 10);
+  for (long k = 0; !atomic_load(&g->stop); k++) {
+    int paused = (int)(k / POLICIES % 2 == 0);
+    ck_assert_sc(sc_coupon_policy_pause(g->db, policy[k % POLICIES], paused),
+                 SC_OK);
+    atomic_fetch_add(&g->changes, 1);
+  }
+  (void)t;
+}
+
+static void *togglers_main(void *arg) {
+  tu_race(4, toggle_policy, arg);
+  return NULL;
+}
+
+static int64_t file_bytes(const char *path, const char *suffix) {
+  char name[1100];
+  snprintf(name, sizeof name, "%s%s", path, suffix);
+  struct stat st;
+  return stat(name, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+static int count_handled(const sc_event *ev, void *ud) {
+  (void)ev;
+  atomic_fetch_add((atomic_llong *)ud, 1);
+  return SC_OK;
+}
+
+START_TEST(retention_keeps_the_file_bounded) {
+  const char *env = getenv("SC_RETENTION_SECONDS");
+  int seconds = env != NULL ? atoi(env) : 3;
+  if (seconds < 2) seconds = 2;
+  char *path = tu_db_path("wk-soak");
+  sc_options o;
+  sc_options_init(&o);
+  o.durability = SC_DURABILITY_NORMAL;
+  o.outbox_retention_ms = 200;
+  sc_db *db = tu_open(path, &o);
+  atomic_llong handled = 0;
+  sc_worker_options wo;
+  sc_worker_options_init(&wo);
+  wo.on_event = count_handled;
+  wo.ud = &handled;
+  wo.poll_interval_ms = 50;
+  sc_worker *w = NULL;
+  ck_assert_sc(sc_worker_start_thread(db, &wo, &w), SC_OK);
+  toggler g = {.db = db};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, togglers_main, &g), 0);
+  int64_t half = 0, peak = 0, wal_peak = 0;
+  int steps = seconds * 10;
+  for (int i = 1; i <= steps; i++) {
+    usleep(100000);
+    int64_t size = file_bytes(path, "");
+    int64_t wal = file_bytes(path, "-wal");
+    if (i == steps / 2) half = size;
+    if (i > steps / 2 && size > peak) peak = size;
+    if (wal > wal_peak) wal_peak = wal;
+  }
+  atomic_store(&g.stop, true);
+  pthread_join(t, NULL);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  sc_metrics m;
+  ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
+  int64_t kept = tu_count(path, "SELECT count(*) FROM sc_outbox");
+  printf(
+      "retention soak %d s: %lld changes, %lld handled, %llu purged, %lld "
+      "kept; database file %lld bytes at half-time, peak %lld after; WAL "
+      "peak %lld\n",
+      seconds, (long long)atomic_load(&g.changes),
+      (long long)atomic_load(&handled), (unsigned long long)m.events_purged,
+      (long long)kept, (long long)half, (long long)peak, (long long)wal_peak);
+  ck_assert_uint_gt(m.events_purged, 0);
+  ck_assert_int_eq(kept + (int64_t)m.events_purged, atomic_load(&g.changes));
+  int64_t floor = 2 << 20;
+  ck_assert_int_le(peak, 2 * (half > floor ? half : floor));
+  tu_assert_verify(db);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* ---- the thread convenience and bad input ---------------------------------
  */
 
@@ -642,16 +930,22 @@ START_TEST(bad_input_is_refused) {
   ck_assert_ptr_null(w);
   ck_assert_sc(sc_worker_start(db, NULL, &o, &w), SC_MISUSE);
   ck_assert_sc(sc_worker_start(db, &loop, &o, NULL), SC_MISUSE);
+  /* A refused option is named, with its value. */
   o.batch_max = -1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option batch_max is -1"));
   o.batch_max = SC_OUTBOX_CLAIM_MAX + 1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option batch_max is 4097"));
   sc_worker_options_init(&o);
   o.lease_ms = -1;
   ck_assert_sc(sc_worker_start(db, &loop, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(NULL), "option lease_ms is -1"));
   sc_worker_options_init(&o);
   o.poll_interval_ms = -1;
   ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_INVALID);
+  ck_assert_ptr_nonnull(
+      strstr(sc_errmsg(NULL), "option poll_interval_ms is -1"));
   ck_assert_ptr_null(w);
   ck_assert_sc(sc_worker_start_thread(NULL, NULL, &w), SC_MISUSE);
   ck_assert_sc(sc_worker_start_thread(db, NULL, NULL), SC_MISUSE);
@@ -907,6 +1201,10 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, a_full_queue_only_delays_delivery);
   tcase_add_test(tc, commits_while_a_worker_starts_are_safe);
   tcase_add_test(tc, orders_of_another_handle_are_expired_too);
+  tcase_add_test(tc, a_slow_handler_is_never_called_past_the_lease);
+  tcase_add_test(tc, the_worker_purges_delivered_events_past_retention);
+  tcase_add_test(tc, retention_keeps_the_file_bounded);
+  tcase_add_test(tc, a_damaged_order_neither_stops_nor_spins_expiry);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -165,8 +165,9 @@ static int claim_and_ack(child_ctx *c, rec *r) {
   int n = 0;
   int rc = sc_outbox_claim(c->db, 1, 60000, &ev, &n);
   r->a = n == 1 ? ev[0].id : 0;
+  int64_t token = n == 1 ? ev[0].claim : 0;
   sc_events_free(ev, n);
-  if (rc == SC_OK && r->a != 0) rc = sc_outbox_ack(c->db, r->a);
+  if (rc == SC_OK && r->a != 0) rc = sc_outbox_ack(c->db, r->a, token);
   return rc;
 }
 
@@ -248,7 +249,11 @@ static _Noreturn void child_main(const char *path, const cl_world *w, int fd,
   int64_t stop = now_ns() + (int64_t)CHILD_MAX_MS * 1000000;
   uint64_t rng = w->seed ^ 0x5eed;
   for (; now_ns() < stop; c.epoch++) {
-    if (sc_open(path, &o, &c.db) != SC_OK) _exit(21);
+    /* An injected fault may fail one open; the next one works. */
+    if (sc_open(path, &o, &c.db) != SC_OK &&
+        (!w->faulted || sc_open(path, &o, &c.db) != SC_OK)) {
+      _exit(21);
+    }
     int64_t epoch_ms = tu_rng_range(&rng, 20, 400);
     atomic_store(&c.deadline_ns, now_ns() + epoch_ms * 1000000);
     tu_race(THREADS, child_thread, &c);
@@ -572,6 +577,7 @@ static bool count_deposit(sqlite3 *h, const rec *r, expect *e) {
 static void note_uncertain(sqlite3 *h, const cl_world *w, const rec *r,
                            expect *e) {
   e->sum.uncertain++;
+  if (r->type == REC_RESULT) e->sum.ambiguous++;
   switch (r->op) {
     case OP_DEPOSIT:
       count_deposit(h, r, e);
@@ -595,10 +601,33 @@ static void note_uncertain(sqlite3 *h, const cl_world *w, const rec *r,
 /* Checks one result record against the file; required: the operation must
  * be there if it was acknowledged (always, unless a lossy run may have lost
  * it). */
+/* An operation an injected fault failed with SC_IOERR changed nothing. */
+static void check_ioerr(sqlite3 *h, const cl_world *w, const rec *r,
+                        expect *e) {
+  ck_assert_msg(w->faulted, "op %d: SC_IOERR without a fault", r->op);
+  e->sum.refused++;
+  e->sum.ioerr++;
+  if (r->op == OP_DEPOSIT) {
+    ck_assert_msg(!deposit_present(h, r->c),
+                  "deposit %llx failed (SC_IOERR) but is there",
+                  (unsigned long long)r->c);
+  } else if (r->op == OP_CHECKOUT) {
+    ck_assert_msg(checkout_result(h, r->c) == 0,
+                  "checkout %llx failed (SC_IOERR) but is there",
+                  (unsigned long long)r->c);
+  }
+}
+
 static void check_result(sqlite3 *h, const cl_world *w, const rec *r,
                          bool required, expect *e) {
   if (r->op == OP_REOPEN) {
-    ck_assert_msg(r->rc == SC_OK, "sc_close: %s", sc_err_name(r->rc));
+    /* An injected fault may land in the final checkpoint. */
+    ck_assert_msg(r->rc == SC_OK || (w->faulted && r->rc == SC_IOERR),
+                  "sc_close: %s", sc_err_name(r->rc));
+    return;
+  }
+  if (r->rc == SC_IOERR) {
+    check_ioerr(h, w, r, e);
     return;
   }
   if (r->rc == SC_OK && (r->op != OP_ACK || r->a != 0))
@@ -782,6 +811,8 @@ void cl_summary_add(cl_summary *total, const cl_summary *round) {
   total->acked += round->acked;
   total->refused += round->refused;
   total->uncertain += round->uncertain;
+  total->ioerr += round->ioerr;
+  total->ambiguous += round->ambiguous;
   total->lost += round->lost;
   for (int k = 0; k < OP_KINDS_; k++)
     total->ok_by_op[k] += round->ok_by_op[k];
@@ -792,12 +823,14 @@ void cl_summary_print(const char *suite, const cl_summary *t) {
       "%s: acknowledged ok over all rounds: %lld deposits, %lld "
       "coupons, %lld checkouts, %lld payments, %lld cancels, %lld expiry "
       "sweeps, %lld claimed and acked events; %lld refused, %lld in flight "
-      "or ambiguous, %lld acknowledged but lost (NORMAL)\n",
+      "or ambiguous (%lld ambiguous), %lld SC_IOERR, %lld acknowledged but "
+      "lost (NORMAL)\n",
       suite, (long long)t->ok_by_op[OP_DEPOSIT],
       (long long)t->ok_by_op[OP_ISSUE], (long long)t->ok_by_op[OP_CHECKOUT],
       (long long)t->ok_by_op[OP_PAY], (long long)t->ok_by_op[OP_CANCEL],
       (long long)t->ok_by_op[OP_EXPIRE], (long long)t->ok_by_op[OP_ACK],
-      (long long)t->refused, (long long)t->uncertain, (long long)t->lost);
+      (long long)t->refused, (long long)t->uncertain, (long long)t->ambiguous,
+      (long long)t->ioerr, (long long)t->lost);
 }
 
 uint64_t cl_env_u64(const char *name, uint64_t dflt) {

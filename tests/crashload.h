@@ -15,6 +15,8 @@
  *   - nothing refused left a trace;
  *   - operations in flight, or reported SC_AMBIGUOUS (looked up by name, so
  *     this compiles with and without that status), are all or nothing;
+ *   - in a run with an injected I/O fault (cl_world.faulted), an operation
+ *     failed with SC_IOERR left no trace either;
  *   - balances plus paid totals equal the deposits present, stock plus units
  *     paid equals the restocks present;
  *   - sc_verify and PRAGMA integrity_check pass. */
@@ -36,6 +38,7 @@ typedef struct cl_world {
   sc_id policy_small, policy_big; /* max 40, limit 3; max 1e6, limit 1e6 */
   sc_id products[CL_PRODUCTS];
   int64_t initial_stock;
+  bool faulted; /* the child's I/O may fail: SC_IOERR results are allowed */
 } cl_world;
 
 typedef struct cl_rec cl_rec;
@@ -51,7 +54,8 @@ typedef struct cl_log {
 /* What the check found, for the round's summary. */
 typedef struct cl_summary {
   int64_t acked, refused, uncertain;
-  int64_t lost; /* acknowledged but absent (a lossy run only) */
+  int64_t ioerr, ambiguous; /* results of those statuses (injected faults) */
+  int64_t lost;             /* acknowledged but absent (a lossy run only) */
   int64_t ok_by_op[16];
 } cl_summary;
 

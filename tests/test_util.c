@@ -1,11 +1,15 @@
 #include "test_util.h"
 
+#include <errno.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "internal.h"
 
 char *tu_db_path(const char *tag) {
   static atomic_int counter;
@@ -122,6 +126,58 @@ int64_t tu_count(const char *path, const char *sql) {
   sqlite3_finalize(st);
   sqlite3_close(h);
   return n;
+}
+
+struct tu_gate {
+  sc__op base;
+  sem_t entered, release, done;
+};
+
+static int gate_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  (void)w;
+  tu_gate *g = (tu_gate *)base;
+  sem_post(&g->entered);
+  while (sem_wait(&g->release) != 0 && errno == EINTR) {
+  }
+  return SC_OK;
+}
+
+static void gate_done(sc__op *base) {
+  sem_post(&((tu_gate *)base)->done);
+}
+
+tu_gate *tu_gate_close(sc_db *db) {
+  tu_gate *g = calloc(1, sizeof *g);
+  ck_assert_ptr_nonnull(g);
+  g->base = (sc__op){.run = gate_run, .done = gate_done, .kind = SC__OP_ADMIN};
+  sem_init(&g->entered, 0, 0);
+  sem_init(&g->release, 0, 0);
+  sem_init(&g->done, 0, 0);
+  ck_assert_sc(sc__op_submit(db, &g->base), SC_OK);
+  while (sem_wait(&g->entered) != 0 && errno == EINTR) {
+  }
+  return g;
+}
+
+void tu_gate_open(tu_gate *g) {
+  sem_post(&g->release);
+  while (sem_wait(&g->done) != 0 && errno == EINTR) {
+  }
+  sem_destroy(&g->entered);
+  sem_destroy(&g->release);
+  sem_destroy(&g->done);
+  free(g);
+}
+
+void tu_wait_queued(sc_db *db, int n) {
+  for (;;) {
+    pthread_mutex_lock(&db->qlock);
+    int queued = db->qlen;
+    pthread_mutex_unlock(&db->qlock);
+    if (queued >= n) return;
+    usleep(1000);
+  }
 }
 
 uint64_t tu_rng_next(uint64_t *s) {

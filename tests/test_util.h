@@ -52,6 +52,17 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud);
  * connection, to check the library's work from outside. */
 int64_t tu_count(const char *path, const char *sql);
 
+/* A gate: an operation that holds db's writer inside its batch until the
+ * gate opens, so that the operations queued meanwhile are committed
+ * together, as one batch. tu_gate_close returns once the writer is held;
+ * tu_gate_open lets it go, waits for the gate's own batch to complete, and
+ * frees the gate. */
+typedef struct tu_gate tu_gate;
+tu_gate *tu_gate_close(sc_db *db);
+void tu_gate_open(tu_gate *g);
+/* Waits until n operations are queued for db's writer. */
+void tu_wait_queued(sc_db *db, int n);
+
 /* A seeded generator (splitmix64): the same seed gives the same sequence,
  * so a failing seed reruns the same choices. */
 uint64_t tu_rng_next(uint64_t *state);

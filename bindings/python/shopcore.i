@@ -438,12 +438,13 @@ static PyObject *scpy_payload_dict(const sc_event *ev) {
 static PyObject *scpy_event_dict(const sc_event *ev) {
   PyObject *data = scpy_payload_dict(ev);
   if (data == NULL) return NULL;
-  return Py_BuildValue("{s:L,s:i,s:s,s:L,s:L,s:L,s:i,s:N}", "id",
+  return Py_BuildValue("{s:L,s:i,s:s,s:L,s:L,s:L,s:i,s:L,s:N}", "id",
                        (long long)ev->id, "type", ev->type, "type_name",
                        sc_event_type_name(ev->type), "aggregate_id",
                        (long long)ev->aggregate_id, "seq", (long long)ev->seq,
                        "created_at_ms", (long long)ev->created_at_ms,
-                       "attempts", ev->attempts, "data", data);
+                       "attempts", ev->attempts, "claim",
+                       (long long)ev->claim, "data", data);
 }
 
 static PyObject *scpy_event_list(const sc_event *evs, int n) {
@@ -500,6 +501,12 @@ static PyObject *scpy_dead_list(const sc_dead_event *evs, int n) {
   sc_dead_events_free(evs$argnum, n$argnum);
 }
 
+%typemap(in, numinputs=0) int64_t *purged_out (int64_t tmp = 0) {
+  $1 = &tmp;
+}
+%typemap(argout) int64_t *purged_out {
+  $result = SWIG_Python_AppendOutput($result, PyLong_FromLongLong(*$1));
+}
 %typemap(in, numinputs=0) int *requeued_out (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *requeued_out {
   $result = SWIG_Python_AppendOutput($result, PyLong_FromLong(*$1));
@@ -537,6 +544,7 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 %rename("%s") sc_outbox_dead_list;
 %rename("%s") sc_outbox_requeue;
 %rename("%s") sc_outbox_requeue_all;
+%rename("%s") sc_outbox_purge;
 %rename("%s") sc_outbox_stats_get;
 %rename("%s") sc_repair;
 %rename("%s") sc_backup;
@@ -599,7 +607,8 @@ PyObject *scpy_open(PyObject *path, PyObject *clock, int durability,
                     int batch_max, int busy_timeout_ms, int queue_max,
                     int read_pool_max, long long default_order_ttl_ms,
                     int outbox_max_attempts, long long outbox_retry_base_ms,
-                    long long outbox_retry_max_ms) {
+                    long long outbox_retry_max_ms,
+                    long long outbox_retention_ms) {
   sc_options o;
   sc_options_init(&o);
   o.durability = durability;
@@ -611,6 +620,7 @@ PyObject *scpy_open(PyObject *path, PyObject *clock, int durability,
   o.outbox_max_attempts = outbox_max_attempts;
   o.outbox_retry_base_ms = outbox_retry_base_ms;
   o.outbox_retry_max_ms = outbox_retry_max_ms;
+  o.outbox_retention_ms = outbox_retention_ms;
   if (clock != Py_None) {
     o.clock_ud = PyCapsule_GetPointer(clock, SCPY_CLOCK_CAPSULE);
     if (o.clock_ud == NULL) return NULL;

@@ -100,6 +100,17 @@ class Simulate(Dir):
         self.assertEqual(j["outbox"]["delivered"] +
                          j["outbox"]["pending_at_end"], writes)
         self.assertEqual(j["outbox"]["dead_at_end"], 0)
+        # The delivered events can be purged; the pending ones stay, and
+        # the file still verifies.
+        fresh = ["--db", os.path.join(self.dir, "fresh.db")]
+        purged = self.ok("outbox", "purge", "--before", "0ms", *fresh)
+        n = int(re.search(r"purged (\d+) delivered", purged).group(1))
+        self.assertGreaterEqual(n, j["outbox"]["delivered"] - 1)
+        self.assertIn("purged 0 ", self.ok("outbox", "purge", "--before",
+                                          "0ms", *fresh))
+        self.assertIn(f"{j['outbox']['pending_at_end']} pending",
+                      self.ok("outbox", "list", *fresh))
+        self.assertIn("ok", self.ok("verify", fresh[1]))
         self.assertEqual(j["succeeded"] + j["expected"] + j["errors"],
                          j["requests"])
         self.assertEqual(sum(j["statuses"].values()), j["requests"])
@@ -221,7 +232,7 @@ class Usage(Dir):
                 ["coupon", "create"], ["coupon", "pause"], ["coupon", "resume"],
                 ["coupon", "show"], ["account", "deposit"], ["account", "show"],
                 ["order", "show"], ["outbox", "list"], ["outbox", "dead"],
-                ["outbox", "requeue"], ["stats"], ["backup"], ["product"],
+                ["outbox", "requeue"], ["outbox", "purge"], ["stats"], ["backup"], ["product"],
                 ["coupon"], ["account"], ["order"], ["outbox"]]
 
     def test_help_everywhere(self):
@@ -262,10 +273,22 @@ class Usage(Dir):
             (["account", "deposit", "1", "6", "--key", "k", *db], 1,
              "SC_IDEMPOTENCY_MISMATCH"),
             (["account", "show", "77", *db], 1, "SC_NOT_FOUND"),
+            # The library's limits: names and keys of at most 255 bytes.
+            (["product", "add", "n" * 256, "--price", "1", "--stock", "1",
+              *db], 1, "longer than 255 bytes"),
+            (["coupon", "create", "n" * 256, "--max", "5", *db], 1,
+             "longer than 255 bytes"),
+            (["account", "deposit", "1", "5", "--key", "k" * 256, *db], 1,
+             "SC_INVALID"),
+            (["account", "deposit", "1", "5", "--key", "k" * 255, *db], 0,
+             ""),
             (["order", "show", "5", *db], 1, "SC_NOT_FOUND"),
             (["outbox", "dead", "--limit", "0", *db], 2, "out of range"),
             (["outbox", "requeue", *db], 2, "either ID or --all"),
             (["outbox", "requeue", "123", *db], 1, "SC_NOT_FOUND"),
+            (["outbox", "purge", *db], 2, "give --before"),
+            (["outbox", "purge", "--before", "7x", *db], 2, "not an integer"),
+            (["outbox", "purge", "--before", "-5", *db], 2, "out of range"),
             (["stats", "--bogus", *db], 2, "unknown option --bogus"),
             (["stats", "--db"], 2, "needs a value"),
             (["init", "--db", os.path.join(self.dir, "no/such/dir.db")], 1,
@@ -308,6 +331,8 @@ class Usage(Dir):
         self.assertIn("balance 10000, held 0, available 10000",
                       self.ok("account", "show", "1", *db))
         self.assertIn("0 dead event(s)", self.ok("outbox", "dead", *db))
+        self.assertIn("purged 0 delivered event(s)",
+                      self.ok("outbox", "purge", "--before", "7d", *db))
         self.assertRegex(self.ok("outbox", "list", *db), r"outbox: \d+ pending")
         stats = self.ok("stats", *db)
         self.assertIn("shopcore_db_products 1\n", stats)

@@ -218,8 +218,13 @@ static void op_outbox(prog *g) {
   sc_events_free(ev, n);
   sc_id e = pick(g, g->events, g->n_events);
   uint8_t k = byte(g) % 3;
-  if (k == 0) check_rc(sc_outbox_ack(g->db, e));
-  if (k == 1) check_rc(sc_outbox_nack(g->db, e, byte(g) & 1 ? "no" : NULL));
+  /* A token from the input: the latest claim's now and then, stale or
+   * never issued otherwise (SC_CONFLICT). */
+  int64_t token = byte(g) % 4;
+  if (k == 0) check_rc(sc_outbox_ack(g->db, e, token));
+  if (k == 1) {
+    check_rc(sc_outbox_nack(g->db, e, token, byte(g) & 1 ? "no" : NULL));
+  }
   if (k == 2) check_rc(sc_outbox_requeue(g->db, e));
 }
 

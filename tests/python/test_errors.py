@@ -39,6 +39,7 @@ class ErrorClassesTest(unittest.TestCase):
             "InvalidState": _c.SC_INVALID_STATE,
             "Conflict": _c.SC_CONFLICT,
             "IdempotencyMismatch": _c.SC_IDEMPOTENCY_MISMATCH,
+            "Ambiguous": _c.SC_AMBIGUOUS,
             "NotFound": _c.SC_NOT_FOUND,
             "Busy": _c.SC_BUSY,
             "Closed": _c.SC_CLOSED,
@@ -59,7 +60,8 @@ class ErrorClassesTest(unittest.TestCase):
                     shopcore.Conflict):
             self.assertTrue(cls.expected, cls)
         for cls in (shopcore.Invalid, shopcore.NotFound, shopcore.Busy,
-                    shopcore.Closed, shopcore.IOFailure, shopcore.Error):
+                    shopcore.Closed, shopcore.IOFailure, shopcore.Ambiguous,
+                    shopcore.Error):
             self.assertFalse(cls.expected, cls)
 
     def test_builtin_bases(self):

@@ -88,7 +88,7 @@ class OutboxTest(DbTestCase):
         first = self.db.claim_events()
         self.assertEqual([ev.data["amount"] for ev in first], [100])
         self.assertEqual(self.db.claim_events(), [])  # leased, and in order
-        self.db.ack(first[0].id)
+        self.db.ack(first[0].id, claim=first[0].claim)
         second = self.db.claim_events()
         self.assertEqual([(ev.seq, ev.data["amount"]) for ev in second],
                          [(2, 200)])
@@ -114,17 +114,19 @@ class OutboxTest(DbTestCase):
         self.db.ack(again)
 
     def kill(self, amount):
-        """Deposits and fails the event until it is dead; returns its id."""
+        """Deposits and fails the event until it is dead; returns its last
+        delivery."""
         self.db.deposit(7, amount)
         for attempt in range(3):  # outbox_max_attempts
             self.clock.advance(10_000)
             ev, = self.db.claim_events()
             self.assertEqual(ev.attempts, attempt)
             self.db.nack(ev, reason="attempt %d failed" % attempt)
-        return ev.id
+        return ev
 
     def test_dead_events_and_requeue(self):
-        dead_id = self.kill(100)
+        last = self.kill(100)
+        dead_id = last.id
         self.db.deposit(7, 200)  # held back behind the dead one
         self.clock.advance(10_000)
         self.assertEqual(self.db.claim_events(), [])
@@ -139,7 +141,9 @@ class OutboxTest(DbTestCase):
         self.assertEqual(dead.last_error, "attempt 2 failed")
         self.assertEqual(self.db.dead_events(after=dead_id), [])
         with self.assertRaises(shopcore.InvalidState):
-            self.db.nack(dead_id)
+            self.db.nack(last)  # its latest claim, but dead
+        with self.assertRaises(shopcore.Conflict):
+            self.db.nack(dead_id)  # no token: not the latest claim
         self.db.requeue(dead)
         with self.assertRaises(shopcore.InvalidState):
             self.db.requeue(dead_id)  # not dead any more
@@ -161,6 +165,71 @@ class OutboxTest(DbTestCase):
             self.db.dead_events(max=shopcore._db.CLAIM_MAX + 1)
         with self.assertRaises(ValueError):
             self.db.dead_events(after=-1)
+
+    def test_settlement_is_fenced_by_the_claim(self):
+        self.db.deposit(7, 100)
+        self.db.deposit(7, 200)
+        a, = self.db.claim_events(lease_ms=1000)
+        self.assertGreater(a.claim, 0)
+        self.clock.advance(1000)  # A's lease runs out; B claims it again
+        b, = self.db.claim_events(lease_ms=60_000)
+        self.assertEqual(b.id, a.id)
+        self.assertNotEqual(b.claim, a.claim)
+        with self.assertRaises(shopcore.Conflict):
+            self.db.nack(a, reason="A is late")
+        with self.assertRaises(shopcore.Conflict):
+            self.db.ack(a)
+        self.assertEqual(self.db.claim_events(), [])  # B still holds it
+        self.db.ack(b)
+        self.db.ack(b)  # again: no change
+        with self.assertRaises(shopcore.InvalidState):
+            self.db.nack(b)
+        second, = self.db.claim_events()
+        self.assertEqual(second.seq, 2)
+        self.db.ack(second.id, claim=second.claim)
+
+    def test_never_claimed_cannot_be_settled(self):
+        self.db.deposit(7, 100)
+        for token in (None, 0, 1):
+            with self.assertRaises(shopcore.Conflict):
+                self.db.ack(1, claim=token)
+            with self.assertRaises(shopcore.Conflict):
+                self.db.nack(1, claim=token)
+        ev, = self.db.claim_events()
+        self.assertEqual(ev.attempts, 0)
+        for bad in (-1, 2**63):
+            with self.assertRaises(ValueError):
+                self.db.ack(ev, claim=bad)
+        with self.assertRaises(TypeError):
+            self.db.ack(ev, claim="1")
+        self.db.ack(ev)
+
+    def test_purge_events(self):
+        for amount in (1, 2, 3):
+            self.db.deposit(7, amount)
+        self.db.deposit(8, 9)
+        self.assertEqual(len(self.drain()), 4)
+        self.db.deposit(9, 1)  # pending: kept
+        self.clock.advance(10)
+        self.assertEqual(self.db.purge_events(before=START_MS), 0)
+        self.assertEqual(self.db.purge_events(before=START_MS + 1), 4)
+        self.assertEqual(self.db.purge_events(before=START_MS + 1), 0)
+        self.assertIn("shopcore_outbox_events_purged_total 4",
+                      self.db.metrics_prometheus())
+        self.assertEqual(self.db.verify(), "ok")
+        # The account's sequence goes on after its purged events.
+        self.db.deposit(7, 4)
+        seqs = {(ev.aggregate_id, ev.seq) for ev in self.drain()}
+        self.assertEqual(seqs, {(7, 4), (9, 1)})
+        self.assertEqual(self.db.outbox_stats()[:2], (0, 0))
+        with self.assertRaises(TypeError):
+            self.db.purge_events(before="now")
+        with self.assertRaises(ValueError):
+            self.db.purge_events(before=2**63)
+
+    def test_retention_option(self):
+        with self.assertRaises(ValueError):
+            shopcore.open(self.path + ".r", outbox_retention_ms=-1)
 
     def test_unknown_event(self):
         with self.assertRaises(shopcore.NotFound):

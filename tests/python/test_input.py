@@ -2,6 +2,7 @@
 int64, NUL in strings, malformed lines. Each raises TypeError or ValueError
 before reaching the library, and changes nothing."""
 
+import sqlite3
 import unittest
 
 import shopcore
@@ -152,6 +153,59 @@ class BadInputTest(DbTestCase):
             db.checkout(1, {self.product: 1},
                         expected_versions={self.product: -1})
         self.assert_nothing_changed()
+
+    def rows(self):
+        """Row counts of the tables a refused call must leave alone."""
+        con = sqlite3.connect(self.path)
+        try:
+            return {t: con.execute("SELECT count(*) FROM " + t).fetchone()[0]
+                    for t in ("sc_product", "sc_coupon_policy", "sc_ledger",
+                              "sc_idempotency", "sc_order", "sc_outbox")}
+        finally:
+            con.close()
+
+    def test_limits(self):
+        """Names and keys past 255 UTF-8 bytes and checkouts past 1,000
+        lines raise Invalid (SC_INVALID) and store nothing; at the limits
+        they pass."""
+        db = self.db
+        self.assertEqual((shopcore.NAME_MAX, shopcore.KEY_MAX,
+                          shopcore.CHECKOUT_LINES_MAX), (255, 255, 1000))
+        before = self.rows()
+        # 256 bytes, 256 bytes in 128 characters, and 10 MiB.
+        for bad in ("x" * 256, "\u00e9" * 128, "k" * (10 << 20)):
+            with self.assertRaises(shopcore.Invalid) as cm:
+                db.create_product(bad, price=1)
+            self.assertIn("longer than 255 bytes", str(cm.exception))
+            with self.assertRaises(shopcore.Invalid):
+                db.create_policy(bad, max_count=1)
+            with self.assertRaises(shopcore.Invalid):
+                db.deposit(1, 5, idempotency_key=bad)
+            with self.assertRaises(shopcore.Invalid):
+                db.checkout(1, {self.product: 1}, idempotency_key=bad)
+        many = [(p, 1) for p in range(self.product,
+                                      self.product + 1001)]
+        with self.assertRaises(shopcore.Invalid) as cm:
+            db.checkout(1, many)
+        self.assertIn("more than 1000", str(cm.exception))
+        self.assertEqual(self.rows(), before)
+        self.assert_nothing_changed()
+        # At the limits: 1,000 lines pass the count (and meet unknown
+        # products); 255 bytes are stored whole.
+        with self.assertRaises(shopcore.NotFound):
+            db.checkout(1, many[:1000])
+        name = "\u00e9" * 127 + "x"
+        product = db.create_product(name, price=1, stock=1)
+        db.create_policy(name, max_count=1)
+        db.deposit(1, 5, idempotency_key="k" * 255)
+        db.checkout(1, {product: 1}, idempotency_key="o" * 255)
+        con = sqlite3.connect(self.path)
+        try:
+            self.assertEqual(con.execute(
+                "SELECT name FROM sc_product WHERE id = ?",
+                (product,)).fetchone()[0], name)
+        finally:
+            con.close()
 
     def test_events_and_worker_arguments(self):
         with self.assertRaises(ValueError):

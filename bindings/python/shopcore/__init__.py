@@ -25,7 +25,8 @@ from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
                      EventType, Order, OrderStatus, OutboxStats, RepairResult,
                      Stats, Stock)
 from ._worker import EventHandler, Worker
-from ._db import Database, ManualClock, open
+from ._db import (CHECKOUT_LINES_MAX, KEY_MAX, NAME_MAX, Database,
+                  ManualClock, open)
 
 #: The version of the linked C library, "MAJOR.MINOR.PATCH".
 __version__: str = _c.sc_version()
@@ -33,5 +34,6 @@ __version__: str = _c.sc_version()
 __all__ = ["open", "Database", "Worker", "EventHandler", "ManualClock",
            "Stock", "Account", "CouponPolicy", "Order", "Event", "EventType",
            "OrderStatus", "Durability", "DeadEvent", "OutboxStats", "Stats",
-           "RepairResult", "__version__"]
+           "RepairResult", "NAME_MAX", "KEY_MAX", "CHECKOUT_LINES_MAX",
+           "__version__"]
 __all__ += _errors.__all__

@@ -3,10 +3,15 @@
 A wrong type raises TypeError; a value out of range (negative, zero where an
 id or a quantity belongs, past int64 or int32) raises ValueError. The
 library checks again in C; these checks give Python-shaped errors early.
+The library's own limits (name and key lengths, lines per checkout) raise
+Invalid, the exception of SC_INVALID, as they do from C.
 """
 
 import operator
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
+
+from . import _shopcore as _c
+from ._errors import error_for
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -95,6 +100,12 @@ def lines(value: Any) -> List[Tuple[int, int]]:
                         type(value).__name__) from None
     if not items:
         raise ValueError("lines must not be empty")
+    # The count first, as the library checks it: past the limit, the lines
+    # themselves do not matter.
+    if len(items) > _c.SC_CHECKOUT_LINES_MAX:
+        raise error_for(_c.SC_INVALID,
+                        "checkout: {} lines, more than {} per checkout".format(
+                            len(items), _c.SC_CHECKOUT_LINES_MAX))
     out = []
     seen = set()
     for item in items:

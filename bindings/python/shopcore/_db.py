@@ -14,10 +14,17 @@ from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
                      Stock)
 from ._worker import EventHandler, Worker
 
-__all__ = ["Database", "ManualClock", "open"]
+__all__ = ["Database", "ManualClock", "open", "NAME_MAX", "KEY_MAX",
+           "CHECKOUT_LINES_MAX"]
 
 #: The most events one claim_events() or dead_events() call returns.
 CLAIM_MAX: int = _c.SC_OUTBOX_CLAIM_MAX
+#: The longest product or policy name, in UTF-8 bytes; longer raises Invalid.
+NAME_MAX: int = _c.SC_NAME_MAX
+#: The longest idempotency key, in UTF-8 bytes; longer raises Invalid.
+KEY_MAX: int = _c.SC_KEY_MAX
+#: The most lines one checkout may have; more raises Invalid.
+CHECKOUT_LINES_MAX: int = _c.SC_CHECKOUT_LINES_MAX
 
 PathLike = Union[str, "os.PathLike[str]"]
 Lines = Union[Mapping[int, int], Iterable[Tuple[int, int]]]
@@ -138,9 +145,11 @@ class Database:
         """Creates a product; returns its id.
 
         Args:
-            name: non-empty.
+            name: non-empty, at most NAME_MAX (255) bytes in UTF-8.
             price: minor units (cents), >= 0.
             stock: units on hand, >= 0.
+
+        Raises: Invalid (a name past NAME_MAX).
         """
         return int(_c.sc_product_create(self._h, chk.text(name, "name"),
                                         chk.non_negative(price, "price"),
@@ -166,8 +175,11 @@ class Database:
         """Credits amount (> 0, minor units) to a user's account, creating
         it on first use.
 
-        With an idempotency_key, a replay with the same user and amount
-        changes nothing; another user or amount raises IdempotencyMismatch.
+        With an idempotency_key (at most KEY_MAX, 255, bytes in UTF-8), a
+        replay with the same user and amount changes nothing; another user
+        or amount raises IdempotencyMismatch.
+
+        Raises: Invalid (a key past KEY_MAX), IdempotencyMismatch.
         """
         _c.sc_account_deposit(self._h, chk.ident(user, "user"),
                               chk.positive(amount, "amount"),
@@ -188,7 +200,7 @@ class Database:
         """Creates a coupon policy; returns its id.
 
         Args:
-            name: non-empty.
+            name: non-empty, at most NAME_MAX (255) bytes in UTF-8.
             max_count: the cap (> 0): never more coupons than this, whatever
                 the concurrency.
             per_user_limit: coupons one user may hold (>= 1).
@@ -198,7 +210,8 @@ class Database:
             starts_at_ms, ends_at_ms: the validity window (0 = unbounded);
                 active while starts <= now < ends.
 
-        Raises: Invalid (inconsistent discounts or window).
+        Raises: Invalid (inconsistent discounts or window, a name past
+        NAME_MAX).
         """
         spec = (chk.text(name, "name"), chk.positive(max_count, "max_count"),
                 chk.int32(per_user_limit, "per_user_limit", 1),
@@ -257,16 +270,18 @@ class Database:
         Args:
             user: the buyer, who must have an account.
             lines: {product: qty} or [(product, qty), ...]; each product
-                once, each qty > 0.
+                once, each qty > 0; at most CHECKOUT_LINES_MAX (1,000).
             coupon: one of the user's coupons, or None.
             ttl_ms: time to pay; 0 = the database's default_order_ttl_ms.
             idempotency_key: a replay with the same key and request returns
-                the first order's id and changes nothing.
+                the first order's id and changes nothing; at most KEY_MAX
+                (255) bytes in UTF-8.
             expected_versions: {product: stock version} for every line; a
                 product whose version moved raises Conflict.
 
         Raises: OutOfStock, InsufficientBalance, CouponUnavailable,
-        Conflict, NotFound, IdempotencyMismatch, Invalid.
+        Conflict, NotFound, IdempotencyMismatch, Invalid (also past a
+        limit: more than CHECKOUT_LINES_MAX lines, a key past KEY_MAX).
         """
         pairs = chk.lines(lines)
         versions = chk.versions(expected_versions, [p for p, _ in pairs])
@@ -299,7 +314,12 @@ class Database:
 
     def expire_due(self) -> int:
         """Expires every PENDING order past its deadline (by the database's
-        clock); returns how many. A running worker does this on time."""
+        clock); returns how many. A running worker does this on time.
+
+        An order that cannot be released (a damaged row: a hold or stock
+        reservation edited by hand) is skipped and left as it is, counted
+        in shopcore_orders_expire_skipped_total (metrics_prometheus) and
+        named by verify(); the others expire all the same."""
         return int(_c.sc_orders_expire_due(self._h))
 
     # ---- invariants --------------------------------------------------------
@@ -356,15 +376,30 @@ class Database:
                                  chk.positive(lease_ms, "lease_ms"))
         return [Event._from_dict(d) for d in raw]
 
-    def ack(self, event: Union[Event, int]) -> None:
-        """Marks an event delivered. Raises NotFound."""
-        _c.sc_outbox_ack(self._h, _event_id(event))
+    def ack(self, event: Union[Event, int],
+            claim: Optional[int] = None) -> None:
+        """Marks a delivery done: the event is delivered and the next event
+        of its aggregate becomes deliverable. Pass the claimed Event (its
+        claim token goes with it), or an event id and its claim token.
+        Acking again with the same token changes nothing; a late ack (lease
+        over, nobody claimed it since) still delivers it.
+        Raises NotFound; Conflict when the token is not the event's latest
+        claim (its lease ran out and it was claimed again) or the event was
+        never claimed; nothing changes then."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_ack(self._h, event_id, token)
 
     def nack(self, event: Union[Event, int],
-             reason: Optional[str] = None) -> None:
+             reason: Optional[str] = None,
+             claim: Optional[int] = None) -> None:
         """A failed delivery: the event is retried later with backoff, and
-        is dead after outbox_max_attempts. Raises NotFound."""
-        _c.sc_outbox_nack(self._h, _event_id(event),
+        is dead after outbox_max_attempts. The reason is kept as the dead
+        event's last_error, truncated to 500 bytes. Pass the claimed Event,
+        or an event id and its claim token. Raises NotFound, Conflict (as
+        ack), InvalidState (delivered, dead, or this claim already
+        nacked)."""
+        event_id, token = _delivery(event, claim)
+        _c.sc_outbox_nack(self._h, event_id, token,
                           chk.optional_text(reason, "reason"))
 
     def dead_events(self, after: int = 0, max: int = 100
@@ -386,6 +421,18 @@ class Database:
     def requeue_all(self) -> int:
         """Requeues every dead event; returns how many."""
         return int(_c.sc_outbox_requeue_all(self._h))
+
+    def purge_events(self, before: int) -> int:
+        """Removes delivered events acked before `before` (milliseconds
+        since the epoch, the database's clock), in batches of at most 500
+        that each hold the writer briefly; returns how many. Pending,
+        leased and dead events are kept, and so is the newest event of all
+        (ids are never reused); an aggregate's sequence goes on from its
+        last number. A running worker does this on its own for
+        outbox_retention_ms. Raises Busy, IOFailure (the batches committed
+        before stay purged)."""
+        return int(_c.sc_outbox_purge(self._h, chk.in_range(
+            before, "before", -chk.INT64_MAX - 1)))
 
     def outbox_stats(self) -> OutboxStats:
         """Counts the outbox's pending and dead events."""
@@ -425,6 +472,16 @@ def _event_id(event: Union[Event, int]) -> int:
     return chk.ident(event, "event")
 
 
+def _delivery(event: Union[Event, int],
+              claim: Optional[int]) -> Tuple[int, int]:
+    """The event id and claim token a settlement presents: the Event's own
+    token unless one is given; an id without a token presents 0, which no
+    claim ever has (Conflict)."""
+    if claim is None:
+        claim = event.claim if isinstance(event, Event) else 0
+    return _event_id(event), chk.non_negative(claim, "claim")
+
+
 def _path_text(path: Any, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError("{} must be a str or os.PathLike, not {}".format(
@@ -439,7 +496,7 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
          batch_max: int = 0, busy_timeout_ms: int = 0, queue_max: int = 0,
          read_pool_max: int = 0, default_order_ttl_ms: int = 0,
          outbox_max_attempts: int = 0, outbox_retry_base_ms: int = 0,
-         outbox_retry_max_ms: int = 0,
+         outbox_retry_max_ms: int = 0, outbox_retention_ms: int = 0,
          clock: Optional[ManualClock] = None) -> Database:
     """Opens (creating if needed) a libshopcore database file.
 
@@ -463,6 +520,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         default_order_ttl_ms: time to pay when checkout's ttl_ms is 0.
         outbox_max_attempts: deliveries before an event is dead.
         outbox_retry_base_ms, outbox_retry_max_ms: retry backoff.
+        outbox_retention_ms: a running worker purges delivered events
+            acked longer ago than this; 0 = 7 days.
         clock: a ManualClock, for tests; None = the wall clock.
 
     Raises: Invalid, IOFailure, Corrupt, Busy.
@@ -480,7 +539,8 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
         chk.non_negative(default_order_ttl_ms, "default_order_ttl_ms"),
         chk.int32(outbox_max_attempts, "outbox_max_attempts"),
         chk.non_negative(outbox_retry_base_ms, "outbox_retry_base_ms"),
-        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"))
+        chk.non_negative(outbox_retry_max_ms, "outbox_retry_max_ms"),
+        chk.non_negative(outbox_retention_ms, "outbox_retention_ms"))
     return Database(handle, fspath, clock)
 
 

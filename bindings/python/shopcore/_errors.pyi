@@ -5,8 +5,8 @@ exactly the generated classes."""
 from typing import Optional, Tuple, Type
 
 __all__ = [
-    "Error", "error_class", "error_for", "Busy", "Canceled", "Closed",
-    "Conflict", "Corrupt", "CouponUnavailable", "Exists", "Expired",
+    "Error", "error_class", "error_for", "Ambiguous", "Busy", "Canceled",
+    "Closed", "Conflict", "Corrupt", "CouponUnavailable", "Exists", "Expired",
     "IOFailure", "IdempotencyMismatch", "InsufficientBalance",
     "InternalError", "Invalid", "InvalidState", "LimitReached", "Misuse",
     "NoMemory", "NotActive", "NotFound", "OutOfStock", "Paused", "SoldOut"
@@ -88,3 +88,9 @@ class Conflict(Error):
 
 class IdempotencyMismatch(Error):
     """SC_IDEMPOTENCY_MISMATCH: idempotency key reused with a different request."""
+
+class Ambiguous(Error):
+    """SC_AMBIGUOUS: outcome unknown: the commit may or may not have happened.
+
+    Retry with the same idempotency key, or read first. After a failed
+    fsync the database refuses writes with Ambiguous until reopened."""

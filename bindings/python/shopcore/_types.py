@@ -157,6 +157,10 @@ class Event:
     created_at_ms: int
     #: deliveries before this one
     attempts: int
+    #: this delivery's fencing token (new on every claim; 0 in dead-event
+    #: listings): Database.ack(event) and nack(event) pass it, and only the
+    #: latest claim's token settles the event
+    claim: int
     #: the decoded payload
     data: Mapping[str, int] = field(hash=False, repr=True)
 
@@ -168,7 +172,7 @@ class Event:
     @classmethod
     def _from_dict(cls, d: Dict[str, Any]) -> "Event":
         return cls(d["id"], EventType(d["type"]), d["aggregate_id"], d["seq"],
-                   d["created_at_ms"], d["attempts"], d["data"])
+                   d["created_at_ms"], d["attempts"], d["claim"], d["data"])
 
 
 class DeadEvent(NamedTuple):

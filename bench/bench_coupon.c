@@ -49,8 +49,12 @@ static bu_result run_lib(const char *variant, int batch_max, int threads,
     exit(1);
   }
   c.policy = create_policy(c.db);
+  sc_metrics_reset(c.db);
+  bu_cpu before = bu_cpu_now();
   bu_result r =
       bu_run("coupon_issue", variant, threads, seconds, lib_issue, &c);
+  bu_print(&r);
+  bu_print_writer(c.db, &before, r.ops);
   sc_close(c.db);
   bu_remove_db(path);
   return r;
@@ -130,9 +134,7 @@ int main(int argc, char **argv) {
   for (int k = 0; k < n; k++) {
     if (threads[k] > MAX_THREADS) continue;
     bu_result a = run_lib("group_commit", 0, threads[k], seconds);
-    bu_print(&a);
     bu_result b = run_lib("batch_max_1", 1, threads[k], seconds);
-    bu_print(&b);
     bu_result c = run_plain(threads[k], seconds);
     bu_print(&c);
     bu_print_ratio("group_commit_vs_plain", &a, &c);

@@ -80,21 +80,6 @@ static int lib_call(int t, int64_t i, void *ud) {
   return rc != SC_OK;
 }
 
-/* What the writer saw: batch sizes and the time of each batch from BEGIN
- * to COMMIT (running its operations and the fsync), hence its cost per
- * operation. */
-static void print_writer(sc_db *db) {
-  sc_metrics m;
-  if (sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) return;
-  double ops = m.batch_size.sum, per_op_us = 1000 * m.commit_ms.sum / ops;
-  printf(
-      "   writer: %llu batches, size mean %.0f p50 %.0f max %.0f; commit"
-      " p50 %.2f ms p99 %.2f ms; %.1f us of writer time per operation\n",
-      (unsigned long long)m.batch_size.count, ops / (double)m.batch_size.count,
-      m.batch_size.p50, m.batch_size.max, m.commit_ms.p50, m.commit_ms.p99,
-      per_op_us);
-}
-
 static void verify(sc_db *db, const char *variant) {
   char *report = NULL;
   int rc = sc_verify(db, &report);
@@ -120,8 +105,11 @@ static bu_result run_lib(const scenario *sc, const char *variant, int batch_max,
   char bench[48];
   snprintf(bench, sizeof bench, "%s_%s", sc->pay ? "checkout_pay" : "checkout",
            sc->name);
+  sc_metrics_reset(c.db);
+  bu_cpu before = bu_cpu_now();
   bu_result r = bu_run(bench, variant, threads, seconds, lib_call, &c);
-  print_writer(c.db);
+  bu_print(&r);
+  bu_print_writer(c.db, &before, r.ops * (sc->pay ? 2 : 1));
   if (check) verify(c.db, variant);
   sc_close(c.db);
   bu_remove_db(path);
@@ -315,9 +303,7 @@ static void run_scenario(const scenario *sc, int threads, double seconds,
                          bool check) {
   if (threads > MAX_THREADS) return;
   bu_result a = run_lib(sc, "group_commit", 0, threads, seconds, check);
-  bu_print(&a);
   bu_result b = run_lib(sc, "batch_max_1", 1, threads, seconds, false);
-  bu_print(&b);
   bu_result c = run_plain(sc, threads, seconds);
   bu_print(&c);
   bu_print_ratio("group_commit_vs_plain", &a, &c);

@@ -1,5 +1,6 @@
 #include "bench_util.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -13,6 +14,87 @@ static int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t bu_now_ns(void) {
+  return now_ns();
+}
+
+int64_t bu_thread_cpu_ns(const char *comm) {
+  DIR *d = opendir("/proc/self/task");
+  if (d == NULL) return 0;
+  int64_t sum = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], name[64] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) continue;
+    if (fgets(name, sizeof name, f) == NULL) name[0] = '\0';
+    fclose(f);
+    name[strcspn(name, "\n")] = '\0';
+    if (strcmp(name, comm) != 0) continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+    f = fopen(path, "r");
+    long long ns = 0;
+    if (f != NULL) {
+      if (fscanf(f, "%lld", &ns) != 1) ns = 0;
+      fclose(f);
+    }
+    sum += ns;
+  }
+  closedir(d);
+  return sum;
+}
+
+bu_cpu bu_cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (bu_cpu){.wall = now_ns(),
+                  .writer = bu_thread_cpu_ns("sc-writer"),
+                  .completer = bu_thread_cpu_ns("sc-complete"),
+                  .process = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec};
+}
+
+void bu_print_writer(sc_db *db, const bu_cpu *before, int64_t ops) {
+  bu_cpu now = bu_cpu_now();
+  sc_metrics m;
+  if (ops <= 0 || sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) {
+    return;
+  }
+  double wall = (double)(now.wall - before->wall);
+  double writer = (double)(now.writer - before->writer);
+  double in_batch = m.commit_ms.sum * 1e6;
+  double off_cpu = in_batch > writer ? in_batch - writer : 0;
+  printf(
+      "   writer: %llu batches, size mean %.1f p50 %.0f max %.0f;"
+      " batch (BEGIN..COMMIT) p50 %.3f ms p99 %.3f ms\n",
+      (unsigned long long)m.batch_size.count,
+      m.batch_size.sum / (double)m.batch_size.count, m.batch_size.p50,
+      m.batch_size.max, m.commit_ms.p50, m.commit_ms.p99);
+  printf(
+      "   writer: %.2f us CPU per operation, CPU use %.0f%%; in batches"
+      " %.0f%% of the time, of which off-CPU (fsync, waits) %.0f%%\n",
+      writer / 1e3 / (double)ops, 100 * writer / wall, 100 * in_batch / wall,
+      in_batch > 0 ? 100 * off_cpu / in_batch : 0);
+  printf(
+      "   CPU per operation: completer %.2f us, whole process %.2f us"
+      " (%.0f%% of %ld CPUs)\n",
+      (double)(now.completer - before->completer) / 1e3 / (double)ops,
+      (double)(now.process - before->process) / 1e3 / (double)ops,
+      100 * (double)(now.process - before->process) / wall /
+          (double)sysconf(_SC_NPROCESSORS_ONLN),
+      sysconf(_SC_NPROCESSORS_ONLN));
+  printf(
+      "BENCH_JSON {\"writer_us_per_op\":%.3f,\"writer_cpu_use\":%.3f,"
+      "\"batch_mean\":%.2f,\"in_batch_share\":%.3f,"
+      "\"off_cpu_share_of_batch\":%.3f,\"process_us_per_op\":%.3f}\n",
+      writer / 1e3 / (double)ops, writer / wall,
+      m.batch_size.sum / (double)m.batch_size.count, in_batch / wall,
+      in_batch > 0 ? off_cpu / in_batch : 0,
+      (double)(now.process - before->process) / 1e3 / (double)ops);
+  fflush(stdout);
 }
 
 typedef struct samples {

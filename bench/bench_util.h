@@ -45,6 +45,24 @@ void bu_remove_db(const char *path);
  * (WAL, synchronous=FULL, a 30 s busy timeout): the baseline's connection. */
 sqlite3 *bu_sqlite_open(const char *path);
 
+/* CPU time so far (ns) of this process's threads named comm (e.g.
+ * "sc-writer"), from /proc/self/task/<tid>/schedstat; 0 if none. */
+int64_t bu_thread_cpu_ns(const char *comm);
+int64_t bu_now_ns(void);
+
+/* CPU time of the library's threads and the wall time at one moment, so a
+ * run can print what it cost: take one before, pass it after. */
+typedef struct bu_cpu {
+  int64_t wall, writer, completer, process;
+} bu_cpu;
+bu_cpu bu_cpu_now(void);
+/* Prints what bounds the run: ops per batch, the writer's CPU per
+ * operation and its CPU use, the time inside BEGIN..COMMIT and the part of
+ * it the writer did not spend on the CPU (fsync, mostly), and the CPU
+ * of the completer and of the whole process per operation. ops: the
+ * operations completed since `before`. Needs sc_metrics reset at `before`. */
+void bu_print_writer(sc_db *db, const bu_cpu *before, int64_t ops);
+
 /* Parses "--seconds X", "--events N" and "--threads a,b,c" from argv
  * (defaults given; a value that is not positive takes the default). */
 long long bu_arg_events(int argc, char **argv, long long dflt);

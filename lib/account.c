@@ -149,8 +149,8 @@ static int account_update(sc__conn *w, sc__op *op, const char *sql, sc_id user,
   return SC_OK;
 }
 
-/* Names the reason a hold was refused. */
-static int hold_refusal(sc__conn *w, sc__op *op, sc_id user, int64_t amount) {
+int sc__account_check_hold(sc__conn *w, sc__op *op, sc_id user,
+                           int64_t amount) {
   sqlite3_stmt *st = sc__stmt(w, SQL_ACCOUNT_GET);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "hold");
   sqlite3_bind_int64(st, 1, user);
@@ -166,6 +166,7 @@ static int hold_refusal(sc__conn *w, sc__op *op, sc_id user, int64_t amount) {
                        (long long)user);
   }
   if (rc != SQLITE_ROW) return sc__op_fail_sqlite(op, w, rc, "hold");
+  if (balance - held >= amount) return SC_OK;
   return sc__op_fail(op, SC_INSUFFICIENT_BALANCE,
                      "user %lld: %lld available (balance %lld, held %lld), "
                      "%lld needed",
@@ -176,8 +177,10 @@ static int hold_refusal(sc__conn *w, sc__op *op, sc_id user, int64_t amount) {
 int sc__account_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount) {
   int changed = 0;
   int rc = account_update(w, op, SQL_HOLD, user, amount, "hold", &changed);
-  if (rc != SC_OK) return rc;
-  return changed == 1 ? SC_OK : hold_refusal(w, op, user, amount);
+  if (rc != SC_OK || changed == 1) return rc;
+  return sc__op_fail(op, SC_ERROR,
+                     "user %lld: the hold was refused after its check passed",
+                     (long long)user);
 }
 
 /* A release or debit that finds less held than its order's total means the

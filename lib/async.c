@@ -1,5 +1,6 @@
 /* Asynchronous write calls for hosts on a libuv loop. A request is queued to
- * the writer like any blocking call; the completer thread, once the commit
+ * the writer like any blocking call; the thread completing it (the
+ * completer, or the writer for a small batch), once the commit
  * holding it is durable, puts it on the handle's done list and wakes the
  * loop with uv_async_send; the loop thread calls the callbacks. So a
  * callback always runs on the loop thread, exactly once per accepted
@@ -56,9 +57,9 @@ static int async_run(sc_db *db, sc__conn *w, sc__op *base) {
   return rc;
 }
 
-/* On the completer thread. The loop frees the handle only after it took op
- * off the list, and this thread has let go of the lock (and of the handle)
- * by then. */
+/* On the completing thread (see sc__op_done_fn). The loop frees the handle only
+ * after it took op off the list, and this thread has let go of the lock (and of
+ * the handle) by then. */
 static void async_done(sc__op *base) {
   async_op *op = (async_op *)base;
   sc_async *a = op->async;

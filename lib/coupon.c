@@ -17,13 +17,13 @@ static const char SQL_POLICY_GET[] =
     " FROM sc_coupon_policy WHERE id = ?1";
 static const char SQL_POLICY_SET_PAUSED[] =
     "UPDATE sc_coupon_policy SET paused = ?2 WHERE id = ?1 AND paused <> ?2";
-/* The guard: every condition of issuance in one conditional UPDATE. */
+/* The guard: issuance is one conditional UPDATE, so the cap holds even
+ * if the checks before it were wrong. It has no RETURNING: that makes
+ * SQLite build an ephemeral table and a statement journal on every call,
+ * ten times the cost of the UPDATE itself. */
 static const char SQL_ISSUE_CLAIM[] =
     "UPDATE sc_coupon_policy SET issued_count = issued_count + 1"
-    " WHERE id = ?1 AND issued_count < max_count AND paused = 0"
-    " AND (starts_at_ms = 0 OR starts_at_ms <= ?2)"
-    " AND (ends_at_ms = 0 OR ?2 < ends_at_ms)"
-    " RETURNING per_user_limit";
+    " WHERE id = ?1 AND issued_count < max_count";
 static const char SQL_HELD_BY_USER[] =
     "SELECT count(*) FROM sc_coupon WHERE policy_id = ?1 AND user_id = ?2";
 static const char SQL_COUPON_INSERT[] =
@@ -175,9 +175,10 @@ typedef struct issue_op {
   sc_id policy, user, coupon;
 } issue_op;
 
-/* Why the claim was refused, in the order a user would ask. Most calls are
- * not refused, so the reason is looked up only after a refusal. */
-static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
+/* Reads the policy and says whether it may issue now: the refusals in
+ * the order a user would ask. Returns the per-user limit through limit. */
+static int issue_check_policy(sc__conn *w, issue_op *op, int64_t now,
+                              int64_t *limit) {
   sqlite3_stmt *st = sc__stmt(w, SQL_POLICY_STATE);
   if (st == NULL)
     return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
@@ -191,6 +192,7 @@ static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
   }
   int64_t max_count = sqlite3_column_int64(st, 0);
   int64_t issued = sqlite3_column_int64(st, 1);
+  *limit = sqlite3_column_int64(st, 2);
   int paused = sqlite3_column_int(st, 3);
   int64_t starts = sqlite3_column_int64(st, 4);
   int64_t ends = sqlite3_column_int64(st, 5);
@@ -210,30 +212,9 @@ static int issue_refusal(sc__conn *w, issue_op *op, int64_t now) {
                        "coupon policy %lld has issued all %lld coupons", id,
                        (long long)max_count);
   }
-  return sc__op_fail(&op->base, SC_ERROR,
-                     "coupon policy %lld refused issuance for no known reason",
-                     id);
-}
-
-/* The claim: one conditional UPDATE. Returns the policy's per-user limit
- * through limit_out, or the refusal. */
-static int issue_claim(sc__conn *w, issue_op *op, int64_t now,
-                       int64_t *limit_out) {
-  sqlite3_stmt *st = sc__stmt(w, SQL_ISSUE_CLAIM);
-  if (st == NULL)
-    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
-  sqlite3_bind_int64(st, 1, op->policy);
-  sqlite3_bind_int64(st, 2, now);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) *limit_out = sqlite3_column_int64(st, 0);
-  sqlite3_reset(st);
-  if (rc == SQLITE_DONE) return issue_refusal(w, op, now);
-  if (rc != SQLITE_ROW) return sc__op_fail_sqlite(&op->base, w, rc, "issue");
   return SC_OK;
 }
 
-/* A user past the limit fails after the claim: the savepoint's rollback
- * gives the slot back. */
 static int check_user_limit(sc__conn *w, issue_op *op, int64_t limit) {
   sqlite3_stmt *st = sc__stmt(w, SQL_HELD_BY_USER);
   if (st == NULL)
@@ -253,11 +234,29 @@ static int check_user_limit(sc__conn *w, issue_op *op, int64_t limit) {
   return SC_OK;
 }
 
+/* The claim, once every check passed. The guard refusing it now would mean
+ * the checks above misread the row: a bug, not a refusal. */
+static int issue_claim(sc__conn *w, issue_op *op) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_ISSUE_CLAIM);
+  if (st == NULL)
+    return sc__op_fail_sqlite(&op->base, w, SQLITE_ERROR, "issue");
+  sqlite3_bind_int64(st, 1, op->policy);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return sc__op_fail_sqlite(&op->base, w, rc, "issue");
+  if (sqlite3_changes(w->h) == 1) return SC_OK;
+  return sc__op_fail(&op->base, SC_ERROR,
+                     "coupon policy %lld refused issuance for no known reason",
+                     (long long)op->policy);
+}
+
+/* Validate, then apply: every refusal comes before the first write. */
 static int issue_run(sc_db *db, sc__conn *w, sc__op *base) {
   issue_op *op = (issue_op *)base;
   int64_t now = sc__now_ms(db), limit = 0;
-  int rc = issue_claim(w, op, now, &limit);
+  int rc = issue_check_policy(w, op, now, &limit);
   if (rc == SC_OK) rc = check_user_limit(w, op, limit);
+  if (rc == SC_OK) rc = issue_claim(w, op);
   if (rc != SC_OK) return rc;
   sqlite3_stmt *st = sc__stmt(w, SQL_COUPON_INSERT);
   if (st == NULL) return sc__op_fail_sqlite(base, w, SQLITE_ERROR, "issue");

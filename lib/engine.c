@@ -1,8 +1,10 @@
 /* The engine: opening and closing a database, the bounded submission queue,
  * and the writer thread that commits queued operations in batches (group
- * commit): one BEGIN IMMEDIATE, a SAVEPOINT per operation, one COMMIT, so one
- * fsync serves every operation of the batch. */
+ * commit): one BEGIN IMMEDIATE, the operations, one COMMIT, so one fsync
+ * serves every operation of the batch. A batch that meets an unexpected
+ * failure is rolled back and replayed with a SAVEPOINT per operation. */
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "turn.h"
 
 #define DEFAULT_BATCH_MAX 512
+#define WRITER_SPIN_NS 50000
 #define DEFAULT_BUSY_TIMEOUT_MS 30000
 #define DEFAULT_QUEUE_MAX 4096
 #define QUEUE_MAX_MAX (1 << 24)
@@ -176,6 +179,7 @@ void sc__call_leave(sc_db *db) {
  * at once. */
 static int submit(sc_db *db, sc__op *op, bool wait) {
   op->next = NULL;
+  op->excluded = false;
   op->status = SC_OK;
   op->errmsg[0] = '\0';
   op->enqueued_ns = sc__monotonic_ns();
@@ -218,6 +222,7 @@ static int submit(sc_db *db, sc__op *op, bool wait) {
   }
   db->qtail = op;
   db->qlen++;
+  atomic_store_explicit(&db->qcount, db->qlen, memory_order_relaxed);
   pthread_cond_signal(&db->qnonempty);
   pthread_mutex_unlock(&db->qlock);
   return SC_OK;
@@ -256,6 +261,14 @@ int sc__op_execute(sc_db *db, sc__op *op) {
 /* Takes up to batch_max operations off the queue, waiting for the first.
  * Returns NULL when the queue is drained and the db is stopping. */
 static sc__op *queue_take_batch(sc_db *db, int *n_out) {
+  /* A caller woken by the last commit often submits again at once: a short
+   * spin picks its operation up without a futex wake-up (the caller's
+   * signal finds no waiter). Bounded, so an idle writer still sleeps. */
+  int64_t spin_until = sc__monotonic_ns() + WRITER_SPIN_NS;
+  while (atomic_load_explicit(&db->qcount, memory_order_relaxed) == 0 &&
+         sc__monotonic_ns() < spin_until) {
+    sched_yield();
+  }
   pthread_mutex_lock(&db->qlock);
   while (db->qhead == NULL && !db->stopping) {
     pthread_cond_wait(&db->qnonempty, &db->qlock);
@@ -271,6 +284,7 @@ static sc__op *queue_take_batch(sc_db *db, int *n_out) {
     if (db->qhead == NULL) db->qtail = NULL;
     last->next = NULL;
     db->qlen -= n;
+    atomic_store_explicit(&db->qcount, db->qlen, memory_order_relaxed);
     pthread_cond_broadcast(&db->qnonfull);
   }
   pthread_mutex_unlock(&db->qlock);
@@ -388,38 +402,121 @@ static void commit_failed(sc_db *db, sc__op *batch, int rc) {
              why);
 }
 
+/* ---- the fast path and its replay ---------------------------------------
+ * Operations validate, then apply: a refusal comes before the operation's
+ * first write. So the batch runs straight in its transaction, without a
+ * savepoint per operation (each costs a copy of every page it touches).
+ * What that rule does not cover, the engine catches: an operation that
+ * failed after writing (a bug, a damaged row), or with an error that may
+ * have left the connection in doubt (I/O, out of memory, corruption), or
+ * that lost the transaction. Then the whole batch is rolled back and run
+ * again on the slow path, each operation in its own savepoint, so that only
+ * the failing one fails. */
+
+/* Whether a failed operation may stand in a batch that goes on: it wrote
+ * nothing, the transaction lives, and its status is a refusal, not an
+ * error that may have left the connection in doubt. */
+static bool clean_refusal(sc__conn *w, int status, int64_t changes_before) {
+  switch (status) {
+    case SC_ERROR:
+    case SC_NOMEM:
+    case SC_IOERR:
+    case SC_CORRUPT:
+    case SC_BUSY:
+    case SC_MISUSE:
+    case SC_AMBIGUOUS:
+      return false;
+    default:
+      return sqlite3_total_changes64(w->h) == changes_before &&
+             !sqlite3_get_autocommit(w->h);
+  }
+}
+
+/* Runs the batch straight in the open transaction. Returns false as soon as
+ * an operation failed in a way that needs the slow path; the caller then
+ * rolls the batch back. */
+static bool run_fast(sc_db *db, sc__op *batch) {
+  sc__conn *w = db->wconn;
+  for (sc__op *op = batch; op != NULL; op = op->next) {
+    int64_t changes = sqlite3_total_changes64(w->h);
+    int events_before = db->batch_events;
+    op->status = op->run(db, w, op);
+    if (op->status == SC_OK) continue;
+    db->batch_events = events_before;
+    if (!clean_refusal(w, op->status, changes)) return false;
+  }
+  return true;
+}
+
+/* Forgets the outcome of a failed run of the batch before it runs again,
+ * except for the operations that lost a transaction on the slow path. */
+static void batch_reset(sc_db *db, sc__op *batch) {
+  for (sc__op *op = batch; op != NULL; op = op->next) {
+    if (op->excluded) continue;
+    op->status = SC_OK;
+    op->errmsg[0] = '\0';
+  }
+  db->batch_events = 0;
+}
+
+/* Begins the write transaction; on failure every operation still in the
+ * batch fails with it. */
+static bool begin(sc_db *db, sc__op *batch, const char *what) {
+  sc__conn *w = db->wconn;
+  int rc = sc__exec(w, SQL_BEGIN);
+  if (rc == SQLITE_OK) return true;
+  char why[SC__ERRMSG_MAX];
+  snprintf(why, sizeof why, "%s: %s", what, sqlite3_errmsg(w->h));
+  fail_batch(batch, NULL, sc__status_from_sqlite(rc), why);
+  return false;
+}
+
+/* The slow path: the batch runs again, each operation in its own
+ * savepoint, so a failing one is rolled back alone. An operation during
+ * which the transaction itself was lost (SQLite abandons it on some I/O
+ * and out-of-memory errors, or its savepoint could not be rolled back)
+ * keeps its failure and is left out, and the others run again without it:
+ * each round leaves out one more, so it ends. Returns true with the
+ * transaction open and ready to commit. */
+static bool run_slow(sc_db *db, sc__op *batch) {
+  sc__conn *w = db->wconn;
+  atomic_fetch_add(&db->replays, 1);
+  for (;;) {
+    batch_reset(db, batch);
+    if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
+    if (!begin(db, batch, "replay")) return false;
+    sc__op *culprit = NULL;
+    int lost = SC_OK;
+    for (sc__op *op = batch; op != NULL && lost == SC_OK; op = op->next) {
+      if (op->excluded) continue;
+      lost = run_in_savepoint(db, op);
+      culprit = op;
+    }
+    if (lost == SC_OK) return true;
+    if (culprit->status == SC_OK) {
+      sc__op_fail(culprit, lost, "transaction lost: %s", sqlite3_errmsg(w->h));
+      culprit->status = lost;
+    }
+    culprit->excluded = true;
+  }
+}
+
 /* Runs the batch in one transaction; returns true if it committed. */
 static bool commit_batch(sc_db *db, sc__op *batch) {
   sc__conn *w = db->wconn;
-  char why[SC__ERRMSG_MAX];
   db->batch_events = 0;
   /* A batch whose ROLLBACK failed (out of memory) left its transaction open;
    * its operations were all reported failed, so it goes now, or every later
    * BEGIN would fail. */
   if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-  int rc = sc__exec(w, SQL_BEGIN);
-  if (rc != SQLITE_OK) {
-    snprintf(why, sizeof why, "begin: %s", sqlite3_errmsg(w->h));
-    fail_batch(batch, NULL, sc__status_from_sqlite(rc), why);
+  if (!begin(db, batch, "begin")) return false;
+  if (!run_fast(db, batch) && !run_slow(db, batch)) {
+    db->batch_events = 0;
     return false;
   }
-  int lost = SC_OK;
-  sc__op *culprit = NULL;
-  for (sc__op *op = batch; op != NULL && lost == SC_OK; op = op->next) {
-    lost = run_in_savepoint(db, op);
-    culprit = op;
-  }
-  if (lost == SC_OK) {
-    rc = sc__exec(w, SQL_COMMIT);
-    if (rc == SQLITE_OK) return true;
-    commit_failed(db, batch, rc);
-  } else {
-    /* An operation lost the transaction before any commit: nothing of the
-     * batch reached the log as committed. Later operations never ran. */
-    snprintf(why, sizeof why, "transaction lost: %s", sqlite3_errmsg(w->h));
-    if (!sqlite3_get_autocommit(w->h)) sc__exec(w, SQL_ROLLBACK);
-    fail_batch(batch, culprit, lost, why);
-  }
+  int rc = sc__exec(w, SQL_COMMIT);
+  if (rc == SQLITE_OK) return true;
+  commit_failed(db, batch, rc);
   db->batch_events = 0;
   return false;
 }
@@ -470,6 +567,18 @@ static void completions_push(sc_db *db, sc__op *batch) {
   pthread_mutex_unlock(&db->dlock);
 }
 
+/* Wakes the callers of completed operations. Reads next first: a woken
+ * caller may free its op at once. The caller holds complete_lock: the
+ * alert window takes one completing thread at a time. */
+static void complete_ops(sc_db *db, sc__op *ops) {
+  for (sc__op *op = ops, *next; op != NULL; op = next) {
+    next = op->next;
+    sc__metrics_op(db, op->kind, op->status,
+                   sc__monotonic_ns() - op->enqueued_ns);
+    op_complete(op);
+  }
+}
+
 static void *completer_main(void *arg) {
   sc_db *db = arg;
   pthread_setname_np(pthread_self(), "sc-complete");
@@ -482,15 +591,26 @@ static void *completer_main(void *arg) {
     db->dhead = db->dtail = NULL;
     pthread_mutex_unlock(&db->dlock);
     if (ops == NULL) return NULL; /* stopping, and nothing left */
-    /* Read next first: a woken caller may free its op at once. */
-    for (sc__op *op = ops, *next; op != NULL; op = next) {
-      next = op->next;
-      sc__metrics_op(db, op->kind, op->status,
-                     sc__monotonic_ns() - op->enqueued_ns);
-      op_complete(op);
-    }
+    pthread_mutex_lock(&db->complete_lock);
+    complete_ops(db, ops);
+    pthread_mutex_unlock(&db->complete_lock);
   }
 }
+
+static void commit_hook_call(sc_db *db, bool committed, int events) {
+  pthread_mutex_lock(&db->hook_lock);
+  if (db->commit_hook != NULL && committed) {
+    db->commit_hook(db->commit_hook_ud, events);
+  }
+  pthread_mutex_unlock(&db->hook_lock);
+}
+
+/* A batch this small is completed by the writer itself: handing it to the
+ * completer would cost a lone caller a third cross-CPU wake-up (caller ->
+ * writer -> completer -> caller) to save the writer a few sem_posts. A
+ * large batch goes to the completer, so the writer starts the next batch
+ * (and its fsync) without waking every caller first. */
+#define INLINE_COMPLETE_MAX 8
 
 /* Takes this process's turn among the libshopcore processes writing the
  * file (turn.c), for one batch; a batch that waited past busy_timeout_ms
@@ -520,12 +640,17 @@ static void run_batch(sc_db *db, sc__op *batch, int n) {
   }
   sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
   int events = db->batch_events;
-  completions_push(db, batch);
-  pthread_mutex_lock(&db->hook_lock);
-  if (db->commit_hook != NULL && committed) {
-    db->commit_hook(db->commit_hook_ud, events);
+  if (n <= INLINE_COMPLETE_MAX &&
+      pthread_mutex_trylock(&db->complete_lock) == 0) {
+    commit_hook_call(db, committed, events);
+    complete_ops(db, batch);
+    pthread_mutex_unlock(&db->complete_lock);
+  } else {
+    completions_push(db, batch);
+    commit_hook_call(db, committed, events);
   }
-  pthread_mutex_unlock(&db->hook_lock);
+  /* The writer's own checkpoint, if due, only once this batch's callers
+   * and the worker have been told: they need not wait for its fsync. */
   sc__checkpointer_writer_turn(db->checkpointer);
 }
 
@@ -593,6 +718,7 @@ static void db_free(sc_db *db) {
   pthread_mutex_destroy(&db->rlock);
   pthread_mutex_destroy(&db->hook_lock);
   pthread_mutex_destroy(&db->dlock);
+  pthread_mutex_destroy(&db->complete_lock);
   pthread_cond_destroy(&db->dnonempty);
   sc__metrics_free(db);
   sc__free(db->path);
@@ -636,6 +762,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
   pthread_mutex_init(&db->rlock, NULL);
   pthread_mutex_init(&db->hook_lock, NULL);
   pthread_mutex_init(&db->dlock, NULL);
+  pthread_mutex_init(&db->complete_lock, NULL);
   pthread_cond_init(&db->dnonempty, NULL);
   db->path = sc__strdup(path);
   if (db->path == NULL || sc__metrics_init(db) != SC_OK) {

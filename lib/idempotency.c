@@ -1,4 +1,4 @@
-/* Idempotency keys. A key is recorded in the same savepoint as the change it
+/* Idempotency keys. A key is recorded in the same transaction as the change it
  * names, with the request's canonical bytes, so a replay finds it only if the
  * change committed, and the single writer (or SQLite's write lock, across
  * processes) orders racing replays: the first records, the others read. A

@@ -91,11 +91,19 @@ int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
 /* ---- operations and the writer (engine.c) ------------------------------ */
 
 typedef struct sc__op sc__op;
-/* Runs one operation on the writer connection, inside its own SAVEPOINT.
- * Returns SC_OK to release the savepoint, any other status to roll it back. */
+/* Runs one operation on the writer connection, inside the batch's write
+ * transaction. It reads and checks everything first and writes only once
+ * nothing can refuse it (validate, then apply), so a refusal writes
+ * nothing. Returns SC_OK, or the failure (with sc__op_fail). A failure
+ * after a write, or an error (I/O, out of memory, corruption), makes the
+ * engine roll the batch back and run it again with a SAVEPOINT per
+ * operation, so that only this one fails. An operation may thus run more
+ * than once: it sets every output afresh. */
 typedef int (*sc__op_run_fn)(sc_db *db, sc__conn *w, sc__op *op);
-/* Called on the writer thread once the operation's commit is durable (or its
- * failure is final). NULL: a blocking caller is woken. */
+/* Called once the operation's commit is durable (or its failure is final),
+ * on the completer thread, or on the writer's for a small batch: it must
+ * be quick and must never wait for the writer. NULL: a blocking caller is
+ * woken. */
 typedef void (*sc__op_done_fn)(sc__op *op);
 
 /* Operation kinds, for metrics. */
@@ -126,8 +134,9 @@ struct sc__op {
   int kind;   /* sc__op_kind */
   int status; /* the result, set by the writer */
   int64_t enqueued_ns;
-  sc__op *next; /* queue link */
-  sem_t wake;   /* blocking callers only */
+  sc__op *next;  /* queue link */
+  bool excluded; /* writer: lost the transaction on the slow path */
+  sem_t wake;    /* blocking callers only */
   char errmsg[SC__ERRMSG_MAX];
 };
 
@@ -164,7 +173,8 @@ struct sc_db {
   pthread_cond_t qnonfull;
   sc__op *qhead, *qtail;
   int qlen;
-  bool stopping; /* the writer leaves once the queue is drained */
+  atomic_int qcount; /* qlen, readable without the lock (the writer's spin) */
+  bool stopping;     /* the writer leaves once the queue is drained */
 
   pthread_t writer;
   bool writer_started;
@@ -178,6 +188,9 @@ struct sc_db {
   bool dstopping;
   pthread_t completer;
   bool completer_started;
+  /* Held by whichever thread wakes callers (the completer, or the writer
+   * for a small batch): the alert window has one completing thread. */
+  pthread_mutex_t complete_lock;
 
   struct sc__checkpointer *checkpointer; /* checkpoint.c */
   struct sc__turn *turn;                 /* turn.c: batches of processes */
@@ -190,6 +203,7 @@ struct sc_db {
    * file system lacks powersafe overwrite): a write failing there comes
    * after the commit record. Set at open, read by the writer. */
   bool wal_padded;
+  atomic_long replays; /* batches rolled back and replayed on the slow path */
 
   pthread_mutex_t rlock; /* the read pool */
   sc__conn *ridle;
@@ -255,7 +269,7 @@ typedef struct sc__event_fields {
 #define SC__PAYLOAD_MAX 256
 /* Encodes f into buf; returns the length, or 0 if it does not fit. */
 size_t sc__event_encode(const sc__event_fields *f, char *buf, size_t cap);
-/* Appends the event of a state change in the current savepoint (outbox.c):
+/* Appends the event of a state change in the write transaction (outbox.c):
  * its aggregate is derived from the type (order, coupon, account, policy). */
 int sc__outbox_emit(sc_db *db, sc__conn *w, sc__op *op,
                     const sc__event_fields *f);
@@ -358,22 +372,32 @@ char *sc__strbuf_take(sc__strbuf *b);
 void sc__strbuf_free(sc__strbuf *b);
 
 /* ---- orders: stock, accounts, coupon holds, idempotency ---------------- */
-/* These run inside an operation's savepoint on the writer connection. Each
- * returns SC_OK or fails op with a message and returns the status; a
- * failure leaves the savepoint to be rolled back by the engine. */
+/* These run inside an operation on the writer connection. Each returns
+ * SC_OK or fails op with a message and returns the status. The checks
+ * (sc__stock_check, sc__account_check_hold, sc__coupon_discount) change
+ * nothing; the writes come after every check, and a failure of theirs
+ * (SC_CORRUPT, SC_ERROR: the books are wrong, or a bug) makes the engine
+ * roll the batch back (see sc__op_run_fn). */
 
-/* stock.c. Reserves qty (> 0) of product and bumps its version by one;
- * expected_version < 0 means no check. Writes the unit price.
- * SC_NOT_FOUND, SC_CONFLICT (version differs), SC_OUT_OF_STOCK. */
-int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
-                      int64_t expected_version, int64_t *price_out);
+/* stock.c. Checks that qty (> 0) of product can be reserved, changing
+ * nothing; expected_version < 0 means no version check. Writes the unit
+ * price. SC_NOT_FOUND, SC_CONFLICT (version differs), SC_OUT_OF_STOCK. */
+int sc__stock_check(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                    int64_t expected_version, int64_t *price_out);
+/* Reserves what sc__stock_check allowed and bumps the version by one; the
+ * UPDATE keeps its guard, and a refusal now is a bug (SC_ERROR). */
+int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty);
 /* Releases every line of order (version + 1 per product). */
 int sc__stock_release_order(sc__conn *w, sc__op *op, sc_id order);
 /* Consumes every line of order: total and reserved drop, version stays. */
 int sc__stock_consume_order(sc__conn *w, sc__op *op, sc_id order);
 
-/* account.c. Holds amount (>= 0) against balance - held: SC_NOT_FOUND (no
- * account), SC_INSUFFICIENT_BALANCE. */
+/* account.c. Checks that amount (>= 0) can be held against balance -
+ * held, changing nothing: SC_NOT_FOUND (no account),
+ * SC_INSUFFICIENT_BALANCE. */
+int sc__account_check_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
+/* Holds what sc__account_check_hold allowed; the UPDATE keeps its guard,
+ * and a refusal now is a bug (SC_ERROR). */
 int sc__account_hold(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
 /* Gives back a hold; SC_CORRUPT if less than amount is held. */
 int sc__account_release(sc__conn *w, sc__op *op, sc_id user, int64_t amount);
@@ -401,7 +425,7 @@ void sc__idem_put_i64(unsigned char *p, int64_t v);
  * message) if key is new, SC_IDEMPOTENCY_MISMATCH if it holds another. */
 int sc__idem_find(sc__conn *w, sc__op *op, int scope, const char *key,
                   const void *request, size_t len, sc_id *result_id);
-/* Records key for request and its result, in the current savepoint. */
+/* Records key for request and its result, in the write transaction. */
 int sc__idem_record(sc__conn *w, sc__op *op, int scope, const char *key,
                     const void *request, size_t len, sc_id result_id,
                     int64_t now);

@@ -2,7 +2,7 @@
  * of the single writer, and every change of an order's status is a
  * conditional UPDATE ... WHERE status = PENDING, so payment and expiry of the
  * same order can never both win, whatever the timing. The event of each
- * change is written in the same savepoint. */
+ * change is written in the same transaction. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,12 +136,13 @@ typedef struct checkout_op {
   unsigned char small_request[REQUEST_LEN(SMALL_LINES)];
 } checkout_op;
 
-static int reserve_lines(sc__conn *w, checkout_op *op, int64_t *subtotal) {
+/* Checks every line and prices the order; changes nothing. */
+static int check_lines(sc__conn *w, checkout_op *op, int64_t *subtotal) {
   int64_t sum = 0, amount;
   for (size_t i = 0; i < op->n; i++) {
     line_item *it = &op->items[i];
-    int rc = sc__stock_reserve(w, &op->base, it->product, it->qty, it->expected,
-                               &it->price);
+    int rc = sc__stock_check(w, &op->base, it->product, it->qty, it->expected,
+                             &it->price);
     if (rc != SC_OK) return rc;
     if (!sc__mul_i64(it->price, it->qty, &amount) ||
         !sc__add_i64(sum, amount, &sum)) {
@@ -153,6 +154,15 @@ static int reserve_lines(sc__conn *w, checkout_op *op, int64_t *subtotal) {
     }
   }
   *subtotal = sum;
+  return SC_OK;
+}
+
+static int reserve_lines(sc__conn *w, checkout_op *op) {
+  for (size_t i = 0; i < op->n; i++) {
+    int rc =
+        sc__stock_reserve(w, &op->base, op->items[i].product, op->items[i].qty);
+    if (rc != SC_OK) return rc;
+  }
   return SC_OK;
 }
 
@@ -190,7 +200,9 @@ static int insert_lines(sc__conn *w, checkout_op *op) {
   return SC_OK;
 }
 
-/* Reserves, prices, discounts and holds; then writes the order. */
+/* Validate, then apply: checks the lines, prices them, checks the coupon
+ * and the balance, and only then reserves, holds and writes the order, so
+ * a refusal writes nothing. */
 static int checkout_new(sc_db *db, sc__conn *w, checkout_op *op) {
   sc__op *base = &op->base;
   int64_t now = sc__now_ms(db), subtotal = 0;
@@ -199,12 +211,16 @@ static int checkout_new(sc_db *db, sc__conn *w, checkout_op *op) {
     return sc__op_fail(base, SC_INVALID, "sc_checkout: ttl_ms %lld overflows",
                        (long long)op->ttl_ms);
   }
-  int rc = reserve_lines(w, op, &subtotal);
+  int rc = check_lines(w, op, &subtotal);
   if (rc == SC_OK && o.coupon != 0) {
     rc = sc__coupon_discount(w, base, o.coupon, o.user, now, subtotal,
                              &o.discount);
   }
   o.total = subtotal - o.discount;
+  if (rc == SC_OK) rc = sc__account_check_hold(w, base, o.user, o.total);
+  if (rc != SC_OK) return rc;
+  /* Nothing below refuses: a failure here is an error, not a refusal. */
+  rc = reserve_lines(w, op);
   if (rc == SC_OK) rc = sc__account_hold(w, base, o.user, o.total);
   if (rc == SC_OK) rc = insert_order(w, op, &o, now);
   if (rc == SC_OK) rc = insert_lines(w, op);

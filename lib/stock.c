@@ -1,6 +1,7 @@
-/* Products and their stock. A reservation is one conditional UPDATE that
- * checks the available units (and the caller's expected version) and bumps
- * the version in the same step (force increment), so a stale reader can never
+/* Products and their stock. A reservation reads and checks the row (the
+ * available units, and the caller's expected version), then runs one
+ * conditional UPDATE that bumps the version in the same step (force
+ * increment), all inside the write transaction: a stale reader can never
  * half-reserve, and every reservation, release and restock is visible as a
  * new version even to a caller that reads nothing else of the row. */
 #include <string.h>
@@ -16,11 +17,14 @@ static const char SQL_RESTOCK[] =
     " WHERE id = ?1 AND total <= 9223372036854775807 - ?2";
 static const char SQL_STOCK_GET[] =
     "SELECT total, reserved, version FROM sc_product WHERE id = ?1";
-/* ?3 < 0: no version check. */
+/* Reserving comes after stock_check has read and checked the row in the
+ * same transaction; the condition stays as the guard of the stock. No
+ * RETURNING: that costs an ephemeral table and a statement journal. */
 static const char SQL_RESERVE[] =
     "UPDATE sc_product SET reserved = reserved + ?2, version = version + 1"
-    " WHERE id = ?1 AND total - reserved >= ?2 AND (?3 < 0 OR version = ?3)"
-    " RETURNING price";
+    " WHERE id = ?1 AND total - reserved >= ?2";
+static const char SQL_STOCK_CHECK[] =
+    "SELECT total, reserved, version, price FROM sc_product WHERE id = ?1";
 /* Releasing and consuming go by the order's lines, one statement per order.
  * The CHECK constraints on sc_product refuse a reserved count that would go
  * negative, so a bookkeeping bug fails loudly instead of drifting. */
@@ -119,7 +123,7 @@ static int restock_run(sc_db *db, sc__conn *w, sc__op *base) {
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(base, w, rc, "restock");
   if (sqlite3_changes(w->h) == 1) return SC_OK;
-  sc_stock s;
+  sc_stock s = {0};
   rc = stock_read(w, base, op->product, &s);
   if (rc != SC_OK) return rc;
   return sc__op_fail(base, SC_INVALID,
@@ -159,36 +163,49 @@ int sc_stock_get(sc_db *db, sc_id product, sc_stock *out) {
 
 /* ---- reservations, for orders ------------------------------------------- */
 
-/* Names the reason a reservation was refused: the conditional UPDATE already
- * decided; this only reads the row to say why. */
-static int reserve_refusal(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
-                           int64_t expected_version) {
-  sc_stock s;
-  int rc = stock_read(w, op, product, &s);
-  if (rc != SC_OK) return rc;
-  if (expected_version >= 0 && s.version != expected_version) {
+int sc__stock_check(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
+                    int64_t expected_version, int64_t *price_out) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_STOCK_CHECK);
+  if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "reserve");
+  sqlite3_bind_int64(st, 1, product);
+  int rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "reserve");
+    return sc__op_fail(op, SC_NOT_FOUND, "product %lld not found",
+                       (long long)product);
+  }
+  int64_t total = sqlite3_column_int64(st, 0);
+  int64_t reserved = sqlite3_column_int64(st, 1);
+  int64_t version = sqlite3_column_int64(st, 2);
+  *price_out = sqlite3_column_int64(st, 3);
+  sqlite3_reset(st);
+  if (expected_version >= 0 && version != expected_version) {
     return sc__op_fail(
         op, SC_CONFLICT, "product %lld: version is %lld, expected %lld",
-        (long long)product, (long long)s.version, (long long)expected_version);
+        (long long)product, (long long)version, (long long)expected_version);
   }
-  return sc__op_fail(
-      op, SC_OUT_OF_STOCK, "product %lld: %lld available, %lld asked",
-      (long long)product, (long long)s.available, (long long)qty);
+  if (total - reserved < qty) {
+    return sc__op_fail(
+        op, SC_OUT_OF_STOCK, "product %lld: %lld available, %lld asked",
+        (long long)product, (long long)(total - reserved), (long long)qty);
+  }
+  return SC_OK;
 }
 
-int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty,
-                      int64_t expected_version, int64_t *price_out) {
+int sc__stock_reserve(sc__conn *w, sc__op *op, sc_id product, int64_t qty) {
   sqlite3_stmt *st = sc__stmt(w, SQL_RESERVE);
   if (st == NULL) return sc__op_fail_sqlite(op, w, SQLITE_ERROR, "reserve");
   sqlite3_bind_int64(st, 1, product);
   sqlite3_bind_int64(st, 2, qty);
-  sqlite3_bind_int64(st, 3, expected_version);
   int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) *price_out = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
-  if (rc == SQLITE_ROW) return SC_OK;
   if (rc != SQLITE_DONE) return sc__op_fail_sqlite(op, w, rc, "reserve");
-  return reserve_refusal(w, op, product, qty, expected_version);
+  if (sqlite3_changes(w->h) == 1) return SC_OK;
+  return sc__op_fail(op, SC_ERROR,
+                     "product %lld: the reservation was refused after its "
+                     "check passed",
+                     (long long)product);
 }
 
 /* Runs one of the by-order statements. */

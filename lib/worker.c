@@ -3,7 +3,7 @@
  * Nothing here blocks the loop. Database work runs elsewhere and comes back
  * through the uv_async handle: dispatch is a round trip through the writer
  * (settle the last batch, claim the next: one op, see outbox.c) whose
- * completion the completer thread signals; expiry is such a round trip too
+ * completion the completing thread signals; expiry is such a round trip too
  * (one batch at a time, see sc__expire_round), so the worker starts no
  * thread of its own and uses no thread pool. Submissions never wait for
  * room in the writer's queue: a full queue means try again shortly. The
@@ -103,9 +103,9 @@ static void on_commit(void *ud, int events_written) {
   pthread_mutex_unlock(&w->flags_lock);
 }
 
-/* Runs on the completer thread. The flag and the send happen under the
- * lock, so once the loop has seen the flag this thread no longer touches w
- * (the worker may be freed right after). */
+/* Runs on the completing thread (see sc__op_done_fn). The flag and the send
+ * happen under the lock, so once the loop has seen the flag this thread no
+ * longer touches w (the worker may be freed right after). */
 static void on_round_done(sc__op *op) {
   sc_worker *w = (sc_worker *)((char *)op - offsetof(sc_worker, round));
   pthread_mutex_lock(&w->flags_lock);

@@ -1,5 +1,6 @@
 /* The engine: opening, closing, status codes, options, the schema in a
- * shared file, and group commit with per-operation savepoints. */
+ * shared file, and group commit with its slow path (a batch replayed with
+ * per-operation savepoints). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -444,6 +445,162 @@ START_TEST(a_failing_operation_does_not_disturb_its_batch) {
 }
 END_TEST
 
+/* An operation that fails in the middle of its own writes: it inserts a
+ * row, then meets an error (how), as a bug, a damaged row or an I/O error
+ * would make it. */
+enum { BREAK_ERROR = 1, BREAK_CONSTRAINT, BREAK_LOST };
+
+typedef struct break_op {
+  sc__op base;
+  int how, value;
+  sem_t done;
+} break_op;
+
+/* t has CHECK(v >= 0): this is a constraint violation, as from a bug. */
+static const char SQL_TEST_BAD_INSERT[] = "INSERT INTO t(v) VALUES(-1)";
+
+static int break_run(sc_db *db, sc__conn *w, sc__op *base) {
+  (void)db;
+  break_op *op = (break_op *)base;
+  sqlite3_stmt *st = sc__stmt(w, SQL_TEST_INSERT);
+  ck_assert_ptr_nonnull(st);
+  sqlite3_bind_int(st, 1, op->value);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_reset(st);
+  switch (op->how) {
+    case BREAK_ERROR:
+      return sc__op_fail(base, SC_NOMEM, "out of memory halfway, on purpose");
+    case BREAK_CONSTRAINT: {
+      st = sc__stmt(w, SQL_TEST_BAD_INSERT);
+      ck_assert_ptr_nonnull(st);
+      int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      ck_assert_int_eq(rc & 0xff, SQLITE_CONSTRAINT);
+      return sc__op_fail_sqlite(base, w, rc, "bad row");
+    }
+    default:
+      /* What SQLite does on some I/O and out-of-memory errors: the whole
+       * transaction is gone, the batch's earlier operations with it. */
+      sqlite3_exec(w->h, "ROLLBACK", NULL, NULL, NULL);
+      return sc__op_fail(base, SC_IOERR,
+                         "transaction lost halfway, on purpose");
+  }
+}
+
+static void break_done(sc__op *base) {
+  sem_post(&((break_op *)base)->done);
+}
+
+START_TEST(an_operation_failing_halfway_leaves_no_trace) {
+  static const int want[] = {[BREAK_ERROR] = SC_NOMEM,
+                             [BREAK_CONSTRAINT] = SC_INVALID,
+                             [BREAK_LOST] = SC_IOERR};
+  for (int how = BREAK_ERROR; how <= BREAK_LOST; how++) {
+    char *path = tu_db_path("halfway");
+    host_exec(path, "CREATE TABLE t(v INTEGER CHECK(v >= 0))");
+    sc_db *db = tu_open(path, NULL);
+    long replays = atomic_load(&db->replays);
+    tu_gate *gate = tu_gate_close(db);
+    /* One batch: ten good rows around the broken operation, and a refusal
+     * after it (it wrote, so the slow path must roll it back alone). */
+    enum { N = 10 };
+    row_op ops[N + 1];
+    break_op broken = {.base = {.run = break_run, .done = break_done},
+                       .how = how,
+                       .value = 1000};
+    sem_init(&broken.done, 0, 0);
+    for (int i = 0; i <= N; i++) {
+      ops[i] = (row_op){.base = {.run = row_run, .done = row_done},
+                        .value = i,
+                        .fail = i == N};
+      sem_init(&ops[i].done, 0, 0);
+      ck_assert_sc(sc__op_submit(db, &ops[i].base), SC_OK);
+      if (i == N / 2) {
+        ck_assert_sc(sc__op_submit(db, &broken.base), SC_OK);
+      }
+    }
+    tu_gate_open(gate);
+    sem_wait(&broken.done);
+    ck_assert_msg(broken.base.status == want[how], "how %d: got %s", how,
+                  sc_err_name(broken.base.status));
+    for (int i = 0; i <= N; i++) {
+      sem_wait(&ops[i].done);
+      ck_assert_msg(ops[i].base.status == (i == N ? SC_CONFLICT : SC_OK),
+                    "how %d, op %d: %s (%s)", how, i,
+                    sc_err_name(ops[i].base.status), ops[i].base.errmsg);
+      sem_destroy(&ops[i].done);
+    }
+    sem_destroy(&broken.done);
+    long after = atomic_load(&db->replays);
+    ck_assert_int_gt(after, replays);
+    ck_assert_sc(sc_close(db), SC_OK);
+    ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM t"), N);
+    ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM t WHERE v >= 10"), 0);
+    tu_remove_db(path);
+  }
+}
+END_TEST
+
+/* Validate, then apply: every refusal of the real operations comes before
+ * their first write, so none of them sends its batch to the slow path. */
+START_TEST(refusals_write_nothing) {
+  char *path = tu_db_path("refusals");
+  tu_clock clock;
+  sc_options o;
+  sc_options_init(&o);
+  tu_use_clock(&o, &clock, 1000000);
+  sc_db *db = tu_open(path, &o);
+  sc_coupon_policy_spec spec = {
+      .name = "r", .max_count = 2, .per_user_limit = 1, .discount_amount = 5};
+  sc_id policy, other, product, coupon, order;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &other), SC_OK);
+  ck_assert_sc(sc_product_create(db, "p", 100, 3, &product), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 250, NULL), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  long replays = atomic_load(&db->replays);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, NULL), SC_LIMIT_REACHED);
+  ck_assert_sc(sc_coupon_issue(db, policy, 2, NULL), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 3, NULL), SC_SOLD_OUT);
+  ck_assert_sc(sc_coupon_policy_pause(db, other, 1), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, other, 1, NULL), SC_PAUSED);
+  ck_assert_sc(sc_coupon_policy_pause(db, 999, 1), SC_NOT_FOUND);
+  ck_assert_sc(sc_product_restock(db, product, INT64_MAX), SC_INVALID);
+  ck_assert_sc(sc_account_deposit(db, 1, INT64_MAX, NULL), SC_INVALID);
+  /* Two lines, the second refused: the first must not be reserved. */
+  sc_id second;
+  ck_assert_sc(sc_product_create(db, "q", 10, 1, &second), SC_OK);
+  sc_line lines[2] = {{product, 1}, {second, 2}};
+  sc_checkout_req req = {.user = 1, .lines = lines, .n_lines = 2};
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OUT_OF_STOCK);
+  lines[1].qty = 1;
+  req.coupon = 999;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_NOT_FOUND);
+  req.coupon = coupon;
+  req.user = 2; /* not the coupon's holder */
+  ck_assert_sc(sc_account_deposit(db, 2, 1000, NULL), SC_OK);
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_COUPON_UNAVAILABLE);
+  req.user = 1;
+  lines[0].qty = 3; /* 300 + 10 - 5 > 250 */
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_INSUFFICIENT_BALANCE);
+  lines[0].qty = 1;
+  ck_assert_sc(sc_checkout(db, &req, &order), SC_OK);
+  atomic_store(&clock.now_ms, 1000000 + 24 * 3600 * 1000);
+  ck_assert_sc(sc_order_pay(db, order), SC_EXPIRED);
+  ck_assert_sc(sc_order_pay(db, 999), SC_NOT_FOUND);
+  int expired = 0;
+  ck_assert_sc(sc_orders_expire_due(db, &expired), SC_OK);
+  ck_assert_int_eq(expired, 1);
+  ck_assert_sc(sc_order_cancel(db, order), SC_INVALID_STATE);
+  ck_assert_sc(sc_order_pay(db, order), SC_EXPIRED);
+  long after = atomic_load(&db->replays);
+  ck_assert_int_eq(after, replays);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 typedef struct close_race {
   sc_db *db;
   row_op queued;
@@ -582,6 +739,8 @@ Suite *engine_suite(void) {
   tcase_add_test(tc, migrates_generated_ids_to_never_reused);
   tcase_add_test(tc, wal_and_full_durability_by_default);
   tcase_add_test(tc, a_failing_operation_does_not_disturb_its_batch);
+  tcase_add_test(tc, an_operation_failing_halfway_leaves_no_trace);
+  tcase_add_test(tc, refusals_write_nothing);
   tcase_add_test(tc, close_waits_for_calls_and_refuses_new_ones);
   tcase_add_test(tc, checkpoints_keep_the_wal_bounded);
   tcase_add_test(tc, a_full_queue_is_busy_after_the_timeout);

@@ -275,7 +275,9 @@ static void fail_each(int kind, bool persist) {
       persist ? "persistent" : "single", n, faults, open_failed, op_failed,
       close_failed);
   ck_assert_int_gt(faults, 0);
-  ck_assert_int_gt(op_failed, 0);
+  /* A single failed read during an operation makes the writer replay its
+   * batch, and the replay reads again: the operation succeeds. */
+  if (persist || kind != FV_READ) ck_assert_int_gt(op_failed, 0);
   tu_remove_db(path);
   tu_remove_db(base);
 }
@@ -488,7 +490,9 @@ static void purge_fail_each(int kind) {
          : kind == FV_SYNC ? "sync"
                            : "read",
          n, failed);
-  ck_assert_int_gt(failed, 0);
+  /* A single failed read makes the writer replay the batch, whose second
+   * read succeeds: the purge then succeeds. */
+  if (kind != FV_READ) ck_assert_int_gt(failed, 0);
   tu_remove_db(path);
   tu_remove_db(base);
 }

@@ -1,5 +1,5 @@
 /* shopcore: the command-line program of libshopcore. The main job is
- * `shopcore simulate`, the seeds' flash sale in-process; the other commands
+ * `shopcore simulate`, a flash sale in-process; the other commands
  * check, repair, administer and back up a database. */
 #include <stdio.h>
 #include <string.h>

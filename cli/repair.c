@@ -1,4 +1,4 @@
-/* shopcore verify, repair and backup: the seeds' recovery steps (verify the
+/* shopcore verify, repair and backup: the usual recovery steps (verify the
  * counts, correct the data) and a consistent copy, on the library's
  * sc_verify, sc_repair and sc_backup. */
 #include <stdio.h>

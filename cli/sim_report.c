@@ -1,6 +1,7 @@
-/* The end-of-run report of `shopcore simulate`, as text (like k6's summary)
- * or as JSON with the same numbers. Every request is counted once under its
- * status, so successes plus each other outcome add up to the requests. */
+/* The end-of-run report of `shopcore simulate`, as text (like a load-testing
+ * tool's summary) or as JSON with the same numbers. Every request is counted
+ * once under its status, so successes plus each other outcome add up to the
+ * requests. */
 #include <string.h>
 
 #include "sim.h"

@@ -1,7 +1,7 @@
-/* shopcore simulate: the seeds' flash sale, in-process. It creates (or
+/* shopcore simulate: a flash sale, in-process. It creates (or
  * reuses) the database, seeds products and a coupon policy, runs the virtual
- * users for the duration, then reports like k6 and runs sc_verify: the exit
- * status is non-zero if any invariant broke. */
+ * users for the duration, then reports like a load-testing tool and runs
+ * sc_verify: the exit status is non-zero if any invariant broke. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -11,12 +11,12 @@
 
 static const char HELP[] =
     "usage: shopcore simulate [options]\n"
-    "The seeds' flash sale in-process: virtual users (threads) top up "
+    "A flash sale in-process: virtual users (threads) top up "
     "points,\nbrowse stock, claim a coupon of a 1,000-coupon policy, check "
     "out and pay (or\ncancel, or walk away), pausing --think ms between "
-    "requests, for --duration\nseconds. Then a k6-like report and "
+    "requests, for --duration\nseconds. Then a load-test report and "
     "sc_verify; the exit status is 1 if any\ninvariant broke.\n"
-    "  --users N        virtual users (default 100; the seeds' stress case "
+    "  --users N        virtual users (default 100; the stress case "
     "is 500)\n"
     "  --duration S     seconds (default 10)\n"
     "  --db PATH        database, created or reused (default ./shop.db)\n"

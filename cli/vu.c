@@ -1,5 +1,5 @@
 /* The virtual users of `shopcore simulate`: each is a thread that plays one
- * customer after another, as the seeds' k6 script did: top up points,
+ * customer after another, as a load-test script would: top up points,
  * browse a product's stock, claim a coupon, check out, then pay (or cancel,
  * or walk away), pausing between requests for the think time. */
 #include <stdlib.h>
@@ -34,8 +34,8 @@ static double uniform(vu *v) {
   return (next_rand(v) >> 11) * 0x1.0p-53;
 }
 
-/* Pauses for the think time (uniform 50%..150% of the mean, as k6 scripts
- * randomise their sleep); false once the run is over. */
+/* Pauses for the think time (uniform 50%..150% of the mean, as load-test
+ * scripts randomise their sleep); false once the run is over. */
 static bool think(vu *v) {
   sim *s = v->s;
   int64_t now = sim_now_ns();

@@ -942,7 +942,7 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
 /* ---- administration: repair and backup ---- */
 
 /**
- * The seeds' recovery steps, for a database written by something else or
+ * The usual recovery steps, for a database written by something else or
  * imported: removes the lines of orders that no longer exist; releases
  * coupons held by orders that no longer exist or are closed (a used coupon
  * stays used, even when its order is gone: it was paid with); revokes

@@ -230,25 +230,7 @@ static char *rows_and_indexes(const char *path) {
       "SELECT * FROM sc_outbox",
       "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'index'"
       " ORDER BY name"};
-  sqlite3 *h = NULL;
-  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
-  size_t cap = 1 << 16, len = 0;
-  char *out = calloc(1, cap);
-  for (size_t i = 0; i < sizeof SQL / sizeof *SQL; i++) {
-    sqlite3_stmt *st = NULL;
-    ck_assert_int_eq(sqlite3_prepare_v2(h, SQL[i], -1, &st, NULL), SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-      for (int c = 0; c < sqlite3_column_count(st); c++) {
-        const char *v = (const char *)sqlite3_column_text(st, c);
-        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
-        ck_assert_uint_lt(len, cap - 64);
-      }
-      out[len++] = '\n';
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  return out;
+  return tu_rows(path, SQL, sizeof SQL / sizeof *SQL);
 }
 
 static int64_t sequence_of(const char *path, const char *table) {

@@ -20,30 +20,15 @@ static void exec_sql(const char *path, const char *sql) {
 
 /* Every row of the tables repair may touch, as one string. */
 static char *snapshot(const char *path) {
-  static const char *const TABLES[] = {
-      "sc_coupon",     "sc_coupon_policy", "sc_product", "sc_account",
-      "sc_order_line", "sc_order",         "sc_ledger"};
-  sqlite3 *h = NULL;
-  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
-  size_t cap = 1 << 16, len = 0;
-  char *out = calloc(1, cap);
-  for (size_t t = 0; t < sizeof TABLES / sizeof *TABLES; t++) {
-    char sql[128];
-    snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY 1, 2", TABLES[t]);
-    sqlite3_stmt *st = NULL;
-    ck_assert_int_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-      for (int c = 0; c < sqlite3_column_count(st); c++) {
-        const char *v = (const char *)sqlite3_column_text(st, c);
-        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
-        ck_assert_uint_lt(len, cap - 64);
-      }
-      out[len++] = '\n';
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  return out;
+  static const char *const SQL[] = {
+      "SELECT * FROM sc_coupon ORDER BY 1, 2",
+      "SELECT * FROM sc_coupon_policy ORDER BY 1, 2",
+      "SELECT * FROM sc_product ORDER BY 1, 2",
+      "SELECT * FROM sc_account ORDER BY 1, 2",
+      "SELECT * FROM sc_order_line ORDER BY 1, 2",
+      "SELECT * FROM sc_order ORDER BY 1, 2",
+      "SELECT * FROM sc_ledger ORDER BY 1, 2"};
+  return tu_rows(path, SQL, sizeof SQL / sizeof *SQL);
 }
 
 typedef struct shop {

@@ -128,6 +128,30 @@ int64_t tu_count(const char *path, const char *sql) {
   return n;
 }
 
+char *tu_rows(const char *path, const char *const *sql, size_t n) {
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap);
+  ck_assert_ptr_nonnull(out);
+  for (size_t i = 0; i < n; i++) {
+    sqlite3_stmt *st = NULL;
+    ck_assert_msg(sqlite3_prepare_v2(h, sql[i], -1, &st, NULL) == SQLITE_OK,
+                  "%s: %s", sql[i], sqlite3_errmsg(h));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      for (int col = 0; col < sqlite3_column_count(st); col++) {
+        const char *v = (const char *)sqlite3_column_text(st, col);
+        len += (size_t)snprintf(out + len, cap - len, "%s|", v ? v : "NULL");
+        ck_assert_uint_lt(len, cap - 64);
+      }
+      out[len++] = '\n';
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
 struct tu_gate {
   sc__op base;
   sem_t entered, release, done;

@@ -52,6 +52,11 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud);
  * connection, to check the library's work from outside. */
 int64_t tu_count(const char *path, const char *sql);
 
+/* Every row of each of n queries, as one string ("v|v|...\n" per row,
+ * NULL as "NULL"), through a separate plain SQLite connection: to compare
+ * a file's contents before and after. Freed with free(). */
+char *tu_rows(const char *path, const char *const *sql, size_t n);
+
 /* A gate: an operation that holds db's writer inside its batch until the
  * gate opens, so that the operations queued meanwhile are committed
  * together, as one batch. tu_gate_close returns once the writer is held;

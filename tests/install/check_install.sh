@@ -5,8 +5,9 @@
 # uses the install as a user would:
 #   - C through the CMake package, with only libuv's .pc file visible (the
 #     shared target must not need sqlite3.pc or msgpack.pc);
-#   - C through pkg-config;
-#   - the Python package, imported from P by the interpreter it was built for;
+#   - C through pkg-config, and the README's C tour;
+#   - the Python package, imported from P by the interpreter it was built
+#     for, and the README's Python tour;
 #   - the installed shopcore program.
 # Before that, the build tree: configured but not built it has no empty
 # bindings/python/shopcore/ (which would import as an empty namespace
@@ -89,6 +90,15 @@ cc -std=c11 -o "$work/consumer_pc" "$src/tests/install/consumer.c" \
   -Wl,-rpath,"$(pkg-config --variable=libdir shopcore)"
 "$work/consumer_pc" "$work/b.db"
 
+echo "-- the README's C tour, built against the install"
+awk '/^```c$/ {f = 1; next} /^```$/ {if (f) exit} f' "$src/README.md" >"$work/tour.c"
+[[ -s $work/tour.c ]] || fail "no C block in README.md"
+cc -std=c11 -Wall -Werror -o "$work/tour" "$work/tour.c" \
+  $(pkg-config --cflags --libs shopcore) \
+  -Wl,-rpath,"$(pkg-config --variable=libdir shopcore)"
+out=$(cd "$work" && ./tour)
+[[ $out == *"SC_OK"*"verify: ok"* ]] || fail "the README's C tour printed: $out"
+
 echo "-- Python package from the install"
 python=$(sed -n 's/^Python3_EXECUTABLE:[A-Z]*=//p' "$work/build/CMakeCache.txt")
 if [[ -z $python ]]; then
@@ -112,6 +122,14 @@ with shopcore.open(sys.argv[1]) as db:
     print("python: coupon", coupon, "then SoldOut, verify", db.verify())
 PY
 )
+
+echo "-- the README's Python tour, with the installed package"
+awk '/^```python$/ {f = 1; next} /^```$/ {if (f) exit} f' "$src/README.md" >"$work/tour.py"
+[[ -s $work/tour.py ]] || fail "no Python block in README.md"
+mkdir "$work/pytour"
+out=$(cd "$work/pytour" && PYTHONPATH=$(dirname "$site") PYTHONDONTWRITEBYTECODE=1 \
+  "$python" "$work/tour.py") || fail "the README's Python tour failed"
+[[ $out == *"Stock(total=8"*"ok"* ]] || fail "the README's Python tour printed: $out"
 
 echo "-- the installed shopcore program"
 "$prefix/bin/shopcore" init --db "$work/d.db" >/dev/null

@@ -65,7 +65,7 @@ echo "-- CMake package, with only libuv.pc on the pkg-config path"
 pcdir=$work/only-libuv-pc
 mkdir -p "$pcdir"
 cp "$(pkg-config --variable=pcfiledir libuv)/libuv.pc" "$pcdir/"
-PKG_CONFIG_LIBDIR=$pcdir PKG_CONFIG_PATH= \
+PKG_CONFIG_LIBDIR=$pcdir PKG_CONFIG_PATH='' \
   cmake -S "$src/tests/install" -B "$work/cmake" -G Ninja \
   -DCMAKE_PREFIX_PATH="$prefix" >"$work/consumer.log" 2>&1 ||
   { cat "$work/consumer.log"; fail "find_package(shopcore) failed"; }
@@ -85,6 +85,7 @@ ldd "$work/cmake-static/consumer_cmake" | grep -q libshopcore &&
 
 echo "-- pkg-config (with an rpath, as the README shows)"
 export PKG_CONFIG_PATH=$libdir/pkgconfig
+# shellcheck disable=SC2046 # pkg-config's flags are meant to be split
 cc -std=c11 -o "$work/consumer_pc" "$src/tests/install/consumer.c" \
   $(pkg-config --cflags --libs shopcore) \
   -Wl,-rpath,"$(pkg-config --variable=libdir shopcore)"
@@ -93,6 +94,7 @@ cc -std=c11 -o "$work/consumer_pc" "$src/tests/install/consumer.c" \
 echo "-- the README's C tour, built against the install"
 awk '/^```c$/ {f = 1; next} /^```$/ {if (f) exit} f' "$src/README.md" >"$work/tour.c"
 [[ -s $work/tour.c ]] || fail "no C block in README.md"
+# shellcheck disable=SC2046
 cc -std=c11 -Wall -Werror -o "$work/tour" "$work/tour.c" \
   $(pkg-config --cflags --libs shopcore) \
   -Wl,-rpath,"$(pkg-config --variable=libdir shopcore)"

@@ -7,7 +7,14 @@
 
 #include "cli.h"
 
-/* A subcommand whose one argument is an id, named what in messages. */
+/* A show subcommand: its one argument is an id, named what in messages;
+ * it prints one line, or one JSON object with --json. */
+#define SHOW_ID(name, what)                                                    \
+  {                                                                            \
+    .cmd = name, .usage = what " [--json]", .n_pos = 1, .pos = {CLI_ID(what)}, \
+    .json = true                                                               \
+  }
+/* A subcommand whose one argument is an id. */
 #define ONE_ID(name, what)                                          \
   {                                                                 \
     .cmd = name, .usage = what, .n_pos = 1, .pos = { CLI_ID(what) } \
@@ -65,7 +72,7 @@ static int product_add(int argc, char **argv) {
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_id id;
   int src = sc_product_create(c.db, c.pos[0], price, stock, &id);
-  if (src == SC_OK) printf("product %lld\n", (long long)id);
+  if (src == SC_OK) printf("%lld\n", (long long)id); /* the bare id */
   return cli_cmd_end(&c, src);
 }
 
@@ -85,13 +92,19 @@ static int product_restock(int argc, char **argv) {
 }
 
 static int product_show(int argc, char **argv) {
-  static const cli_spec SPEC = ONE_ID("product show", "ID");
+  static const cli_spec SPEC = SHOW_ID("product show", "ID");
   cli_cmd c;
   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_stock s;
   int src = sc_stock_get(c.db, c.num[0], &s);
-  if (src == SC_OK) {
+  if (src == SC_OK && c.json) {
+    printf(
+        "{\"id\": %lld, \"total\": %lld, \"reserved\": %lld, "
+        "\"available\": %lld, \"version\": %lld}\n",
+        (long long)c.num[0], (long long)s.total, (long long)s.reserved,
+        (long long)s.available, (long long)s.version);
+  } else if (src == SC_OK) {
     printf(
         "product %lld: total %lld, reserved %lld, available %lld, "
         "version %lld\n",
@@ -104,9 +117,9 @@ static int product_show(int argc, char **argv) {
 int cmd_product(int argc, char **argv) {
   static const cli_sub SUBS[] = {
       {"add", product_add, "NAME --price P --stock N [--db PATH]",
-       "creates a product (price in minor units); prints its id"},
+       "creates a product (price in minor units); prints its bare id"},
       {"restock", product_restock, "ID QTY [--db PATH]", "adds QTY units"},
-      {"show", product_show, "ID [--db PATH]", "prints the stock"},
+      {"show", product_show, "ID [--json] [--db PATH]", "prints the stock"},
   };
   return cli_dispatch("product", "shopcore product: the catalog", SUBS, 3, argc,
                       argv);
@@ -120,18 +133,23 @@ static int coupon_spec(const cli_cmd *c, sc_coupon_policy_spec *spec) {
   static const struct {
     const char *name;
     int64_t min, max;
-  } NUMS[] = {{"max", 1, MONEY_MAX},          {"per-user", 1, INT32_MAX},
-              {"discount", 0, MONEY_MAX},     {"percent", 1, 100},
-              {"max-discount", 0, MONEY_MAX}, {"starts", 0, INT64_MAX},
-              {"ends", 1, INT64_MAX}};
+    bool time; /* ms since the epoch or ISO 8601 */
+  } NUMS[] = {
+      {"max", 1, MONEY_MAX, false},          {"per-user", 1, INT32_MAX, false},
+      {"discount", 0, MONEY_MAX, false},     {"percent", 1, 100, false},
+      {"max-discount", 0, MONEY_MAX, false}, {"starts", 0, INT64_MAX, true},
+      {"ends", 1, INT64_MAX, true}};
   int64_t v[7] = {0};
   for (int i = 0; i < 7; i++) {
     const char *text = cli_get(c->opts, c->n_opts, NUMS[i].name);
     char what[32];
     snprintf(what, sizeof what, "--%s", NUMS[i].name);
-    int rc =
-        text ? cli_int64(c->cmd, what, text, NUMS[i].min, NUMS[i].max, &v[i])
-             : CLI_OK;
+    int rc = CLI_OK;
+    if (text && NUMS[i].time) {
+      rc = cli_time(c->cmd, what, text, NUMS[i].min, NUMS[i].max, &v[i]);
+    } else if (text) {
+      rc = cli_int64(c->cmd, what, text, NUMS[i].min, NUMS[i].max, &v[i]);
+    }
     if (rc != CLI_OK) return rc;
   }
   if (v[0] == 0) return cli_usage(c->cmd, "--max is needed");
@@ -155,7 +173,12 @@ static int coupon_create(int argc, char **argv) {
       .cmd = "coupon create",
       .usage =
           "NAME --max N [--per-user N] [--discount AMOUNT | --percent P "
-          "[--max-discount AMOUNT]] [--starts MS] [--ends MS]",
+          "[--max-discount AMOUNT]] [--starts TIME] [--ends TIME]",
+      .help =
+          "  --starts, --ends TIME   the window in which coupons are "
+          "issued: ISO 8601\n"
+          "              (2026-12-01T09:00:00Z; no zone means UTC) or ms "
+          "since the epoch\n",
       .n_pos = 1,
       .opts = {"max", "per-user", "discount", "percent", "max-discount",
                "starts", "ends"}};
@@ -167,7 +190,7 @@ static int coupon_create(int argc, char **argv) {
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_id id;
   int src = sc_coupon_policy_create(c.db, &spec, &id);
-  if (src == SC_OK) printf("coupon policy %lld\n", (long long)id);
+  if (src == SC_OK) printf("%lld\n", (long long)id); /* the bare id */
   return cli_cmd_end(&c, src);
 }
 
@@ -196,13 +219,19 @@ static int coupon_resume(int argc, char **argv) {
 }
 
 static int coupon_show(int argc, char **argv) {
-  static const cli_spec SPEC = ONE_ID("coupon show", "ID");
+  static const cli_spec SPEC = SHOW_ID("coupon show", "ID");
   cli_cmd c;
   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_coupon_policy p;
   int src = sc_coupon_policy_get(c.db, c.num[0], &p);
-  if (src == SC_OK) {
+  if (src == SC_OK && c.json) {
+    printf(
+        "{\"id\": %lld, \"issued_count\": %lld, \"max_count\": %lld, "
+        "\"per_user_limit\": %d, \"paused\": %s}\n",
+        (long long)c.num[0], (long long)p.issued_count, (long long)p.max_count,
+        (int)p.per_user_limit, p.paused ? "true" : "false");
+  } else if (src == SC_OK) {
     printf("coupon policy %lld: issued %lld of %lld, per-user limit %d, %s\n",
            (long long)c.num[0], (long long)p.issued_count,
            (long long)p.max_count, (int)p.per_user_limit,
@@ -215,12 +244,15 @@ int cmd_coupon(int argc, char **argv) {
   static const cli_sub SUBS[] = {
       {"create", coupon_create,
        "NAME --max N [--per-user N] [--discount AMOUNT | --percent P "
-       "[--max-discount AMOUNT]] [--starts MS] [--ends MS] [--db PATH]",
-       "creates a policy that never issues more than N coupons"},
+       "[--max-discount AMOUNT]] [--starts TIME] [--ends TIME] [--db PATH]",
+       "creates a policy that never issues more than N coupons; prints its "
+       "bare id.\n      TIME: ISO 8601 (2026-12-01T09:00:00Z; no zone means "
+       "UTC) or ms since the epoch"},
       {"pause", coupon_pause, "ID [--db PATH]",
        "the kill switch: stops issuance"},
       {"resume", coupon_resume, "ID [--db PATH]", "resumes issuance"},
-      {"show", coupon_show, "ID [--db PATH]", "prints issued and max counts"},
+      {"show", coupon_show, "ID [--json] [--db PATH]",
+       "prints issued and max counts"},
   };
   return cli_dispatch("coupon", "shopcore coupon: coupon policies", SUBS, 4,
                       argc, argv);
@@ -248,13 +280,19 @@ static int account_deposit(int argc, char **argv) {
 }
 
 static int account_show(int argc, char **argv) {
-  static const cli_spec SPEC = ONE_ID("account show", "USER");
+  static const cli_spec SPEC = SHOW_ID("account show", "USER");
   cli_cmd c;
   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_account a;
   int src = sc_account_get(c.db, c.num[0], &a);
-  if (src == SC_OK) {
+  if (src == SC_OK && c.json) {
+    printf(
+        "{\"user\": %lld, \"balance\": %lld, \"held\": %lld, "
+        "\"available\": %lld}\n",
+        (long long)c.num[0], (long long)a.balance, (long long)a.held,
+        (long long)a.available);
+  } else if (src == SC_OK) {
     printf("user %lld: balance %lld, held %lld, available %lld\n",
            (long long)c.num[0], (long long)a.balance, (long long)a.held,
            (long long)a.available);
@@ -267,7 +305,7 @@ int cmd_account(int argc, char **argv) {
       {"deposit", account_deposit,
        "USER AMOUNT [--key IDEMPOTENCY_KEY] [--db PATH]",
        "credits AMOUNT (minor units); a replayed key changes nothing"},
-      {"show", account_show, "USER [--db PATH]",
+      {"show", account_show, "USER [--json] [--db PATH]",
        "prints balance, held and available"},
   };
   return cli_dispatch("account", "shopcore account: balances", SUBS, 2, argc,
@@ -281,25 +319,33 @@ static const char *order_status_name(int status) {
 }
 
 static int order_show(int argc, char **argv) {
-  static const cli_spec SPEC = ONE_ID("order show", "ID");
+  static const cli_spec SPEC = SHOW_ID("order show", "ID");
   cli_cmd c;
   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_order o;
   int src = sc_order_get(c.db, c.num[0], &o);
-  if (src == SC_OK) {
+  if (src == SC_OK && c.json) {
     printf(
-        "order %lld: user %lld, %s, total %lld, discount %lld, expires at "
-        "%lld ms\n",
+        "{\"id\": %lld, \"user\": %lld, \"status\": \"%s\", "
+        "\"total\": %lld, \"discount\": %lld, \"expires_at_ms\": %lld}\n",
         (long long)c.num[0], (long long)o.user, order_status_name(o.status),
         (long long)o.total, (long long)o.discount, (long long)o.expires_at_ms);
+  } else if (src == SC_OK) {
+    char at[CLI_TIME_LEN];
+    printf(
+        "order %lld: user %lld, %s, total %lld, discount %lld, expires at "
+        "%s\n",
+        (long long)c.num[0], (long long)o.user, order_status_name(o.status),
+        (long long)o.total, (long long)o.discount,
+        cli_iso_time(o.expires_at_ms, at));
   }
   return cli_cmd_end(&c, src);
 }
 
 int cmd_order(int argc, char **argv) {
   static const cli_sub SUBS[] = {
-      {"show", order_show, "ID [--db PATH]",
+      {"show", order_show, "ID [--json] [--db PATH]",
        "prints the order's user, state, total and deadline"},
   };
   return cli_dispatch("order", "shopcore order: orders", SUBS, 1, argc, argv);

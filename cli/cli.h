@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "shopcore.h"
 
@@ -44,6 +45,22 @@ int cli_fail(const char *cmd, const char *fmt, ...)
 /* A library failure: "shopcore CMD: SC_NAME: detail"; returns CLI_FAILED. */
 int cli_sc_fail(const char *cmd, int rc);
 
+/* ---- times and JSON (util.c) ----
+ * The program prints times as ISO 8601 in UTC ("2026-12-01T09:00:00.000Z");
+ * behind --json they are the library's own numbers, milliseconds since the
+ * epoch, in fields named *_ms. */
+#define CLI_TIME_LEN 32
+/* ms since the epoch as ISO 8601 UTC, in buf; returns buf. */
+const char *cli_iso_time(int64_t ms, char buf[CLI_TIME_LEN]);
+/* A point in time given either as milliseconds since the epoch
+ * ("1764579600000") or as ISO 8601 ("2026-12-01", "2026-12-01T09:00",
+ * "2026-12-01T09:00:00Z", "2026-12-01T09:00:00.250+01:00"; no zone means UTC),
+ * within [min, max]. Prints one line and returns CLI_USAGE on anything else. */
+int cli_time(const char *cmd, const char *what, const char *text, int64_t min,
+             int64_t max, int64_t *out);
+/* text as a JSON string, quoted and escaped. */
+void cli_json_string(FILE *out, const char *text);
+
 /* Opens an existing database (refusing to create one by accident); NULL
  * after printing the error. */
 sc_db *cli_open_existing(const char *cmd, const char *path,
@@ -69,7 +86,7 @@ sc_db *cli_open_existing(const char *cmd, const char *path,
 #define ID_MAX INT64_MAX
 #define MONEY_MAX ((int64_t)1 << 53)
 #define CLI_POS_MAX 2  /* positionals a subcommand takes at most */
-#define CLI_OPTS_MAX 8 /* options a subcommand takes at most, --db included */
+#define CLI_OPTS_MAX 9 /* options a subcommand takes at most, --db included */
 
 /* A positional argument: an integer within [min, max], named what in
  * messages; or, when what is NULL, text passed on as given. */
@@ -81,14 +98,17 @@ typedef struct cli_arg {
 #define CLI_ID(what) \
   { what, 1, ID_MAX }
 
-/* What a subcommand accepts. Every one also takes --db PATH. */
+/* What a subcommand accepts. Every one also takes --db PATH, and --json
+ * when json is set. */
 typedef struct cli_spec {
   const char *cmd;   /* "product restock": names it in every message */
   const char *usage; /* "ID QTY": shown by --help and when one is missing */
+  const char *help;  /* more lines for --help, or NULL */
   int n_pos;         /* exactly this many positionals */
   cli_arg pos[CLI_POS_MAX];
   /* Further options, each taking a value; a NULL (or the end) ends them. */
-  const char *opts[CLI_OPTS_MAX - 1];
+  const char *opts[CLI_OPTS_MAX - 2];
+  bool json; /* takes the flag --json: print one JSON object */
 } cli_spec;
 
 /* One run of a subcommand: what cli_cmd_parse found, and the database
@@ -99,6 +119,7 @@ typedef struct cli_cmd {
   int n_opts;
   const char *pos[CLI_POS_MAX];
   int64_t num[CLI_POS_MAX]; /* pos[i] as a number, where spec->pos[i] is one */
+  bool json;                /* --json was given */
   sc_db *db;
 } cli_cmd;
 
@@ -131,6 +152,7 @@ int cmd_account(int argc, char **argv);
 int cmd_order(int argc, char **argv);
 int cmd_outbox(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 
 /* A group of subcommands ("product add"): dispatches on argv[1]. */

@@ -6,11 +6,12 @@
 
 #include "cli.h"
 
-/* Parses the options and exactly want_pos positionals; returns CLI_OK,
+/* Parses the options and exactly spec->n_pos positionals; returns CLI_OK,
  * CLI_USAGE, or -1 when --help was printed. */
-static int parse_sub(const char *cmd, const char *usage, int argc, char **argv,
-                     cli_opt *opts, int n_opts, const char **pos,
-                     int want_pos) {
+static int parse_sub(const cli_spec *spec, int argc, char **argv, cli_opt *opts,
+                     int n_opts, const char **pos) {
+  const char *cmd = spec->cmd, *usage = spec->usage;
+  int want_pos = spec->n_pos;
   int n_pos = 0;
   bool help = false;
   int rc =
@@ -21,6 +22,12 @@ static int parse_sub(const char *cmd, const char *usage, int argc, char **argv,
         "usage: shopcore %s %s\n  --db PATH   the database (default "
         "./" CLI_DEFAULT_DB ")\n",
         cmd, usage);
+    if (spec->json) {
+      printf(
+          "  --json      print one JSON object (times in ms since the "
+          "epoch)\n");
+    }
+    if (spec->help) fputs(spec->help, stdout);
     return -1;
   }
   if (n_pos < want_pos) {
@@ -29,20 +36,22 @@ static int parse_sub(const char *cmd, const char *usage, int argc, char **argv,
   return CLI_OK;
 }
 
-/* --db first, then spec's options: cli_parse fills in their values. */
+/* --db first, then spec's options, then --json if spec takes it:
+ * cli_parse fills in their values. */
 static void init_opts(cli_cmd *c, const cli_spec *spec) {
   c->opts[0] = (cli_opt){"db", true, NULL};
   c->n_opts = 1;
-  for (int i = 0; i < CLI_OPTS_MAX - 1 && spec->opts[i]; i++) {
+  for (int i = 0; i < CLI_OPTS_MAX - 2 && spec->opts[i]; i++) {
     c->opts[c->n_opts++] = (cli_opt){spec->opts[i], true, NULL};
   }
+  if (spec->json) c->opts[c->n_opts++] = (cli_opt){"json", false, NULL};
 }
 
 int cli_cmd_parse(cli_cmd *c, const cli_spec *spec, int argc, char **argv) {
   *c = (cli_cmd){.cmd = spec->cmd};
   init_opts(c, spec);
-  int rc = parse_sub(c->cmd, spec->usage, argc, argv, c->opts, c->n_opts,
-                     c->pos, spec->n_pos);
+  int rc = parse_sub(spec, argc, argv, c->opts, c->n_opts, c->pos);
+  c->json = cli_get(c->opts, c->n_opts, "json") != NULL;
   for (int i = 0; rc == CLI_OK && i < spec->n_pos; i++) {
     const cli_arg *a = &spec->pos[i];
     if (a->what) {

@@ -17,14 +17,17 @@ static const command COMMANDS[] = {
      "run the flash-sale scenario with virtual users, report, verify"},
     {"verify", cmd_verify, "check every invariant of a database"},
     {"repair", cmd_repair,
-     "recompute counters, revoke coupons past a cap, release orphan holds"},
+     "recount counters, revoke coupons past a cap, free holds of lost "
+     "orders"},
     {"init", cmd_init, "create (or migrate) a database"},
     {"product", cmd_product, "add, restock or show products"},
     {"coupon", cmd_coupon, "create, pause, resume or show coupon policies"},
     {"account", cmd_account, "deposit to or show an account"},
     {"order", cmd_order, "show an order"},
-    {"outbox", cmd_outbox, "outbox counts, dead events, requeue"},
-    {"stats", cmd_stats, "database counts and metrics (Prometheus text)"},
+    {"outbox", cmd_outbox,
+     "events waiting for delivery, dead events, requeue, purge"},
+    {"stats", cmd_stats, "what a database holds: counts and sums"},
+    {"metrics", cmd_metrics, "the same counts as Prometheus gauges"},
     {"backup", cmd_backup, "online backup of a database to a new file"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
@@ -32,15 +35,17 @@ static const command COMMANDS[] = {
 static void usage(FILE *out) {
   fprintf(out,
           "shopcore %s: the flash-sale core on an embedded SQLite file\n"
-          "usage: shopcore COMMAND [ARGS] (shopcore COMMAND --help for "
-          "more)\n\ncommands:\n",
+          "usage: shopcore COMMAND [ARGS] [--db PATH] (shopcore COMMAND "
+          "--help for\nmore; every command works on --db PATH, default "
+          "./" CLI_DEFAULT_DB ")\n\ncommands:\n",
           sc_version());
   for (size_t i = 0; i < N_COMMANDS; i++) {
     fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
   }
   fprintf(out,
-          "\nexit status: 0 done, 1 failed (or an invariant broke), 2 bad "
-          "usage\n");
+          "\nTimes print as ISO 8601 (UTC); --json gives milliseconds since "
+          "the epoch.\nexit status: 0 done, 1 failed (or an invariant "
+          "broke), 2 bad usage\n");
 }
 
 int main(int argc, char **argv) {

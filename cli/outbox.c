@@ -7,19 +7,38 @@
 
 #include "cli.h"
 
+static const char OUTBOX_HELP[] =
+    "shopcore outbox: event delivery\n"
+    "The outbox is a table of events (order created, paid, ...) written in "
+    "the same\ntransaction as the change they describe, so none is lost or "
+    "invented; a\nconsumer (the worker, or sc_outbox_claim) delivers them "
+    "and acknowledges each.\nAn event whose delivery failed every retry is "
+    "dead: kept, not delivered again,\nuntil it is requeued (made pending "
+    "again).";
+
 static int outbox_list(int argc, char **argv) {
-  static const cli_spec SPEC = {.cmd = "outbox list", .usage = "[--db PATH]"};
+  static const cli_spec SPEC = {
+      .cmd = "outbox list", .usage = "[--json]", .json = true};
   cli_cmd c;
   int rc = cli_cmd_start(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   sc_outbox_stats s;
   int src = sc_outbox_stats_get(c.db, &s);
-  if (src == SC_OK) {
+  if (src == SC_OK && c.json) {
+    printf("{\"pending\": %lld, \"dead\": %lld, \"oldest_pending_ms\": ",
+           (long long)s.pending, (long long)s.dead);
+    if (s.pending > 0) {
+      printf("%lld}\n", (long long)s.oldest_pending_ms);
+    } else {
+      printf("null}\n");
+    }
+  } else if (src == SC_OK) {
     printf("outbox: %lld pending, %lld dead", (long long)s.pending,
            (long long)s.dead);
     if (s.pending > 0) {
-      printf(", oldest pending created at %lld ms",
-             (long long)s.oldest_pending_ms);
+      char at[CLI_TIME_LEN];
+      printf(", oldest pending created at %s",
+             cli_iso_time(s.oldest_pending_ms, at));
     }
     printf("\n");
   }
@@ -28,12 +47,27 @@ static int outbox_list(int argc, char **argv) {
 
 static void print_dead(const sc_dead_event *d) {
   const sc_event *e = &d->event;
+  char at[CLI_TIME_LEN];
   printf(
-      "event %lld: %s, aggregate %lld seq %lld, created at %lld ms, %d "
+      "event %lld: %s, aggregate %lld seq %lld, created at %s, %d "
       "attempt(s), last error: %s\n",
       (long long)e->id, sc_event_type_name(e->type), (long long)e->aggregate_id,
-      (long long)e->seq, (long long)e->created_at_ms, e->attempts,
+      (long long)e->seq, cli_iso_time(e->created_at_ms, at), e->attempts,
       d->last_error[0] ? d->last_error : "(none)");
+}
+
+/* One dead event as a JSON object, an element of "events". */
+static void print_dead_json(const sc_dead_event *d, bool first) {
+  const sc_event *e = &d->event;
+  printf(
+      "%s{\"id\": %lld, \"type\": \"%s\", \"aggregate_id\": %lld, "
+      "\"seq\": %lld, \"created_at_ms\": %lld, \"attempts\": %d, "
+      "\"last_error\": ",
+      first ? "" : ", ", (long long)e->id, sc_event_type_name(e->type),
+      (long long)e->aggregate_id, (long long)e->seq,
+      (long long)e->created_at_ms, e->attempts);
+  cli_json_string(stdout, d->last_error);
+  printf("}");
 }
 
 /* --after and --limit, both optional, within what sc_outbox_dead_list
@@ -50,8 +84,9 @@ static int dead_range(const cli_cmd *c, int64_t *after, int64_t *limit) {
 
 static int outbox_dead(int argc, char **argv) {
   static const cli_spec SPEC = {.cmd = "outbox dead",
-                                .usage = "[--after ID] [--limit N] [--db PATH]",
-                                .opts = {"after", "limit"}};
+                                .usage = "[--after ID] [--limit N] [--json]",
+                                .opts = {"after", "limit"},
+                                .json = true};
   cli_cmd c;
   int64_t after = 0, limit = 100;
   int rc = cli_cmd_parse(&c, &SPEC, argc, argv);
@@ -61,9 +96,16 @@ static int outbox_dead(int argc, char **argv) {
   sc_dead_event *events = NULL;
   int n = 0;
   int src = sc_outbox_dead_list(c.db, after, (int)limit, &events, &n);
-  for (int i = 0; i < n; i++)
-    print_dead(&events[i]);
-  if (src == SC_OK) printf("%d dead event(s)\n", n);
+  if (src == SC_OK && c.json) {
+    printf("{\"events\": [");
+    for (int i = 0; i < n; i++)
+      print_dead_json(&events[i], i == 0);
+    printf("]}\n");
+  } else if (src == SC_OK) {
+    for (int i = 0; i < n; i++)
+      print_dead(&events[i]);
+    printf("%d dead event(s)\n", n);
+  }
   sc_dead_events_free(events, n);
   return cli_cmd_end(&c, src);
 }
@@ -96,8 +138,8 @@ static int outbox_requeue(int argc, char **argv) {
   return rc;
 }
 
-/* --before: milliseconds since the epoch, or an age with a unit (500ms,
- * 30s, 15m, 12h, 7d) counted back from now. */
+/* --before: a time (ms since the epoch or ISO 8601), or an age with a
+ * unit (500ms, 30s, 15m, 12h, 7d) counted back from now. */
 static int purge_cutoff(const char *cmd, const char *text, int64_t *out) {
   static const struct {
     const char *unit;
@@ -120,21 +162,27 @@ static int purge_cutoff(const char *cmd, const char *text, int64_t *out) {
     *out = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - n * UNITS[u].ms;
     return CLI_OK;
   }
-  return cli_int64(cmd, "--before", text, 0, INT64_MAX, out);
+  return cli_time(cmd, "--before", text, 0, INT64_MAX, out);
 }
 
 static int outbox_purge(int argc, char **argv) {
   static const cli_spec SPEC = {.cmd = "outbox purge",
-                                .usage = "--before MS|AGE [--db PATH]",
-                                .opts = {"before"}};
+                                .usage = "--before TIME|AGE [--json]",
+                                .help =
+                                    "  --before    ISO 8601 "
+                                    "(2026-12-01T09:00:00Z), ms since the "
+                                    "epoch,\n              or an age: 7d, "
+                                    "12h, 30m, 45s, 500ms\n",
+                                .opts = {"before"},
+                                .json = true};
   cli_cmd c;
   int rc = cli_cmd_parse(&c, &SPEC, argc, argv);
   if (rc != CLI_OK) return CLI_DONE(rc);
   const char *before = cli_get(c.opts, c.n_opts, "before");
   if (before == NULL) {
     return cli_usage(c.cmd,
-                     "give --before: ms since the epoch, or an age such as "
-                     "7d, 12h, 30m, 45s, 500ms");
+                     "give --before: an ISO 8601 time, ms since the epoch, "
+                     "or an age such as 7d, 12h, 30m, 45s, 500ms");
   }
   int64_t cutoff = 0;
   rc = purge_cutoff(c.cmd, before, &cutoff);
@@ -142,21 +190,27 @@ static int outbox_purge(int argc, char **argv) {
   if (rc != CLI_OK) return rc;
   int64_t purged = 0;
   int src = sc_outbox_purge(c.db, cutoff, &purged);
-  printf("purged %lld delivered event(s) acked before %lld ms\n",
-         (long long)purged, (long long)cutoff);
+  if (src == SC_OK && c.json) {
+    printf("{\"purged\": %lld, \"before_ms\": %lld}\n", (long long)purged,
+           (long long)cutoff);
+  } else if (src == SC_OK) {
+    char at[CLI_TIME_LEN];
+    printf("purged %lld delivered event(s) acked before %s\n",
+           (long long)purged, cli_iso_time(cutoff, at));
+  }
   return cli_cmd_end(&c, src);
 }
 
 int cmd_outbox(int argc, char **argv) {
   static const cli_sub SUBS[] = {
-      {"list", outbox_list, "[--db PATH]", "counts pending and dead events"},
-      {"dead", outbox_dead, "[--after ID] [--limit N] [--db PATH]",
+      {"list", outbox_list, "[--json] [--db PATH]",
+       "counts pending and dead events"},
+      {"dead", outbox_dead, "[--after ID] [--limit N] [--json] [--db PATH]",
        "lists dead events with their last error"},
       {"requeue", outbox_requeue, "ID | --all [--db PATH]",
-       "makes dead events pending again"},
-      {"purge", outbox_purge, "--before MS|AGE [--db PATH]",
+       "makes dead events pending again (after the consumer is fixed)"},
+      {"purge", outbox_purge, "--before TIME|AGE [--json] [--db PATH]",
        "removes delivered events acked before then"},
   };
-  return cli_dispatch("outbox", "shopcore outbox: event delivery", SUBS, 4,
-                      argc, argv);
+  return cli_dispatch("outbox", OUTBOX_HELP, SUBS, 4, argc, argv);
 }

@@ -44,9 +44,9 @@ typedef struct sim_config {
   const char *db;
   int products;
   double hot;   /* share of browsing and buying on product 1 */
-  int think_ms; /* mean pause between a user's requests; 0 = closed loop */
+  int think_ms; /* mean pause between a user's requests; 0 = none */
   int durability;
-  uint64_t seed;
+  uint64_t seed; /* the random seed (--seed) */
   int coupons;
   bool json;
   bool no_worker;      /* no sc_worker delivering the outbox */

@@ -92,7 +92,7 @@ static void text_header(sim *s, FILE *out) {
   const sim_config *c = &s->cfg;
   fprintf(out,
           "\n  scenario: flash sale, %d virtual users for %d s, think %d ms "
-          "(50%%..150%%), seed %llu\n"
+          "(50%%..150%%), random seed %llu\n"
           "  database: %s, durability %s; %d products (product %lld is hot: "
           "%.0f%% of traffic, %lld in stock), coupon policy %lld (%d coupons)"
           "\n\n",
@@ -185,20 +185,6 @@ void sim_print_text(sim *s, FILE *out) {
 /* ---- JSON ------------------------------------------------------------------
  */
 
-static void json_string(FILE *out, const char *text) {
-  fputc('"', out);
-  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      fprintf(out, "\\%c", *p);
-    } else if (*p < 0x20) {
-      fprintf(out, "\\u%04x", *p);
-    } else {
-      fputc(*p, out);
-    }
-  }
-  fputc('"', out);
-}
-
 static void json_statuses(FILE *out, sim *s, int op) {
   fprintf(out, "{");
   bool first = true;
@@ -274,7 +260,7 @@ void sim_print_json(sim *s, FILE *out) {
           c->users, c->duration_s, c->think_ms, c->products, c->hot, c->coupons,
           c->durability == SC_DURABILITY_NORMAL ? "normal" : "full",
           (unsigned long long)c->seed);
-  json_string(out, c->db);
+  cli_json_string(out, c->db);
   fprintf(out, ", \"policy\": %lld, \"hot_product\": %lld},\n",
           (long long)s->policy, (long long)s->products[0]);
   fprintf(out,
@@ -303,6 +289,6 @@ void sim_print_json(sim *s, FILE *out) {
           "  \"peak_rss_kib\": %ld,\n  \"verify\": {\"ok\": %s, "
           "\"report\": ",
           s->peak_rss_kib, s->verify_rc == SC_OK ? "true" : "false");
-  json_string(out, sim_verify_text(s));
+  cli_json_string(out, sim_verify_text(s));
   fprintf(out, "}\n}\n");
 }

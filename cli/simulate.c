@@ -1,7 +1,7 @@
 /* shopcore simulate: a flash sale, in-process. It creates (or
- * reuses) the database, seeds products and a coupon policy, runs the virtual
- * users for the duration, then reports like a load-testing tool and runs
- * sc_verify: the exit status is non-zero if any invariant broke. */
+ * reuses) the database, adds this sale's products and coupon policy, runs the
+ * virtual users for the duration, then reports like a load-testing tool and
+ * runs sc_verify: the exit status is non-zero if any invariant broke. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -20,10 +20,11 @@ static const char HELP[] =
     "is 500)\n"
     "  --duration S     seconds (default 10)\n"
     "  --db PATH        database, created or reused (default ./shop.db)\n"
-    "  --products N     products seeded for this run (default 10)\n"
+    "  --products N     products created for this run (default 10)\n"
     "  --hot SHARE      share of traffic on product 1, 0..1 (default 0.5)\n"
     "  --think MS       mean pause between a user's requests (default 100; "
-    "0 =\n                   closed loop, a stress run)\n"
+    "0 =\n                   none: each user sends its next request as soon "
+    "as the last\n                   one is answered, a stress run)\n"
     "  --coupons N      coupons in the policy (default 1000)\n"
     "  --durability full|normal   (default full)\n"
     "  --seed N         random seed (default 1)\n"
@@ -118,7 +119,7 @@ static int pick_customer_base(sim *s) {
 
 /* A new sale in the file: its products (the first is the hot one, with
  * little stock, so it sells out) and its coupon policy. */
-static int seed_shop(sim *s) {
+static int stock_shop(sim *s) {
   int n = s->cfg.products;
   s->hot_stock = 500;
   s->stock = 100000;
@@ -142,7 +143,7 @@ static int seed_shop(sim *s) {
   return rc == SC_OK ? pick_customer_base(s) : rc;
 }
 
-static int open_and_seed(sim *s) {
+static int open_and_stock(sim *s) {
   sc_options o;
   sc_options_init(&o);
   o.durability = s->cfg.durability;
@@ -152,7 +153,7 @@ static int open_and_seed(sim *s) {
   s->prices = calloc((size_t)s->cfg.products, sizeof *s->prices);
   if (!s->products || !s->prices) return cli_fail("simulate", "out of memory");
   int rc = sc_open(s->cfg.db, &o, &s->db);
-  if (rc == SC_OK) rc = seed_shop(s);
+  if (rc == SC_OK) rc = stock_shop(s);
   return rc == SC_OK ? CLI_OK : cli_sc_fail("simulate", rc);
 }
 
@@ -243,7 +244,8 @@ int cmd_simulate(int argc, char **argv) {
     pthread_mutex_init(&s->alert_lock, NULL);
     s->seconds = s->cfg.duration_s;
     s->timeline = calloc((size_t)s->seconds, sizeof *s->timeline);
-    rc = s->timeline ? open_and_seed(s) : cli_fail("simulate", "out of memory");
+    rc =
+        s->timeline ? open_and_stock(s) : cli_fail("simulate", "out of memory");
     if (rc == CLI_OK && !s->cfg.no_worker) rc = start_worker(s);
     if (rc == CLI_OK) rc = sim_run_users(s);
     if (s->worker != NULL) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -133,6 +134,133 @@ int cli_double(const char *cmd, const char *what, const char *text, double min,
   }
   *out = v;
   return CLI_OK;
+}
+
+/* ---- times ----------------------------------------------------------------
+ */
+
+const char *cli_iso_time(int64_t ms, char buf[CLI_TIME_LEN]) {
+  int64_t secs = ms / 1000, frac = ms % 1000;
+  if (frac < 0) secs--, frac += 1000; /* before 1970: floor, not truncate */
+  time_t t = (time_t)secs;
+  struct tm tm;
+  if (gmtime_r(&t, &tm) == NULL ||
+      strftime(buf, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+    snprintf(buf, CLI_TIME_LEN, "%lld ms", (long long)ms);
+    return buf;
+  }
+  size_t len = strlen(buf);
+  snprintf(buf + len, CLI_TIME_LEN - len, ".%03dZ", (int)frac);
+  return buf;
+}
+
+/* Exactly n decimal digits at *p, advancing *p past them. */
+static bool digits(const char **p, int n, int *out) {
+  int v = 0;
+  for (int i = 0; i < n; i++) {
+    char ch = (*p)[i];
+    if (ch < '0' || ch > '9') return false;
+    v = v * 10 + (ch - '0');
+  }
+  *p += n;
+  *out = v;
+  return true;
+}
+
+/* The time and zone after "YYYY-MM-DD": "THH:MM[:SS[.fff...]]" and then
+ * nothing (UTC), "Z" or "+HH:MM" / "-HH:MM". */
+static bool iso_rest(const char *t, struct tm *tm, int *frac_ms,
+                     int *offset_min) {
+  *frac_ms = 0;
+  *offset_min = 0;
+  if (*t == '\0') return true;
+  if (*t != 'T' && *t != 't' && *t != ' ') return false;
+  t++;
+  if (!digits(&t, 2, &tm->tm_hour) || *t++ != ':' ||
+      !digits(&t, 2, &tm->tm_min)) {
+    return false;
+  }
+  if (*t == ':') {
+    t++;
+    if (!digits(&t, 2, &tm->tm_sec)) return false;
+    if (*t == '.' || *t == ',') {
+      int scale = 100, n = 0;
+      for (t++; *t >= '0' && *t <= '9'; t++, n++) {
+        *frac_ms += (*t - '0') * scale;
+        scale /= 10;
+      }
+      if (n == 0) return false;
+    }
+  }
+  if (*t == 'Z' || *t == 'z') return t[1] == '\0';
+  if (*t == '+' || *t == '-') {
+    int sign = *t++ == '-' ? -1 : 1, oh, om;
+    if (!digits(&t, 2, &oh) || *t++ != ':' || !digits(&t, 2, &om) ||
+        *t != '\0' || oh > 23 || om > 59) {
+      return false;
+    }
+    *offset_min = sign * (oh * 60 + om);
+    return true;
+  }
+  return *t == '\0';
+}
+
+/* ISO 8601 as ms since the epoch; false if text is not a valid date. */
+static bool parse_iso(const char *text, int64_t *out) {
+  const char *t = text;
+  struct tm tm = {0};
+  int year, frac_ms, offset_min;
+  if (!digits(&t, 4, &year) || *t++ != '-' || !digits(&t, 2, &tm.tm_mon) ||
+      *t++ != '-' || !digits(&t, 2, &tm.tm_mday) ||
+      !iso_rest(t, &tm, &frac_ms, &offset_min)) {
+    return false;
+  }
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_hour > 23 ||
+      tm.tm_min > 59 || tm.tm_sec > 59) {
+    return false;
+  }
+  int mday = tm.tm_mday;
+  tm.tm_year = year - 1900;
+  tm.tm_mon -= 1;
+  time_t secs = timegm(&tm);
+  if (tm.tm_mday != mday) return false; /* normalised: 2026-02-30 */
+  *out = ((int64_t)secs - (int64_t)offset_min * 60) * 1000 + frac_ms;
+  return true;
+}
+
+int cli_time(const char *cmd, const char *what, const char *text, int64_t min,
+             int64_t max, int64_t *out) {
+  bool integer = text[0] != '\0' && strspn(text, "0123456789") == strlen(text);
+  if (integer) return cli_int64(cmd, what, text, min, max, out);
+  int64_t v;
+  if (!parse_iso(text, &v)) {
+    return cli_usage(cmd,
+                     "%s: '%s' is neither ms since the epoch nor an ISO 8601 "
+                     "time such as 2026-12-01T09:00:00Z",
+                     what, text);
+  }
+  if (v < min) {
+    char a[CLI_TIME_LEN];
+    return cli_usage(cmd, "%s: %s is before %s", what, text,
+                     cli_iso_time(min, a));
+  }
+  if (v > max) return cli_usage(cmd, "%s: %s is out of range", what, text);
+  *out = v;
+  return CLI_OK;
+}
+
+void cli_json_string(FILE *out, const char *text) {
+  fputc('"', out);
+  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      fprintf(out, "\\%c", *p);
+    } else if (*p < 0x20) {
+      fprintf(out, "\\u%04x", *p);
+    } else {
+      fputc(*p, out);
+    }
+  }
+  fputc('"', out);
 }
 
 sc_db *cli_open_existing(const char *cmd, const char *path,

@@ -36,11 +36,8 @@ run_ctest() { # build-dir, ctest args...
   failed=$((failed + bad))
 }
 
-build() { # dir, cmake args...
-  local dir=$1
-  shift
-  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
-  cmake --build "$dir" -j"$jobs"
+build() { # dir, cmake args...: the build scripts/run.sh makes
+  scripts/build.sh "$@"
 }
 
 echo "== 1. normal build"

@@ -236,7 +236,7 @@ def run_one(args, conns, think, durability, workdir):
         load_after = os.getloadavg()[0]
     finally:
         rc, err = srv.stop()
-    verify = subprocess.run([args.shopcore, "verify", db],
+    verify = subprocess.run([args.shopcore, "verify", "--db", db],
                             capture_output=True, text=True)
     d = delta(after, before)
     res.update(conns=conns, think=think, durability=durability,

@@ -2,8 +2,10 @@
 """The shopcore command line, end to end: simulate's report adds up (text,
 JSON, HTML and the library's own metrics agree), repair and verify on a
 database corrupted on purpose, a backup taken while a simulation writes,
---help everywhere, and every subcommand's bad input (exit status, one line
-on stderr, database unchanged).
+--help everywhere, every subcommand's bad input (exit status, one line
+on stderr, database unchanged), and the conventions every command shares:
+--db, bare ids from the commands that create, ISO 8601 times in text and
+milliseconds behind --json.
 
 usage: test_cli.py SHOPCORE_BINARY  (stdlib only)"""
 import json
@@ -110,7 +112,7 @@ class Simulate(Dir):
                                           "0ms", *fresh))
         self.assertIn(f"{j['outbox']['pending_at_end']} pending",
                       self.ok("outbox", "list", *fresh))
-        self.assertIn("ok", self.ok("verify", fresh[1]))
+        self.assertIn("ok", self.ok("verify", *fresh))
         self.assertEqual(j["succeeded"] + j["expected"] + j["errors"],
                          j["requests"])
         self.assertEqual(sum(j["statuses"].values()), j["requests"])
@@ -167,8 +169,8 @@ class Simulate(Dir):
                         and snapshot(self.db)["sc_order"]):
                     break
             copy = os.path.join(self.dir, "copy.db")
-            self.ok("backup", self.db, copy)
-            self.assertIn("verify: ok", self.ok("verify", copy))
+            self.ok("backup", "--db", self.db, copy)
+            self.assertIn("verify: ok", self.ok("verify", "--db", copy))
             orders = len(snapshot(copy)["sc_order"])
             self.assertGreater(orders, 0)
         finally:
@@ -201,15 +203,25 @@ class Repair(Dir):
                       "--db", self.db)
         self.assertGreater(json.loads(out)["statuses"].get("SC_SOLD_OUT", 0),
                            0)
+        db = ["--db", self.db]
+        # An order's deadline: ISO 8601 in text, the same instant in ms
+        # behind --json.
+        order = json.loads(self.ok("order", "show", "1", "--json", *db))
+        text = self.ok("order", "show", "1", *db)
+        at = re.search(r"expires at (\S+Z)$", text.strip())
+        self.assertIsNotNone(at, text)
+        self.assertEqual(iso_ms(at[1]), order["expires_at_ms"])
+        self.assertIn(order["status"], ("PENDING", "CONFIRMED", "CANCELLED",
+                                        "EXPIRED"))
         self.corrupt()
-        r = run("verify", self.db)
+        r = run("verify", *db)
         self.assertEqual(r.returncode, 1)
         self.assertIn("issued_count 3, coupons 8, max_count 5", r.stdout)
         before = snapshot(self.db)
-        dry = self.ok("repair", self.db, "--dry-run")
+        dry = self.ok("repair", *db, "--dry-run")
         self.assertEqual(snapshot(self.db), before)
         self.assertIn("dry run: 7 change(s) listed, none made", dry)
-        out = self.ok("repair", self.db)
+        out = self.ok("repair", *db)
         self.assertEqual(out.split("repaired:")[0], dry.split("dry run:")[0])
         for pattern in (r"order 999999: removed the lines",
                         r"revoked coupon \d+ of user 9000000003",
@@ -222,8 +234,14 @@ class Repair(Dir):
             self.assertRegex(out, pattern)
         m = re.search(r"product 2: reserved (\d+) -> (\d+)", out)
         self.assertEqual(int(m[1]) - int(m[2]), 3)
-        self.assertIn("verify: ok", self.ok("verify", self.db))
-        self.assertIn("nothing to repair", self.ok("repair", self.db))
+        self.assertIn("verify: ok", self.ok("verify", *db))
+        self.assertIn("nothing to repair", self.ok("repair", *db))
+        # The form of 0.x, the database as a positional, still works, with
+        # a warning on stderr.
+        r = run("repair", self.db)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("nothing to repair", r.stdout)
+        self.assertIn("deprecated, use --db", r.stderr)
 
 
 class Usage(Dir):
@@ -232,7 +250,8 @@ class Usage(Dir):
                 ["coupon", "create"], ["coupon", "pause"], ["coupon", "resume"],
                 ["coupon", "show"], ["account", "deposit"], ["account", "show"],
                 ["order", "show"], ["outbox", "list"], ["outbox", "dead"],
-                ["outbox", "requeue"], ["outbox", "purge"], ["stats"], ["backup"], ["product"],
+                ["outbox", "requeue"], ["outbox", "purge"], ["stats"],
+                ["metrics"], ["backup"], ["product"],
                 ["coupon"], ["account"], ["order"], ["outbox"]]
 
     def test_help_everywhere(self):
@@ -240,6 +259,13 @@ class Usage(Dir):
         for cmd in self.COMMANDS:
             out = self.ok(*cmd, "--help")
             self.assertRegex(out, r"usage", cmd)
+            # Every command works on --db (groups list it per subcommand).
+            self.assertIn("--db PATH", out, cmd)
+            # Help describes the scenario itself, in words a newcomer knows.
+            for word in ("seeds", "k6", "closed loop"):
+                self.assertNotIn(word, out.lower(), cmd)
+        self.assertIn("integrity_check", self.ok("verify", "--help"))
+        self.assertIn("dead", self.ok("outbox", "--help"))
 
     def test_bad_input_is_one_line_and_changes_nothing(self):
         self.make_shop()
@@ -265,6 +291,15 @@ class Usage(Dir):
              2, "out of range"),
             (["coupon", "create", "c", "--max", "5", "--starts", "10",
               "--ends", "5", *db], 1, "SC_INVALID"),
+            (["coupon", "create", "c", "--max", "5", "--starts",
+              "2026-02-30", *db], 2, "neither ms since the epoch nor"),
+            (["coupon", "create", "c", "--max", "5", "--starts",
+              "2026-12-01T25:00Z", *db], 2, "ISO 8601"),
+            (["coupon", "create", "c", "--max", "5", "--ends",
+              "1969-12-31T23:59:59Z", *db], 2, "is before"),
+            (["coupon", "create", "c", "--max", "5", "--starts",
+              "2026-12-01T10:00:00+01:00", "--ends", "2026-12-01T09:00Z",
+              *db], 1, "SC_INVALID"),
             (["coupon", "pause", "9", *db], 1, "SC_NOT_FOUND"),
             (["coupon", "resume", *db], 2, "missing"),
             (["coupon", "show", "0", *db], 2, "out of range"),
@@ -287,18 +322,22 @@ class Usage(Dir):
             (["outbox", "requeue", *db], 2, "either ID or --all"),
             (["outbox", "requeue", "123", *db], 1, "SC_NOT_FOUND"),
             (["outbox", "purge", *db], 2, "give --before"),
-            (["outbox", "purge", "--before", "7x", *db], 2, "not an integer"),
-            (["outbox", "purge", "--before", "-5", *db], 2, "out of range"),
+            (["outbox", "purge", "--before", "7x", *db], 2, "neither"),
+            (["outbox", "purge", "--before", "-5", *db], 2, "neither"),
+            (["outbox", "purge", "--before", "5h", "--json=1", *db], 2,
+             "takes no value"),
+            (["metrics", "--json", *db], 2, "unknown option --json"),
             (["stats", "--bogus", *db], 2, "unknown option --bogus"),
             (["stats", "--db"], 2, "needs a value"),
             (["init", "--db", os.path.join(self.dir, "no/such/dir.db")], 1,
              "SC_IOERR"),
-            (["verify"], 2, "DB is missing"),
-            (["verify", os.path.join(self.dir, "absent.db")], 1,
+            (["verify", "--db", os.path.join(self.dir, "absent.db")], 1,
              "no such database"),
-            (["repair", self.db, "--dry-run=yes"], 2, "takes no value"),
-            (["backup", self.db], 2, "DEST is missing"),
-            (["backup", self.db, self.db], 1, "SC_EXISTS"),
+            (["verify", *db, "extra"], 2, "unexpected argument 'extra'"),
+            (["repair", *db, "--dry-run=yes"], 2, "takes no value"),
+            (["backup", *db], 2, "DEST is missing"),
+            (["backup", *db, "a.db", "b.db"], 2, "unexpected argument"),
+            (["backup", *db, self.db], 1, "SC_EXISTS"),
             (["simulate", "--users", "0", *db], 2, "out of range"),
             (["simulate", "--hot", "1.5", *db], 2, "out of range"),
             (["simulate", "--durability", "fast", *db], 2, "neither"),
@@ -334,11 +373,91 @@ class Usage(Dir):
         self.assertIn("purged 0 delivered event(s)",
                       self.ok("outbox", "purge", "--before", "7d", *db))
         self.assertRegex(self.ok("outbox", "list", *db), r"outbox: \d+ pending")
+        # stats: what the database holds, for a person and as JSON; metrics:
+        # the same numbers as Prometheus gauges. Neither shows the idle
+        # handle's own operation counters.
         stats = self.ok("stats", *db)
-        self.assertIn("shopcore_db_products 1\n", stats)
-        self.assertIn('shopcore_db_units{state="total"} 15\n', stats)
-        self.assertIn("# TYPE shopcore_operations_total counter", stats)
+        self.assertRegex(stats, r"products +1\n")
+        self.assertIn("stock            15 units, 0 reserved", stats)
+        self.assertIn("balance 10000, held 0", stats)
+        j = json.loads(self.ok("stats", "--json", *db))
+        self.assertEqual((j["products"], j["units_total"], j["policies"],
+                          j["balance_total"]), (1, 15, 1, 10000))
+        metrics = self.ok("metrics", *db)
+        self.assertIn("shopcore_db_products 1\n", metrics)
+        self.assertIn('shopcore_db_units{state="total"} 15\n', metrics)
+        self.assertIn('shopcore_db_money{kind="balance"} 10000\n', metrics)
+        for text in (stats, metrics):
+            self.assertNotIn("shopcore_operations_total", text)
         self.assertIn("ready, schema up to date", self.ok("init", *db))
+
+    def test_conventions_db_ids_and_times(self):
+        db = ["--db", self.db]
+        self.ok("init", *db)
+        # Commands that create print the bare id, for scripts.
+        self.assertEqual(self.ok("product", "add", "a", "--price", "5",
+                                 "--stock", "2", *db), "1\n")
+        self.assertEqual(self.ok("product", "add", "b", "--price", "5",
+                                 "--stock", "2", *db), "2\n")
+        # --starts and --ends take ISO 8601 (a zone, or UTC) or epoch ms.
+        self.assertEqual(self.ok(
+            "coupon", "create", "w", "--max", "3", "--starts",
+            "2026-12-01T10:30:00.250+01:00", "--ends", "2026-12-02", *db),
+            "1\n")
+        self.assertEqual(self.ok(
+            "coupon", "create", "v", "--max", "3", "--starts",
+            "1796117400250", "--ends", "2026-12-02T00:00", *db), "2\n")
+        rows = snapshot(self.db)["sc_coupon_policy"]
+        # id, name, ..., starts_at_ms (column 8), ends_at_ms (column 9)
+        self.assertEqual([(r[8], r[9]) for r in rows],
+                         [(1796117400250, 1796169600000)] * 2)
+        # The shows: text, and JSON with the same numbers.
+        prod = json.loads(self.ok("product", "show", "2", "--json", *db))
+        self.assertEqual({k: prod[k] for k in ("id", "total", "available")},
+                         {"id": 2, "total": 2, "available": 2})
+        self.assertEqual(json.loads(self.ok("coupon", "show", "1", "--json",
+                                            *db))["max_count"], 3)
+        self.ok("account", "deposit", "7", "300", *db)
+        self.assertEqual(json.loads(self.ok("account", "show", "7", "--json",
+                                            *db))["balance"], 300)
+        # Outbox times: ISO in text, ms in JSON, for the same event.
+        j = json.loads(self.ok("outbox", "list", "--json", *db))
+        self.assertGreater(j["pending"], 0)
+        text = self.ok("outbox", "list", *db)
+        iso = re.search(r"oldest pending created at "
+                        r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)", text)
+        self.assertIsNotNone(iso, text)
+        self.assertEqual(iso_ms(iso[1]), j["oldest_pending_ms"])
+        p = json.loads(self.ok("outbox", "purge", "--before",
+                               "2026-01-01T00:00:00Z", "--json", *db))
+        self.assertEqual(p, {"purged": 0, "before_ms": 1767225600000})
+        self.assertIn("acked before 2026-01-01T00:00:00.000Z",
+                      self.ok("outbox", "purge", "--before", "1767225600000",
+                              *db))
+        self.assertEqual(json.loads(self.ok("outbox", "dead", "--json", *db)),
+                         {"events": []})
+        # verify, repair and backup take --db like the rest; the database
+        # as a positional still works, with a deprecation warning.
+        self.assertIn("verify: ok", self.ok("verify", *db))
+        r = run("verify", self.db)
+        self.assertEqual((r.returncode, r.stdout), (0, "verify: ok\n"))
+        self.assertIn("deprecated, use --db", r.stderr)
+        copy = os.path.join(self.dir, "copy.db")
+        self.ok("backup", *db, copy)
+        self.assertEqual(snapshot(copy), snapshot(self.db))
+        self.ok("backup", "--db", copy, os.path.join(self.dir, "copy2.db"))
+        # The default database is ./shop.db, for every command.
+        self.assertIn("verify: ok", self.ok("verify", cwd=self.dir))
+        self.ok("backup", "copy3.db", cwd=self.dir)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "copy3.db")))
+
+
+def iso_ms(text):
+    """ISO 8601 UTC with milliseconds, as ms since the epoch."""
+    import datetime
+    t = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    t = t.replace(tzinfo=datetime.timezone.utc)
+    return round(t.timestamp() * 1000)
 
 
 if __name__ == "__main__":

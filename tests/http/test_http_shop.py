@@ -55,7 +55,7 @@ class Shop(unittest.TestCase):
     def tearDownClass(cls):
         cls.conn.close()
         rc, err = cls.srv.stop()
-        verify = subprocess.run([SHOPCORE, "verify", cls.db],
+        verify = subprocess.run([SHOPCORE, "verify", "--db", cls.db],
                                 capture_output=True, text=True)
         cls.tmp.cleanup()
         assert rc == 0, err
@@ -393,7 +393,7 @@ class Lifecycle(unittest.TestCase):
         self.tmp.cleanup()
 
     def verify(self):
-        v = subprocess.run([SHOPCORE, "verify", self.db],
+        v = subprocess.run([SHOPCORE, "verify", "--db", self.db],
                            capture_output=True, text=True)
         self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
 

@@ -149,6 +149,9 @@ typedef struct sc_alert sc_alert; /* declared with the metrics, below */
  * above 1 or NaN; a queue-depth alert past queue_max; queue_max past 2^24)
  * makes sc_open fail with SC_INVALID and a message naming the option. */
 typedef struct sc_options {
+  /** Set by sc_options_init: the size of the caller's struct (see "Structs
+   * that grow"). Leave it alone. */
+  size_t size;
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
    * process crash; a power loss may lose the last commits). */
@@ -220,8 +223,12 @@ typedef struct sc_options {
   /* ... more fields may follow; always start from sc_options_init() */
 } sc_options;
 
-/** Fills opts with the defaults. */
-SC_API void sc_options_init(sc_options *opts);
+/** Fills opts with the defaults (every field 0) and sets opts->size to the
+ * size of sc_options in the header the caller was compiled with. NULL is a
+ * no-op. A macro, so that the size is the caller's; sc_options_init_sized is its
+ * implementation, not to be called directly. */
+#define sc_options_init(opts) sc_options_init_sized((opts), sizeof(sc_options))
+SC_API void sc_options_init_sized(sc_options *opts, size_t size);
 
 /**
  * Opens (creating if needed) the database at path, creates or migrates the
@@ -559,6 +566,9 @@ typedef struct sc_worker sc_worker;
  * released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
+  /** Set by sc_worker_options_init: the size of the caller's struct (see
+   * "Structs that grow"). Leave it alone. */
+  size_t size;
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
   void *ud;
   /** Events claimed per round trip (1..SC_OUTBOX_CLAIM_MAX); 0 = 512.
@@ -577,8 +587,11 @@ typedef struct sc_worker_options {
   int no_expiry;
   /* ... more fields may follow; always start from sc_worker_options_init() */
 } sc_worker_options;
-/** Fills opts with the defaults (all zero). NULL is a no-op. */
-SC_API void sc_worker_options_init(sc_worker_options *opts);
+/** Fills opts with the defaults (all zero) and sets opts->size, as
+ * sc_options_init does. NULL is a no-op. */
+#define sc_worker_options_init(opts) \
+  sc_worker_options_init_sized((opts), sizeof(sc_worker_options))
+SC_API void sc_worker_options_init_sized(sc_worker_options *opts, size_t size);
 /**
  * Starts a worker on loop: at once it expires the overdue orders, finds the
  * earliest deadline and claims the events already waiting; then it runs as
@@ -650,9 +663,9 @@ typedef struct sc_quantiles {
 typedef struct sc_op_metrics {
   const char *name; /* "checkout", "coupon_issue" ...; static storage */
   uint64_t count;   /* completed operations of this kind */
-  uint64_t ok, expected, errors;        /* count by SC_OUTCOME_* */
-  uint64_t by_status[SC_STATUS_COUNT_]; /* count by status code */
-  sc_quantiles latency_ms;              /* submission to durable completion */
+  uint64_t ok, expected, errors; /* count by SC_OUTCOME_*; by status code:
+                                    sc_metrics_count */
+  sc_quantiles latency_ms;       /* submission to durable completion */
 } sc_op_metrics;
 
 /** What the checkpoint thread was doing during a commit (the furthest phase
@@ -729,7 +742,21 @@ typedef struct sc_metrics {
  * under load may be off by the operations completing meanwhile.
  * @return SC_OK, SC_MISUSE (NULL db or out). Any thread.
  */
-SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
+#define sc_metrics_get(db, out) \
+  sc_metrics_get_sized((db), (out), sizeof(sc_metrics))
+SC_API int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size);
+
+/**
+ * Operations of kind op (an sc_op_metrics.name: "checkout", "coupon_issue"
+ * ...; NULL = every kind) completed with status, since sc_open or
+ * sc_metrics_reset. The per-status counts live behind this call, not in
+ * sc_op_metrics, so that a new status code never changes a struct's size.
+ * @param[out] n_out  the count.
+ * @return SC_OK, SC_INVALID (status is not a status code), SC_NOT_FOUND (no
+ *   operation of that name), SC_MISUSE (NULL db or n_out). Any thread.
+ */
+SC_API int sc_metrics_count(sc_db *db, const char *op, int status,
+                            uint64_t *n_out);
 
 /**
  * The metrics in the Prometheus text exposition format (version 0.0.4):
@@ -815,7 +842,10 @@ typedef struct sc_event_data {
  *   (sc_errmsg says what); SC_MISUSE (NULL out, or NULL payload with len >
  *   0); SC_NOMEM. Any thread; no database needed.
  */
-SC_API int sc_event_decode(const void *payload, size_t len, sc_event_data *out);
+#define sc_event_decode(payload, len, out) \
+  sc_event_decode_sized((payload), (len), (out), sizeof(sc_event_data))
+SC_API int sc_event_decode_sized(const void *payload, size_t len,
+                            sc_event_data *out, size_t size);
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
 SC_API const char *sc_event_type_name(int type);
 
@@ -906,6 +936,9 @@ struct sc_async_req {
   sc_id id;   /* set before the callback: the new coupon (issue) or order
                  (checkout) on success; 0 otherwise */
   void *op_;  /* private */
+  /* Private room to grow (as libuv's UV_REQ_FIELDS keeps): the library may
+   * use it in a later version without changing the struct's size. */
+  void *reserved_[4];
 };
 
 /** Binds db to loop. @param[out] out  the handle, or NULL on failure.
@@ -987,7 +1020,8 @@ typedef struct sc_stats {
 /** Counts what the database holds, on one read snapshot (full scans of the
  * tables: for an administrator or a slow dashboard, not a hot path).
  * @return SC_OK, SC_MISUSE, SC_IOERR, SC_NOMEM. Any thread. */
-SC_API int sc_stats_get(sc_db *db, sc_stats *out);
+#define sc_stats_get(db, out) sc_stats_get_sized((db), (out), sizeof(sc_stats))
+SC_API int sc_stats_get_sized(sc_db *db, sc_stats *out, size_t size);
 
 #ifdef __cplusplus
 }

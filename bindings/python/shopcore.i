@@ -553,6 +553,12 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 
 %include "shopcore.h"
 
+/* sc_stats_get is a macro that passes the size of the caller's struct (see
+ * "Structs that grow" in shopcore.h). SWIG wraps it as the function it
+ * stands for; the generated C calls the macro. */
+#undef sc_stats_get
+int sc_stats_get(sc_db *db, sc_stats *out);
+
 /* ------------------------------------------------------------------------ */
 /* Hand-written functions: they take Python objects, so they keep the GIL   */
 /* and release it themselves around what may wait.                          */

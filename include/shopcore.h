@@ -305,6 +305,14 @@ typedef struct sc_stock {
 /** Reads a product's stock. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
 SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
 
+typedef struct sc_product {
+  char name[SC_NAME_MAX + 1]; /* NUL-terminated; a copy, the caller's */
+  int64_t price;
+  sc_stock stock;
+} sc_product;
+/** Reads a product: its name, price and stock, on one snapshot. */
+SC_API int sc_product_get(sc_db *db, sc_id product, sc_product *out);
+
 /** Credits amount (> 0) to user's account, creating it on first use. A
  * replay with the same idempotency_key and amount returns SC_OK and changes
  * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
@@ -343,6 +351,8 @@ SC_API int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
  * (operations committed before it stand); 0 resumes. Pausing a paused policy
  * changes nothing and writes no event. @return SC_OK, SC_NOT_FOUND. */
 SC_API int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused);
+/** sc_coupon_policy_pause(db, policy, 0). */
+SC_API int sc_coupon_policy_resume(sc_db *db, sc_id policy);
 
 typedef struct sc_coupon_policy {
   int64_t max_count, issued_count;

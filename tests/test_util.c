@@ -113,6 +113,17 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud) {
   free(pids);
 }
 
+void tu_exec(const char *path, const char *sql) {
+  sqlite3 *h = NULL;
+  ck_assert_int_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE, NULL),
+                   SQLITE_OK);
+  sqlite3_busy_timeout(h, 10000);
+  char *err = NULL;
+  ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s",
+                sql, err ? err : "");
+  sqlite3_close(h);
+}
+
 int64_t tu_count(const char *path, const char *sql) {
   sqlite3 *h = NULL;
   ck_assert_int_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL),

@@ -219,6 +219,14 @@ SCPY_OUT_ID(order_out)
 SCPY_OUT_STRUCT(sc_stock, "(LLLL)", (long long)s->total,
                 (long long)s->reserved, (long long)s->available,
                 (long long)s->version)
+/* The name is decoded leniently: a name edited into the file by hand need
+ * not be UTF-8, and reading the product should not fail for it. */
+SCPY_OUT_STRUCT(sc_product, "(NL(LLLL))",
+                PyUnicode_DecodeUTF8(s->name, (Py_ssize_t)strlen(s->name),
+                                     "replace"),
+                (long long)s->price, (long long)s->stock.total,
+                (long long)s->stock.reserved, (long long)s->stock.available,
+                (long long)s->stock.version)
 SCPY_OUT_STRUCT(sc_account, "(LLL)", (long long)s->balance,
                 (long long)s->held, (long long)s->available)
 SCPY_OUT_STRUCT(sc_coupon_policy, "(LLii)", (long long)s->max_count,
@@ -525,10 +533,12 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 %rename("%s") sc_product_create;
 %rename("%s") sc_product_restock;
 %rename("%s") sc_stock_get;
+%rename("%s") sc_product_get;
 %rename("%s") sc_account_deposit;
 %rename("%s") sc_account_get;
 %rename("%s") sc_coupon_policy_create;
 %rename("%s") sc_coupon_policy_pause;
+%rename("%s") sc_coupon_policy_resume;
 %rename("%s") sc_coupon_policy_get;
 %rename("%s") sc_coupon_issue;
 %rename("%s") sc_checkout;

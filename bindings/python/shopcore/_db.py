@@ -10,8 +10,8 @@ from . import _check as chk
 from . import _shopcore as _c
 from ._errors import error_for
 from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
-                     Order, OrderStatus, OutboxStats, RepairResult, Stats,
-                     Stock)
+                     Order, OrderStatus, OutboxStats, Product, RepairResult,
+                     Stats, Stock)
 from ._worker import EventHandler, Worker
 
 __all__ = ["Database", "ManualClock", "open", "NAME_MAX", "KEY_MAX",
@@ -163,6 +163,15 @@ class Database:
         _c.sc_product_restock(self._h, chk.ident(product, "product"),
                               chk.positive(qty, "qty"))
 
+    def product(self, product: int) -> Product:
+        """Reads a product: name, price and stock, on one snapshot.
+
+        Raises: NotFound.
+        """
+        name, price, stock = _c.sc_product_get(self._h,
+                                               chk.ident(product, "product"))
+        return Product(name, price, Stock._make(stock))
+
     def stock(self, product: int) -> Stock:
         """Reads a product's stock. Raises NotFound."""
         return Stock._make(_c.sc_stock_get(self._h,
@@ -235,8 +244,9 @@ class Database:
                                   int(paused))
 
     def resume_policy(self, policy: int) -> None:
-        """Resumes issuance of a paused policy. Raises NotFound."""
-        self.pause_policy(policy, False)
+        """Resumes issuance of a paused policy; resuming a running policy
+        changes nothing. Raises NotFound."""
+        _c.sc_coupon_policy_resume(self._h, chk.ident(policy, "policy"))
 
     def policy(self, policy: int) -> CouponPolicy:
         """Reads a coupon policy. Raises NotFound."""

@@ -327,7 +327,7 @@ static int decode_object(const msgpack_object *root, sc_event_data *d) {
 }
 
 int sc_event_decode_sized(const void *payload, size_t len, sc_event_data *out,
-                     size_t size) {
+                          size_t size) {
   if (out == NULL) return sc__fail(SC_MISUSE, "sc_event_decode: out is NULL");
   if (payload == NULL && len > 0) {
     return sc__fail(SC_MISUSE, "sc_event_decode: payload is NULL");

@@ -38,8 +38,7 @@ static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO sc_op";
 /* The size of the first sc_options with a size field (a zeroed struct,
  * size 0, is read as this one). Frozen at 1.0: fields added later go after
  * slow_commit_ms and are not part of it. */
-#define OPTIONS_SIZE_V1 \
-  (offsetof(sc_options, slow_commit_ms) + sizeof(int64_t))
+#define OPTIONS_SIZE_V1 (offsetof(sc_options, slow_commit_ms) + sizeof(int64_t))
 
 void sc_options_init_sized(sc_options *opts, size_t size) {
   if (opts == NULL || size < sizeof opts->size) return;
@@ -114,8 +113,8 @@ static int options_check(const sc_options *o) {
 static int options_resolve(const sc_options *in, sc_options *o) {
   sc_options_init_sized(o, sizeof *o);
   if (in != NULL) {
-    int rc = sc__struct_in("sc_open", o, sizeof *o, in, in->size,
-                           OPTIONS_SIZE_V1);
+    int rc =
+        sc__struct_in("sc_open", o, sizeof *o, in, in->size, OPTIONS_SIZE_V1);
     if (rc != SC_OK) return rc;
     o->size = sizeof *o;
   }

@@ -384,7 +384,7 @@ static void metrics_snapshot(sc_db *db, sc_metrics *out) {
 }
 
 int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size) {
-  if (db == NULL) return sc__fail(SC_MISUSE, "%s: db is NULL", "sc_metrics_get");
+  if (db == NULL) return sc__fail(SC_MISUSE, "sc_metrics_get: db is NULL");
   if (out == NULL) return sc__fail(SC_MISUSE, "sc_metrics_get: out is NULL");
   sc_metrics snap;
   metrics_snapshot(db, &snap);
@@ -406,8 +406,7 @@ int sc_metrics_count(sc_db *db, const char *op, int status, uint64_t *n_out) {
     if (strcmp(op, KIND_NAMES[k]) == 0) kind = k;
   }
   if (op != NULL && kind < 0) {
-    return sc__fail(SC_NOT_FOUND, "sc_metrics_count: no operation \"%s\"",
-                    op);
+    return sc__fail(SC_NOT_FOUND, "sc_metrics_count: no operation \"%s\"", op);
   }
   uint64_t n = 0;
   for (int k = 0; k < SC__OP_KIND_COUNT; k++) {
@@ -419,7 +418,6 @@ int sc_metrics_count(sc_db *db, const char *op, int status, uint64_t *n_out) {
   *n_out = n;
   return SC_OK;
 }
-
 
 int sc_metrics_reset(sc_db *db) {
   SC__CHECK_DB(db);

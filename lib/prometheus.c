@@ -62,8 +62,7 @@ static void operations(sc__strbuf *b, sc_db *db, const sc_metrics *m) {
                         "shopcore_operations_total{op=\"%s\",status=\"%s\","
                         "outcome=\"%s\"} %llu\n",
                         m->ops[k].name, sc_err_name(s),
-                        OUTCOME[sc_status_outcome(s)],
-                        (unsigned long long)n);
+                        OUTCOME[sc_status_outcome(s)], (unsigned long long)n);
     }
   }
 }

@@ -299,7 +299,7 @@ START_TEST(metrics_fill_only_the_callers_size) {
 }
 END_TEST
 
-/* ---- sc_async_req ---------------------------------------------------------- */
+/* ---- sc_async_req ------------------------------------------------------ */
 
 START_TEST(async_req_keeps_room_to_grow) {
   /* The caller's fields come first and stay where they are; the private
@@ -327,4 +327,6 @@ static Suite *abi_suite(void) {
   return s;
 }
 
-int main(void) { return tu_run_suite(abi_suite()); }
+int main(void) {
+  return tu_run_suite(abi_suite());
+}

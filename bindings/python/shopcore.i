@@ -245,6 +245,12 @@ SCPY_OUT_STRUCT(sc_stats, "(LLLLLLLLLLLLLL)", (long long)s->products,
                 (long long)s->policies, (long long)s->coupons,
                 (long long)s->events_pending, (long long)s->events_dead)
 
+%typemap(in, numinputs=0) uint64_t *n_out (uint64_t tmp = 0) { $1 = &tmp; }
+%typemap(argout) uint64_t *n_out {
+  $result = SWIG_Python_AppendOutput($result,
+                                     PyLong_FromUnsignedLongLong(*$1));
+}
+
 %typemap(in, numinputs=0) int *changes_out (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *changes_out {
   $result = SWIG_Python_AppendOutput($result, PyLong_FromLong(*$1));
@@ -560,6 +566,7 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 %rename("%s") sc_backup;
 %rename("%s") sc_stats_get;
 %rename("%s") sc_metrics_prometheus;
+%rename("%s") sc_metrics_count;
 
 %include "shopcore.h"
 

@@ -4,11 +4,12 @@ import atexit
 import os
 import threading
 import weakref
-from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Union)
+from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Type,
+                    Union)
 
 from . import _check as chk
 from . import _shopcore as _c
-from ._errors import error_for
+from ._errors import Error, error_for
 from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
                      Order, OrderStatus, OutboxStats, Product, RepairResult,
                      Stats, Stock)
@@ -367,6 +368,22 @@ class Database:
     def stats(self) -> Stats:
         """Counts what the database holds (full scans: not a hot path)."""
         return Stats._make(_c.sc_stats_get(self._h))
+
+    def metrics_count(self, status: Union[int, Type[Error]] = 0,
+                      op: Optional[str] = None) -> int:
+        """Operations of kind op ("checkout", "coupon_issue" ...; None =
+        every kind) that completed with status since open: a status code, or
+        its exception class (``shopcore.SoldOut``); 0 is success.
+
+        Raises: NotFound (no operation of that name), Invalid (not a status
+        code).
+        """
+        if isinstance(status, type) and issubclass(status, Error):
+            code = status.code
+        else:
+            code = chk.in_range(status, "status", -2**31, 2**31 - 1)
+        return int(_c.sc_metrics_count(self._h, chk.optional_text(op, "op"),
+                                       code))
 
     def metrics_prometheus(self) -> str:
         """This handle's operation counters, latency summaries, batch sizes,

@@ -1,7 +1,9 @@
 /*
  * libshopcore: the concurrent part of a flash-sale shop (bounded coupons,
- * stock reservation, balance holds, orders that expire, and an outbox of
- * events), inside the host application, on an embedded SQLite file.
+ * stock reservation, balance holds, orders that expire), inside the host
+ * application, on an embedded SQLite file; with an outbox: every change
+ * also writes an event, in the same transaction, for the host to deliver
+ * onward (see 7.).
  *
  * This header is the whole public API: if it is not declared here, it is not
  * API. It is ordered one group per object, in the order a user meets them:
@@ -245,7 +247,8 @@ typedef struct sc_options {
   int read_pool_max;
   /** Time-to-live of a checkout when its request says 0; 0 = 15 minutes. */
   int64_t default_order_ttl_ms;
-  /** Delivery attempts before an outbox event is dead (see 7.); 0 = 10. */
+  /** Delivery attempts before an outbox event is dead: set aside, no
+   * longer handed out, until requeued (see 7.); 0 = 10. */
   int outbox_max_attempts;
   /** First retry delay of a failed delivery (doubled each attempt, with
    * jitter); 0 = 100 ms. */

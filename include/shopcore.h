@@ -1,17 +1,33 @@
 /*
- * libshopcore: the concurrent part of a flash-sale shop, on embedded SQLite.
+ * libshopcore: the concurrent part of a flash-sale shop (bounded coupons,
+ * stock reservation, balance holds, orders that expire), inside the host
+ * application, on an embedded SQLite file; with an outbox: every change
+ * also writes an event, in the same transaction, for the host to deliver
+ * onward (see 7.).
  *
  * This header is the whole public API: if it is not declared here, it is not
- * API. Every function returns an int status (SC_OK == 0) unless said
- * otherwise; results are written through OUT pointers, which are left
- * untouched on failure. sc_errmsg() gives the detail of the calling thread's
- * last failure.
+ * API. It is ordered one group per object, in the order a user meets them:
+ *
+ *   1. errors                  7. outbox (claim, ack, nack, dead events,
+ *   2. memory                     purge, counts, decoding payloads)
+ *   3. database (open, close)  8. asynchronous calls (libuv)
+ *   4. catalog and accounts    9. the worker (libuv)
+ *   5. coupons                10. metrics and alerts
+ *   6. orders                 11. administration (verify, repair, backup,
+ *                                 database counts)
+ *
+ * Conventions. Every function returns an int status (SC_OK == 0) unless
+ * said otherwise; results are written through OUT pointers, which are left
+ * untouched on failure (the exceptions are named). "The error contract"
+ * below says which codes every function may return besides its own.
  *
  * Threads: an sc_db handle may be used from any number of threads at once;
  * every function taking an sc_db is thread-safe unless its comment says
  * otherwise. Write operations are queued to one writer thread per handle,
- * which commits them in batches (group commit); a blocking call returns when
- * the commit that holds its operation is durable.
+ * which commits them in batches (group commit: one transaction and one
+ * fsync for many operations); a blocking call returns when the commit that
+ * holds its operation is durable. Reads run beside the writer, each on one
+ * consistent snapshot.
  *
  * Money is int64_t minor units (cents); quantities are int64_t; overflow is
  * checked and refused with SC_INVALID.
@@ -49,9 +65,38 @@ typedef struct uv_loop_s uv_loop_t;
 typedef struct sc_db sc_db; /* opaque database handle */
 typedef int64_t sc_id;      /* ids returned by the library are > 0 */
 
-/* ------------------------------------------------------------------------ */
-/* Status codes                                                              */
-/* ------------------------------------------------------------------------ */
+/*
+ * Structs that grow. Later versions of the library add fields to some
+ * structs; an application compiled against an older header then hands the
+ * library a smaller struct, and one compiled against a newer header a
+ * larger one. So that neither reads nor writes a byte the caller does not
+ * own:
+ *
+ * - Structs the caller fills in (sc_options, sc_worker_options) start with
+ *   a size field, set by their init macro (sc_options_init ...) to the size
+ *   of the struct in the caller's header. The library reads only that many
+ *   bytes and takes the defaults for the fields past them. A struct whose
+ *   size is 0 (zeroed without the init macro) is read as the first layout
+ *   with a size field. A larger struct (a newer header) is accepted when
+ *   the fields this library does not know are 0 (their defaults), and
+ *   refused with SC_INVALID otherwise: the library cannot do what they ask.
+ * - Structs the library fills in that may grow (sc_stats, sc_event_data,
+ *   sc_metrics) are written by a macro of the function's name that passes
+ *   sizeof the struct in the caller's header (sc_stats_get(db, &s) calls
+ *   sc_stats_get_sized(db, &s, sizeof(sc_stats))); the library writes
+ *   exactly that many bytes, zeroing what it does not know. Call the macro;
+ *   the *_sized functions are for bindings that cannot (FFI).
+ * - Requests the library holds while they run (sc_async_req) keep private
+ *   room, as libuv's requests do, so that their size does not change.
+ * - Counts by status code are read with sc_metrics_count, not kept in a
+ *   struct: a new status code changes no struct's size.
+ * Small read results (sc_stock, sc_account, sc_product, sc_coupon_policy,
+ * sc_order) keep their layout for the life of a major version.
+ */
+
+/* ======================================================================== */
+/* 1. Errors                                                                */
+/* ======================================================================== */
 
 /* One list generates the enum, sc_err_name() and sc_strerror(). */
 #define SC_STATUS_MAP(XX)                                                     \
@@ -80,9 +125,38 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
   XX(IDEMPOTENCY_MISMATCH, "idempotency key reused with a different request") \
   XX(AMBIGUOUS, "outcome unknown: the commit may or may not have happened")
 
-/* What a failed write means. A write operation that fails with any status
- * but SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash
- * (sc_orders_expire_due keeps the batches it committed before a failure).
+typedef enum {
+#define SC__STATUS_ENUM(name, text) SC_##name,
+  SC_STATUS_MAP(SC__STATUS_ENUM)
+#undef SC__STATUS_ENUM
+      SC_STATUS_COUNT_ /* not a status; the number of codes */
+} sc_status;
+
+/*
+ * The error contract, stated once.
+ *
+ * Each function's @return lists the codes of its own: what its arguments
+ * and the data can make it return. Besides those, a function marked
+ * "A write." (it changes the database: its operation is queued to the
+ * writer) may return:
+ *   SC_MISUSE    db is NULL, or a pointer the function needs is NULL;
+ *   SC_CLOSED    the handle is closing (sc_close runs on another thread);
+ *   SC_BUSY      the write queue stayed full, or another process held the
+ *                write lock, for longer than sc_options.busy_timeout_ms;
+ *   SC_NOMEM     an allocation failed;
+ *   SC_IOERR     the file system failed (I/O error, disk full, read-only);
+ *   SC_AMBIGUOUS the commit holding the operation failed and its outcome is
+ *                unknown (below);
+ * and, for faults outside the caller's control, SC_CORRUPT (the file is
+ * damaged: a broken page, or a row the library did not write) and
+ * SC_ERROR (an internal error: a bug, or the system refused a thread or a
+ * semaphore). A function marked "A read." may return the same codes but
+ * SC_AMBIGUOUS. Functions marked neither list every code they return.
+ *
+ * What a failed write means. A write that fails with any status but
+ * SC_AMBIGUOUS changed nothing, ever: not now, and not after a crash
+ * (sc_orders_expire_due and sc_outbox_purge keep the batches they committed
+ * before a failure, as they say).
  *
  * SC_AMBIGUOUS: the commit that held the operation failed in a way that
  * leaves its durability unknown (the fsync of the write-ahead log failed, or
@@ -94,13 +168,8 @@ typedef int64_t sc_id;      /* ids returned by the library are > 0 */
  * result); without one, read first to learn whether it happened. After a
  * failed fsync the handle refuses every later write with SC_AMBIGUOUS (a
  * retried fsync can report success while the data is gone) until it is
- * closed and reopened; reads go on. */
-typedef enum {
-#define SC__STATUS_ENUM(name, text) SC_##name,
-  SC_STATUS_MAP(SC__STATUS_ENUM)
-#undef SC__STATUS_ENUM
-      SC_STATUS_COUNT_ /* not a status; the number of codes */
-} sc_status;
+ * closed and reopened; reads go on.
+ */
 
 /** Text of a status code ("sold out"). Never NULL; unknown codes give
  * "unknown status". Static storage; any thread. */
@@ -116,9 +185,9 @@ SC_API const char *sc_version(void);
 /** SC_VERSION_HEX of the linked library. */
 SC_API unsigned sc_version_hex(void);
 
-/* ------------------------------------------------------------------------ */
-/* Memory                                                                    */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 2. Memory                                                                */
+/* ======================================================================== */
 
 /** Frees memory the library returned (sc_verify's report...). NULL is a
  * no-op. Any thread. */
@@ -136,19 +205,23 @@ typedef struct sc_allocator {
  * no sc_db is open (memory allocated by one allocator must be freed by it). */
 SC_API sc_allocator sc_set_allocator(const sc_allocator *a);
 
-/* ------------------------------------------------------------------------ */
-/* Opening and closing                                                       */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 3. Database: opening and closing                                         */
+/* ======================================================================== */
 
 enum { SC_DURABILITY_FULL = 0, SC_DURABILITY_NORMAL = 1 };
 
-typedef struct sc_alert sc_alert; /* declared with the metrics, below */
+typedef struct sc_alert sc_alert; /* what on_alert receives; see 10. */
 
 /* Every numeric option takes 0 for the library default. A value outside the
  * range its comment states (a negative count, size or time; an error rate
  * above 1 or NaN; a queue-depth alert past queue_max; queue_max past 2^24)
- * makes sc_open fail with SC_INVALID and a message naming the option. */
+ * makes sc_open fail with SC_INVALID and a message naming the option
+ * ("sc_open: option batch_max is -1; it must be in 0..2147483647"). */
 typedef struct sc_options {
+  /** Set by sc_options_init: the size of the caller's struct (see "Structs
+   * that grow"). Leave it alone. */
+  size_t size;
   /** SC_DURABILITY_FULL (default: synchronous=FULL, every acknowledged
    * operation survives power loss) or SC_DURABILITY_NORMAL (survives a
    * process crash; a power loss may lose the last commits). */
@@ -162,7 +235,8 @@ typedef struct sc_options {
    * waited for with exponential backoff. */
   int busy_timeout_ms;
   /** The clock, milliseconds since the epoch; NULL = wall clock. Called from
-   * the writer thread and from callers' threads: it must be thread-safe. */
+   * the writer thread and from callers' threads: it must be thread-safe.
+   * Tests inject one to make expiry and validity windows deterministic. */
   int64_t (*clock_ms)(void *ud);
   void *clock_ud;
   /** Operations waiting for the writer at most; a full queue makes callers
@@ -173,7 +247,8 @@ typedef struct sc_options {
   int read_pool_max;
   /** Time-to-live of a checkout when its request says 0; 0 = 15 minutes. */
   int64_t default_order_ttl_ms;
-  /** Delivery attempts before an outbox event is dead; 0 = 10. */
+  /** Delivery attempts before an outbox event is dead: set aside, no
+   * longer handed out, until requeued (see 7.); 0 = 10. */
   int outbox_max_attempts;
   /** First retry delay of a failed delivery (doubled each attempt, with
    * jitter); 0 = 100 ms. */
@@ -184,7 +259,7 @@ typedef struct sc_options {
    * acked longer ago than this (db clock), in small batches while idle
    * (see sc_outbox_purge). 0 = 7 days; negative is refused (SC_INVALID). */
   int64_t outbox_retention_ms;
-  /* ---- alerts (see sc_alert below) ---- */
+  /* ---- alerts (see 10. metrics and alerts) ---- */
   /** Called when an alert threshold is crossed and again when it recovers;
    * NULL = no callback (the state is still in sc_metrics). It runs on one of
    * the library's threads (the one completing operations, or the writer for
@@ -220,8 +295,12 @@ typedef struct sc_options {
   /* ... more fields may follow; always start from sc_options_init() */
 } sc_options;
 
-/** Fills opts with the defaults. */
-SC_API void sc_options_init(sc_options *opts);
+/** Fills opts with the defaults (every field 0) and sets opts->size to the
+ * size of sc_options in the caller's header. NULL is a no-op. Any thread. */
+#define sc_options_init(opts) sc_options_init_sized((opts), sizeof(sc_options))
+/** What sc_options_init calls: fills size bytes of opts (see "Structs that
+ * grow"). */
+SC_API void sc_options_init_sized(sc_options *opts, size_t size);
 
 /**
  * Opens (creating if needed) the database at path, creates or migrates the
@@ -229,23 +308,25 @@ SC_API void sc_options_init(sc_options *opts);
  * shared with a host application's own tables), and starts the writer thread.
  * Ids of every table are never reused, even after rows are deleted
  * (AUTOINCREMENT: SQLite's sqlite_sequence table appears in the file).
- * @param[in] path  file name; ":memory:" is refused (the writer and readers
- *                  need one shared file).
- * @param[in] opts  NULL for defaults.
- * @param[out] out  the handle, or NULL on failure.
  * Beside the database it keeps "<path>-turn", a small file through which
  * the writers of every libshopcore process on the database take turns
  * (created with the database file's mode, like SQLite's "-shm"; every
  * process writing the database needs read-write access to it; it may be
  * deleted while no process has the database open).
- * @return SC_OK, SC_INVALID (an option out of range, named in sc_errmsg;
- *   a bad path), SC_MISUSE (NULL out),
- *   SC_IOERR (cannot open; or the file is on a network file system, NFS,
- *   SMB/CIFS and the like, where processes on different machines could
- *   share neither the write turn nor SQLite's WAL index), SC_CORRUPT (not a
- *   database, or a newer schema), SC_BUSY (another process held the file
- *   past busy_timeout_ms), SC_ERROR (the turn file is in use by an
- *   incompatible build of the library), SC_NOMEM.
+ * @param[in] path  file name; ":memory:" and "file:" URIs are refused (the
+ *                  writer and the readers need one shared file).
+ * @param[in] opts  NULL for defaults.
+ * @param[out] out  the handle, or NULL on failure.
+ * @return SC_OK; SC_INVALID (an option out of range, named in sc_errmsg; an
+ *   options struct from a newer header that sets a field this library does
+ *   not know; a NULL, empty or in-memory path); SC_MISUSE (NULL out);
+ *   SC_IOERR (cannot open or create the file; or the file is on a network
+ *   file system, NFS, SMB/CIFS and the like, where processes on different
+ *   machines could share neither the write turn nor SQLite's WAL index);
+ *   SC_CORRUPT (not a database, or a schema from a newer library); SC_BUSY
+ *   (another process held the file past busy_timeout_ms); SC_ERROR (the
+ *   turn file is in use by an incompatible build of the library, or a
+ *   thread could not be started); SC_NOMEM.
  * Any thread.
  */
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
@@ -258,16 +339,17 @@ SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
  * get SC_CLOSED; calls after it returns are undefined, like using freed
  * memory: the handle is gone, and the host must make sure no thread uses it
  * then (as with sqlite3_close). NULL is a no-op.
- * Stop workers (sc_worker_stop*) before closing: with a worker still
- * running, sc_close returns SC_MISUSE and the handle stays open and usable.
- * Otherwise returns SC_OK, or the error of the final checkpoint (the handle
- * is freed all the same).
+ * Stop workers (sc_worker_stop*) and close sc_async handles before closing.
+ * @return SC_OK; SC_MISUSE (a worker still runs on db: the handle stays
+ *   open and usable; or another sc_close is already closing it); or the
+ *   error of the final checkpoint, SC_IOERR, SC_NOMEM or SC_CORRUPT (the
+ *   handle is freed all the same). Any thread.
  */
 SC_API int sc_close(sc_db *db);
 
-/* ------------------------------------------------------------------------ */
-/* Catalog and accounts                                                      */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 4. Catalog and accounts                                                  */
+/* ======================================================================== */
 
 /* Input limits. Past one, a call returns SC_INVALID with a message that
  * names the limit, and stores nothing. They bound what one call may make
@@ -279,13 +361,17 @@ SC_API int sc_close(sc_db *db);
 /** The most lines one checkout may have. */
 #define SC_CHECKOUT_LINES_MAX 1000
 
-/** Creates a product. price >= 0, stock >= 0, name non-empty and at most
- * SC_NAME_MAX bytes.
- * @return SC_OK, SC_INVALID, SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. */
+/** Creates a product. A write.
+ * @param[in] name  non-empty, at most SC_NAME_MAX bytes; copied.
+ * @param[in] price >= 0.  @param[in] stock >= 0, the units on hand.
+ * @param[out] out  the new product's id.
+ * @return SC_OK, SC_INVALID (a NULL, empty or too long name; a negative
+ *   price or stock). */
 SC_API int sc_product_create(sc_db *db, const char *name, int64_t price,
                              int64_t stock, sc_id *out);
-/** Adds qty (> 0) to a product's total stock.
- * @return SC_OK, SC_INVALID (qty <= 0 or overflow), SC_NOT_FOUND. */
+/** Adds qty (> 0) to a product's total stock. A write.
+ * @return SC_OK, SC_INVALID (qty <= 0, or the total would overflow),
+ *   SC_NOT_FOUND. */
 SC_API int sc_product_restock(sc_db *db, sc_id product, int64_t qty);
 
 typedef struct sc_stock {
@@ -295,14 +381,29 @@ typedef struct sc_stock {
   int64_t version;   /* +1 on every reservation, release and restock;
                         a payment keeps it (available does not change) */
 } sc_stock;
-/** Reads a product's stock. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+/** Reads a product's stock. A read. @return SC_OK, SC_NOT_FOUND. */
 SC_API int sc_stock_get(sc_db *db, sc_id product, sc_stock *out);
+
+typedef struct sc_product {
+  /** The name, NUL-terminated, copied into the caller's struct (nothing to
+   * free; valid as long as the struct). The library stores at most
+   * SC_NAME_MAX bytes; a longer name edited into the file by hand is cut
+   * before the UTF-8 character that would not fit. */
+  char name[SC_NAME_MAX + 1];
+  int64_t price;
+  sc_stock stock;
+} sc_product;
+/** Reads a product: its name, price and stock, on one snapshot. A read.
+ * @param[out] out  untouched on failure.
+ * @return SC_OK, SC_NOT_FOUND. */
+SC_API int sc_product_get(sc_db *db, sc_id product, sc_product *out);
 
 /** Credits amount (> 0) to user's account, creating it on first use. A
  * replay with the same idempotency_key and amount returns SC_OK and changes
  * nothing; with another amount or user, SC_IDEMPOTENCY_MISMATCH. NULL key =
- * not idempotent; a key is non-empty and at most SC_KEY_MAX bytes.
- * @return SC_OK, SC_INVALID, SC_IDEMPOTENCY_MISMATCH. */
+ * not idempotent; a key is non-empty and at most SC_KEY_MAX bytes. A write.
+ * @return SC_OK, SC_INVALID (user <= 0, amount <= 0, an empty or too long
+ *   key, a balance that would overflow), SC_IDEMPOTENCY_MISMATCH. */
 SC_API int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
                               const char *idempotency_key);
 
@@ -311,13 +412,15 @@ typedef struct sc_account {
   int64_t held;      /* totals of the user's PENDING orders */
   int64_t available; /* balance - held */
 } sc_account;
-/** Reads an account. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+/** Reads an account. A read. @return SC_OK, SC_NOT_FOUND (no deposit yet). */
 SC_API int sc_account_get(sc_db *db, sc_id user, sc_account *out);
 
-/* ------------------------------------------------------------------------ */
-/* Coupons                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 5. Coupons                                                               */
+/* ======================================================================== */
 
+/* A policy is a coupon campaign: at most max_count coupons, each user at
+ * most per_user_limit, each worth a fixed amount or a percentage off. */
 typedef struct sc_coupon_policy_spec {
   const char *name;         /* non-empty, at most SC_NAME_MAX bytes */
   int64_t max_count;        /* > 0: never more coupons than this */
@@ -329,34 +432,43 @@ typedef struct sc_coupon_policy_spec {
   int64_t starts_at_ms, ends_at_ms; /* 0 = unbounded; active while
                                        starts <= now < ends */
 } sc_coupon_policy_spec;
-/** Creates a coupon policy. @return SC_OK, SC_INVALID, SC_MISUSE. */
+/** Creates a coupon policy. A write.
+ * @return SC_OK, SC_INVALID (a NULL, empty or too long name; max_count
+ *   <= 0; a negative per_user_limit, discount or time; a percent past 100;
+ *   both a fixed discount and a percent; an empty validity window, ends at
+ *   or before starts). */
 SC_API int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
                                    sc_id *out);
 /** The kill switch: paused != 0 stops issuance from the next operation on
- * (operations committed before it stand); 0 resumes. Pausing a paused policy
- * changes nothing and writes no event. @return SC_OK, SC_NOT_FOUND. */
+ * (operations committed before it stand); 0 resumes. Pausing a paused
+ * policy (or resuming a running one) changes nothing and writes no event.
+ * A write. @return SC_OK, SC_NOT_FOUND. */
 SC_API int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused);
+/** Resumes issuance: sc_coupon_policy_pause(db, policy, 0). A write.
+ * @return SC_OK, SC_NOT_FOUND. */
+SC_API int sc_coupon_policy_resume(sc_db *db, sc_id policy);
 
 typedef struct sc_coupon_policy {
   int64_t max_count, issued_count;
   int32_t per_user_limit;
   int paused;
 } sc_coupon_policy;
-/** Reads a policy. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+/** Reads a policy. A read. @return SC_OK, SC_NOT_FOUND. */
 SC_API int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out);
 
 /** Issues one coupon of policy to user: one conditional UPDATE ... WHERE
  * issued_count < max_count inside the write transaction, so the cap holds
- * whatever the concurrency, across threads and processes.
+ * whatever the concurrency, across threads and processes. A write.
  * @param[out] coupon_out  the new coupon's id (may be NULL).
- * @return SC_OK, SC_SOLD_OUT, SC_LIMIT_REACHED, SC_PAUSED, SC_NOT_ACTIVE
- *   (outside the validity window), SC_NOT_FOUND, SC_INVALID (user <= 0). */
+ * @return SC_OK, SC_SOLD_OUT, SC_LIMIT_REACHED (the user holds
+ *   per_user_limit of it), SC_PAUSED, SC_NOT_ACTIVE (outside the validity
+ *   window), SC_NOT_FOUND (no such policy), SC_INVALID (user <= 0). */
 SC_API int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user,
                            sc_id *coupon_out);
 
-/* ------------------------------------------------------------------------ */
-/* Orders                                                                    */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 6. Orders                                                                */
+/* ======================================================================== */
 
 typedef struct sc_line {
   sc_id product;
@@ -383,23 +495,26 @@ typedef struct sc_checkout_req {
  * the lines). A refused checkout changes nothing and records nothing under
  * its idempotency key, which may then be retried; a replay of a recorded
  * key returns the first order's id even if that order was paid since.
+ * A write.
  * @param[out] order_out  the order's id; must not be NULL.
  * @return SC_OK, SC_OUT_OF_STOCK, SC_INSUFFICIENT_BALANCE,
  *   SC_COUPON_UNAVAILABLE (another user's, held, used, or its policy not
- *   active), SC_CONFLICT, SC_INVALID (user <= 0, no lines or more than
- *   SC_CHECKOUT_LINES_MAX, qty <= 0, a product twice, ttl_ms < 0, an
- *   overflowing total or deadline, an empty key or one longer than
- *   SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND (product, user
- *   account or coupon), SC_IDEMPOTENCY_MISMATCH, SC_MISUSE, SC_NOMEM,
- * SC_CLOSED. */
+ *   active), SC_CONFLICT (an expected version differs), SC_INVALID (user
+ *   <= 0, no lines or more than SC_CHECKOUT_LINES_MAX, qty <= 0, a product
+ *   twice, ttl_ms < 0, an overflowing total or deadline, an empty key or
+ *   one longer than SC_KEY_MAX, an expected version < 0), SC_NOT_FOUND
+ *   (product, user account or coupon), SC_IDEMPOTENCY_MISMATCH (the key was
+ *   used for another request). */
 SC_API int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out);
 /** Pays a PENDING order before its deadline: debits the balance, consumes the
  * stock, uses the coupon. Paying a paid order is SC_OK and changes nothing.
- * @return SC_OK, SC_EXPIRED, SC_INVALID_STATE (cancelled), SC_NOT_FOUND. */
+ * A write.
+ * @return SC_OK, SC_EXPIRED (its deadline passed, expired or not yet),
+ *   SC_INVALID_STATE (cancelled), SC_NOT_FOUND. */
 SC_API int sc_order_pay(sc_db *db, sc_id order);
 /** Cancels a PENDING order, releasing stock, hold and coupon; a PENDING
  * order past its deadline may still be cancelled until it is expired.
- * Cancelling a cancelled order is SC_OK and changes nothing.
+ * Cancelling a cancelled order is SC_OK and changes nothing. A write.
  * @return SC_OK, SC_INVALID_STATE (paid or expired), SC_NOT_FOUND. */
 SC_API int sc_order_cancel(sc_db *db, sc_id order);
 
@@ -414,7 +529,7 @@ typedef struct sc_order {
   int status; /* SC_ORDER_* */
   int64_t total, discount, expires_at_ms;
 } sc_order;
-/** Reads an order. @return SC_OK, SC_NOT_FOUND, SC_MISUSE. */
+/** Reads an order. A read. @return SC_OK, SC_NOT_FOUND. */
 SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
 /** Expires every PENDING order with expires_at_ms <= now (the db's clock,
  * read once at the call), releasing stock, hold and coupon, in as many
@@ -422,27 +537,37 @@ SC_API int sc_order_get(sc_db *db, sc_id order, sc_order *out);
  * An order that cannot be released (a damaged row: a hold or a reservation
  * edited by hand) does not stop the others: it is left PENDING and
  * untouched, counted in sc_metrics.expire_skipped, and named by sc_verify;
- * the call still returns SC_OK.
+ * the call still returns SC_OK. A write; after a failure the batches
+ * committed before it stay expired and *expired_out is left untouched.
  * @param[out] expired_out  how many were expired; may be NULL.
- * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_CLOSED, or an I/O error; after a
- *   failure the batches committed before it stay expired and *expired_out
- *   is left untouched. */
+ * @return SC_OK. */
 SC_API int sc_orders_expire_due(sc_db *db, int *expired_out);
 
-/* ------------------------------------------------------------------------ */
-/* Invariants                                                                */
-/* ------------------------------------------------------------------------ */
+/* ======================================================================== */
+/* 7. Outbox                                                                */
+/* ======================================================================== */
 
-/** Checks every invariant of the design (counts, holds, ledgers, events,
- * integrity_check, PENDING orders that could not be released, as expiry
- * skips them) on one snapshot. @param[out] report_out may be NULL; else
- * a NUL-terminated report (one line per finding, "ok" when none), freed with
- * sc_free. @return SC_OK when all hold, SC_CORRUPT when one does not. */
-SC_API int sc_verify(sc_db *db, char **report_out);
-
-/* ------------------------------------------------------------------------ */
-/* Outbox events                                                             */
-/* ------------------------------------------------------------------------ */
+/* The outbox is a table in the same database in which every state change
+ * (a coupon issued, an order created, paid, cancelled or expired, a deposit,
+ * a policy paused or resumed) writes an event, in the same transaction as
+ * the change: an event exists exactly when its change committed. The host
+ * delivers the events onward (to a message broker, a mailer, another
+ * service): it claims a batch, hands each on, and acks it (done) or nacks
+ * it (failed: retried later). Delivery is at least once: deduplicate by
+ * the event's id.
+ *
+ * Each event belongs to an aggregate, the thing it is about: order events
+ * to the order, a coupon-issued event to the coupon, a deposit to the
+ * account (the user), a pause or resume to the policy. Events of one
+ * aggregate are numbered 1, 2, 3 ... and handed out in that order, each
+ * only once the one before it is acked. An operation that changes nothing
+ * (an idempotent replay, pausing a paused policy, paying a paid order)
+ * writes no event.
+ *
+ * A dead event is one whose delivery failed outbox_max_attempts times: it is
+ * set aside, no longer handed out, and holds back the later events of its
+ * aggregate until someone requeues it (makes it pending again, after
+ * fixing what made it fail). */
 
 enum {
   SC_EVENT_COUPON_ISSUED = 1,
@@ -470,9 +595,14 @@ typedef struct sc_event {
   size_t payload_len;
 } sc_event;
 
-/** Claims up to max deliverable events for lease_ms: an event is handed out
- * only when every earlier event of its aggregate is acked, and not again
- * until its lease ends. *events_out is freed with sc_events_free.
+/** Most events one sc_outbox_claim or sc_outbox_dead_list call returns. */
+#define SC_OUTBOX_CLAIM_MAX 4096
+
+/* ---- claim, ack, nack ---- */
+
+/** Claims up to max deliverable events for lease_ms: a claimed event is
+ * leased to the caller (handed to nobody else) until the lease ends, and
+ * handed out again after it unless acked or nacked.
  * Deliverable: pending, due (new, or its retry delay passed), not leased,
  * and no earlier event of its aggregate undelivered (a dead one holds back
  * its aggregate until requeued). Claiming is a write (it sets the leases),
@@ -481,12 +611,13 @@ typedef struct sc_event {
  * deliveries before this one: nacks, and deliveries whose lease ran out
  * without an ack or a nack (once those reach outbox_max_attempts the event
  * is dead, with last_error saying so, instead of being handed out again).
+ * A write.
  * @param[in] max       1..SC_OUTBOX_CLAIM_MAX.
  * @param[in] lease_ms  > 0: ack or nack before it ends, or the event is
  *                      handed out again (at least once delivery).
- * @param[out] events_out  NULL when *n_out is 0.
- * @return SC_OK (also with none), SC_INVALID, SC_MISUSE, SC_CLOSED, SC_NOMEM,
- *   SC_BUSY, SC_IOERR. Any thread. */
+ * @param[out] events_out  freed with sc_events_free; NULL when *n_out is 0.
+ * @return SC_OK (also with none), SC_INVALID (max or lease_ms out of
+ *   range). Any thread. */
 SC_API int sc_outbox_claim(sc_db *db, int max, int64_t lease_ms,
                            sc_event **events_out, int *n_out);
 /** Frees what sc_outbox_claim returned. NULL is a no-op. */
@@ -502,9 +633,10 @@ SC_API void sc_events_free(sc_event *events, int n);
  * aggregate becomes deliverable. With the latest claim's token: acking again
  * is SC_OK and changes nothing; a late ack (the lease ran out and nobody
  * claimed it since, even if it went dead meanwhile) makes it delivered.
+ * A write.
  * @param[in] claim  the delivery's sc_event.claim.
  * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
- *   claimed), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+ *   claimed). Any thread. */
 SC_API int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim);
 /** A failed delivery: retried later (backoff with jitter), or dead after
  * outbox_max_attempts. reason may be NULL; it is kept as the event's
@@ -514,17 +646,196 @@ SC_API int sc_outbox_ack(sc_db *db, sc_id event_id, int64_t claim);
  * before that it is deliverable again after outbox_retry_base_ms x
  * 2^(attempts - 1), capped at outbox_retry_max_ms, each delay spread by
  * +-20% at random (db clock). A delivery is settled once: a second nack with
- * the same token, or a nack after an ack, is SC_INVALID_STATE.
+ * the same token, or a nack after an ack, is SC_INVALID_STATE. A write.
  * @param[in] claim  the delivery's sc_event.claim.
  * @return SC_OK, SC_NOT_FOUND, SC_CONFLICT (not the latest claim, or never
  *   claimed), SC_INVALID_STATE (delivered, dead, or this claim already
- *   nacked), SC_MISUSE, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
+ *   nacked). Any thread. */
 SC_API int sc_outbox_nack(sc_db *db, sc_id event_id, int64_t claim,
                           const char *reason);
 
-/* ------------------------------------------------------------------------ */
-/* The worker                                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- dead events ---- */
+
+/** A dead event: it failed outbox_max_attempts deliveries. */
+typedef struct sc_dead_event {
+  sc_event event;         /* attempts: the failed deliveries; claim: 0 (a
+                             listing is no delivery) */
+  const char *last_error; /* the last nack's reason; "" if none */
+} sc_dead_event;
+/**
+ * Lists dead events in id order, from the first with an id > after_id (0 to
+ * start; pass the last id seen to page on). A read.
+ * @param[in] max  1..SC_OUTBOX_CLAIM_MAX.
+ * @param[out] events_out  freed with sc_dead_events_free; NULL when *n_out
+ *   is 0.
+ * @return SC_OK, SC_INVALID (max out of range). Any thread.
+ */
+SC_API int sc_outbox_dead_list(sc_db *db, sc_id after_id, int max,
+                               sc_dead_event **events_out, int *n_out);
+/** Frees what sc_outbox_dead_list returned. NULL is a no-op. */
+SC_API void sc_dead_events_free(sc_dead_event *events, int n);
+/** Requeues a dead event: makes it pending again, with attempts 0,
+ * deliverable now (its aggregate's later events follow it). A running
+ * worker is woken. A write.
+ * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (not dead). Any thread. */
+SC_API int sc_outbox_requeue(sc_db *db, sc_id event_id);
+/** Requeues every dead event. A write.
+ * @param[out] requeued_out  how many; may be NULL.
+ * @return SC_OK. Any thread. */
+SC_API int sc_outbox_requeue_all(sc_db *db, int *requeued_out);
+
+/* ---- purge ---- */
+
+/**
+ * Removes delivered events acked before delivered_before_ms (db clock), so
+ * that the outbox does not grow forever. A time past now means now (what
+ * is acked while it runs is left for the next purge). Pending (leased or not)
+ * and dead events are never removed, nor is the newest event of all (ids are
+ * never reused). It works in batches of at most 500 events, each one writer
+ * operation of a few milliseconds committed on its own, so other writes go
+ * on between them; it returns once a batch finds fewer. An aggregate's
+ * sequence goes on from its last number after a purge (the number is kept
+ * apart), and sc_verify checks the events kept, from the oldest kept of an
+ * aggregate to its last number. (Should the clock step back, an event
+ * counts as acked no earlier than the one before it in its aggregate, so
+ * that a purge always removes the oldest of an aggregate first.) A running
+ * worker does the same on its own for sc_options.outbox_retention_ms.
+ * A write, in batches: the batches committed before a failure stay purged.
+ * @param[out] purged_out  events removed, also those of the batches
+ *   committed before a failure (written on failure too); may be NULL.
+ * @return SC_OK. Any thread.
+ */
+SC_API int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
+                           int64_t *purged_out);
+
+/* ---- counts ---- */
+
+typedef struct sc_outbox_stats {
+  int64_t pending; /* not yet delivered, not dead */
+  int64_t dead;
+  int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
+} sc_outbox_stats;
+/** Counts the outbox's events, on one snapshot. A read. @return SC_OK.
+ * Any thread. */
+SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
+
+/* ---- decoding payloads ---- */
+
+/** The schema version every payload carries in "v". */
+#define SC_EVENT_SCHEMA_VERSION 1
+/** Payloads longer than this are refused by sc_event_decode. */
+#define SC_EVENT_PAYLOAD_MAX 1024
+
+/** An event payload, decoded. The payload is a msgpack map with the keys
+ * "type", "v", "at" and the type's own fields below; a field the type does
+ * not carry reads 0. May grow: see "Structs that grow". */
+typedef struct sc_event_data {
+  int type;              /* SC_EVENT_*, the payload's "type" */
+  int version;           /* "v": SC_EVENT_SCHEMA_VERSION */
+  int64_t at_ms;         /* "at": when the change committed, db clock */
+  sc_id user;            /* coupon issued, order events, deposit */
+  sc_id order;           /* order events */
+  sc_id policy;          /* coupon issued, policy paused/resumed */
+  sc_id coupon;          /* coupon issued; order events (0 = none) */
+  int64_t amount;        /* order events: the total; deposit: the amount */
+  int64_t discount;      /* order events */
+  int64_t expires_at_ms; /* order created: the payment deadline */
+} sc_event_data;
+
+/**
+ * Decodes and validates an event payload (sc_event.payload). Accepted only
+ * when it is exactly one msgpack map (no trailing bytes) whose keys are the
+ * ones its type carries, each once, each with an integer value in range,
+ * with "v" == SC_EVENT_SCHEMA_VERSION and a known "type". Nothing is ever
+ * converted: a float, string or boolean where an integer belongs is refused.
+ * The decoder never reads outside [payload, payload + len).
+ * int sc_event_decode(const void *payload, size_t len, sc_event_data *out);
+ * @param[out] out  filled on success; untouched on failure.
+ * @return SC_OK; SC_INVALID for anything malformed, truncated, of the wrong
+ *   type, of an unknown type or version, or longer than SC_EVENT_PAYLOAD_MAX
+ *   (sc_errmsg says what); SC_MISUSE (NULL out, or NULL payload with len >
+ *   0); SC_NOMEM. Any thread; no database needed.
+ */
+#define sc_event_decode(payload, len, out) \
+  sc_event_decode_sized((payload), (len), (out), sizeof(sc_event_data))
+/** What sc_event_decode calls: writes size bytes of out. */
+SC_API int sc_event_decode_sized(const void *payload, size_t len,
+                                 sc_event_data *out, size_t size);
+/** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
+SC_API const char *sc_event_type_name(int type);
+
+/* ======================================================================== */
+/* 8. Asynchronous calls (libuv)                                            */
+/* ======================================================================== */
+
+/* For hosts on a libuv loop. An sc_async handle binds a database handle to
+ * a loop; each *_async call queues its operation to the writer like the
+ * blocking call does, and returns at once. The callback runs later on the
+ * loop's thread (never on the writer's), once the commit holding the
+ * operation is durable, exactly once for each call that returned SC_OK,
+ * and never for one that returned an error. In the callback, status is the
+ * status the blocking call would have returned, and sc_errmsg() its detail.
+ *
+ * Thread rule (libuv's): the handle and its calls belong to the loop's
+ * thread. A call never blocks the loop: when the writer queue is full
+ * (sc_options.queue_max) it returns SC_BUSY at once (and no callback
+ * follows); try again later. Close the handle (and let its close
+ * callback run) before sc_close; requests queued before sc_close still
+ * complete. */
+typedef struct sc_async sc_async;
+typedef struct sc_async_req sc_async_req;
+typedef void (*sc_async_cb)(sc_async_req *req, int status);
+/** One asynchronous call, owned by the caller: keep it alive and untouched
+ * until its callback; it may then be reused or freed (also from within the
+ * callback). */
+struct sc_async_req {
+  void *data; /* the caller's; the library never touches it */
+  int status; /* set before the callback: the result */
+  sc_id id;   /* set before the callback: the new coupon (issue) or order
+                 (checkout) on success; 0 otherwise */
+  void *op_;  /* private */
+  /* Private room to grow (as libuv's UV_REQ_FIELDS keeps): the library may
+   * use it in a later version without changing the struct's size. */
+  void *reserved_[4];
+};
+
+/** Binds db to loop. @param[out] out  the handle, or NULL on failure.
+ * @return SC_OK, SC_MISUSE (NULL db, loop or out), SC_NOMEM, SC_ERROR
+ *   (libuv refused the uv_async handle). On the loop's thread. */
+SC_API int sc_async_open(sc_db *db, uv_loop_t *loop, sc_async **out);
+/** Closes the handle: requests the writer has not started yet complete
+ * with SC_CANCELED (and changed nothing); started ones complete with their
+ * real result. Once every callback has run, the handle's uv_async is closed
+ * with uv_close, close_cb(a, ud) runs (close_cb may be NULL) and a is
+ * freed. Keep running the loop until then. Further calls on a get
+ * SC_CLOSED until it is freed.
+ * @return SC_OK, SC_MISUSE (NULL, already closing). On the loop's thread
+ *   (a callback may call it). */
+SC_API int sc_async_close(sc_async *a, void (*close_cb)(sc_async *a, void *ud),
+                          void *ud);
+/* Each *_async call returns at once: SC_OK (the callback will come), the
+ * argument errors of its blocking call (checked before queueing),
+ * SC_MISUSE (NULL a, req or cb), SC_CLOSED (a or its db is closing),
+ * SC_NOMEM, or SC_BUSY (the queue is full); with an error no callback
+ * comes. The callback gets every other code of the blocking call, and
+ * SC_CANCELED when sc_async_close cancelled the request. */
+/** sc_coupon_issue, asynchronously: req->id is the coupon. */
+SC_API int sc_coupon_issue_async(sc_async *a, sc_async_req *req, sc_id policy,
+                                 sc_id user, sc_async_cb cb);
+/** sc_checkout, asynchronously: req->id is the order. The request and its
+ * arrays and key are copied: they may go away once the call returns. */
+SC_API int sc_checkout_async(sc_async *a, sc_async_req *req,
+                             const sc_checkout_req *creq, sc_async_cb cb);
+/** sc_order_pay, asynchronously. */
+SC_API int sc_order_pay_async(sc_async *a, sc_async_req *req, sc_id order,
+                              sc_async_cb cb);
+/** sc_order_cancel, asynchronously. */
+SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
+                                 sc_async_cb cb);
+
+/* ======================================================================== */
+/* 9. The worker (libuv)                                                    */
+/* ======================================================================== */
 
 /* The worker runs, inside a libuv loop, the two jobs that need a clock and
  * a wake-up: expiring PENDING orders at their deadline (one uv_timer armed
@@ -559,6 +870,9 @@ typedef struct sc_worker sc_worker;
  * released, undelivered) but not sc_worker_stop_thread. */
 typedef int (*sc_event_handler)(const sc_event *ev, void *ud);
 typedef struct sc_worker_options {
+  /** Set by sc_worker_options_init: the size of the caller's struct (see
+   * "Structs that grow"). Leave it alone. */
+  size_t size;
   sc_event_handler on_event; /* NULL = expiry only, no dispatch */
   void *ud;
   /** Events claimed per round trip (1..SC_OUTBOX_CLAIM_MAX); 0 = 512.
@@ -577,17 +891,23 @@ typedef struct sc_worker_options {
   int no_expiry;
   /* ... more fields may follow; always start from sc_worker_options_init() */
 } sc_worker_options;
-/** Fills opts with the defaults (all zero). NULL is a no-op. */
-SC_API void sc_worker_options_init(sc_worker_options *opts);
+/** Fills opts with the defaults (all zero) and sets opts->size, as
+ * sc_options_init does. NULL is a no-op. Any thread. */
+#define sc_worker_options_init(opts) \
+  sc_worker_options_init_sized((opts), sizeof(sc_worker_options))
+/** What sc_worker_options_init calls: fills size bytes of opts. */
+SC_API void sc_worker_options_init_sized(sc_worker_options *opts, size_t size);
 /**
  * Starts a worker on loop: at once it expires the overdue orders, finds the
  * earliest deadline and claims the events already waiting; then it runs as
  * long as the loop does, until sc_worker_stop.
  * @param[in] opts  NULL = defaults (expiry only).
  * @param[out] out  the worker, or NULL on failure.
- * @return SC_OK, SC_MISUSE (NULL argument; a worker already runs on db),
- *   SC_INVALID (bad option), SC_CLOSED, SC_NOMEM, SC_ERROR (libuv refused a
- *   handle). On the loop's thread only.
+ * @return SC_OK, SC_MISUSE (NULL db, loop or out; a worker already runs on
+ *   db), SC_INVALID (an option out of range, named in sc_errmsg; a struct
+ *   from a newer header that sets a field this library does not know),
+ *   SC_CLOSED, SC_NOMEM, SC_ERROR (libuv refused a handle). On the loop's
+ *   thread only.
  */
 SC_API int sc_worker_start(sc_db *db, uv_loop_t *loop,
                            const sc_worker_options *opts, sc_worker **out);
@@ -609,7 +929,8 @@ SC_API int sc_worker_stop(sc_worker *w,
  * Starts a worker on a loop and a thread of its own (for hosts without
  * libuv). The handler then runs on that thread. Returns once the worker has
  * started, or with the error sc_worker_start gave.
- * @return as sc_worker_start. Any thread.
+ * @return as sc_worker_start, and SC_ERROR (the thread or its loop could
+ *   not be started). Any thread.
  */
 SC_API int sc_worker_start_thread(sc_db *db, const sc_worker_options *opts,
                                   sc_worker **out);
@@ -621,13 +942,17 @@ SC_API int sc_worker_start_thread(sc_db *db, const sc_worker_options *opts,
  */
 SC_API int sc_worker_stop_thread(sc_worker *w);
 
-/* ---- metrics and alerts ---- */
+/* ======================================================================== */
+/* 10. Metrics and alerts                                                   */
+/* ======================================================================== */
 
 /* Built-in metrics of one handle: every write operation is counted by kind
  * and status when the writer completes it, with the latency from submission
  * to durable completion; batches and commits are measured too. Reads
  * (sc_stock_get, sc_order_get ...) do not go through the writer and are not
- * counted. */
+ * counted. A few terms: the WAL (write-ahead log, the "-wal" file) is where
+ * SQLite appends each commit; a checkpoint copies its pages back into the
+ * database file, after which the WAL can start over from its beginning. */
 
 /** How an outcome counts: SC_OUTCOME_OK; SC_OUTCOME_EXPECTED for the
  * business outcomes a shop expects under contention (SC_SOLD_OUT,
@@ -637,7 +962,7 @@ SC_API int sc_worker_stop_thread(sc_worker *w);
  * SC_OUTCOME_ERROR for every other status (bad input, unknown ids, I/O,
  * busy, out of memory ...). */
 enum { SC_OUTCOME_OK = 0, SC_OUTCOME_EXPECTED, SC_OUTCOME_ERROR };
-/** The SC_OUTCOME_* of a status. Any thread. */
+/** The SC_OUTCOME_* of a status (no error code). Any thread. */
 SC_API int sc_status_outcome(int status);
 
 /** Latency or size percentiles read from a log-linear histogram (within
@@ -650,9 +975,9 @@ typedef struct sc_quantiles {
 typedef struct sc_op_metrics {
   const char *name; /* "checkout", "coupon_issue" ...; static storage */
   uint64_t count;   /* completed operations of this kind */
-  uint64_t ok, expected, errors;        /* count by SC_OUTCOME_* */
-  uint64_t by_status[SC_STATUS_COUNT_]; /* count by status code */
-  sc_quantiles latency_ms;              /* submission to durable completion */
+  uint64_t ok, expected, errors; /* count by SC_OUTCOME_*; by status code:
+                                    sc_metrics_count */
+  sc_quantiles latency_ms;       /* submission to durable completion */
 } sc_op_metrics;
 
 /** What the checkpoint thread was doing during a commit (the furthest phase
@@ -697,6 +1022,7 @@ typedef struct sc_slow_commit {
 enum { SC_FILE_DB = 0, SC_FILE_WAL = 1 };
 
 #define SC_METRICS_OPS_MAX 32
+/** May grow: see "Structs that grow". */
 typedef struct sc_metrics {
   int n_ops;                             /* entries used in ops[] */
   sc_op_metrics ops[SC_METRICS_OPS_MAX]; /* every kind, counted or not */
@@ -727,9 +1053,25 @@ typedef struct sc_metrics {
  * A snapshot of the handle's metrics since sc_open (or sc_metrics_reset).
  * Counters are read one by one while the writer runs, so a snapshot taken
  * under load may be off by the operations completing meanwhile.
+ * int sc_metrics_get(sc_db *db, sc_metrics *out);
  * @return SC_OK, SC_MISUSE (NULL db or out). Any thread.
  */
-SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
+#define sc_metrics_get(db, out) \
+  sc_metrics_get_sized((db), (out), sizeof(sc_metrics))
+/** What sc_metrics_get calls: writes size bytes of out. */
+SC_API int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size);
+
+/**
+ * Operations of kind op (an sc_op_metrics.name: "checkout", "coupon_issue"
+ * ...; NULL = every kind) completed with status, since sc_open or
+ * sc_metrics_reset. The counts by status live behind this call, not in
+ * sc_op_metrics, so that a new status code changes no struct's size.
+ * @param[out] n_out  the count; untouched on failure.
+ * @return SC_OK, SC_INVALID (status is not a status code), SC_NOT_FOUND (no
+ *   operation of that name), SC_MISUSE (NULL db or n_out). Any thread.
+ */
+SC_API int sc_metrics_count(sc_db *db, const char *op, int status,
+                            uint64_t *n_out);
 
 /**
  * The metrics in the Prometheus text exposition format (version 0.0.4):
@@ -744,14 +1086,14 @@ SC_API int sc_metrics_get(sc_db *db, sc_metrics *out);
  * shopcore_orders_expire_skipped_total counters and one
  * shopcore_alert_firing{alert} gauge per alert.
  * @param[out] text_out NUL-terminated text, freed with sc_free.
- * @return SC_OK, SC_MISUSE, SC_NOMEM. Any thread.
+ * @return SC_OK, SC_MISUSE (NULL db or text_out), SC_NOMEM. Any thread.
  */
 SC_API int sc_metrics_prometheus(sc_db *db, char **text_out);
 
 /** Zeroes the counters and histograms, slow commits included (not the
  * alert window or state, nor the fsync counters).
  * Operations completing meanwhile may be counted either side. Any thread.
- * @return SC_OK, SC_MISUSE. */
+ * @return SC_OK, SC_MISUSE (NULL db). */
 SC_API int sc_metrics_reset(sc_db *db);
 
 enum {
@@ -779,179 +1121,32 @@ struct sc_alert {
   int64_t at_ms;    /* the db's clock */
 };
 
-/* ---- event payloads, dead letters, asynchronous calls (outbox) ---- */
+/* ======================================================================== */
+/* 11. Administration: verify, repair, backup, database counts              */
+/* ======================================================================== */
 
-/** The schema version every payload carries in "v". */
-#define SC_EVENT_SCHEMA_VERSION 1
-/** Payloads longer than this are refused by sc_event_decode. */
-#define SC_EVENT_PAYLOAD_MAX 1024
-
-/** An event payload, decoded. The payload is a msgpack map with the keys
- * "type", "v", "at" and the type's own fields below; a field the type does
- * not carry reads 0. */
-typedef struct sc_event_data {
-  int type;              /* SC_EVENT_*, the payload's "type" */
-  int version;           /* "v": SC_EVENT_SCHEMA_VERSION */
-  int64_t at_ms;         /* "at": when the change committed, db clock */
-  sc_id user;            /* coupon issued, order events, deposit */
-  sc_id order;           /* order events */
-  sc_id policy;          /* coupon issued, policy paused/resumed */
-  sc_id coupon;          /* coupon issued; order events (0 = none) */
-  int64_t amount;        /* order events: the total; deposit: the amount */
-  int64_t discount;      /* order events */
-  int64_t expires_at_ms; /* order created: the payment deadline */
-} sc_event_data;
-
-/**
- * Decodes and validates an event payload (sc_event.payload). Accepted only
- * when it is exactly one msgpack map (no trailing bytes) whose keys are the
- * ones its type carries, each once, each with an integer value in range,
- * with "v" == SC_EVENT_SCHEMA_VERSION and a known "type". Nothing is ever
- * converted: a float, string or boolean where an integer belongs is refused.
- * The decoder never reads outside [payload, payload + len).
- * @param[out] out  filled on success; untouched on failure.
- * @return SC_OK; SC_INVALID for anything malformed, truncated, of the wrong
- *   type, of an unknown type or version, or longer than SC_EVENT_PAYLOAD_MAX
- *   (sc_errmsg says what); SC_MISUSE (NULL out, or NULL payload with len >
- *   0); SC_NOMEM. Any thread; no database needed.
- */
-SC_API int sc_event_decode(const void *payload, size_t len, sc_event_data *out);
-/** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
-SC_API const char *sc_event_type_name(int type);
-
-/** Most events one sc_outbox_claim or sc_outbox_dead_list call returns. */
-#define SC_OUTBOX_CLAIM_MAX 4096
-
-/** A dead event: it failed outbox_max_attempts deliveries. */
-typedef struct sc_dead_event {
-  sc_event event;         /* attempts: the failed deliveries; claim: 0 (a
-                             listing is no delivery) */
-  const char *last_error; /* the last nack's reason; "" if none */
-} sc_dead_event;
-/**
- * Lists dead events in id order, from the first with an id > after_id (0 to
- * start; pass the last id seen to page on).
- * @param[in] max  1..SC_OUTBOX_CLAIM_MAX.
- * @param[out] events_out  freed with sc_dead_events_free; NULL when *n_out
- *   is 0.
- * @return SC_OK, SC_INVALID, SC_MISUSE, SC_NOMEM. Any thread (a read).
- */
-SC_API int sc_outbox_dead_list(sc_db *db, sc_id after_id, int max,
-                               sc_dead_event **events_out, int *n_out);
-/** Frees what sc_outbox_dead_list returned. NULL is a no-op. */
-SC_API void sc_dead_events_free(sc_dead_event *events, int n);
-/** Makes a dead event pending again, with attempts 0, deliverable now (its
- * aggregate's later events follow it). A running worker is woken.
- * @return SC_OK, SC_NOT_FOUND, SC_INVALID_STATE (not dead). Any thread. */
-SC_API int sc_outbox_requeue(sc_db *db, sc_id event_id);
-/** Requeues every dead event. @param[out] requeued_out may be NULL.
- * @return SC_OK, SC_CLOSED, SC_BUSY, SC_IOERR. Any thread. */
-SC_API int sc_outbox_requeue_all(sc_db *db, int *requeued_out);
-
-typedef struct sc_outbox_stats {
-  int64_t pending; /* not yet delivered, not dead */
-  int64_t dead;
-  int64_t oldest_pending_ms; /* created_at_ms of the oldest pending; 0 */
-} sc_outbox_stats;
-/**
- * Removes delivered events acked before delivered_before_ms (db clock), so
- * that the outbox does not grow forever. A time past now means now (what
- * is acked while it runs is left for the next purge). Pending (leased or not)
- * and dead events are never removed, nor is the newest event of all (ids are
- * never reused). It works in batches of at most 500 events, each one writer
- * operation of a few milliseconds committed on its own, so other writes go
- * on between them; it returns once a batch finds fewer. An aggregate's
- * sequence goes on from its last number after a purge (the number is kept
- * apart), and sc_verify checks the events kept, from the oldest kept of an
- * aggregate to its last number. (Should the clock step back, an event
- * counts as acked no earlier than the one before it in its aggregate, so
- * that a purge always removes the oldest of an aggregate first.) A running
- * worker does the same on its own for sc_options.outbox_retention_ms.
- * @param[out] purged_out  events removed, also those of the batches
- *   committed before a failure; may be NULL.
- * @return SC_OK, SC_MISUSE (NULL db), SC_CLOSED, SC_BUSY, SC_IOERR,
- *   SC_NOMEM: the batches committed before it stay purged. Any thread.
- */
-SC_API int sc_outbox_purge(sc_db *db, int64_t delivered_before_ms,
-                           int64_t *purged_out);
-
-/** Counts the outbox's events (a read, on one snapshot).
- * @return SC_OK, SC_MISUSE. Any thread. */
-SC_API int sc_outbox_stats_get(sc_db *db, sc_outbox_stats *out);
-
-/* Asynchronous calls, for hosts on a libuv loop. An sc_async handle binds a
- * database handle to a loop; each *_async call queues its operation to the
- * writer like the blocking call does, and returns at once. The callback
- * runs later on the loop's thread (never on the writer's), once the commit
- * holding the operation is durable, exactly once for each call that
- * returned SC_OK, and never for one that returned an error. In the
- * callback, status is the status the blocking call would have returned,
- * and sc_errmsg() its detail.
- *
- * Thread rule (libuv's): the handle and its calls belong to the loop's
- * thread. A call never blocks the loop: when the writer queue is full
- * (sc_options.queue_max) it returns SC_BUSY at once (and no callback
- * follows); try again later. Close the handle (and let its close
- * callback run) before sc_close; requests queued before sc_close still
- * complete. */
-typedef struct sc_async sc_async;
-typedef struct sc_async_req sc_async_req;
-typedef void (*sc_async_cb)(sc_async_req *req, int status);
-/** One asynchronous call, owned by the caller: keep it alive and untouched
- * until its callback; it may then be reused or freed (also from within the
- * callback). */
-struct sc_async_req {
-  void *data; /* the caller's; the library never touches it */
-  int status; /* set before the callback: the result */
-  sc_id id;   /* set before the callback: the new coupon (issue) or order
-                 (checkout) on success; 0 otherwise */
-  void *op_;  /* private */
-};
-
-/** Binds db to loop. @param[out] out  the handle, or NULL on failure.
- * @return SC_OK, SC_MISUSE, SC_NOMEM, SC_ERROR (libuv refused the
- * uv_async handle). On the loop's thread. */
-SC_API int sc_async_open(sc_db *db, uv_loop_t *loop, sc_async **out);
-/** Closes the handle: requests the writer has not started yet complete
- * with SC_CANCELED (and changed nothing); started ones complete with their
- * real result. Once every callback has run, the handle's uv_async is closed
- * with uv_close, close_cb(a, ud) runs (close_cb may be NULL) and a is
- * freed. Keep running the loop until then. Further calls on a get
- * SC_CLOSED until it is freed. @return SC_OK, SC_MISUSE (NULL, already
- * closing). On the loop's thread (a callback may call it). */
-SC_API int sc_async_close(sc_async *a, void (*close_cb)(sc_async *a, void *ud),
-                          void *ud);
-/** sc_coupon_issue, asynchronously: req->id is the coupon. Returns the
- * argument errors of sc_coupon_issue, SC_MISUSE (NULL a, req or cb),
- * SC_CLOSED, SC_NOMEM, SC_BUSY (queue full); the callback gets the rest. */
-SC_API int sc_coupon_issue_async(sc_async *a, sc_async_req *req, sc_id policy,
-                                 sc_id user, sc_async_cb cb);
-/** sc_checkout, asynchronously: req->id is the order. The request and its
- * arrays and key are copied: they may go away once the call returns.
- * Returns the argument errors of sc_checkout, SC_MISUSE, SC_CLOSED,
- * SC_NOMEM, SC_BUSY (queue full); the callback gets the rest. */
-SC_API int sc_checkout_async(sc_async *a, sc_async_req *req,
-                             const sc_checkout_req *creq, sc_async_cb cb);
-/** sc_order_pay, asynchronously. */
-SC_API int sc_order_pay_async(sc_async *a, sc_async_req *req, sc_id order,
-                              sc_async_cb cb);
-/** sc_order_cancel, asynchronously. */
-SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
-                                 sc_async_cb cb);
-
-/* ---- administration: repair and backup ---- */
+/** Checks every invariant of the design on one snapshot: coupon counts
+ * within their caps, stock and balance holds matching the PENDING orders,
+ * balances matching their ledgers, one outbox event per state change with
+ * no gaps, no PENDING order that expiry had to skip, and SQLite's own
+ * check of the file (PRAGMA integrity_check: every page, b-tree and index
+ * well-formed). A read.
+ * @param[out] report_out  may be NULL; else a NUL-terminated report (one
+ *   line per finding, "ok" when none), freed with sc_free.
+ * @return SC_OK when all hold, SC_CORRUPT when one does not. Any thread. */
+SC_API int sc_verify(sc_db *db, char **report_out);
 
 /**
  * The usual recovery steps, for a database written by something else or
  * imported: removes the lines of orders that no longer exist; releases
- * coupons held by orders that no longer exist or are closed (a used coupon
- * stays used, even when its order is gone: it was paid with); revokes
- * (deletes) the newest unused coupons issued past a policy's max_count or a
- * user's per_user_limit; recomputes every counter from the rows
- * (issued_count, reserved, balance from the ledger, held from PENDING
+ * orphan holds (coupons held by orders that no longer exist or are closed;
+ * a used coupon stays used, even when its order is gone: it was paid with);
+ * revokes (deletes) the newest unused coupons issued past a policy's
+ * max_count or a user's per_user_limit; recomputes every counter from the
+ * rows (issued_count, reserved, balance from the ledger, held from PENDING
  * orders). All in one transaction on the writer; no outbox event is
  * written. Run sc_verify afterwards: findings repair does not handle
- * (order totals, events ...) remain.
+ * (order totals, events ...) remain. A write.
  * @param[in] dry_run  non-zero: list the changes, make none.
  * @param[out] changes_out  number of changes made (or that would be); may
  *   be NULL.
@@ -959,9 +1154,8 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
  *   none; "cannot repair: ..." for a change a constraint refused), freed
  *   with sc_free; may be NULL.
  * @return SC_OK; SC_CORRUPT when some finding could not be repaired (the
- *   others are, and the report lists both); SC_BUSY, SC_IOERR, SC_NOMEM,
- *   SC_CLOSED (nothing changed). Any thread; it holds up other writes of
- *   this db while it runs.
+ *   others are, and the report lists both). Any thread; it holds up other
+ *   writes of this db while it runs.
  */
 SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
                      char **report_out);
@@ -969,14 +1163,13 @@ SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
 /**
  * Copies the database to dest_path with SQLite's online backup, as one
  * consistent snapshot while writers go on. dest_path must not exist (it is
- * never overwritten); on failure nothing is left there.
- * @return SC_OK, SC_INVALID (NULL or empty path), SC_EXISTS, SC_IOERR,
- *   SC_NOMEM, SC_MISUSE (NULL db). Any thread.
+ * never overwritten); on failure nothing is left there. A read.
+ * @return SC_OK, SC_INVALID (NULL or empty path), SC_EXISTS, SC_IOERR
+ *   (dest_path cannot be created or written). Any thread.
  */
 SC_API int sc_backup(sc_db *db, const char *dest_path);
 
-/* ---- administration: database counts ---- */
-
+/** What the database holds. May grow: see "Structs that grow". */
 typedef struct sc_stats {
   int64_t products, units_total, units_reserved;
   int64_t accounts, balance_total, held_total;
@@ -986,8 +1179,12 @@ typedef struct sc_stats {
 } sc_stats;
 /** Counts what the database holds, on one read snapshot (full scans of the
  * tables: for an administrator or a slow dashboard, not a hot path).
- * @return SC_OK, SC_MISUSE, SC_IOERR, SC_NOMEM. Any thread. */
-SC_API int sc_stats_get(sc_db *db, sc_stats *out);
+ * A read.
+ * int sc_stats_get(sc_db *db, sc_stats *out);
+ * @return SC_OK. Any thread. */
+#define sc_stats_get(db, out) sc_stats_get_sized((db), (out), sizeof(sc_stats))
+/** What sc_stats_get calls: writes size bytes of out. */
+SC_API int sc_stats_get_sized(sc_db *db, sc_stats *out, size_t size);
 
 #ifdef __cplusplus
 }

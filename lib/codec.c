@@ -326,7 +326,8 @@ static int decode_object(const msgpack_object *root, sc_event_data *d) {
   return check_values(d);
 }
 
-int sc_event_decode(const void *payload, size_t len, sc_event_data *out) {
+int sc_event_decode_sized(const void *payload, size_t len, sc_event_data *out,
+                          size_t size) {
   if (out == NULL) return sc__fail(SC_MISUSE, "sc_event_decode: out is NULL");
   if (payload == NULL && len > 0) {
     return sc__fail(SC_MISUSE, "sc_event_decode: payload is NULL");
@@ -355,6 +356,6 @@ int sc_event_decode(const void *payload, size_t len, sc_event_data *out) {
     rc = decode_object(&u.data, &d);
   }
   msgpack_unpacked_destroy(&u);
-  if (rc == SC_OK) *out = d;
+  if (rc == SC_OK) sc__struct_out(out, size, &d, sizeof d);
   return rc;
 }

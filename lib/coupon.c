@@ -154,6 +154,10 @@ int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused) {
   return sc__op_execute(db, &op.base);
 }
 
+int sc_coupon_policy_resume(sc_db *db, sc_id policy) {
+  return sc_coupon_policy_pause(db, policy, 0);
+}
+
 int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out) {
   SC__CHECK_DB(db);
   if (out == NULL)

@@ -5,6 +5,7 @@
  * failure is rolled back and replayed with a SAVEPOINT per operation. */
 #include <errno.h>
 #include <sched.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,10 +35,17 @@ static const char SQL_SAVEPOINT[] = "SAVEPOINT sc_op";
 static const char SQL_RELEASE[] = "RELEASE sc_op";
 static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO sc_op";
 
-void sc_options_init(sc_options *opts) {
-  if (opts == NULL) return;
-  memset(opts, 0, sizeof *opts);
-  opts->durability = SC_DURABILITY_FULL;
+/* The size of the first sc_options with a size field (a zeroed struct,
+ * size 0, is read as this one). Frozen at 1.0: fields added later go after
+ * slow_commit_ms and are not part of it. */
+#define OPTIONS_SIZE_V1 (offsetof(sc_options, slow_commit_ms) + sizeof(int64_t))
+
+void sc_options_init_sized(sc_options *opts, size_t size) {
+  if (opts == NULL || size < sizeof opts->size) return;
+  /* Only the caller's bytes: an older caller's struct is smaller. Every
+   * default is 0 (SC_DURABILITY_FULL included). */
+  memset(opts, 0, size);
+  opts->size = size;
 }
 
 /* Refuses an option outside lo..hi, naming it. */
@@ -103,10 +111,12 @@ static int options_check(const sc_options *o) {
 
 /* Checks the options, then fills the zero fields with defaults. */
 static int options_resolve(const sc_options *in, sc_options *o) {
-  if (in == NULL) {
-    sc_options_init(o);
-  } else {
-    *o = *in;
+  sc_options_init_sized(o, sizeof *o);
+  if (in != NULL) {
+    int rc =
+        sc__struct_in("sc_open", o, sizeof *o, in, in->size, OPTIONS_SIZE_V1);
+    if (rc != SC_OK) return rc;
+    o->size = sizeof *o;
   }
   int rc = options_check(o);
   if (rc != SC_OK) return rc;

@@ -49,6 +49,17 @@ void sc__sleep_ms(int64_t ms);
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional);
 /* Checked int64 arithmetic: false on overflow. */
+/* Structs that grow (see "Structs that grow" in shopcore.h). sc__struct_in
+ * reads a caller's struct of size bytes (0 = v1_size, the first layout) into
+ * dst, which holds the library's defaults in known bytes: the caller's
+ * fields overwrite them, the rest stay defaults. A larger struct (a newer
+ * header) is accepted only when its bytes past known are all zero. On
+ * failure returns SC_INVALID naming fn. sc__struct_out writes the first size
+ * bytes of the library's src (known bytes) to the caller's dst, zeroing what
+ * the library does not know; never a byte past size. */
+int sc__struct_in(const char *fn, void *dst, size_t known, const void *src,
+                  size_t size, size_t v1_size);
+void sc__struct_out(void *dst, size_t size, const void *src, size_t known);
 bool sc__add_i64(int64_t a, int64_t b, int64_t *out);
 bool sc__mul_i64(int64_t a, int64_t b, int64_t *out);
 

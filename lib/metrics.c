@@ -334,7 +334,6 @@ static void op_snapshot(struct sc__metrics *m, int kind, sc_op_metrics *o) {
   for (int s = 0; s < SC_STATUS_COUNT_; s++) {
     uint64_t n =
         atomic_load_explicit(&m->outcomes[kind][s], memory_order_relaxed);
-    o->by_status[s] = n;
     o->count += n;
     switch (sc_status_outcome(s)) {
       case SC_OUTCOME_OK:
@@ -350,9 +349,9 @@ static void op_snapshot(struct sc__metrics *m, int kind, sc_op_metrics *o) {
   histogram_quantiles(&m->latency[kind], 1e-6, &o->latency_ms);
 }
 
-int sc_metrics_get(sc_db *db, sc_metrics *out) {
-  SC__CHECK_DB(db);
-  if (out == NULL) return sc__fail(SC_MISUSE, "sc_metrics_get: out is NULL");
+/* The snapshot, into the library's own (current) layout. */
+static void metrics_snapshot(sc_db *db, sc_metrics *out) {
+  memset(out, 0, sizeof *out);
   struct sc__metrics *m = db->metrics;
   _Static_assert(SC__OP_KIND_COUNT <= SC_METRICS_OPS_MAX,
                  "SC_METRICS_OPS_MAX is too small");
@@ -382,6 +381,41 @@ int sc_metrics_get(sc_db *db, sc_metrics *out) {
   out->events_purged =
       atomic_load_explicit(&m->events_purged, memory_order_relaxed);
   out->expire_skipped = atomic_load(&m->expire_skipped);
+}
+
+int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size) {
+  if (db == NULL) return sc__fail(SC_MISUSE, "sc_metrics_get: db is NULL");
+  if (out == NULL) return sc__fail(SC_MISUSE, "sc_metrics_get: out is NULL");
+  sc_metrics snap;
+  metrics_snapshot(db, &snap);
+  sc__struct_out(out, size, &snap, sizeof snap);
+  return SC_OK;
+}
+
+int sc_metrics_count(sc_db *db, const char *op, int status, uint64_t *n_out) {
+  SC__CHECK_DB(db);
+  if (n_out == NULL) {
+    return sc__fail(SC_MISUSE, "sc_metrics_count: n_out is NULL");
+  }
+  if (status < 0 || status >= SC_STATUS_COUNT_) {
+    return sc__fail(SC_INVALID, "sc_metrics_count: %d is not a status code",
+                    status);
+  }
+  int kind = -1;
+  for (int k = 0; op != NULL && k < SC__OP_KIND_COUNT; k++) {
+    if (strcmp(op, KIND_NAMES[k]) == 0) kind = k;
+  }
+  if (op != NULL && kind < 0) {
+    return sc__fail(SC_NOT_FOUND, "sc_metrics_count: no operation \"%s\"", op);
+  }
+  uint64_t n = 0;
+  for (int k = 0; k < SC__OP_KIND_COUNT; k++) {
+    if (kind < 0 || k == kind) {
+      n += atomic_load_explicit(&db->metrics->outcomes[k][status],
+                                memory_order_relaxed);
+    }
+  }
+  *n_out = n;
   return SC_OK;
 }
 

@@ -48,19 +48,21 @@ static void summary(sc__strbuf *b, const char *name, const char *label,
   sample(b, suffixed, labels, (double)q->count);
 }
 
-static void operations(sc__strbuf *b, const sc_metrics *m) {
+static void operations(sc__strbuf *b, sc_db *db, const sc_metrics *m) {
   static const char *const OUTCOME[] = {"ok", "expected", "error"};
   family(b, "shopcore_operations_total", "counter",
          "Write operations completed by the writer, by kind and status.");
   for (int k = 0; k < m->n_ops; k++) {
     for (int s = 0; s < SC_STATUS_COUNT_; s++) {
-      if (m->ops[k].by_status[s] == 0) continue;
+      uint64_t n = 0;
+      if (sc_metrics_count(db, m->ops[k].name, s, &n) != SC_OK || n == 0) {
+        continue;
+      }
       sc__strbuf_printf(b,
                         "shopcore_operations_total{op=\"%s\",status=\"%s\","
                         "outcome=\"%s\"} %llu\n",
                         m->ops[k].name, sc_err_name(s),
-                        OUTCOME[sc_status_outcome(s)],
-                        (unsigned long long)m->ops[k].by_status[s]);
+                        OUTCOME[sc_status_outcome(s)], (unsigned long long)n);
     }
   }
 }
@@ -182,7 +184,7 @@ int sc_metrics_prometheus(sc_db *db, char **text_out) {
   if (m == NULL) return sc__fail(SC_NOMEM, "sc_metrics_prometheus: no memory");
   sc_metrics_get(db, m);
   sc__strbuf b = {0};
-  operations(&b, m);
+  operations(&b, db, m);
   latencies(&b, m);
   writer(&b, m);
   alerts(&b, m);

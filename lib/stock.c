@@ -161,6 +161,66 @@ int sc_stock_get(sc_db *db, sc_id product, sc_stock *out) {
   return SC_OK;
 }
 
+static const char SQL_PRODUCT_GET[] =
+    "SELECT name, price, total, reserved, version FROM sc_product"
+    " WHERE id = ?1";
+
+/* Copies a name of len bytes into out (SC_NAME_MAX + 1 bytes). The library
+ * never stores a longer one; a row edited by hand may hold one, and is cut
+ * before the UTF-8 character that would not fit whole. */
+static void name_copy(char *out, const unsigned char *name, size_t len) {
+  if (len > SC_NAME_MAX) {
+    len = SC_NAME_MAX;
+    while (len > 0 && (name[len] & 0xC0) == 0x80)
+      len--;
+  }
+  if (len > 0) memcpy(out, name, len);
+  out[len] = '\0';
+}
+
+/* One row, on one read snapshot: the name and the numbers agree. */
+static int product_read(sc__conn *c, sc_id product, sc_product *p) {
+  sqlite3_stmt *st = sc__stmt(c, SQL_PRODUCT_GET);
+  int step = st ? SQLITE_OK : sqlite3_errcode(c->h);
+  if (st != NULL) {
+    sqlite3_bind_int64(st, 1, product);
+    step = sqlite3_step(st);
+  }
+  int rc = SC_OK;
+  if (step == SQLITE_ROW) {
+    const unsigned char *name = sqlite3_column_text(st, 0);
+    name_copy(p->name, name ? name : (const unsigned char *)"",
+              (size_t)sqlite3_column_bytes(st, 0));
+    p->price = sqlite3_column_int64(st, 1);
+    p->stock.total = sqlite3_column_int64(st, 2);
+    p->stock.reserved = sqlite3_column_int64(st, 3);
+    p->stock.available = p->stock.total - p->stock.reserved;
+    p->stock.version = sqlite3_column_int64(st, 4);
+  } else if (step == SQLITE_DONE) {
+    rc = sc__fail(SC_NOT_FOUND, "product %lld not found", (long long)product);
+  } else if (step == SQLITE_NOMEM) {
+    rc = sc__fail(SC_NOMEM, "sc_product_get: out of memory");
+  } else {
+    rc = sc__fail(sc__status_from_sqlite(step), "reading product %lld: %s",
+                  (long long)product, sqlite3_errmsg(c->h));
+  }
+  if (st != NULL) sqlite3_reset(st);
+  return rc;
+}
+
+int sc_product_get(sc_db *db, sc_id product, sc_product *out) {
+  SC__CHECK_DB(db);
+  if (out == NULL) return sc__fail(SC_MISUSE, "sc_product_get: out is NULL");
+  sc__conn *c;
+  int rc = sc__read_acquire(db, &c);
+  if (rc != SC_OK) return rc;
+  sc_product p; /* out is left untouched on failure */
+  rc = product_read(c, product, &p);
+  sc__read_release(db, c);
+  if (rc == SC_OK) *out = p;
+  return rc;
+}
+
 /* ---- reservations, for orders ------------------------------------------- */
 
 int sc__stock_check(sc__conn *w, sc__op *op, sc_id product, int64_t qty,

@@ -44,3 +44,33 @@ int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
   }
   return SC_OK;
 }
+
+int sc__struct_in(const char *fn, void *dst, size_t known, const void *src,
+                  size_t size, size_t v1_size) {
+  if (size == 0) size = v1_size;
+  if (size < sizeof(size_t)) {
+    return sc__fail(SC_INVALID,
+                    "%s: the struct's size field is %zu; start from its "
+                    "init function",
+                    fn, size);
+  }
+  /* A newer header's struct: its fields past ours are at their defaults
+   * (zero) or this library cannot honour them. */
+  const unsigned char *extra = (const unsigned char *)src;
+  for (size_t i = known; i < size; i++) {
+    if (extra[i] != 0) {
+      return sc__fail(SC_INVALID,
+                      "%s: the struct is %zu bytes (a newer header) and sets "
+                      "byte %zu, a field this library (%s, %zu bytes) does "
+                      "not know",
+                      fn, size, i, sc_version(), known);
+    }
+  }
+  memcpy(dst, src, size < known ? size : known);
+  return SC_OK;
+}
+
+void sc__struct_out(void *dst, size_t size, const void *src, size_t known) {
+  memcpy(dst, src, size < known ? size : known);
+  if (size > known) memset((unsigned char *)dst + known, 0, size - known);
+}

@@ -51,15 +51,24 @@ static void arm_expiry(sc_worker *w);
 static void arm_purge(sc_worker *w, uint64_t delay_ms);
 static void maybe_close(sc_worker *w);
 
-void sc_worker_options_init(sc_worker_options *opts) {
-  if (opts != NULL) memset(opts, 0, sizeof *opts);
+/* The size of the first sc_worker_options with a size field (a zeroed
+ * struct, size 0, is read as this one). Frozen at 1.0. */
+#define WORKER_OPTIONS_SIZE_V1 \
+  (offsetof(sc_worker_options, no_expiry) + sizeof(int))
+
+void sc_worker_options_init_sized(sc_worker_options *opts, size_t size) {
+  if (opts == NULL || size < sizeof opts->size) return;
+  memset(opts, 0, size); /* the caller's bytes only; every default is 0 */
+  opts->size = size;
 }
 
 static int options_resolve(const sc_worker_options *in, sc_worker_options *o) {
-  if (in == NULL) {
-    sc_worker_options_init(o);
-  } else {
-    *o = *in;
+  sc_worker_options_init_sized(o, sizeof *o);
+  if (in != NULL) {
+    int rc = sc__struct_in("sc_worker_start", o, sizeof *o, in, in->size,
+                           WORKER_OPTIONS_SIZE_V1);
+    if (rc != SC_OK) return rc;
+    o->size = sizeof *o;
   }
   if (o->batch_max < 0 || o->batch_max > SC_OUTBOX_CLAIM_MAX) {
     return sc__fail(SC_INVALID,

@@ -37,6 +37,7 @@ typedef struct fx {
   /* Out-parameters, filled with a pattern the failed call must leave. */
   sc_id id_out;
   sc_stock stock_out;
+  sc_product product_out;
   sc_account account_out;
   sc_coupon_policy policy_out;
   sc_order order_out;
@@ -267,6 +268,12 @@ static void limits_setup(void) {
   X(stock_unknown, SC_NOT_FOUND, sc_stock_get(f->db, 999999, &f->stock_out))   \
   X(stock_zero, SC_NOT_FOUND, sc_stock_get(f->db, 0, &f->stock_out))           \
   X(stock_negative, SC_NOT_FOUND, sc_stock_get(f->db, -1, &f->stock_out))      \
+  X(product_get_db_null, SC_MISUSE,                                            \
+    sc_product_get(NULL, f->product, &f->product_out))                         \
+  X(product_get_out_null, SC_MISUSE, sc_product_get(f->db, f->product, NULL))  \
+  X(product_get_unknown, SC_NOT_FOUND,                                         \
+    sc_product_get(f->db, 999999, &f->product_out))                            \
+  X(product_get_zero, SC_NOT_FOUND, sc_product_get(f->db, 0, &f->product_out)) \
   /* accounts */                                                               \
   X(deposit_db_null, SC_MISUSE, sc_account_deposit(NULL, 1, 1, NULL))          \
   X(deposit_user_zero, SC_INVALID, sc_account_deposit(f->db, 0, 1, NULL))      \
@@ -627,6 +634,7 @@ static void *const SENTINEL = (void *)(uintptr_t)0xa5a5a5a5a5a5a5a5ULL;
 static void fill_outs(fx *f) {
   memset(&f->id_out, PATTERN, sizeof f->id_out);
   memset(&f->stock_out, PATTERN, sizeof f->stock_out);
+  memset(&f->product_out, PATTERN, sizeof f->product_out);
   memset(&f->account_out, PATTERN, sizeof f->account_out);
   memset(&f->policy_out, PATTERN, sizeof f->policy_out);
   memset(&f->order_out, PATTERN, sizeof f->order_out);
@@ -661,6 +669,7 @@ static bool left_alone(const void *p, size_t n) {
 static void check_outs(fx *f, const bad_call *row) {
   ASSERT_ALONE(id_out);
   ASSERT_ALONE(stock_out);
+  ASSERT_ALONE(product_out);
   ASSERT_ALONE(account_out);
   ASSERT_ALONE(policy_out);
   ASSERT_ALONE(order_out);

@@ -185,14 +185,16 @@ START_TEST(pause_stops_a_race_and_resume_continues) {
   ck_assert_int_eq(issued_count(db, r.policy), at_pause);
   ck_assert_int_lt(at_pause, 2000);
   ck_assert_sc(sc_coupon_policy_pause(db, r.policy, 1), SC_OK); /* no-op */
-  ck_assert_sc(sc_coupon_policy_pause(db, r.policy, 0), SC_OK);
+  ck_assert_sc(sc_coupon_policy_resume(db, r.policy), SC_OK);
+  ck_assert_sc(sc_coupon_policy_resume(db, r.policy), SC_OK); /* no-op */
   pthread_join(racers, NULL);
   ck_assert_int_eq(atomic_load(&r.issued), 2000);
   ck_assert_int_eq(issued_count(db, r.policy), 2000);
   ck_assert_int_eq(atomic_load(&r.other), 0);
   tu_assert_verify(db);
   sc_close(db);
-  /* Exactly one pause and one resume event: the repeated pause wrote none. */
+  /* Exactly one pause and one resume event: the repeated pause and resume
+   * wrote none. */
   ck_assert_int_eq(tu_count(path,
                             "SELECT count(*) FROM sc_outbox WHERE"
                             " type IN (7, 8)"),
@@ -279,6 +281,9 @@ START_TEST(bad_input_changes_nothing) {
   ck_assert_sc(sc_coupon_issue(db, -1, 1, &out), SC_NOT_FOUND);
   ck_assert_sc(sc_coupon_policy_pause(db, 999, 1), SC_NOT_FOUND);
   ck_assert_sc(sc_coupon_policy_pause(NULL, policy, 1), SC_MISUSE);
+  ck_assert_sc(sc_coupon_policy_resume(db, 999), SC_NOT_FOUND);
+  ck_assert_sc(sc_coupon_policy_resume(db, 0), SC_NOT_FOUND);
+  ck_assert_sc(sc_coupon_policy_resume(NULL, policy), SC_MISUSE);
   sc_coupon_policy p = {.max_count = -42};
   ck_assert_sc(sc_coupon_policy_get(db, 999, &p), SC_NOT_FOUND);
   ck_assert_int_eq(p.max_count, -42);

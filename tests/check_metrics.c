@@ -133,7 +133,24 @@ START_TEST(counts_by_outcome_and_percentiles) {
   ck_assert_uint_eq(issue->ok, 3);
   ck_assert_uint_eq(issue->expected, 3);
   ck_assert_uint_eq(issue->errors, 0);
-  ck_assert_uint_eq(issue->by_status[SC_SOLD_OUT], 3);
+  uint64_t n = 99;
+  ck_assert_sc(sc_metrics_count(db, "coupon_issue", SC_SOLD_OUT, &n), SC_OK);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_sc(sc_metrics_count(db, "coupon_issue", SC_OK, &n), SC_OK);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_sc(sc_metrics_count(db, NULL, SC_OK, &n), SC_OK);
+  ck_assert_uint_eq(n, 4); /* the three coupons and the policy */
+  ck_assert_sc(sc_metrics_count(db, "checkout", SC_SOLD_OUT, &n), SC_OK);
+  ck_assert_uint_eq(n, 0);
+  n = 99;
+  ck_assert_sc(sc_metrics_count(db, "no_such_op", SC_OK, &n), SC_NOT_FOUND);
+  ck_assert_str_eq(sc_errmsg(db),
+                   "sc_metrics_count: no operation \"no_such_op\"");
+  ck_assert_sc(sc_metrics_count(db, NULL, SC_STATUS_COUNT_, &n), SC_INVALID);
+  ck_assert_sc(sc_metrics_count(db, NULL, -1, &n), SC_INVALID);
+  ck_assert_uint_eq(n, 99); /* untouched on failure */
+  ck_assert_sc(sc_metrics_count(db, NULL, SC_OK, NULL), SC_MISUSE);
+  ck_assert_sc(sc_metrics_count(NULL, NULL, SC_OK, &n), SC_MISUSE);
   ck_assert_uint_eq(issue->latency_ms.count, 6);
   ck_assert(issue->latency_ms.p50 > 0);
   ck_assert(issue->latency_ms.p50 <= issue->latency_ms.p95);
@@ -148,6 +165,8 @@ START_TEST(counts_by_outcome_and_percentiles) {
   ck_assert_sc(sc_metrics_reset(db), SC_OK);
   ck_assert_sc(sc_metrics_get(db, &m), SC_OK);
   ck_assert_uint_eq(op_named(&m, "coupon_issue")->count, 0);
+  ck_assert_sc(sc_metrics_count(db, "coupon_issue", SC_SOLD_OUT, &n), SC_OK);
+  ck_assert_uint_eq(n, 0);
   ck_assert_uint_eq(m.commit_ms.count, 0);
   sc_close(db);
   tu_remove_db(path);

@@ -3,6 +3,7 @@
  * exactly one, and a stale expected version is refused with SC_CONFLICT
  * without reserving anything. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +59,68 @@ START_TEST(create_restock_and_read) {
   s = stock_of(db, a);
   ck_assert_int_eq(s.total, 15);
   ck_assert_int_eq(s.version, 1);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(product_get_reads_name_price_and_stock) {
+  char *path = tu_db_path("product_get");
+  sc_db *db = tu_open(path, NULL);
+  sc_id a = 0, b = 0;
+  ck_assert_sc(sc_product_create(db, "Caf\xc3\xa9 cup", 1500, 10, &a), SC_OK);
+  ck_assert_sc(sc_product_create(db, "plate", 0, 0, &b), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 100000, NULL), SC_OK);
+  sc_id order;
+  ck_assert_sc(checkout1(db, 1, a, 3, NULL, &order), SC_OK);
+  sc_product p;
+  ck_assert_sc(sc_product_get(db, a, &p), SC_OK);
+  ck_assert_str_eq(p.name, "Caf\xc3\xa9 cup");
+  ck_assert_int_eq(p.price, 1500);
+  ck_assert_int_eq(p.stock.total, 10);
+  ck_assert_int_eq(p.stock.reserved, 3);
+  ck_assert_int_eq(p.stock.available, 7);
+  ck_assert_int_eq(p.stock.version, stock_of(db, a).version);
+  ck_assert_sc(sc_product_get(db, b, &p), SC_OK);
+  ck_assert_str_eq(p.name, "plate");
+  ck_assert_int_eq(p.price, 0);
+  ck_assert_int_eq(p.stock.total, 0);
+  /* The longest name fits whole, with its NUL. */
+  char longest[SC_NAME_MAX + 1];
+  memset(longest, 'n', SC_NAME_MAX);
+  longest[SC_NAME_MAX] = '\0';
+  sc_id c;
+  ck_assert_sc(sc_product_create(db, longest, 1, 1, &c), SC_OK);
+  ck_assert_sc(sc_product_get(db, c, &p), SC_OK);
+  ck_assert_str_eq(p.name, longest);
+  /* Unknown: SC_NOT_FOUND, out untouched. */
+  memset(&p, 0x5a, sizeof p);
+  ck_assert_sc(sc_product_get(db, c + 100, &p), SC_NOT_FOUND);
+  ck_assert_int_eq((unsigned char)p.name[0], 0x5a);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "not found"));
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+START_TEST(product_get_cuts_a_hand_edited_long_name_at_a_character) {
+  char *path = tu_db_path("product_long");
+  sc_db *db = tu_open(path, NULL);
+  sc_id a = make_product(db, 1, 1);
+  sc_close(db);
+  /* 254 ASCII bytes and a 3-byte character: 257 bytes, edited in by hand
+   * (the library refuses names past SC_NAME_MAX). */
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "UPDATE sc_product SET name = printf('%%.254c', 'x') ||"
+           " char(8364) WHERE id = %lld",
+           (long long)a);
+  tu_exec(path, sql);
+  db = tu_open(path, NULL);
+  sc_product p;
+  ck_assert_sc(sc_product_get(db, a, &p), SC_OK);
+  ck_assert_uint_eq(strlen(p.name), 254); /* the euro sign would not fit */
+  ck_assert_int_eq(p.name[253], 'x');
   sc_close(db);
   tu_remove_db(path);
 }
@@ -241,6 +304,8 @@ Suite *stock_suite(void) {
   Suite *s = suite_create("stock");
   TCase *tc = tu_tcase("stock");
   tcase_add_test(tc, create_restock_and_read);
+  tcase_add_test(tc, product_get_reads_name_price_and_stock);
+  tcase_add_test(tc, product_get_cuts_a_hand_edited_long_name_at_a_character);
   tcase_add_test(tc, bad_input_changes_nothing);
   tcase_add_test(tc, every_reservation_and_release_bumps_the_version);
   tcase_add_test(tc, a_stale_expected_version_is_refused);

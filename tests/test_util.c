@@ -113,11 +113,25 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud) {
   free(pids);
 }
 
-int64_t tu_count(const char *path, const char *sql) {
+/* A plain SQLite connection of its own to the file, patient with the
+ * library's writer. */
+static sqlite3 *outside_connection(const char *path, int flags) {
   sqlite3 *h = NULL;
-  ck_assert_int_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL),
-                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_open_v2(path, &h, flags, NULL), SQLITE_OK);
   sqlite3_busy_timeout(h, 10000);
+  return h;
+}
+
+void tu_exec(const char *path, const char *sql) {
+  sqlite3 *h = outside_connection(path, SQLITE_OPEN_READWRITE);
+  char *err = NULL;
+  ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s",
+                sql, err ? err : "");
+  sqlite3_close(h);
+}
+
+int64_t tu_count(const char *path, const char *sql) {
+  sqlite3 *h = outside_connection(path, SQLITE_OPEN_READONLY);
   sqlite3_stmt *st = NULL;
   ck_assert_msg(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK, "%s",
                 sqlite3_errmsg(h));

@@ -51,6 +51,9 @@ void tu_fork_race(int n, tu_process_fn fn, void *ud);
 /* Counts rows: SELECT count(*) ... through a separate plain SQLite
  * connection, to check the library's work from outside. */
 int64_t tu_count(const char *path, const char *sql);
+/* Runs sql on the file through a connection of its own (an edit by hand,
+ * as a host or an administrator would make), failing the test on error. */
+void tu_exec(const char *path, const char *sql);
 
 /* Every row of each of n queries, as one string ("v|v|...\n" per row,
  * NULL as "NULL"), through a separate plain SQLite connection: to compare

@@ -219,6 +219,14 @@ SCPY_OUT_ID(order_out)
 SCPY_OUT_STRUCT(sc_stock, "(LLLL)", (long long)s->total,
                 (long long)s->reserved, (long long)s->available,
                 (long long)s->version)
+/* The name is decoded leniently: a name edited into the file by hand need
+ * not be UTF-8, and reading the product should not fail for it. */
+SCPY_OUT_STRUCT(sc_product, "(NL(LLLL))",
+                PyUnicode_DecodeUTF8(s->name, (Py_ssize_t)strlen(s->name),
+                                     "replace"),
+                (long long)s->price, (long long)s->stock.total,
+                (long long)s->stock.reserved, (long long)s->stock.available,
+                (long long)s->stock.version)
 SCPY_OUT_STRUCT(sc_account, "(LLL)", (long long)s->balance,
                 (long long)s->held, (long long)s->available)
 SCPY_OUT_STRUCT(sc_coupon_policy, "(LLii)", (long long)s->max_count,
@@ -236,6 +244,12 @@ SCPY_OUT_STRUCT(sc_stats, "(LLLLLLLLLLLLLL)", (long long)s->products,
                 (long long)s->orders_cancelled, (long long)s->orders_expired,
                 (long long)s->policies, (long long)s->coupons,
                 (long long)s->events_pending, (long long)s->events_dead)
+
+%typemap(in, numinputs=0) uint64_t *n_out (uint64_t tmp = 0) { $1 = &tmp; }
+%typemap(argout) uint64_t *n_out {
+  $result = SWIG_Python_AppendOutput($result,
+                                     PyLong_FromUnsignedLongLong(*$1));
+}
 
 %typemap(in, numinputs=0) int *changes_out (int tmp = 0) { $1 = &tmp; }
 %typemap(argout) int *changes_out {
@@ -525,10 +539,12 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 %rename("%s") sc_product_create;
 %rename("%s") sc_product_restock;
 %rename("%s") sc_stock_get;
+%rename("%s") sc_product_get;
 %rename("%s") sc_account_deposit;
 %rename("%s") sc_account_get;
 %rename("%s") sc_coupon_policy_create;
 %rename("%s") sc_coupon_policy_pause;
+%rename("%s") sc_coupon_policy_resume;
 %rename("%s") sc_coupon_policy_get;
 %rename("%s") sc_coupon_issue;
 %rename("%s") sc_checkout;
@@ -550,8 +566,15 @@ SCPY_OUT_STRUCT(sc_outbox_stats, "(LLL)", (long long)s->pending,
 %rename("%s") sc_backup;
 %rename("%s") sc_stats_get;
 %rename("%s") sc_metrics_prometheus;
+%rename("%s") sc_metrics_count;
 
 %include "shopcore.h"
+
+/* sc_stats_get is a macro that passes the size of the caller's struct (see
+ * "Structs that grow" in shopcore.h). SWIG wraps it as the function it
+ * stands for; the generated C calls the macro. */
+#undef sc_stats_get
+int sc_stats_get(sc_db *db, sc_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Hand-written functions: they take Python objects, so they keep the GIL   */

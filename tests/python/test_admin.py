@@ -59,6 +59,28 @@ class AdminTest(DbTestCase):
         with self.assertRaises(ValueError):
             self.db.backup("")
 
+    def test_metrics_count(self):
+        policy = self.db.create_policy("m", max_count=1)
+        self.db.issue_coupon(policy, 1)
+        with self.assertRaises(shopcore.SoldOut):
+            self.db.issue_coupon(policy, 2)
+        with self.assertRaises(shopcore.SoldOut):
+            self.db.issue_coupon(policy, 3)
+        self.assertEqual(self.db.metrics_count(shopcore.SoldOut,
+                                               "coupon_issue"), 2)
+        # setUp issued one coupon too; every kind: two policies, two
+        # coupons, a product, a deposit and a checkout.
+        self.assertEqual(self.db.metrics_count(0, "coupon_issue"), 2)
+        self.assertEqual(self.db.metrics_count(shopcore.SoldOut, "checkout"),
+                         0)
+        self.assertEqual(self.db.metrics_count(), 7)
+        with self.assertRaises(shopcore.NotFound):
+            self.db.metrics_count(0, "no_such_op")
+        with self.assertRaises(shopcore.Invalid):
+            self.db.metrics_count(9999)
+        with self.assertRaises(TypeError):
+            self.db.metrics_count("SC_OK")
+
     def test_metrics_prometheus(self):
         text = self.db.metrics_prometheus()
         self.assertIn('shopcore_operations_total{op="coupon_issue",'

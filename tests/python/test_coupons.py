@@ -56,6 +56,7 @@ class PolicyTest(DbTestCase):
         with self.assertRaises(shopcore.Paused):
             self.db.issue_coupon(policy, 1)
         self.db.resume_policy(policy)
+        self.db.resume_policy(policy)  # resuming a running policy: no change
         self.assertFalse(self.db.policy(policy).paused)
         self.db.issue_coupon(policy, 1)
         self.db.pause_policy(policy, paused=True)
@@ -68,6 +69,8 @@ class PolicyTest(DbTestCase):
             self.db.issue_coupon(999, 1)
         with self.assertRaises(shopcore.NotFound):
             self.db.pause_policy(999)
+        with self.assertRaises(shopcore.NotFound):
+            self.db.resume_policy(999)
         with self.assertRaises(shopcore.NotFound):
             self.db.policy(999)
 

@@ -57,6 +57,7 @@ class OpenCloseTest(unittest.TestCase):
             lambda: db.create_product("x", price=1, stock=1),
             lambda: db.restock(product, 1),
             lambda: db.stock(product),
+            lambda: db.product(product),
             lambda: db.deposit(1, 5),
             lambda: db.account(1),
             lambda: db.create_policy("q", max_count=1),

@@ -26,7 +26,25 @@ class CatalogTest(DbTestCase):
         free = self.db.create_product("sample", price=0)
         self.assertEqual(self.db.stock(free).total, 0)
 
+    def test_product_name_price_and_stock(self):
+        product = self.db.create_product("caf\u00e9 cup", price=250, stock=10)
+        got = self.db.product(product)
+        self.assertIsInstance(got, shopcore.Product)
+        self.assertEqual(got, shopcore.Product("caf\u00e9 cup", 250,
+                                               Stock(10, 0, 10, 0)))
+        self.db.deposit(1, 1000)
+        self.db.checkout(1, [(product, 3)])
+        got = self.db.product(product)
+        self.assertEqual((got.stock.reserved, got.stock.available), (3, 7))
+        self.assertEqual(got.stock, self.db.stock(product))
+        longest = "n" * shopcore.NAME_MAX
+        self.assertEqual(
+            self.db.product(self.db.create_product(longest, price=1)).name,
+            longest)
+
     def test_unknown_product(self):
+        with self.assertRaises(shopcore.NotFound):
+            self.db.product(404)
         with self.assertRaises(shopcore.NotFound):
             self.db.stock(404)
         with self.assertRaises(shopcore.NotFound):

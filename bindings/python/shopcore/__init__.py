@@ -14,7 +14,7 @@ Every call may be made from many threads at once: the GIL is released while
 the library works, and writes from all threads share one durable commit.
 Status codes are exceptions (``shopcore.Error`` and one subclass per status:
 ``SoldOut``, ``LimitReached``, ``OutOfStock``, ``InsufficientBalance`` ...);
-results are immutable values (``Stock``, ``Account``, ``Order`` ...).
+results are immutable values (``Product``, ``Stock``, ``Account``, ``Order`` ...).
 """
 
 from . import _errors
@@ -22,8 +22,8 @@ from . import _shopcore as _c
 from ._errors import *  # noqa: F401,F403 - one class per status code
 from ._errors import Error, error_class, error_for
 from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
-                     EventType, Order, OrderStatus, OutboxStats, RepairResult,
-                     Stats, Stock)
+                     EventType, Order, OrderStatus, OutboxStats, Product,
+                     RepairResult, Stats, Stock)
 from ._worker import EventHandler, Worker
 from ._db import (CHECKOUT_LINES_MAX, KEY_MAX, NAME_MAX, Database,
                   ManualClock, open)
@@ -32,7 +32,7 @@ from ._db import (CHECKOUT_LINES_MAX, KEY_MAX, NAME_MAX, Database,
 __version__: str = _c.sc_version()
 
 __all__ = ["open", "Database", "Worker", "EventHandler", "ManualClock",
-           "Stock", "Account", "CouponPolicy", "Order", "Event", "EventType",
+           "Stock", "Product", "Account", "CouponPolicy", "Order", "Event", "EventType",
            "OrderStatus", "Durability", "DeadEvent", "OutboxStats", "Stats",
            "RepairResult", "NAME_MAX", "KEY_MAX", "CHECKOUT_LINES_MAX",
            "__version__"]

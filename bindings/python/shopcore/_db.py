@@ -4,14 +4,15 @@ import atexit
 import os
 import threading
 import weakref
-from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Union)
+from typing import (Any, Iterable, List, Mapping, Optional, Tuple, Type,
+                    Union)
 
 from . import _check as chk
 from . import _shopcore as _c
-from ._errors import error_for
+from ._errors import Error, error_for
 from ._types import (Account, CouponPolicy, DeadEvent, Durability, Event,
-                     Order, OrderStatus, OutboxStats, RepairResult, Stats,
-                     Stock)
+                     Order, OrderStatus, OutboxStats, Product, RepairResult,
+                     Stats, Stock)
 from ._worker import EventHandler, Worker
 
 __all__ = ["Database", "ManualClock", "open", "NAME_MAX", "KEY_MAX",
@@ -163,6 +164,15 @@ class Database:
         _c.sc_product_restock(self._h, chk.ident(product, "product"),
                               chk.positive(qty, "qty"))
 
+    def product(self, product: int) -> Product:
+        """Reads a product: name, price and stock, on one snapshot.
+
+        Raises: NotFound.
+        """
+        name, price, stock = _c.sc_product_get(self._h,
+                                               chk.ident(product, "product"))
+        return Product(name, price, Stock._make(stock))
+
     def stock(self, product: int) -> Stock:
         """Reads a product's stock. Raises NotFound."""
         return Stock._make(_c.sc_stock_get(self._h,
@@ -235,8 +245,9 @@ class Database:
                                   int(paused))
 
     def resume_policy(self, policy: int) -> None:
-        """Resumes issuance of a paused policy. Raises NotFound."""
-        self.pause_policy(policy, False)
+        """Resumes issuance of a paused policy; resuming a running policy
+        changes nothing. Raises NotFound."""
+        _c.sc_coupon_policy_resume(self._h, chk.ident(policy, "policy"))
 
     def policy(self, policy: int) -> CouponPolicy:
         """Reads a coupon policy. Raises NotFound."""
@@ -357,6 +368,22 @@ class Database:
     def stats(self) -> Stats:
         """Counts what the database holds (full scans: not a hot path)."""
         return Stats._make(_c.sc_stats_get(self._h))
+
+    def metrics_count(self, status: Union[int, Type[Error]] = 0,
+                      op: Optional[str] = None) -> int:
+        """Operations of kind op ("checkout", "coupon_issue" ...; None =
+        every kind) that completed with status since open: a status code, or
+        its exception class (``shopcore.SoldOut``); 0 is success.
+
+        Raises: NotFound (no operation of that name), Invalid (not a status
+        code).
+        """
+        if isinstance(status, type) and issubclass(status, Error):
+            code = status.code
+        else:
+            code = chk.in_range(status, "status", -2**31, 2**31 - 1)
+        return int(_c.sc_metrics_count(self._h, chk.optional_text(op, "op"),
+                                       code))
 
     def metrics_prometheus(self) -> str:
         """This handle's operation counters, latency summaries, batch sizes,

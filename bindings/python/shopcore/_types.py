@@ -6,7 +6,8 @@ from typing import Any, Dict, Mapping, NamedTuple
 
 from . import _shopcore as _c
 
-__all__ = ["Durability", "OrderStatus", "EventType", "Stock", "Account",
+__all__ = ["Durability", "OrderStatus", "EventType", "Stock", "Product",
+           "Account",
            "CouponPolicy", "Order", "Event", "DeadEvent", "OutboxStats", "Stats",
            "RepairResult"]
 
@@ -54,6 +55,15 @@ class Stock(NamedTuple):
     available: int
     #: +1 on every reservation, release and restock (force increment)
     version: int
+
+
+class Product(NamedTuple):
+    """A product: its name, price and stock, read on one snapshot."""
+
+    name: str
+    #: minor units (cents)
+    price: int
+    stock: Stock
 
 
 class Account(NamedTuple):

@@ -301,6 +301,10 @@ typedef struct sc_options {
 /** What sc_options_init calls: fills size bytes of opts (see "Structs that
  * grow"). */
 SC_API void sc_options_init_sized(sc_options *opts, size_t size);
+/* The contract's names are exported as functions too (the parentheses keep
+ * the macro out), for a caller that looks symbols up by name (dlsym, an FFI)
+ * or was linked before the macros: they assume this header's sizes. */
+SC_API void(sc_options_init)(sc_options *opts);
 
 /**
  * Opens (creating if needed) the database at path, creates or migrates the
@@ -759,6 +763,8 @@ typedef struct sc_event_data {
 #define sc_event_decode(payload, len, out) \
   sc_event_decode_sized((payload), (len), (out), sizeof(sc_event_data))
 /** What sc_event_decode calls: writes size bytes of out. */
+SC_API int(sc_event_decode)(const void *payload, size_t len,
+                           sc_event_data *out); /* see sc_options_init */
 SC_API int sc_event_decode_sized(const void *payload, size_t len,
                                  sc_event_data *out, size_t size);
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */
@@ -897,6 +903,7 @@ typedef struct sc_worker_options {
   sc_worker_options_init_sized((opts), sizeof(sc_worker_options))
 /** What sc_worker_options_init calls: fills size bytes of opts. */
 SC_API void sc_worker_options_init_sized(sc_worker_options *opts, size_t size);
+SC_API void(sc_worker_options_init)(sc_worker_options *opts); /* as above */
 /**
  * Starts a worker on loop: at once it expires the overdue orders, finds the
  * earliest deadline and claims the events already waiting; then it runs as
@@ -1060,6 +1067,7 @@ typedef struct sc_metrics {
   sc_metrics_get_sized((db), (out), sizeof(sc_metrics))
 /** What sc_metrics_get calls: writes size bytes of out. */
 SC_API int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size);
+SC_API int(sc_metrics_get)(sc_db *db, sc_metrics *out); /* see options_init */
 
 /**
  * Operations of kind op (an sc_op_metrics.name: "checkout", "coupon_issue"
@@ -1185,6 +1193,7 @@ typedef struct sc_stats {
 #define sc_stats_get(db, out) sc_stats_get_sized((db), (out), sizeof(sc_stats))
 /** What sc_stats_get calls: writes size bytes of out. */
 SC_API int sc_stats_get_sized(sc_db *db, sc_stats *out, size_t size);
+SC_API int(sc_stats_get)(sc_db *db, sc_stats *out); /* see sc_options_init */
 
 #ifdef __cplusplus
 }

@@ -359,3 +359,7 @@ int sc_event_decode_sized(const void *payload, size_t len, sc_event_data *out,
   if (rc == SC_OK) sc__struct_out(out, size, &d, sizeof d);
   return rc;
 }
+
+int(sc_event_decode)(const void *payload, size_t len, sc_event_data *out) {
+  return sc_event_decode_sized(payload, len, out, sizeof *out);
+}

@@ -48,6 +48,10 @@ void sc_options_init_sized(sc_options *opts, size_t size) {
   opts->size = size;
 }
 
+void(sc_options_init)(sc_options *opts) {
+  sc_options_init_sized(opts, sizeof *opts);
+}
+
 /* Refuses an option outside lo..hi, naming it. */
 static int option_in(const char *name, int64_t v, int64_t lo, int64_t hi,
                      const char *why) {

@@ -392,6 +392,10 @@ int sc_metrics_get_sized(sc_db *db, sc_metrics *out, size_t size) {
   return SC_OK;
 }
 
+int(sc_metrics_get)(sc_db *db, sc_metrics *out) {
+  return sc_metrics_get_sized(db, out, sizeof *out);
+}
+
 int sc_metrics_count(sc_db *db, const char *op, int status, uint64_t *n_out) {
   SC__CHECK_DB(db);
   if (n_out == NULL) {

@@ -42,3 +42,7 @@ int sc_stats_get_sized(sc_db *db, sc_stats *out, size_t size) {
   sc__struct_out(out, size, &s, sizeof s);
   return SC_OK;
 }
+
+int(sc_stats_get)(sc_db *db, sc_stats *out) {
+  return sc_stats_get_sized(db, out, sizeof *out);
+}

@@ -62,6 +62,10 @@ void sc_worker_options_init_sized(sc_worker_options *opts, size_t size) {
   opts->size = size;
 }
 
+void(sc_worker_options_init)(sc_worker_options *opts) {
+  sc_worker_options_init_sized(opts, sizeof *opts);
+}
+
 static int options_resolve(const sc_worker_options *in, sc_worker_options *o) {
   sc_worker_options_init_sized(o, sizeof *o);
   if (in != NULL) {

@@ -3,7 +3,7 @@
  * started together, and each process's share of the total, its p99 and the
  * total are printed; beside them, one process with as many threads as the
  * 4-process run has in all (64), the rate the processes together should
- * reach. The write turn (lib/turn.c) is what keeps the shares even.
+ * reach. The write turn (lib/sqlite/turn.c) is what keeps the shares even.
  *
  *   bench_procs [--seconds S] [--threads T] [--procs 1,2,4,8]
  */

@@ -1,4 +1,4 @@
-/* sc_repair: the seeds' recovery steps (verify counts, correct data) for a
+/* sc_repair: an operator's recovery steps (verify counts, correct data) for a
  * database written by something else or imported. Each fix is a query that
  * lists what is wrong (a key and a line for the report) and a statement that
  * corrects one key; they run in order, inside one savepoint of the writer,

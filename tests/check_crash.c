@@ -13,7 +13,7 @@
  * the handle refused writes since) may be there or not and counts only if
  * it is, and after the child's next reopen writes work again.
  *
- * A second test kills such a child while it holds the write turn (lib/turn.c)
+ * A second test kills such a child while it holds the write turn (lib/sqlite/turn.c)
  * in the middle of a batch, beside other processes writing the same file:
  * they go on within their busy timeout, and the same checks hold.
  *
@@ -30,7 +30,7 @@
 
 #include "crashload.h"
 #include "faultvfs.h"
-#include "turn.h"
+#include "sqlite/turn.h"
 
 /* faultvfs.c is compiled into this suite (one executable per check_*.c). */
 #include "faultvfs.c"

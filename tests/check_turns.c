@@ -1,4 +1,4 @@
-/* Writers of several processes on one file take turns (lib/turn.c): under a
+/* Writers of several processes on one file take turns (lib/sqlite/turn.c): under a
  * race of 4 and 8 processes x 16 threads every process makes progress in
  * every second and the cap holds; a held turn is waited for at most
  * busy_timeout_ms, while a writer outside the library is not held up; the
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "turn.h"
+#include "sqlite/turn.h"
 
 #define THREADS 16
 #define SECONDS 3
@@ -264,7 +264,7 @@ START_TEST(a_held_turn_is_waited_for_then_busy) {
 END_TEST
 
 /* Whether a handle waits for the turn of the database at path (byte 2 of
- * the turn file read-locked, lib/turn.c). */
+ * the turn file read-locked, lib/sqlite/turn.c). */
 static bool someone_waits(const char *path) {
   char side[600];
   snprintf(side, sizeof side, "%s-turn", path);

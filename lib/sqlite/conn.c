@@ -191,3 +191,11 @@ int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
   sc__read_release(db, c);
   return rc;
 }
+
+int sc__op_fail_sqlite(sc__op *op, sc__conn *w, int rc, const char *what) {
+  /* A statement that could not be prepared leaves its code on the handle. */
+  if (rc == SQLITE_OK || rc == SQLITE_ERROR)
+    rc = sqlite3_extended_errcode(w->h);
+  return sc__op_fail(op, sc__status_from_sqlite(rc), "%s: %s", what,
+                     sqlite3_errmsg(w->h));
+}

@@ -55,6 +55,7 @@ static bu_result run_lib(const char *variant, int batch_max, int threads,
       bu_run("coupon_issue", variant, threads, seconds, lib_issue, &c);
   bu_print(&r);
   bu_print_writer(c.db, "issue", &before, r.ops);
+  bu_print_hops(c.db, "coupon_issue", &r);
   sc_close(c.db);
   bu_remove_db(path);
   return r;

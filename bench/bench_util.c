@@ -136,6 +136,36 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
   fflush(stdout);
 }
 
+void bu_print_hops(sc_db *db, const char *op, const bu_result *r) {
+  sc_metrics m;
+  if (sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) return;
+  const sc_op_metrics *om = NULL;
+  for (int i = 0; i < m.n_ops; i++) {
+    if (strcmp(m.ops[i].name, op) == 0) om = &m.ops[i];
+  }
+  if (om == NULL || om->count == 0 || r->ops == 0) return;
+  /* An operation's latency in the metrics ends when the completing thread
+   * wakes its caller; the caller's ends when it runs again. The batch an
+   * operation rides in is weighted by its size: the mean batch duration
+   * an operation sees is sum(size x duration) / sum(size), approximated by
+   * the mean duration (batches of one size in these runs). */
+  double caller_us = r->mean_ms * 1e3;
+  double done_us = om->latency_ms.sum / (double)om->count * 1e3;
+  double batch_us = m.commit_ms.sum / (double)m.commit_ms.count * 1e3;
+  double queue_us = done_us > batch_us ? done_us - batch_us : 0;
+  double wake_us = caller_us > done_us ? caller_us - done_us : 0;
+  printf(
+      "   hops (means): caller -> writer, in the queue %.0f us; the batch"
+      " (BEGIN..COMMIT) %.0f us; completion -> caller running %.0f us;"
+      " total %.0f us\n",
+      queue_us, batch_us, wake_us, caller_us);
+  printf(
+      "BENCH_JSON {\"hops\":\"%s\",\"threads\":%d,\"queue_us\":%.1f,"
+      "\"batch_us\":%.1f,\"wake_us\":%.1f,\"caller_us\":%.1f}\n",
+      op, r->threads, queue_us, batch_us, wake_us, caller_us);
+  fflush(stdout);
+}
+
 typedef struct samples {
   int64_t *ns;
   size_t n, cap;

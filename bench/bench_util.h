@@ -70,6 +70,14 @@ bu_cpu bu_cpu_now(sc_db *db);
 void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
                      int64_t ops);
 
+/* Prints where a blocking call's time went, from means over the run:
+ * caller -> writer (in the queue: waiting for the writer to wake, or for
+ * the batch before to commit), the batch itself (BEGIN..COMMIT, one
+ * fsync), and from the completing thread (the writer for small batches,
+ * else the completer) to the caller running again. op: the metrics name of
+ * the operation ("coupon_issue"). Needs sc_metrics reset before the run. */
+void bu_print_hops(sc_db *db, const char *op, const bu_result *r);
+
 /* Parses "--seconds X", "--events N" and "--threads a,b,c" from argv
  * (defaults given; a value that is not positive takes the default). */
 long long bu_arg_events(int argc, char **argv, long long dflt);

@@ -45,6 +45,8 @@ def bench_lines(cmd, env=None):
             # printed.
             if "bound" in r and records and "bench" in records[-1]:
                 records[-1]["writer"] = r
+            elif "hops" in r and records and "bench" in records[-1]:
+                records[-1]["hops"] = r
             elif "bench" in r:
                 records.append(r)
     return records, p.returncode

@@ -66,7 +66,7 @@ static bu_result run_lib(double seconds, int inflight) {
   }
   sc_async_req *reqs = calloc((size_t)inflight, sizeof *reqs);
   sc_metrics_reset(r.db);
-  bu_cpu before = bu_cpu_now();
+  bu_cpu before = bu_cpu_now(r.db);
   r.deadline_ns = before.wall + (int64_t)(seconds * 1e9);
   for (int i = 0; i < inflight; i++) {
     reqs[i].data = &r;
@@ -82,7 +82,7 @@ static bu_result run_lib(double seconds, int inflight) {
   snprintf(res.variant, sizeof res.variant, "inflight_%d", inflight);
   res.ops_per_s = (double)r.done / res.seconds;
   bu_print(&res);
-  bu_print_writer(r.db, &before, res.ops);
+  bu_print_writer(r.db, "issue", &before, res.ops);
   sc_async_close(r.async, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

@@ -50,11 +50,12 @@ static bu_result run_lib(const char *variant, int batch_max, int threads,
   }
   c.policy = create_policy(c.db);
   sc_metrics_reset(c.db);
-  bu_cpu before = bu_cpu_now();
+  bu_cpu before = bu_cpu_now(c.db);
   bu_result r =
       bu_run("coupon_issue", variant, threads, seconds, lib_issue, &c);
   bu_print(&r);
-  bu_print_writer(c.db, &before, r.ops);
+  bu_print_writer(c.db, "issue", &before, r.ops);
+  bu_print_hops(c.db, "coupon_issue", &r);
   sc_close(c.db);
   bu_remove_db(path);
   return r;

@@ -106,10 +106,11 @@ static bu_result run_lib(const scenario *sc, const char *variant, int batch_max,
   snprintf(bench, sizeof bench, "%s_%s", sc->pay ? "checkout_pay" : "checkout",
            sc->name);
   sc_metrics_reset(c.db);
-  bu_cpu before = bu_cpu_now();
+  bu_cpu before = bu_cpu_now(c.db);
   bu_result r = bu_run(bench, variant, threads, seconds, lib_call, &c);
   bu_print(&r);
-  bu_print_writer(c.db, &before, r.ops * (sc->pay ? 2 : 1));
+  bu_print_writer(c.db, sc->pay ? "checkout or pay" : "checkout", &before,
+                  r.ops * (sc->pay ? 2 : 1));
   if (check) verify(c.db, variant);
   sc_close(c.db);
   bu_remove_db(path);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,52 +49,120 @@ int64_t bu_thread_cpu_ns(const char *comm) {
   return sum;
 }
 
-bu_cpu bu_cpu_now(void) {
+static int64_t wakeups_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (int64_t)ru.ru_nvcsw;
+}
+
+static double wal_sync_ms(sc_db *db) {
+  sc_metrics m;
+  if (db == NULL || sc_metrics_get(db, &m) != SC_OK) return 0;
+  return m.fsync_ms[SC_FILE_WAL];
+}
+
+bu_cpu bu_cpu_now(sc_db *db) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (bu_cpu){.wall = now_ns(),
                   .writer = bu_thread_cpu_ns("sc-writer"),
                   .completer = bu_thread_cpu_ns("sc-complete"),
-                  .process = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec};
+                  .process = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                  .wakeups = wakeups_now(),
+                  .wal_sync_ms = wal_sync_ms(db),
+                  .db = db};
 }
 
-void bu_print_writer(sc_db *db, const bu_cpu *before, int64_t ops) {
-  bu_cpu now = bu_cpu_now();
+/* The resource nearest its limit, by shares of the wall time: a writer busy
+ * in batches (80% of the time or more) is bound by its CPU or by the WAL's
+ * fsync, whichever took more of it; otherwise by the machine's CPUs when
+ * they are nearly all used, or else the writer waited for work, so the
+ * callers and the hops to and from them bound the run. */
+static const char *bound_of(double in_batch, double writer_use,
+                            double fsync_share, double process_use) {
+  if (in_batch >= 0.8) {
+    return writer_use >= fsync_share ? "the writer's CPU"
+                                     : "the WAL's fsync (the writer waits on "
+                                       "it)";
+  }
+  if (process_use >= 0.85) return "the machine's CPUs (callers, hops, writer)";
+  return "the callers and the hops to and from the writer (it waits for work)";
+}
+
+void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
+                     int64_t ops) {
+  bu_cpu now = bu_cpu_now(db);
   sc_metrics m;
   if (ops <= 0 || sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) {
     return;
   }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   double wall = (double)(now.wall - before->wall);
   double writer = (double)(now.writer - before->writer);
   double in_batch = m.commit_ms.sum * 1e6;
-  double off_cpu = in_batch > writer ? in_batch - writer : 0;
+  double fsync = (now.wal_sync_ms - before->wal_sync_ms) * 1e6;
+  double process = (double)(now.process - before->process);
+  double wakeups = (double)(now.wakeups - before->wakeups);
+  double batch_mean = m.batch_size.sum / (double)m.batch_size.count;
   printf(
       "   writer: %llu batches, size mean %.1f p50 %.0f max %.0f;"
       " batch (BEGIN..COMMIT) p50 %.3f ms p99 %.3f ms\n",
-      (unsigned long long)m.batch_size.count,
-      m.batch_size.sum / (double)m.batch_size.count, m.batch_size.p50,
+      (unsigned long long)m.batch_size.count, batch_mean, m.batch_size.p50,
       m.batch_size.max, m.commit_ms.p50, m.commit_ms.p99);
   printf(
-      "   writer: %.2f us CPU per operation, CPU use %.0f%%; in batches"
-      " %.0f%% of the time, of which off-CPU (fsync, waits) %.0f%%\n",
-      writer / 1e3 / (double)ops, 100 * writer / wall, 100 * in_batch / wall,
-      in_batch > 0 ? 100 * off_cpu / in_batch : 0);
+      "   writer: %.2f us CPU per %s, CPU use %.0f%%; in batches %.0f%% of"
+      " the time; in the WAL's fsync %.0f%% of the time (%.0f us each)\n",
+      writer / 1e3 / (double)ops, kind, 100 * writer / wall,
+      100 * in_batch / wall, 100 * fsync / wall,
+      fsync / 1e3 / (double)m.batch_size.count);
   printf(
-      "   CPU per operation: completer %.2f us, whole process %.2f us"
-      " (%.0f%% of %ld CPUs)\n",
-      (double)(now.completer - before->completer) / 1e3 / (double)ops,
-      (double)(now.process - before->process) / 1e3 / (double)ops,
-      100 * (double)(now.process - before->process) / wall /
-          (double)sysconf(_SC_NPROCESSORS_ONLN),
-      sysconf(_SC_NPROCESSORS_ONLN));
+      "   per %s: completer CPU %.2f us, process CPU %.2f us (%.0f%% of %ld"
+      " CPUs), %.2f wake-ups (voluntary context switches)\n",
+      kind, (double)(now.completer - before->completer) / 1e3 / (double)ops,
+      process / 1e3 / (double)ops, 100 * process / wall / (double)cpus, cpus,
+      wakeups / (double)ops);
+  const char *bound =
+      bound_of(in_batch / wall, writer / wall, fsync / wall,
+               process / wall / (double)cpus);
+  printf("   bound: %s\n", bound);
   printf(
-      "BENCH_JSON {\"writer_us_per_op\":%.3f,\"writer_cpu_use\":%.3f,"
-      "\"batch_mean\":%.2f,\"in_batch_share\":%.3f,"
-      "\"off_cpu_share_of_batch\":%.3f,\"process_us_per_op\":%.3f}\n",
-      writer / 1e3 / (double)ops, writer / wall,
-      m.batch_size.sum / (double)m.batch_size.count, in_batch / wall,
-      in_batch > 0 ? off_cpu / in_batch : 0,
-      (double)(now.process - before->process) / 1e3 / (double)ops);
+      "BENCH_JSON {\"kind\":\"%s\",\"writer_us_per_op\":%.3f,"
+      "\"writer_cpu_use\":%.3f,\"batch_mean\":%.2f,\"in_batch_share\":%.3f,"
+      "\"fsync_share\":%.3f,\"process_us_per_op\":%.3f,"
+      "\"process_cpu_use\":%.3f,\"wakeups_per_op\":%.3f,\"bound\":\"%s\"}\n",
+      kind, writer / 1e3 / (double)ops, writer / wall, batch_mean,
+      in_batch / wall, fsync / wall, process / 1e3 / (double)ops,
+      process / wall / (double)cpus, wakeups / (double)ops, bound);
+  fflush(stdout);
+}
+
+void bu_print_hops(sc_db *db, const char *op, const bu_result *r) {
+  sc_metrics m;
+  if (sc_metrics_get(db, &m) != SC_OK || m.batch_size.count == 0) return;
+  const sc_op_metrics *om = NULL;
+  for (int i = 0; i < m.n_ops; i++) {
+    if (strcmp(m.ops[i].name, op) == 0) om = &m.ops[i];
+  }
+  if (om == NULL || om->count == 0 || r->ops == 0) return;
+  /* An operation's latency in the metrics ends when the completing thread
+   * wakes its caller; the caller's ends when it runs again. The batch an
+   * operation rides in is weighted by its size: the mean batch duration
+   * an operation sees is sum(size x duration) / sum(size), approximated by
+   * the mean duration (batches of one size in these runs). */
+  double caller_us = r->mean_ms * 1e3;
+  double done_us = om->latency_ms.sum / (double)om->count * 1e3;
+  double batch_us = m.commit_ms.sum / (double)m.commit_ms.count * 1e3;
+  double queue_us = done_us > batch_us ? done_us - batch_us : 0;
+  double wake_us = caller_us > done_us ? caller_us - done_us : 0;
+  printf(
+      "   hops (means): caller -> writer, in the queue %.0f us; the batch"
+      " (BEGIN..COMMIT) %.0f us; completion -> caller running %.0f us;"
+      " total %.0f us\n",
+      queue_us, batch_us, wake_us, caller_us);
+  printf(
+      "BENCH_JSON {\"hops\":\"%s\",\"threads\":%d,\"queue_us\":%.1f,"
+      "\"batch_us\":%.1f,\"wake_us\":%.1f,\"caller_us\":%.1f}\n",
+      op, r->threads, queue_us, batch_us, wake_us, caller_us);
   fflush(stdout);
 }
 

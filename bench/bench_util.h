@@ -54,14 +54,29 @@ int64_t bu_now_ns(void);
  * run can print what it cost: take one before, pass it after. */
 typedef struct bu_cpu {
   int64_t wall, writer, completer, process;
+  int64_t wakeups;    /* the process's voluntary context switches */
+  double wal_sync_ms; /* time in fsyncs of the WAL (the writer's commits) */
+  sc_db *db;          /* whose fsyncs; NULL: none read */
 } bu_cpu;
-bu_cpu bu_cpu_now(void);
+bu_cpu bu_cpu_now(sc_db *db);
 /* Prints what bounds the run: ops per batch, the writer's CPU per
- * operation and its CPU use, the time inside BEGIN..COMMIT and the part of
- * it the writer did not spend on the CPU (fsync, mostly), and the CPU
- * of the completer and of the whole process per operation. ops: the
- * operations completed since `before`. Needs sc_metrics reset at `before`. */
-void bu_print_writer(sc_db *db, const bu_cpu *before, int64_t ops);
+ * operation of `kind` and its CPU use, the time inside BEGIN..COMMIT, the
+ * share of the wall time the writer spent in the WAL's fsync, the CPU of
+ * the completer and of the whole process per operation, the process's
+ * wake-ups (voluntary context switches) per operation, and a one-line
+ * verdict "bound: ..." naming the resource nearest its limit. ops: the
+ * operations completed since `before`. Needs sc_metrics reset at
+ * `before`. */
+void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
+                     int64_t ops);
+
+/* Prints where a blocking call's time went, from means over the run:
+ * caller -> writer (in the queue: waiting for the writer to wake, or for
+ * the batch before to commit), the batch itself (BEGIN..COMMIT, one
+ * fsync), and from the completing thread (the writer for small batches,
+ * else the completer) to the caller running again. op: the metrics name of
+ * the operation ("coupon_issue"). Needs sc_metrics reset before the run. */
+void bu_print_hops(sc_db *db, const char *op, const bu_result *r);
 
 /* Parses "--seconds X", "--events N" and "--threads a,b,c" from argv
  * (defaults given; a value that is not positive takes the default). */

@@ -40,7 +40,15 @@ def bench_lines(cmd, env=None):
     records = []
     for line in p.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            records.append(json.loads(line[len("BENCH_JSON "):]))
+            r = json.loads(line[len("BENCH_JSON "):])
+            # What bounded a run (bu_print_writer) belongs to the run just
+            # printed.
+            if "bound" in r and records and "bench" in records[-1]:
+                records[-1]["writer"] = r
+            elif "hops" in r and records and "bench" in records[-1]:
+                records[-1]["hops"] = r
+            elif "bench" in r:
+                records.append(r)
     return records, p.returncode
 
 
@@ -90,6 +98,47 @@ def simulate(build, users, duration, think, tail=False):
     return out, 0
 
 
+BOUNDS_BEGIN = "<!-- bounds: written by bench/run_all.py --readme -->"
+BOUNDS_END = "<!-- bounds: end -->"
+
+
+def bounds_table(records, meta):
+    """One row per run that printed what bounded it (bu_print_writer)."""
+    rows = [r for r in records if "writer" in r]
+    if not rows:
+        return []
+    lines = [f"{meta['date']}, commit {meta['commit']}, {meta['cpus']} CPUs,"
+             f" load average {meta['load']}, `bench/run_all.py --seconds"
+             f" {meta['seconds_per_point']}`.", "",
+             "| bench | variant | threads | ops/s | writer us per op |"
+             " writer CPU use | fsync share | batch mean | wake-ups per op |"
+             " bound |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        w = r["writer"]
+        lines.append(f"| {r['bench']} | {r['variant']} | {r['threads']} |"
+                     f" {r['ops_per_s']:.0f} | {w['writer_us_per_op']:.2f}"
+                     f" ({w['kind']}) | {100 * w['writer_cpu_use']:.0f}% |"
+                     f" {100 * w.get('fsync_share', 0):.0f}% |"
+                     f" {w['batch_mean']:.1f} |"
+                     f" {w.get('wakeups_per_op', 0):.2f} | {w['bound']} |")
+    return lines
+
+
+def readme_update(path, records, meta):
+    """Replaces the marked section of bench/README.md with the bounds table."""
+    with open(path) as f:
+        text = f.read()
+    if BOUNDS_BEGIN not in text or BOUNDS_END not in text:
+        print(f"{path}: no bounds markers; not updated")
+        return
+    head, rest = text.split(BOUNDS_BEGIN, 1)
+    _, tail = rest.split(BOUNDS_END, 1)
+    body = "\n".join(bounds_table(records, meta))
+    with open(path, "w") as f:
+        f.write(f"{head}{BOUNDS_BEGIN}\n{body}\n{BOUNDS_END}{tail}")
+    print(f"updated {path} (what bounds each run)")
+
+
 def markdown(records, meta):
     lines = [f"# Benchmark results", "",
              f"{meta['date']}, commit {meta['commit']}, {meta['cpus']} CPUs."
@@ -109,6 +158,9 @@ def markdown(records, meta):
         lines += [f"| {r['ratio']} ({r['numerator']}/{r['denominator']}) |"
                   f" {r['bench']} | {r['threads']} | {r['value']:.2f}x |"
                   for r in ratios]
+    bounds = bounds_table(records, meta)
+    if bounds:
+        lines += ["", "## What bounds each run", ""] + bounds
     sims = [r for r in records if r["bench"] == "simulate" and r["op"] != "all"]
     if sims:
         lines += ["", "## shopcore simulate (the flash sale: 1,000 coupons, one hot product)", "",
@@ -227,6 +279,9 @@ def main():
     p.add_argument("--tail-duration", type=int, default=180,
                    help="the long simulate run (tail latency); 0 = skip")
     p.add_argument("--only", help="run only benchmarks whose name has this")
+    p.add_argument("--readme", action="store_true",
+                   help="also write the what-bounds-it table into"
+                   " bench/README.md")
     a = p.parse_args()
     build = os.path.abspath(a.build)
     records, failed = [], 0
@@ -254,7 +309,8 @@ def main():
         failed += rc != 0
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "commit": git_commit(), "cpus": os.cpu_count(),
-            "seconds_per_point": a.seconds}
+            "seconds_per_point": a.seconds,
+            "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     out = os.path.join(HERE, "results")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -263,6 +319,8 @@ def main():
         f.write(markdown(records, meta))
     with open(os.path.join(out, "throughput.svg"), "w") as f:
         f.write(svg_chart(records))
+    if a.readme:
+        readme_update(os.path.join(HERE, "README.md"), records, meta)
     print(f"wrote {out}/results.json, results.md, throughput.svg"
           f" ({len(records)} records, {failed} failed)")
     return 1 if failed else 0

@@ -33,36 +33,47 @@ static const char SQL_APPEND[] =
     "   (SELECT seq FROM sc_outbox_seq WHERE agg_kind = ?2 AND agg_id = ?3),"
     "   0) + 1,"
     "  ?4, ?5, ?4)";
-/* The partial indexes sc_outbox_pending and sc_outbox_open serve this. The
- * rows come back in no particular order; they are sorted by id after. */
+/* A claim is this SELECT, then one UPDATE by id per row (SQL_LEASE): an
+ * UPDATE ... RETURNING would have SQLite build an ephemeral table and a
+ * statement journal per claim (expensive in Debian's build, see issue 11).
+ * The partial index sc_outbox_pending gives the rows in id order; an
+ * aggregate's first event (seq 1, every coupon's) has no predecessor to
+ * look for in sc_outbox_open. */
+static const char SQL_DELIVERABLE[] =
+    "SELECT o.id, o.type, o.agg_id, o.seq, o.created_at_ms, o.attempts,"
+    " o.payload, o.claim, o.lease_until_ms FROM sc_outbox o"
+    " WHERE o.state = 0 AND o.available_at_ms <= ?1"
+    "  AND o.lease_until_ms <= ?1"
+    "  AND (o.seq = 1 OR NOT EXISTS (SELECT 1 FROM sc_outbox e"
+    "   WHERE e.agg_kind = o.agg_kind AND e.agg_id = o.agg_id"
+    "    AND e.seq < o.seq AND e.state <> 1))"
+    " ORDER BY o.id LIMIT ?2";
 /* Taking over an expired lease (lease_until_ms > 0: claimed, never acked,
  * nacked or released) counts that delivery as an attempt: attempts is
  * "deliveries before this one", and a payload that crashes its consumer
- * must not be handed out forever. */
-static const char SQL_CLAIM[] =
-    "UPDATE sc_outbox SET attempts = attempts + (lease_until_ms > 0),"
-    " lease_until_ms = ?3, claim = claim + 1 WHERE id IN ("
-    " SELECT o.id FROM sc_outbox o"
-    " WHERE o.state = 0 AND o.available_at_ms <= ?1"
-    "  AND o.lease_until_ms <= ?1"
-    "  AND NOT EXISTS (SELECT 1 FROM sc_outbox e"
-    "   WHERE e.agg_kind = o.agg_kind AND e.agg_id = o.agg_id"
-    "    AND e.seq < o.seq AND e.state <> 1)"
-    " ORDER BY o.id LIMIT ?2)"
-    " RETURNING id, type, agg_id, seq, created_at_ms, attempts, payload, claim";
+ * must not be handed out forever. The claimer computes attempts and the
+ * new token from the row it read in the same transaction. */
+static const char SQL_LEASE[] =
+    "UPDATE sc_outbox SET attempts = ?2, lease_until_ms = ?3, claim = ?4"
+    " WHERE id = ?1";
 static const char SQL_STATE[] =
     "SELECT state, attempts, claim, lease_until_ms FROM sc_outbox"
     " WHERE id = ?1";
 /* delivered_at_ms never goes below the previous event's (delivered before
  * this one could be claimed), even when the clock stepped back: a purge,
  * taking events in delivered_at_ms order, then removes a prefix of each
- * aggregate (outbox_purge.c), never a later event before an earlier one. */
+ * aggregate (outbox_purge.c), never a later event before an earlier one.
+ * An aggregate's first event has no previous one: CASE evaluates the
+ * lookup only for the others. The WHERE is the fence: no row changes
+ * unless ?2 is the latest claim's token. */
 static const char SQL_ACK[] =
     "UPDATE sc_outbox SET state = 1, lease_until_ms = 0,"
-    " delivered_at_ms = max(?3, coalesce((SELECT p.delivered_at_ms"
+    " delivered_at_ms = CASE WHEN seq = 1 THEN ?3"
+    "  ELSE max(?3, coalesce((SELECT p.delivered_at_ms"
     "  FROM sc_outbox p WHERE p.agg_kind = sc_outbox.agg_kind"
     "  AND p.agg_id = sc_outbox.agg_id AND p.seq = sc_outbox.seq - 1), ?3))"
-    " WHERE id = ?1 AND claim = ?2 AND state <> 1";
+    "  END"
+    " WHERE id = ?1 AND claim = ?2 AND claim > 0 AND state <> 1";
 static const char SQL_RETRY[] =
     "UPDATE sc_outbox SET state = ?2, attempts = ?3, available_at_ms = ?4,"
     " lease_until_ms = 0, last_error = ?5 WHERE id = ?1 AND claim = ?6"
@@ -159,7 +170,8 @@ void sc__events_clear(sc_event *events, int n) {
   }
 }
 
-/* Copies the row of SQL_CLAIM (or a listing) into ev, payload included. */
+/* Copies a row of SQL_DELIVERABLE into ev, payload included, as it will be
+ * once leased: one more attempt if an earlier lease ran out, a new token. */
 static bool event_read(sqlite3_stmt *st, sc_event *ev) {
   const void *blob = sqlite3_column_blob(st, 6);
   size_t len = (size_t)sqlite3_column_bytes(st, 6);
@@ -167,7 +179,8 @@ static bool event_read(sqlite3_stmt *st, sc_event *ev) {
   if (copy == NULL) return false;
   if (len > 0) memcpy(copy, blob, len);
   *ev = sc__event_from_row(st, copy, len);
-  ev->claim = sqlite3_column_int64(st, 7);
+  ev->attempts += sqlite3_column_int64(st, 8) > 0;
+  ev->claim = sqlite3_column_int64(st, 7) + 1;
   return true;
 }
 
@@ -182,19 +195,30 @@ sc_event sc__event_from_row(sqlite3_stmt *st, const void *payload, size_t len) {
                     .payload_len = len};
 }
 
-static int by_id(const void *a, const void *b) {
-  sc_id x = ((const sc_event *)a)->id, y = ((const sc_event *)b)->id;
-  return (x > y) - (x < y);
+/* Leases the events read by SQL_DELIVERABLE, in id order. */
+static int lease(sc__conn *w, sc__outbox_round *r, int64_t until) {
+  sqlite3_stmt *st = sc__stmt(w, SQL_LEASE);
+  if (st == NULL) return sc__op_fail_sqlite(&r->base, w, SQLITE_ERROR, "claim");
+  for (int i = 0; i < r->n_events; i++) {
+    const sc_event *ev = &r->events[i];
+    sqlite3_bind_int64(st, 1, ev->id);
+    sqlite3_bind_int(st, 2, ev->attempts);
+    sqlite3_bind_int64(st, 3, until);
+    sqlite3_bind_int64(st, 4, ev->claim);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return sc__op_fail_sqlite(&r->base, w, rc, "claim");
+  }
+  return SC_OK;
 }
 
 static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
-  sqlite3_stmt *st = sc__stmt(w, SQL_CLAIM);
+  sqlite3_stmt *st = sc__stmt(w, SQL_DELIVERABLE);
   if (st == NULL) return sc__op_fail_sqlite(&r->base, w, SQLITE_ERROR, "claim");
   int64_t until;
   if (!sc__add_i64(now, r->lease_ms, &until)) until = INT64_MAX;
   sqlite3_bind_int64(st, 1, now);
   sqlite3_bind_int(st, 2, r->claim_max);
-  sqlite3_bind_int64(st, 3, until);
   int rc;
   bool nomem = false;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n_events < r->claim_max) {
@@ -205,14 +229,18 @@ static int claim(sc__conn *w, sc__outbox_round *r, int64_t now) {
     r->n_events++;
   }
   sqlite3_reset(st);
-  if (nomem || (rc != SQLITE_DONE && rc != SQLITE_ROW)) {
+  if (nomem) {
+    rc = sc__op_fail(&r->base, SC_NOMEM, "claim: out of memory");
+  } else if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    rc = sc__op_fail_sqlite(&r->base, w, rc, "claim");
+  } else {
+    rc = lease(w, r, until);
+  }
+  if (rc != SC_OK) {
     sc__events_clear(r->events, r->n_events);
     r->n_events = 0;
-    if (nomem) return sc__op_fail(&r->base, SC_NOMEM, "claim: out of memory");
-    return sc__op_fail_sqlite(&r->base, w, rc, "claim");
   }
-  qsort(r->events, (size_t)r->n_events, sizeof *r->events, by_id);
-  return SC_OK;
+  return rc;
 }
 
 /* ---- settling -------------------------------------------------------------
@@ -282,14 +310,16 @@ static int update_one(sc__conn *w, sc__op *op, const char *sql, sc_id id,
 
 /* With the latest claim's token, a pending or dead event becomes delivered
  * (a dead one's late success counts too); acking a delivered one changes
- * nothing. */
+ * nothing. The fenced UPDATE comes first: on the hot path (the token is
+ * the latest) it is the only statement; only when it changes nothing is
+ * the row read, to say why. */
 static int ack(sc_db *db, sc__conn *w, sc__op *op, sc_id id, int64_t token,
                bool *changed) {
   *changed = false;
+  int rc = update_one(w, op, SQL_ACK, id, token, sc__now_ms(db), changed);
+  if (rc != SC_OK || *changed) return rc;
   event_row row;
-  int rc = event_fenced(w, op, id, token, &row);
-  if (rc != SC_OK || row.state == ST_DELIVERED) return rc;
-  return update_one(w, op, SQL_ACK, id, token, sc__now_ms(db), changed);
+  return event_fenced(w, op, id, token, &row);
 }
 
 /* Uniform in [0, n), from a per-thread xorshift: only the writer thread

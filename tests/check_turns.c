@@ -1,6 +1,6 @@
-/* Writers of several processes on one file take turns (lib/sqlite/turn.c): under a
- * race of 4 and 8 processes x 16 threads every process makes progress in
- * every second and the cap holds; a held turn is waited for at most
+/* Writers of several processes on one file take turns (lib/sqlite/turn.c):
+ * under a race of 4 and 8 processes x 16 threads every process makes progress
+ * in every second and the cap holds; a held turn is waited for at most
  * busy_timeout_ms, while a writer outside the library is not held up; the
  * turn file takes the database's mode; a network file system is refused.
  * (A holder killed mid-batch: tests/check_crash.c, which has the checks of
@@ -347,6 +347,38 @@ START_TEST(the_turn_file_takes_the_database_mode) {
 }
 END_TEST
 
+/* Two paths to one file (a symbolic link, as a deployment's "current"
+ * directory often is) share one turn file, next to the real file, as
+ * SQLite's -wal and -shm are: else the processes using either path would
+ * not take turns with each other. */
+START_TEST(a_linked_path_shares_the_real_files_turn) {
+  char *path = tu_db_path("turns-linked");
+  char link_path[600], real_side[700], link_side[700];
+  snprintf(link_path, sizeof link_path, "%s-link.db", path);
+  snprintf(real_side, sizeof real_side, "%s-turn", path);
+  snprintf(link_side, sizeof link_side, "%s-turn", link_path);
+  unlink(link_path);
+  ck_assert_int_eq(symlink(path, link_path), 0);
+  /* The link is opened first: the file does not exist yet, and the link
+   * dangles until SQLite creates its target. */
+  sc_db *via_link = tu_open(link_path, NULL);
+  sc_db *direct = tu_open(path, NULL);
+  struct stat st;
+  ck_assert_int_eq(stat(real_side, &st), 0);
+  ck_assert_int_eq(lstat(link_side, &st), -1);
+  ck_assert_int_eq(errno, ENOENT);
+  sc_id p = 0;
+  ck_assert_sc(sc_product_create(via_link, "linked", 100, 5, &p), SC_OK);
+  sc_stock s;
+  ck_assert_sc(sc_stock_get(direct, p, &s), SC_OK);
+  ck_assert_int_eq(s.available, 5);
+  ck_assert_sc(sc_close(via_link), SC_OK);
+  ck_assert_sc(sc_close(direct), SC_OK);
+  ck_assert_int_eq(unlink(link_path), 0);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* A refused sc_open changes nothing: the turn file it made goes again,
  * and one that an open handle uses stays (and still works). */
 START_TEST(a_refused_open_leaves_no_turn_file) {
@@ -513,6 +545,7 @@ int main(void) {
   tcase_add_test(tc, network_file_systems_are_recognized);
   tcase_add_test(tc, the_turn_file_takes_the_database_mode);
   tcase_add_test(tc, a_refused_open_leaves_no_turn_file);
+  tcase_add_test(tc, a_linked_path_shares_the_real_files_turn);
   tcase_add_test(tc, a_held_turn_is_waited_for_then_busy);
   tcase_add_test(tc, a_stopped_waiter_does_not_slow_the_others);
   tcase_add_test(tc, processes_of_two_users_take_turns);

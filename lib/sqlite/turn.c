@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -198,13 +199,85 @@ static void match_mode(int fd, const struct stat *db) {
   }
 }
 
+/* realpath(3) into the library's allocator; NULL with errno on failure. */
+static char *real_path(const char *path) {
+  char *r = realpath(path, NULL);
+  if (r == NULL) return NULL;
+  char *copy = sc__strdup(r);
+  free(r);
+  if (copy == NULL) errno = ENOMEM;
+  return copy;
+}
+
+/* The database's path with every symbolic link resolved, as SQLite's unix
+ * VFS resolves it before it names the -wal and -shm files: processes that
+ * reach one file by different links must share one turn file too, or they
+ * would not take turns. A file yet to be created is resolved through its
+ * directory. Falls back to the path as given when neither resolves (the
+ * open then fails in SQLite with its own message). NULL only when out of
+ * memory. */
+static char *canonical_db_path(const char *db_path) {
+  char *p = real_path(db_path);
+  if (p != NULL || errno == ENOMEM) return p;
+  /* A link whose target is yet to be created (SQLite creates the target):
+   * follow it, as SQLite does, a bounded number of times (a loop of links
+   * ends in the path as given). */
+  char cur[PATH_MAX], target[PATH_MAX];
+  if (strlen(db_path) >= sizeof cur) return sc__strdup(db_path);
+  strcpy(cur, db_path);
+  for (int hops = 0; hops < 40; hops++) {
+    ssize_t n = readlink(cur, target, sizeof target - 1);
+    if (n <= 0) break;
+    target[n] = '\0';
+    const char *slash = strrchr(cur, '/');
+    if (target[0] == '/' || slash == NULL) {
+      strcpy(cur, target);
+    } else {
+      size_t dir = (size_t)(slash - cur) + 1;
+      if (dir + (size_t)n >= sizeof cur) break;
+      memcpy(cur + dir, target, (size_t)n + 1);
+    }
+  }
+  db_path = cur;
+  const char *slash = strrchr(db_path, '/');
+  const char *base = slash ? slash + 1 : db_path;
+  char *dir = NULL;
+  if (slash == NULL) {
+    dir = real_path(".");
+  } else if (slash == db_path) {
+    dir = sc__strdup("/");
+  } else {
+    char *d = sc__malloc((size_t)(slash - db_path) + 1);
+    if (d == NULL) return NULL;
+    memcpy(d, db_path, (size_t)(slash - db_path));
+    d[slash - db_path] = '\0';
+    dir = real_path(d);
+    sc__free(d);
+  }
+  if (dir == NULL) return errno == ENOMEM ? NULL : sc__strdup(db_path);
+  size_t nd = strlen(dir), nb = strlen(base);
+  bool root = nd == 1 && dir[0] == '/';
+  p = sc__malloc(nd + nb + 2);
+  if (p != NULL) {
+    memcpy(p, dir, nd);
+    size_t at = nd;
+    if (!root) p[at++] = '/';
+    memcpy(p + at, base, nb + 1);
+  }
+  sc__free(dir);
+  return p;
+}
+
 static char *turn_path(const char *db_path) {
-  size_t n = strlen(db_path);
+  char *real = canonical_db_path(db_path);
+  if (real == NULL) return NULL;
+  size_t n = strlen(real);
   char *p = sc__malloc(n + sizeof "-turn");
   if (p != NULL) {
-    memcpy(p, db_path, n);
+    memcpy(p, real, n);
     memcpy(p + n, "-turn", sizeof "-turn");
   }
+  sc__free(real);
   return p;
 }
 

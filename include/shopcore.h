@@ -314,7 +314,8 @@ SC_API void(sc_options_init)(sc_options *opts);
  * (AUTOINCREMENT: SQLite's sqlite_sequence table appears in the file).
  * Beside the database it keeps "<path>-turn", a small file through which
  * the writers of every libshopcore process on the database take turns
- * (created with the database file's mode, like SQLite's "-shm"; every
+ * (next to the real file when path goes through symbolic links, as SQLite's
+ * "-wal" and "-shm" are; created with the database file's mode, like SQLite's "-shm"; every
  * process writing the database needs read-write access to it; it may be
  * deleted while no process has the database open).
  * @param[in] path  file name; ":memory:" and "file:" URIs are refused (the

@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "checkpoint.h"
 #include "metrics.h"
+#include "pg/pg.h"
 #include "turn.h"
 
 #define DEFAULT_BATCH_MAX 512
@@ -648,7 +649,10 @@ static bool take_write_turn(sc_db *db, sc__op *batch) {
 static void run_batch(sc_db *db, sc__op *batch, int n) {
   int64_t begin_ns = sc__monotonic_ns();
   bool committed = false;
-  if (take_write_turn(db, batch)) {
+  if (db->pg != NULL) {
+    /* PostgreSQL: the server's locks order the hosts; no turn file. */
+    committed = sc__pg_run_batch(db, batch, n);
+  } else if (take_write_turn(db, batch)) {
     committed = commit_batch(db, batch);
     sc__turn_release(db->turn);
   }
@@ -719,6 +723,7 @@ static void stop_threads(sc_db *db) {
 }
 
 static void db_free(sc_db *db) {
+  sc__pg_close(db);
   sc__conn_close(db->wconn);
   sc__turn_close(db->turn);
   while (db->ridle != NULL) {
@@ -749,6 +754,20 @@ static int migrate_in_turn(sc_db *db) {
   if (rc != SC_OK) return sc__fail(rc, "sc_open: %s", why);
   rc = sc__schema_migrate(db->wconn);
   sc__turn_release(db->turn);
+  return rc;
+}
+
+/* The SQLite file's writer connection, schema, turn and checkpointer. */
+static int open_sqlite(sc_db *db) {
+  int rc = sc__turn_open(db->path, &db->turn);
+  if (rc == SC_OK) {
+    rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                       &db->wconn);
+  }
+  if (rc == SC_OK) rc = migrate_in_turn(db);
+  if (rc == SC_OK) rc = writer_prepare(db->wconn);
+  if (rc == SC_OK) db->wal_padded = wal_pads_commits(db->wconn);
+  if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   return rc;
 }
 
@@ -783,15 +802,11 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
     db_free(db);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  rc = sc__turn_open(db->path, &db->turn);
-  if (rc == SC_OK) {
-    rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                       &db->wconn);
+  if (sc__pg_is_uri(path)) {
+    rc = sc__pg_open(db, path);
+  } else {
+    rc = open_sqlite(db);
   }
-  if (rc == SC_OK) rc = migrate_in_turn(db);
-  if (rc == SC_OK) rc = writer_prepare(db->wconn);
-  if (rc == SC_OK) db->wal_padded = wal_pads_commits(db->wconn);
-  if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   if (rc == SC_OK) {
     if (pthread_create(&db->completer, NULL, completer_main, db) != 0) {
       rc = sc__fail(SC_ERROR, "sc_open: cannot start the completion thread");
@@ -843,6 +858,10 @@ int sc_close(sc_db *db) {
   while (atomic_load(&db->calls) > 0)
     sc__sleep_ms(1);
   stop_threads(db);
+  if (db->pg != NULL) {
+    db_free(db);
+    return SC_OK;
+  }
   /* Fold the WAL back into the database so the file stands alone. */
   int rc = sqlite3_wal_checkpoint_v2(db->wconn->h, NULL,
                                      SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);

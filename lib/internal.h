@@ -48,6 +48,9 @@ void sc__sleep_ms(int64_t ms);
  * reads at most max + 1 bytes of s. */
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional);
+/* Copies a stored name of len bytes into out (SC_NAME_MAX + 1 bytes), cut
+ * before the UTF-8 character that would not fit (stock.c). */
+void sc__name_copy(char *out, const unsigned char *name, size_t len);
 /* Checked int64 arithmetic: false on overflow. */
 /* Structs that grow (see "Structs that grow" in shopcore.h). sc__struct_in
  * reads a caller's struct of size bytes (0 = v1_size, the first layout) into
@@ -141,6 +144,8 @@ typedef enum {
 
 struct sc__op {
   sc__op_run_fn run;
+  /* How the PostgreSQL backend runs it (pg/pg.h); NULL: not there yet. */
+  const struct sc__op_pg *pg;
   sc__op_done_fn done;
   int kind;   /* sc__op_kind */
   int status; /* the result, set by the writer */
@@ -230,6 +235,10 @@ struct sc_db {
   _Atomic int64_t earliest_deadline_ms;
 
   struct sc__metrics *metrics; /* metrics.c, may be NULL */
+
+  /* The PostgreSQL backend (pg/), or NULL for an SQLite file: it runs the
+   * writer's batches and answers the reads. */
+  struct sc__pg *pg;
 };
 
 int64_t sc__now_ms(sc_db *db);

@@ -4,7 +4,7 @@
  * balance precheck the seed lacked). */
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 enum { LEDGER_DEPOSIT = 1, LEDGER_PAYMENT = 2 };
 
@@ -44,14 +44,6 @@ static int ledger_append(sc__conn *w, sc__op *op, sc_id user, int64_t amount,
 }
 
 /* ---- deposits ----------------------------------------------------------- */
-
-typedef struct deposit_op {
-  sc__op base;
-  sc_id user;
-  int64_t amount;
-  const char *key; /* NULL = not idempotent */
-  unsigned char request[16];
-} deposit_op;
 
 static int credit(sc__conn *w, deposit_op *op) {
   sqlite3_stmt *st = sc__stmt(w, SQL_CREDIT);
@@ -112,7 +104,7 @@ int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
   int rc = sc__check_text(fn, "the idempotency key", idempotency_key,
                           SC_KEY_MAX, true);
   if (rc != SC_OK) return rc;
-  deposit_op op = {.base = {.run = deposit_run, .kind = SC__OP_DEPOSIT},
+  deposit_op op = {.base = {.run = deposit_run, .pg = &sc__pg_deposit, .kind = SC__OP_DEPOSIT},
                    .user = user,
                    .amount = amount,
                    .key = idempotency_key};

@@ -49,6 +49,9 @@ void sc__sleep_ms(int64_t ms);
  * reads at most max + 1 bytes of s. */
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional);
+/* Copies a stored name of len bytes into out (SC_NAME_MAX + 1 bytes), cut
+ * before the UTF-8 character that would not fit (stock.c). */
+void sc__name_copy(char *out, const unsigned char *name, size_t len);
 /* Checked int64 arithmetic: false on overflow. */
 /* Structs that grow (see "Structs that grow" in shopcore.h). sc__struct_in
  * reads a caller's struct of size bytes (0 = v1_size, the first layout) into

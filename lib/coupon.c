@@ -3,7 +3,7 @@
  * it holds across threads and processes without any in-process state. */
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 static const char SQL_POLICY_INSERT[] =
     "INSERT INTO sc_coupon_policy(name, max_count, per_user_limit,"
@@ -31,13 +31,6 @@ static const char SQL_COUPON_INSERT[] =
     " VALUES(?1, ?2, ?3)";
 
 /* ---- creating a policy -------------------------------------------------- */
-
-typedef struct policy_create_op {
-  sc__op base;
-  const sc_coupon_policy_spec *spec;
-  int32_t per_user_limit;
-  sc_id id;
-} policy_create_op;
 
 static int check_spec(const sc_coupon_policy_spec *s) {
   const char *fn = "sc_coupon_policy_create";
@@ -97,7 +90,7 @@ int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
   int rc = check_spec(spec);
   if (rc != SC_OK) return rc;
   policy_create_op op = {
-      .base = {.run = policy_create_run, .kind = SC__OP_POLICY_CREATE},
+      .base = {.run = policy_create_run, .pg = &sc__pg_policy_create, .kind = SC__OP_POLICY_CREATE},
       .spec = spec,
       .per_user_limit = spec->per_user_limit ? spec->per_user_limit : 1};
   rc = sc__op_execute(db, &op.base);
@@ -106,12 +99,6 @@ int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
 }
 
 /* ---- the kill switch ---------------------------------------------------- */
-
-typedef struct policy_pause_op {
-  sc__op base;
-  sc_id policy;
-  int paused;
-} policy_pause_op;
 
 static int policy_pause_run(sc_db *db, sc__conn *w, sc__op *base) {
   policy_pause_op *op = (policy_pause_op *)base;
@@ -148,7 +135,7 @@ int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused) {
                     (long long)policy);
   }
   policy_pause_op op = {
-      .base = {.run = policy_pause_run, .kind = SC__OP_POLICY_PAUSE},
+      .base = {.run = policy_pause_run, .pg = &sc__pg_policy_pause, .kind = SC__OP_POLICY_PAUSE},
       .policy = policy,
       .paused = paused != 0};
   return sc__op_execute(db, &op.base);
@@ -173,11 +160,6 @@ int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out) {
 }
 
 /* ---- issuance ----------------------------------------------------------- */
-
-typedef struct issue_op {
-  sc__op base;
-  sc_id policy, user, coupon;
-} issue_op;
 
 /* Reads the policy and says whether it may issue now: the refusals in
  * the order a user would ask. Returns the per-user limit through limit. */
@@ -289,7 +271,7 @@ int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user, sc_id *coupon_out) {
     return sc__fail(SC_NOT_FOUND, "coupon policy %lld not found",
                     (long long)policy);
   }
-  issue_op op = {.base = {.run = issue_run, .kind = SC__OP_COUPON_ISSUE},
+  issue_op op = {.base = {.run = issue_run, .pg = &sc__pg_coupon_issue, .kind = SC__OP_COUPON_ISSUE},
                  .policy = policy,
                  .user = user};
   int rc = sc__op_execute(db, &op.base);
@@ -315,7 +297,7 @@ int sc__coupon_issue_prepare(sc_db *db, sc_id policy, sc_id user,
   }
   issue_op *op = sc__calloc(1, sizeof *op);
   if (op == NULL) return sc__fail(SC_NOMEM, "sc_coupon_issue_async: no memory");
-  *op = (issue_op){.base = {.run = issue_run, .kind = SC__OP_COUPON_ISSUE},
+  *op = (issue_op){.base = {.run = issue_run, .pg = &sc__pg_coupon_issue, .kind = SC__OP_COUPON_ISSUE},
                    .policy = policy,
                    .user = user};
   *out = (sc__prepared){&op->base, &op->coupon, issue_op_free};

@@ -8,6 +8,7 @@
 
 #include "internal.h"
 #include "metrics.h"
+#include "pg/pg.h"
 #include "sqlite/checkpoint.h"
 #include "sqlite/turn.h"
 
@@ -164,6 +165,7 @@ static void stop_checkpointer(sc_db *db) {
 }
 
 static void db_free(sc_db *db) {
+  sc__pg_close(db);
   sc__conn_close(db->wconn);
   sc__turn_close(db->turn);
   while (db->ridle != NULL) {
@@ -194,6 +196,19 @@ static int migrate_in_turn(sc_db *db) {
   if (rc != SC_OK) return sc__fail(rc, "sc_open: %s", why);
   rc = sc__schema_migrate(db->wconn);
   sc__turn_release(db->turn);
+  return rc;
+}
+
+/* The SQLite file's writer connection, schema, turn and checkpointer. */
+static int open_sqlite(sc_db *db) {
+  int rc = sc__turn_open(db->path, &db->turn);
+  if (rc == SC_OK) {
+    rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                       &db->wconn);
+  }
+  if (rc == SC_OK) rc = migrate_in_turn(db);
+  if (rc == SC_OK) rc = sc__sqlite_writer_init(db);
+  if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
   return rc;
 }
 
@@ -228,14 +243,7 @@ static int open_checked(const char *path, const sc_options *opts, sc_db **out) {
     db_free(db);
     return sc__fail(SC_NOMEM, "sc_open: out of memory");
   }
-  rc = sc__turn_open(db->path, &db->turn);
-  if (rc == SC_OK) {
-    rc = sc__conn_open(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                       &db->wconn);
-  }
-  if (rc == SC_OK) rc = migrate_in_turn(db);
-  if (rc == SC_OK) rc = sc__sqlite_writer_init(db);
-  if (rc == SC_OK) rc = sc__checkpointer_start(db, &db->checkpointer);
+  rc = sc__pg_is_uri(path) ? sc__pg_open(db, path) : open_sqlite(db);
   if (rc == SC_OK) rc = sc__writer_start(db);
   if (rc != SC_OK) {
     sc__writer_stop(db, stop_checkpointer);
@@ -274,6 +282,10 @@ int sc_close(sc_db *db) {
   while (atomic_load(&db->calls) > 0)
     sc__sleep_ms(1);
   sc__writer_stop(db, stop_checkpointer);
+  if (db->pg != NULL) {
+    db_free(db);
+    return SC_OK;
+  }
   /* Fold the WAL back into the database so the file stands alone. */
   int rc = sqlite3_wal_checkpoint_v2(db->wconn->h, NULL,
                                      SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);

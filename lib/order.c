@@ -6,17 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 #include "metrics.h"
-
-/* Orders expired per write operation: one call of sc_orders_expire_due
- * loops over as many batches as it needs, so no single batch holds the
- * writer (and every caller queued behind it) for long. */
-#define EXPIRE_BATCH 256
-/* Lines kept inside the operation itself; longer orders allocate. */
-#define SMALL_LINES 8
-/* The canonical bytes of a checkout request (see encode_request). */
-#define REQUEST_LEN(n) (8 * (5 + 3 * (size_t)(n)))
 
 static const char SQL_ORDER_INSERT[] =
     "INSERT INTO sc_order(user_id, status, total, discount, coupon_id,"
@@ -42,12 +33,6 @@ static const char SQL_ORDER_CLOSE[] =
 static const char SQL_ORDER_GET[] =
     "SELECT user_id, status, total, discount, expires_at_ms"
     " FROM sc_order WHERE id = ?1";
-
-typedef struct order_row {
-  sc_id id, user, coupon; /* coupon 0 = none */
-  int status;
-  int64_t total, discount, expires_at_ms;
-} order_row;
 
 /* Reads the columns of SQL_ORDER_STATE / SQL_ORDERS_DUE. */
 static void order_row_read(sqlite3_stmt *st, order_row *o) {
@@ -116,25 +101,6 @@ static int order_release(sc_db *db, sc__conn *w, sc__op *op, const order_row *o,
 }
 
 /* ---- checkout ----------------------------------------------------------- */
-
-typedef struct line_item {
-  sc_id product;
-  int64_t qty, expected, price; /* expected < 0: no version check */
-} line_item;
-
-typedef struct checkout_op {
-  sc__op base;
-  sc_id user, coupon;
-  int64_t ttl_ms;
-  const char *key;
-  line_item *items; /* sorted by product */
-  size_t n;
-  unsigned char *request; /* canonical bytes, when keyed */
-  size_t request_len;
-  sc_id order;
-  line_item small_items[SMALL_LINES];
-  unsigned char small_request[REQUEST_LEN(SMALL_LINES)];
-} checkout_op;
 
 /* Checks every line and prices the order; changes nothing. */
 static int check_lines(sc__conn *w, checkout_op *op, int64_t *subtotal) {
@@ -374,6 +340,7 @@ static int checkout_op_new(sc_db *db, const sc_checkout_req *req,
   checkout_op *op = sc__calloc(1, sizeof *op);
   if (op == NULL) return sc__fail(SC_NOMEM, "%s: out of memory", fn);
   op->base.run = checkout_run;
+  op->base.pg = &sc__pg_checkout;
   op->base.kind = SC__OP_CHECKOUT;
   rc = checkout_prepare(db, op, req);
   if (rc != SC_OK) {
@@ -401,11 +368,6 @@ int sc_checkout(sc_db *db, const sc_checkout_req *req, sc_id *order_out) {
 }
 
 /* ---- pay and cancel ----------------------------------------------------- */
-
-typedef struct order_op {
-  sc__op base;
-  sc_id order;
-} order_op;
 
 static int pay_refusal(sc__op *op, const order_row *o, int64_t now) {
   long long id = (long long)o->id;
@@ -456,12 +418,18 @@ static int cancel_run(sc_db *db, sc__conn *w, sc__op *base) {
                        SC_EVENT_ORDER_CANCELLED, sc__now_ms(db));
 }
 
+/* The PostgreSQL call of a pay or cancel operation. */
+static const struct sc__op_pg *order_pg(int kind) {
+  return kind == SC__OP_ORDER_PAY ? &sc__pg_order_pay : &sc__pg_order_cancel;
+}
+
 static int order_execute(sc_db *db, sc_id order, sc__op_run_fn run, int kind) {
   SC__CHECK_DB(db);
   if (order <= 0) {
     return sc__fail(SC_NOT_FOUND, "order %lld not found", (long long)order);
   }
-  order_op op = {.base = {.run = run, .kind = kind}, .order = order};
+  order_op op = {.base = {.run = run, .pg = order_pg(kind), .kind = kind},
+                 .order = order};
   return sc__op_execute(db, &op.base);
 }
 
@@ -514,7 +482,8 @@ static int order_prepare(sc_db *db, sc_id order, sc__op_run_fn run, int kind,
   }
   order_op *op = sc__calloc(1, sizeof *op);
   if (op == NULL) return sc__fail(SC_NOMEM, "order: out of memory");
-  *op = (order_op){.base = {.run = run, .kind = kind}, .order = order};
+  *op = (order_op){.base = {.run = run, .pg = order_pg(kind), .kind = kind},
+                   .order = order};
   *out = (sc__prepared){&op->base, NULL, order_op_free};
   return SC_OK;
 }
@@ -542,27 +511,6 @@ int sc_order_get(sc_db *db, sc_id order, sc_order *out) {
 }
 
 /* ---- expiry ------------------------------------------------------------- */
-
-/* A position in the due orders: (expires_at_ms, id). */
-typedef struct expire_mark {
-  int64_t ms;
-  sc_id id;
-} expire_mark;
-
-/* One expiry pass: where its next batch starts, and what the batch did. A
- * batch reads `from` and writes `to`, so running it again (a replayed
- * operation) does the same; the caller moves `from` on once it committed. */
-typedef struct expire_pass {
-  int64_t due_at; /* due means expires_at_ms <= due_at */
-  expire_mark from, to;
-  int loaded, expired, skipped; /* of the last batch */
-} expire_pass;
-
-typedef struct expire_op {
-  sc__op base;
-  expire_pass pass;
-  order_row rows[EXPIRE_BATCH];
-} expire_op;
 
 /* The earliest deadline still ahead: a due order left PENDING is one the
  * round could not expire (damaged), and waking for it again at once would
@@ -726,7 +674,9 @@ void sc__expire_round_prepare(sc__expire_round *r, int64_t now) {
   } else {
     expire_pass_start(p, now);
   }
-  r->base = (sc__op){.run = expire_round_run, .kind = SC__OP_ORDERS_EXPIRE};
+  r->base = (sc__op){.run = expire_round_run,
+                     .pg = &sc__pg_expire_round,
+                     .kind = SC__OP_ORDERS_EXPIRE};
   r->now = p->due_at;
 }
 
@@ -745,7 +695,9 @@ int sc_orders_expire_due(sc_db *db, int *expired_out) {
   int64_t total = 0;
   int rc;
   do {
-    op->base = (sc__op){.run = expire_run, .kind = SC__OP_ORDERS_EXPIRE};
+    op->base = (sc__op){.run = expire_run,
+                        .pg = &sc__pg_orders_expire,
+                        .kind = SC__OP_ORDERS_EXPIRE};
     rc = sc__op_execute(db, &op->base);
     if (rc == SC_OK) {
       total += op->pass.expired;

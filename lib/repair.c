@@ -201,6 +201,9 @@ static int repair_run(sc_db *db, sc__conn *w, sc__op *base) {
 int sc_repair(sc_db *db, int dry_run, int *changes_out, char **report_out) {
   SC__CHECK_DB(db);
   if (report_out != NULL) *report_out = NULL;
+  if (db->pg != NULL) {
+    return sc__fail(SC_MISUSE, "sc_repair is not supported on PostgreSQL yet");
+  }
   repair_op op = {.base = {.run = repair_run, .kind = SC__OP_ADMIN},
                   .dry_run = dry_run != 0};
   int rc = sc__op_execute(db, &op.base);

@@ -6,7 +6,7 @@
  * new version even to a caller that reads nothing else of the row. */
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 static const char SQL_PRODUCT_INSERT[] =
     "INSERT INTO sc_product(name, price, total) VALUES(?1, ?2, ?3)";
@@ -41,13 +41,6 @@ static const char SQL_CONSUME_ORDER[] =
 
 /* ---- creating a product ------------------------------------------------- */
 
-typedef struct product_create_op {
-  sc__op base;
-  const char *name;
-  int64_t price, stock;
-  sc_id id;
-} product_create_op;
-
 static int product_create_run(sc_db *db, sc__conn *w, sc__op *base) {
   (void)db;
   product_create_op *op = (product_create_op *)base;
@@ -74,23 +67,18 @@ int sc_product_create(sc_db *db, const char *name, int64_t price, int64_t stock,
     return sc__fail(SC_INVALID, "%s: price %lld and stock %lld must be >= 0",
                     fn, (long long)price, (long long)stock);
   }
-  product_create_op op = {
-      .base = {.run = product_create_run, .kind = SC__OP_PRODUCT_CREATE},
-      .name = name,
-      .price = price,
-      .stock = stock};
+  product_create_op op = {.base = {.run = product_create_run,
+                                   .pg = &sc__pg_product_create,
+                                   .kind = SC__OP_PRODUCT_CREATE},
+                          .name = name,
+                          .price = price,
+                          .stock = stock};
   rc = sc__op_execute(db, &op.base);
   if (rc == SC_OK) *out = op.id;
   return rc;
 }
 
 /* ---- restocking --------------------------------------------------------- */
-
-typedef struct restock_op {
-  sc__op base;
-  sc_id product;
-  int64_t qty;
-} restock_op;
 
 /* Reads a product's stock on the writer connection. */
 static int stock_read(sc__conn *w, sc__op *op, sc_id product, sc_stock *s) {
@@ -142,7 +130,9 @@ int sc_product_restock(sc_db *db, sc_id product, int64_t qty) {
   if (product <= 0) {
     return sc__fail(SC_NOT_FOUND, "product %lld not found", (long long)product);
   }
-  restock_op op = {.base = {.run = restock_run, .kind = SC__OP_PRODUCT_RESTOCK},
+  restock_op op = {.base = {.run = restock_run,
+                            .pg = &sc__pg_product_restock,
+                            .kind = SC__OP_PRODUCT_RESTOCK},
                    .product = product,
                    .qty = qty};
   return sc__op_execute(db, &op.base);
@@ -168,7 +158,7 @@ static const char SQL_PRODUCT_GET[] =
 /* Copies a name of len bytes into out (SC_NAME_MAX + 1 bytes). The library
  * never stores a longer one; a row edited by hand may hold one, and is cut
  * before the UTF-8 character that would not fit whole. */
-static void name_copy(char *out, const unsigned char *name, size_t len) {
+void sc__name_copy(char *out, const unsigned char *name, size_t len) {
   if (len > SC_NAME_MAX) {
     len = SC_NAME_MAX;
     while (len > 0 && (name[len] & 0xC0) == 0x80)
@@ -189,8 +179,8 @@ static int product_read(sc__conn *c, sc_id product, sc_product *p) {
   int rc = SC_OK;
   if (step == SQLITE_ROW) {
     const unsigned char *name = sqlite3_column_text(st, 0);
-    name_copy(p->name, name ? name : (const unsigned char *)"",
-              (size_t)sqlite3_column_bytes(st, 0));
+    sc__name_copy(p->name, name ? name : (const unsigned char *)"",
+                  (size_t)sqlite3_column_bytes(st, 0));
     p->price = sqlite3_column_int64(st, 1);
     p->stock.total = sqlite3_column_int64(st, 2);
     p->stock.reserved = sqlite3_column_int64(st, 3);
@@ -211,6 +201,7 @@ static int product_read(sc__conn *c, sc_id product, sc_product *p) {
 int sc_product_get(sc_db *db, sc_id product, sc_product *out) {
   SC__CHECK_DB(db);
   if (out == NULL) return sc__fail(SC_MISUSE, "sc_product_get: out is NULL");
+  if (db->pg != NULL) return sc__pg_product_get(db, product, out);
   sc__conn *c;
   int rc = sc__read_acquire(db, &c);
   if (rc != SC_OK) return rc;

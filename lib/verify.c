@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pg/pg.h"
 
 typedef struct check {
   const char *invariant;
@@ -265,6 +266,7 @@ static int run_checks(sc__conn *c, report *r) {
 int sc_verify(sc_db *db, char **report_out) {
   SC__CHECK_DB(db);
   if (report_out != NULL) *report_out = NULL;
+  if (db->pg != NULL) return sc__pg_verify(db, report_out);
   sc__conn *c;
   int rc = sc__read_acquire(db, &c);
   if (rc != SC_OK) return rc;

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "metrics.h"
+#include "pg/pg.h"
 #include "sqlite/checkpoint.h"
 
 #define WRITER_SPIN_NS 50000
@@ -235,7 +236,9 @@ static void commit_hook_call(sc_db *db, bool committed, int events) {
 
 static void run_batch(sc_db *db, sc__op *batch, int n) {
   int64_t begin_ns = sc__monotonic_ns();
-  bool committed = sc__sqlite_run_batch(db, batch);
+  /* PostgreSQL: the server's locks order the hosts; no turn file. */
+  bool committed = db->pg != NULL ? sc__pg_run_batch(db, batch, n)
+                                  : sc__sqlite_run_batch(db, batch);
   sc__metrics_batch(db, n, sc__monotonic_ns() - begin_ns);
   int events = db->batch_events;
   if (n <= INLINE_COMPLETE_MAX &&

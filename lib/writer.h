@@ -52,6 +52,8 @@ typedef enum {
 
 struct sc__op {
   sc__op_run_fn run;
+  /* How the PostgreSQL backend runs it (pg/pg.h); NULL: not there yet. */
+  const struct sc__op_pg *pg;
   sc__op_done_fn done;
   int kind;   /* sc__op_kind */
   int status; /* the result, set by the writer */
@@ -153,6 +155,10 @@ struct sc_db {
   _Atomic int64_t earliest_deadline_ms;
 
   struct sc__metrics *metrics; /* metrics.c, may be NULL */
+
+  /* The PostgreSQL backend (pg/), or NULL for an SQLite file: it runs the
+   * writer's batches and answers the reads. */
+  struct sc__pg *pg;
 };
 
 int64_t sc__now_ms(sc_db *db);

@@ -6,7 +6,10 @@ packages=(build-essential cmake ninja-build pkg-config
   libsqlite3-dev libuv1-dev libmsgpack-dev check
   libhttp-parser-dev libjansson-dev wrk
   swig python3-dev valgrind clang libclang-rt-14-dev sqlite3
-  chromium)  # chromium: the CLI test loads simulate's HTML report headless
+  chromium  # chromium: the CLI test loads simulate's HTML report headless
+  postgresql postgresql-common libpq-dev)
+# postgresql, postgresql-common (pg_virtualenv), libpq-dev: the PostgreSQL
+# backend and its tests, run in a throwaway cluster.
 # libhttp-parser-dev, libjansson-dev: examples/http_shop; wrk: its load test.
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,8 @@
 #   1. the suites in a normal build (RelWithDebInfo), Python and CLI included;
 #   2. the C suites, the CLI tests and http_shop's tests again under
 #      AddressSanitizer + UndefinedBehaviorSanitizer;
+#   2b. the PostgreSQL suites (label pg) of both builds, in one throwaway
+#      cluster (pg_virtualenv);
 #   3. the concurrency suites under ThreadSanitizer;
 #   4. short libFuzzer runs of the payload decoder, of API call sequences
 #      and of http_shop's request path (long campaigns: scripts/fuzz.sh;
@@ -18,22 +20,52 @@ jobs=$(nproc)
 passed=0
 failed=0
 
-# Runs ctest in a build directory and adds its counts to the totals.
-run_ctest() { # build-dir, ctest args...
-  local dir=$1 log line total bad
-  shift
-  log=$(mktemp)
-  (cd "$dir" && ctest --output-on-failure -j"$jobs" "$@") 2>&1 | tee "$log" || true
-  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1 || true)
-  rm -f "$log"
+# Adds the counts of a ctest log to the totals. A test that did not run
+# (skipped) counts as neither.
+count_ctest_log() { # log
+  local line total bad skipped
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$1" | tail -1 || true)
+  skipped=$(grep -cE "Not Run|\*\*\*Skipped" "$1" || true)
   if [[ -z $line ]]; then # ctest itself failed: count the run as one failure
     failed=$((failed + 1))
     return
   fi
   total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
   bad=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
-  passed=$((passed + total - bad))
+  passed=$((passed + total - bad - skipped))
   failed=$((failed + bad))
+}
+
+# Runs ctest in a build directory and adds its counts to the totals.
+run_ctest() { # build-dir, ctest args...
+  local dir=$1 log
+  shift
+  log=$(mktemp)
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" "$@") 2>&1 | tee "$log" || true
+  count_ctest_log "$log"
+  rm -f "$log"
+}
+
+# The PostgreSQL suites (label pg) of each build directory given, all in
+# one throwaway cluster: pg_virtualenv creates it (also as root), exports
+# PGHOST, PGPORT, ... for the tests, and drops it afterwards.
+run_pg_suites() { # build-dir...
+  local logs dir
+  logs=$(mktemp -d)
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  pg_virtualenv -o fsync=off bash -c '
+    logs=$1; jobs=$2; shift 2
+    for dir in "$@"; do
+      (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        CK_TIMEOUT_MULTIPLIER=4 ctest --output-on-failure -j"$jobs" -L pg) \
+        >"$logs/$(basename "$dir")" 2>&1 || true
+    done' pg "$logs" "$jobs" "$@" || true
+  for dir in "$@"; do
+    cat "$logs/$(basename "$dir")" 2>/dev/null || true
+    count_ctest_log "$logs/$(basename "$dir")"
+  done
+  rm -rf "$logs"
 }
 
 build() { # dir, cmake args...: the build scripts/run.sh makes
@@ -42,7 +74,7 @@ build() { # dir, cmake args...: the build scripts/run.sh makes
 
 echo "== 1. normal build"
 build build
-run_ctest build
+run_ctest build -LE pg
 
 if [[ -z ${SC_TEST_QUICK:-} ]]; then
   echo "== 2. AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -53,6 +85,9 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     CK_TIMEOUT_MULTIPLIER=4 run_ctest build-asan -L 'unit|concurrency|cli|http' \
     -E cli_report_chromium
+
+  echo "== 2b. PostgreSQL backend (normal and ASan builds, one cluster)"
+  run_pg_suites build build-asan
 
   echo "== 3. ThreadSanitizer (concurrency suites)"
   build build-tsan -DCMAKE_BUILD_TYPE=Debug -DSC_SANITIZE=thread \
@@ -80,6 +115,11 @@ if [[ -z ${SC_TEST_QUICK:-} ]]; then
       failed=$((failed + 1))
     fi
   done
+fi
+
+if [[ -n ${SC_TEST_QUICK:-} ]]; then
+  echo "== PostgreSQL backend (one cluster)"
+  run_pg_suites build
 fi
 
 echo "tests: ${passed} passed, ${failed} failed"

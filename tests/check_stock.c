@@ -112,8 +112,11 @@ START_TEST(product_get_cuts_a_hand_edited_long_name_at_a_character) {
    * (the library refuses names past SC_NAME_MAX). */
   char sql[512];
   snprintf(sql, sizeof sql,
-           "UPDATE sc_product SET name = printf('%%.254c', 'x') ||"
-           " char(8364) WHERE id = %lld",
+           tu_pg_mode()
+               ? "UPDATE sc_product SET name = repeat('x', 254) ||"
+                 " chr(8364) WHERE id = %lld"
+               : "UPDATE sc_product SET name = printf('%%.254c', 'x') ||"
+                 " char(8364) WHERE id = %lld",
            (long long)a);
   tu_exec(path, sql);
   db = tu_open(path, NULL);

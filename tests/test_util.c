@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <errno.h>
+#include <libpq-fe.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -11,8 +12,78 @@
 
 #include "internal.h"
 
+/* ---- PostgreSQL mode ------------------------------------------------------
+ * SC_TEST_DB=pg runs a suite against the server at SC_TEST_PG_URI (or the
+ * one libpq's PGHOST, PGPORT, ... name, as pg_virtualenv sets them): each
+ * "path" is then a URI with a schema of its own, dropped by
+ * tu_remove_db. */
+
+bool tu_pg_mode(void) {
+  const char *m = getenv("SC_TEST_DB");
+  return m != NULL && strcmp(m, "pg") == 0;
+}
+
+static const char *pg_base_uri(void) {
+  const char *u = getenv("SC_TEST_PG_URI");
+  return u != NULL && u[0] != '\0' ? u : "postgresql://";
+}
+
+int tu_pg_skip_unless_server(void) {
+  if (!tu_pg_mode()) return 0;
+  PGconn *c = PQconnectdb(pg_base_uri());
+  bool ok = PQstatus(c) == CONNECTION_OK;
+  if (!ok) {
+    fprintf(stderr, "skipped: no PostgreSQL server at %s: %s", pg_base_uri(),
+            PQerrorMessage(c));
+  }
+  PQfinish(c);
+  return ok ? 0 : 77;
+}
+
+/* The schema named in a test URI ("...schema=NAME"). */
+static const char *uri_schema(const char *uri) {
+  const char *s = strstr(uri, "schema=");
+  return s ? s + 7 : NULL;
+}
+
+/* A connection to the server whose search_path is the URI's schema. */
+static void pg_quiet(void *ud, const char *msg) {
+  (void)ud;
+  (void)msg;
+}
+
+static PGconn *pg_outside(const char *uri) {
+  PGconn *c = PQconnectdb(pg_base_uri());
+  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+  PQsetNoticeProcessor(c, pg_quiet, NULL);
+  char sql[256];
+  snprintf(sql, sizeof sql, "SET search_path TO %s", uri_schema(uri));
+  PQclear(PQexec(c, sql));
+  return c;
+}
+
+static PGresult *pg_run(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType s = PQresultStatus(r);
+  ck_assert_msg(s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK, "%s: %s", sql,
+                PQresultErrorMessage(r));
+  return r;
+}
+
 char *tu_db_path(const char *tag) {
   static atomic_int counter;
+  if (tu_pg_mode()) {
+    const char *base = pg_base_uri();
+    char *uri = malloc(1024);
+    ck_assert_ptr_nonnull(uri);
+    char schema[64];
+    snprintf(schema, sizeof schema, "t%d_%d", (int)getpid(),
+             atomic_fetch_add(&counter, 1));
+    snprintf(uri, 1024, "%s%sschema=%s", base, strchr(base, '?') ? "&" : "?",
+             schema);
+    (void)tag;
+    return uri;
+  }
   const char *dir = getenv("SC_TEST_TMPDIR");
   if (dir == NULL || dir[0] == '\0') dir = "/tmp";
   char *path = malloc(512);
@@ -25,6 +96,16 @@ char *tu_db_path(const char *tag) {
 
 void tu_remove_db(char *path) {
   if (path == NULL) return;
+  if (tu_pg_mode()) {
+    PGconn *c = pg_outside(path);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE",
+             uri_schema(path));
+    PQclear(pg_run(c, sql));
+    PQfinish(c);
+    free(path);
+    return;
+  }
   char side[600];
   unlink(path);
   snprintf(side, sizeof side, "%s-wal", path);
@@ -123,6 +204,12 @@ static sqlite3 *outside_connection(const char *path, int flags) {
 }
 
 void tu_exec(const char *path, const char *sql) {
+  if (tu_pg_mode()) {
+    PGconn *c = pg_outside(path);
+    PQclear(pg_run(c, sql));
+    PQfinish(c);
+    return;
+  }
   sqlite3 *h = outside_connection(path, SQLITE_OPEN_READWRITE);
   char *err = NULL;
   ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s",
@@ -131,6 +218,15 @@ void tu_exec(const char *path, const char *sql) {
 }
 
 int64_t tu_count(const char *path, const char *sql) {
+  if (tu_pg_mode()) {
+    PGconn *c = pg_outside(path);
+    PGresult *r = pg_run(c, sql);
+    ck_assert_int_eq(PQntuples(r), 1);
+    int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return n;
+  }
   sqlite3 *h = outside_connection(path, SQLITE_OPEN_READONLY);
   sqlite3_stmt *st = NULL;
   ck_assert_msg(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK, "%s",
@@ -239,6 +335,11 @@ TCase *tu_tcase(const char *name) {
 
 int tu_run_suite(Suite *s) {
   SRunner *sr = srunner_create(s);
+  int skip = tu_pg_skip_unless_server();
+  if (skip != 0) {
+    srunner_free(sr); /* frees the suite too */
+    return skip;
+  }
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);

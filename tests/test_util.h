@@ -5,6 +5,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shopcore.h"
@@ -24,6 +25,16 @@
  * -shm and -turn). */
 char *tu_db_path(const char *tag);
 void tu_remove_db(char *path);
+
+/* Whether the suite runs against PostgreSQL (SC_TEST_DB=pg): tu_db_path
+ * then returns a URI with a fresh schema on the server at SC_TEST_PG_URI
+ * (or libpq's PGHOST, ...), tu_remove_db drops it, and tu_count/tu_exec
+ * run their SQL there. A test of the SQLite file itself returns early in
+ * this mode (and its suite is not registered as a PostgreSQL test). */
+bool tu_pg_mode(void);
+/* 77 (ctest's skip) when in PostgreSQL mode without a reachable server;
+ * tu_run_suite returns it before running anything. */
+int tu_pg_skip_unless_server(void);
 
 /* A manual clock for sc_options.clock_ms: thread-safe. */
 typedef struct tu_clock {

@@ -52,6 +52,11 @@ static int copy_into(sc__conn *src, const char *dest_path) {
 
 int sc_backup(sc_db *db, const char *dest_path) {
   SC__CHECK_DB(db);
+  if (db->pg != NULL) {
+    return sc__fail(SC_MISUSE,
+                    "sc_backup is not supported on PostgreSQL yet (use "
+                    "pg_dump)");
+  }
   if (dest_path == NULL || dest_path[0] == '\0') {
     return sc__fail(SC_INVALID, "sc_backup: destination is NULL or empty");
   }

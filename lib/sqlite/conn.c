@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pg/pg.h"
 #include "metrics.h"
 
 /* Backoff between attempts to take a lock another process holds: doubling
@@ -126,6 +127,11 @@ void sc__conn_close(sc__conn *c) {
 }
 
 int sc__read_acquire(sc_db *db, sc__conn **out) {
+  /* Only SQLite-file features read through these (backup, repair, the
+   * outbox listings, ...); the PostgreSQL backend reads with its own. */
+  if (db->pg != NULL) {
+    return sc__fail(SC_MISUSE, "this call is not supported on PostgreSQL yet");
+  }
   /* Holding a read connection counts as a call in progress: sc_close waits
    * for it before closing the pool. */
   int rc = sc__call_enter(db);
@@ -168,6 +174,7 @@ void sc__read_release(sc_db *db, sc__conn *c) {
 
 int sc__read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols, int ncols,
                  const char *what) {
+  if (db->pg != NULL) return sc__pg_read_row(db, sql, id, cols, ncols, what);
   sc__conn *c;
   int rc = sc__read_acquire(db, &c);
   if (rc != SC_OK) return rc;

@@ -1,0 +1,469 @@
+/* A batch on PostgreSQL: one pipelined transaction. BEGIN, one function
+ * call per operation, a row in the batch log, COMMIT and one Sync go out
+ * together, so the batch costs one round trip and one commit however many
+ * operations it holds. Each call returns its status as a value, so a
+ * refusal never aborts the transaction. What does (an SQL error):
+ * - a serialization failure or deadlock (40001, 40P01): the whole batch
+ *   runs again;
+ * - any other error of one call: that operation fails alone and the batch
+ *   runs again without it (no savepoints: PostgreSQL caches only 64
+ *   subtransactions per transaction, and past that every reader slows);
+ * - a connection lost once the batch was sent: the outcome is unknown
+ *   until the batch log answers on a new connection (found: committed; not
+ *   found: run it again); when nothing can answer, SC_AMBIGUOUS. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg.h"
+
+#define RETRY_MAX 20
+#define TRIM_EVERY 4096           /* batches between batch-log trims */
+#define TRIM_AGE_MS (3600 * 1000) /* batch-log rows kept this long */
+
+static const char LOG_NAME[] = "sc_batch_log";
+static const char SQL_LOG[] =
+    "INSERT INTO sc_batch_log(id, at_ms) VALUES($1, $2)";
+static const char TRIM_NAME[] = "sc_batch_trim";
+static const char SQL_TRIM[] = "DELETE FROM sc_batch_log WHERE at_ms < $1";
+static const char SQL_LOOKUP[] = "SELECT 1 FROM sc_batch_log WHERE id = $1";
+
+static const sc__op_pg *const CALLS[] = {
+    &sc__pg_policy_create,  &sc__pg_policy_pause,    &sc__pg_coupon_issue,
+    &sc__pg_product_create, &sc__pg_product_restock, &sc__pg_deposit,
+    &sc__pg_checkout,       &sc__pg_order_pay,       &sc__pg_order_cancel,
+    &sc__pg_orders_expire,  &sc__pg_expire_round,
+};
+
+/* ---- parameters ------------------------------------------------------------
+ */
+
+static void param_set(sc__pg_params *p, const char *v, int len, int fmt) {
+  if (p->n >= SC__PG_PARAMS_MAX) return; /* a descriptor's bug: it fails */
+  p->v[p->n] = v;
+  p->len[p->n] = len;
+  p->fmt[p->n] = fmt;
+  p->n++;
+}
+
+void sc__pg_param_i64(sc__pg_params *p, int64_t v) {
+  if (p->n >= SC__PG_PARAMS_MAX) return;
+  snprintf(p->buf[p->n], sizeof p->buf[p->n], "%lld", (long long)v);
+  param_set(p, p->buf[p->n], 0, 0);
+}
+
+void sc__pg_param_text(sc__pg_params *p, const char *s) {
+  param_set(p, s, 0, 0);
+}
+
+void sc__pg_param_bytes(sc__pg_params *p, const void *b, size_t len) {
+  param_set(p, b, (int)len, 1);
+}
+
+int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
+                           int64_t (*get)(size_t i, const void *ud),
+                           const void *ud) {
+  if (p->nowned == (int)(sizeof p->owned / sizeof *p->owned)) return SC_ERROR;
+  char *s = sc__malloc(2 + 21 * (n + 1));
+  if (s == NULL) return SC_NOMEM;
+  p->owned[p->nowned++] = s;
+  size_t o = 0;
+  s[o++] = '{';
+  for (size_t i = 0; i < n; i++)
+    o += (size_t)sprintf(s + o, "%s%lld", i ? "," : "", (long long)get(i, ud));
+  s[o++] = '}';
+  s[o] = '\0';
+  param_set(p, s, 0, 0);
+  return SC_OK;
+}
+
+void sc__pg_params_clear(sc__pg_params *p) {
+  for (int i = 0; i < p->nowned; i++)
+    sc__free(p->owned[i]);
+  p->nowned = 0;
+  p->n = 0;
+}
+
+int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
+  typedef struct stmt {
+    const char *name, *sql;
+  } stmt;
+  stmt stmts[sizeof CALLS / sizeof *CALLS + 2];
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++)
+    stmts[n++] = (stmt){CALLS[i]->name, CALLS[i]->sql};
+  stmts[n++] = (stmt){LOG_NAME, SQL_LOG};
+  stmts[n++] = (stmt){TRIM_NAME, SQL_TRIM};
+  for (size_t i = 0; i < n; i++) {
+    PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, 0, NULL);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+      snprintf(why, cap, "preparing %s: %s", stmts[i].name,
+               PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    if (!ok) return SC_ERROR;
+  }
+  return SC_OK;
+}
+
+/* ---- one attempt -----------------------------------------------------------
+ */
+
+typedef enum {
+  RUN_COMMITTED,
+  RUN_RETRY,   /* serialization failure or deadlock: run it all again */
+  RUN_CULPRIT, /* one call failed: it is excluded, run the others again */
+  RUN_LOST,    /* the connection broke once the batch was sent */
+  RUN_FAILED   /* BEGIN or COMMIT failed otherwise: the batch fails */
+} run_outcome;
+
+typedef struct attempt {
+  sc__op **ops;
+  int n;
+  int64_t batch_id, now;
+  int status; /* RUN_FAILED's */
+  char why[SC__ERRMSG_MAX];
+  bool all_decoded; /* every sent call's row was read */
+} attempt;
+
+static void set_why(attempt *a, const char *what, const char *msg) {
+  snprintf(a->why, sizeof a->why, "%s: %s", what, msg ? msg : "");
+  size_t n = strlen(a->why);
+  while (n > 0 && a->why[n - 1] == '\n')
+    a->why[--n] = '\0';
+}
+
+static bool send_plain(PGconn *c, const char *sql) {
+  return PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+}
+
+static bool send_prepared(PGconn *c, const char *name, const sc__pg_params *p) {
+  return PQsendQueryPrepared(c, name, p->n, p->v, p->len, p->fmt, 0) == 1;
+}
+
+/* Sends the whole batch; false if the connection refused it. */
+static bool send_batch(sc_db *db, attempt *a, bool trim) {
+  PGconn *c = db->pg->w;
+  bool ok = send_plain(c, "BEGIN");
+  sc__pg_params p = {0};
+  if (ok && trim) {
+    sc__pg_param_i64(&p, a->now - TRIM_AGE_MS);
+    ok = send_prepared(c, TRIM_NAME, &p);
+    sc__pg_params_clear(&p);
+  }
+  for (int i = 0; ok && i < a->n; i++) {
+    sc__op *op = a->ops[i];
+    if (op->excluded) continue;
+    int rc = op->pg->encode(db, op, a->now, &p);
+    if (rc == SC_OK && p.n > SC__PG_PARAMS_MAX - 1) rc = SC_ERROR;
+    if (rc != SC_OK) {
+      /* Never sent, so it changes nothing: it fails alone. */
+      op->excluded = true;
+      op->status =
+          sc__op_fail(op, rc, "%s: cannot encode the call", op->pg->name);
+    } else {
+      ok = send_prepared(c, op->pg->name, &p);
+    }
+    sc__pg_params_clear(&p);
+  }
+  if (ok) {
+    sc__pg_param_i64(&p, a->batch_id);
+    sc__pg_param_i64(&p, a->now);
+    ok = send_prepared(c, LOG_NAME, &p);
+    sc__pg_params_clear(&p);
+  }
+  ok = ok && send_plain(c, "COMMIT") && PQpipelineSync(c) == 1 &&
+       PQflush(c) == 0;
+  if (!ok) set_why(a, "sending the batch", PQerrorMessage(c));
+  return ok;
+}
+
+/* The next result of the pipeline, with the NULL that ends it consumed.
+ * NULL when the connection broke. */
+static PGresult *next_result(PGconn *c) {
+  PGresult *r = PQgetResult(c);
+  if (r == NULL) return NULL;
+  if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+    PGresult *end = PQgetResult(c);
+    if (end != NULL) { /* never: one result per query */
+      PQclear(end);
+    }
+  }
+  return r;
+}
+
+int64_t sc__pg_col(const PGresult *r, int col) {
+  return PQgetisnull(r, 0, col) ? 0 : strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+/* Reads a call's row into its operation. */
+static void decode_call(sc_db *db, sc__op *op, const PGresult *r) {
+  int st = atoi(PQgetvalue(r, 0, 0));
+  if (st != SC_OK) {
+    op->status = sc__op_fail(op, st, "%s", PQgetvalue(r, 0, 1));
+    return;
+  }
+  op->status = SC_OK;
+  if (op->pg->decode != NULL) op->pg->decode(db, op, r);
+  db->batch_events += atoi(PQgetvalue(r, 0, 3));
+}
+
+/* Whether a failed result asks for the whole batch again: a serialization
+ * failure, a deadlock, or (not a call's) a batch id already logged. */
+static bool retryable(const PGresult *r, bool is_call) {
+  const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  return s != NULL && (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 ||
+                       (!is_call && strcmp(s, "23505") == 0));
+}
+
+/* Reads one result: the first failure decides the outcome. */
+typedef struct reader {
+  attempt *a;
+  run_outcome outcome;
+  bool failed, committed;
+} reader;
+
+static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
+  PGresult *r = next_result(db->pg->w);
+  if (r == NULL) return false;
+  ExecStatusType s = PQresultStatus(r);
+  if (s == PGRES_FATAL_ERROR && !rd->failed) {
+    rd->failed = true;
+    if (retryable(r, op != NULL)) {
+      rd->outcome = RUN_RETRY;
+      set_why(rd->a, "batch", PQresultErrorMessage(r));
+    } else if (op != NULL) {
+      /* This call's own error: it fails alone, the others go again. */
+      rd->outcome = RUN_CULPRIT;
+      op->excluded = true;
+      char msg[SC__ERRMSG_MAX];
+      snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(r));
+      msg[strcspn(msg, "\n")] = '\0';
+      op->status =
+          sc__op_fail(op, sc__pg_status(r), "%s: %s", op->pg->name, msg);
+    } else {
+      rd->outcome = RUN_FAILED;
+      rd->a->status = sc__pg_status(r);
+      set_why(rd->a, is_commit ? "commit" : "batch", PQresultErrorMessage(r));
+    }
+  } else if (s == PGRES_TUPLES_OK && op != NULL && !rd->failed) {
+    decode_call(db, op, r);
+  } else if (s == PGRES_COMMAND_OK && is_commit && !rd->failed) {
+    rd->committed = true;
+  }
+  PQclear(r);
+  return true;
+}
+
+static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
+  reader rd = {.a = a, .outcome = RUN_COMMITTED};
+  a->all_decoded = false;
+  bool ok = read_step(db, &rd, NULL, false); /* BEGIN */
+  if (ok && trim) ok = read_step(db, &rd, NULL, false);
+  for (int i = 0; ok && i < a->n; i++) {
+    if (!a->ops[i]->excluded) ok = read_step(db, &rd, a->ops[i], false);
+  }
+  if (ok) a->all_decoded = !rd.failed;
+  if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
+  if (ok) ok = read_step(db, &rd, NULL, true);  /* COMMIT */
+  PGresult *sync = ok ? PQgetResult(db->pg->w) : NULL;
+  ok = sync != NULL && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  PQclear(sync);
+  if (!ok) {
+    set_why(a, "connection lost", PQerrorMessage(db->pg->w));
+    return rd.committed ? RUN_COMMITTED : RUN_LOST;
+  }
+  if (PQtransactionStatus(db->pg->w) != PQTRANS_IDLE) {
+    /* The failed transaction is still open: end it. */
+    if (send_plain(db->pg->w, "ROLLBACK") && PQpipelineSync(db->pg->w) == 1) {
+      PQclear(next_result(db->pg->w));
+      PQclear(PQgetResult(db->pg->w));
+    }
+  }
+  if (rd.outcome == RUN_COMMITTED && !rd.committed) {
+    a->status = SC_ERROR;
+    set_why(a, "commit", "no answer to COMMIT");
+    return RUN_FAILED;
+  }
+  return rd.outcome;
+}
+
+/* ---- after a lost connection ------------------------------------------------
+ */
+
+/* Whether the batch committed, asked on a new connection once the old
+ * backend is gone (it could otherwise still commit after the look-up).
+ * 1 committed, 0 not, -1 unknown. */
+static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
+  char why[SC__ERRMSG_MAX];
+  while (sc__monotonic_ns() < deadline) {
+    PGconn *c = sc__pg_connect(db, why, sizeof why);
+    if (c == NULL) {
+      sc__sleep_ms(50);
+      continue;
+    }
+    char pid[24], id[24];
+    snprintf(pid, sizeof pid, "%d", old_pid);
+    snprintf(id, sizeof id, "%lld", (long long)batch_id);
+    const char *pv[] = {pid}, *iv[] = {id};
+    int answer = -1;
+    for (int gone = 0; !gone && sc__monotonic_ns() < deadline;) {
+      PGresult *r =
+          PQexecParams(c,
+                       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE pid = $1::int",
+                       1, NULL, pv, NULL, NULL, 0);
+      if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        break;
+      }
+      gone = PQntuples(r) == 0;
+      PQclear(r);
+      if (!gone) sc__sleep_ms(10);
+      if (gone) {
+        r = PQexecParams(c, SQL_LOOKUP, 1, NULL, iv, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) answer = PQntuples(r) > 0;
+        PQclear(r);
+      }
+    }
+    PQfinish(c);
+    if (answer >= 0) return answer;
+    sc__sleep_ms(50);
+  }
+  return -1;
+}
+
+/* ---- the batch -------------------------------------------------------------
+ */
+
+static void fail_rest(attempt *a, int status, const char *why,
+                      const char *tail) {
+  for (int i = 0; i < a->n; i++) {
+    sc__op *op = a->ops[i];
+    if (op->excluded) continue;
+    op->status = sc__op_fail(op, status, "%s%s", why, tail);
+  }
+}
+
+/* A stable sort by the row each call locks first: batches of several
+ * hosts then lock hot rows in one order and cannot deadlock on them. */
+static void sort_by_lock(sc__op **ops, int n) {
+  for (int i = 1; i < n; i++) {
+    sc__op *op = ops[i];
+    int64_t k = op->pg && op->pg->lock_key ? op->pg->lock_key(op) : 0;
+    int j = i;
+    for (; j > 0; j--) {
+      sc__op *o = ops[j - 1];
+      int64_t kj = o->pg && o->pg->lock_key ? o->pg->lock_key(o) : 0;
+      if (kj <= k) break;
+      ops[j] = o;
+    }
+    ops[j] = op;
+  }
+}
+
+static bool reconnect(sc_db *db, int64_t deadline, char *why, size_t cap) {
+  while (sc__pg_writer_connect(db, why, cap) != SC_OK) {
+    if (sc__monotonic_ns() >= deadline) return false;
+    sc__sleep_ms(50);
+  }
+  return true;
+}
+
+static bool any_left(const attempt *a) {
+  for (int i = 0; i < a->n; i++)
+    if (!a->ops[i]->excluded) return true;
+  return false;
+}
+
+static bool run_attempts(sc_db *db, attempt *a) {
+  sc__pg *pg = db->pg;
+  int64_t deadline =
+      sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  for (int tries = 0;; tries++) {
+    db->batch_events = 0;
+    if (!any_left(a)) return false;
+    for (int i = 0; i < a->n; i++) {
+      if (!a->ops[i]->excluded) {
+        a->ops[i]->status = SC_OK;
+        a->ops[i]->errmsg[0] = '\0';
+      }
+    }
+    char why[SC__ERRMSG_MAX];
+    if ((pg->w == NULL || PQstatus(pg->w) != CONNECTION_OK) &&
+        !reconnect(db, deadline, why, sizeof why)) {
+      fail_rest(a, SC_IOERR, why,
+                " (PostgreSQL unreachable; the operation was not committed)");
+      return false;
+    }
+    a->batch_id = pg->batch_base + ++pg->batch_seq;
+    bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
+    int pid = PQbackendPID(pg->w);
+    run_outcome o =
+        send_batch(db, a, trim) ? read_batch(db, a, trim) : RUN_LOST;
+    if (o == RUN_LOST) {
+      int found = lookup(db, pid, a->batch_id, deadline);
+      PQfinish(pg->w);
+      pg->w = NULL;
+      if (found == 1 && a->all_decoded) o = RUN_COMMITTED;
+      if (found == 1 && !a->all_decoded) {
+        fail_rest(a, SC_AMBIGUOUS, a->why,
+                  ": the batch committed but its results were lost; read "
+                  "first, or retry with the same idempotency key");
+        return false;
+      }
+      if (found < 0) {
+        fail_rest(a, SC_AMBIGUOUS, a->why,
+                  ": the outcome is unknown (it may or may not be durable); "
+                  "retry with the same idempotency key, or read first");
+        return false;
+      }
+      if (found == 0) continue; /* not committed: run it again */
+    }
+    switch (o) {
+      case RUN_COMMITTED:
+        pg->batches++;
+        return true;
+      case RUN_CULPRIT:
+        continue;
+      case RUN_RETRY:
+        if (tries < RETRY_MAX && sc__monotonic_ns() < deadline) {
+          sc__sleep_ms(tries < 3 ? 0
+                                 : 1 + rand() % (1 << (tries < 8 ? tries : 8)));
+          continue;
+        }
+        fail_rest(a, SC_BUSY, a->why, " (retried; not committed)");
+        return false;
+      default:
+        fail_rest(a, a->status, a->why, " (the operation was not committed)");
+        return false;
+    }
+  }
+}
+
+bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
+  sc__op **ops = sc__calloc((size_t)n, sizeof *ops);
+  if (ops == NULL) {
+    for (sc__op *op = batch; op != NULL; op = op->next)
+      op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
+    return false;
+  }
+  int k = 0;
+  for (sc__op *op = batch; op != NULL && k < n; op = op->next) {
+    op->excluded = op->pg == NULL;
+    if (op->excluded) {
+      op->status = sc__op_fail(op, SC_MISUSE,
+                               "operation %d is not supported on PostgreSQL "
+                               "yet",
+                               op->kind);
+    }
+    ops[k++] = op;
+  }
+  sort_by_lock(ops, k);
+  attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
+  bool committed = run_attempts(db, &a);
+  sc__free(ops);
+  if (!committed) db->batch_events = 0;
+  return committed;
+}

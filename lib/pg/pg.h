@@ -1,0 +1,124 @@
+/* The PostgreSQL backend's internal header. The queue and the writer thread
+ * (writer.c) are shared with the SQLite backend; below them this backend
+ * runs a batch as one pipelined transaction of server-side function calls
+ * (batch.c), one per operation, each returning a status: a refusal is a
+ * returned status, never an SQL error, so a batch needs no savepoints. */
+#ifndef SC_PG_H
+#define SC_PG_H
+
+#include <libpq-fe.h>
+
+#include "../internal.h"
+
+/* ---- parameters of one call ---------------------------------------------- */
+
+#define SC__PG_PARAMS_MAX 12
+
+/* Parameters in text format, except where fmt says binary (bytea). */
+typedef struct sc__pg_params {
+  int n;
+  const char *v[SC__PG_PARAMS_MAX];
+  int len[SC__PG_PARAMS_MAX];
+  int fmt[SC__PG_PARAMS_MAX];
+  char buf[SC__PG_PARAMS_MAX][24];
+  char *owned[4]; /* allocated texts (array literals), freed by clear */
+  int nowned;
+} sc__pg_params;
+
+void sc__pg_param_i64(sc__pg_params *p, int64_t v);
+void sc__pg_param_text(sc__pg_params *p, const char *s); /* NULL = SQL NULL */
+void sc__pg_param_bytes(sc__pg_params *p, const void *b, size_t len);
+/* An int8[] literal of n values read through get(i, ud); SC_NOMEM. */
+int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
+                           int64_t (*get)(size_t i, const void *ud),
+                           const void *ud);
+void sc__pg_params_clear(sc__pg_params *p);
+
+/* ---- operations ------------------------------------------------------------
+ * Every server-side function returns one row (st int, msg text, id bigint,
+ * ev int): the status, its message, the operation's output id, and the
+ * number of events it wrote (for the worker's wake-up). */
+
+typedef struct sc__op_pg {
+  const char *name; /* the prepared statement's name */
+  const char *sql;  /* SELECT * FROM sc_fn($1, ...) */
+  /* Fills the parameters from the operation; now_ms is the batch's clock
+   * (sc_options' clock), the one time every call of the batch uses. */
+  int (*encode)(sc_db *db, sc__op *op, int64_t now_ms, sc__pg_params *p);
+  /* Stores the outputs of a call that returned SC_OK (rid in column 2,
+   * any further OUT columns after ev); NULL = none. */
+  void (*decode)(sc_db *db, sc__op *op, const PGresult *r);
+  /* The row the call locks first (a policy, a product), so a batch takes
+   * its locks in one order and batches of hosts cannot deadlock; NULL = 0. */
+  int64_t (*lock_key)(const sc__op *op);
+} sc__op_pg;
+
+/* Every descriptor, prepared on each writer connection. */
+extern const sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
+    sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
+    sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
+    sc__pg_orders_expire, sc__pg_expire_round;
+
+/* Column col of a call's row as an int64 (NULL reads as 0). */
+int64_t sc__pg_col(const PGresult *r, int col);
+
+/* ---- connections (conn.c) ------------------------------------------------ */
+
+typedef struct sc__pg_read {
+  PGconn *c;
+  struct sc__pg_read *next;
+} sc__pg_read;
+
+typedef struct sc__pg {
+  char *conninfo;    /* the URI without ?schema= */
+  char schema[64];   /* a plain identifier */
+  PGconn *w;         /* the writer's connection, in pipeline mode */
+  int64_t batch_seq; /* batch-log ids: a random base + this */
+  int64_t batch_base;
+  int64_t batches; /* committed, for the batch log's trimming */
+  bool bad_uri;    /* the last connect failed on an option's value */
+  pthread_mutex_t rlock;
+  sc__pg_read *ridle;
+  int nidle;
+} sc__pg;
+
+/* Whether path is a PostgreSQL URI (postgresql:// or postgres://). */
+bool sc__pg_is_uri(const char *path);
+/* Parses the URI, connects the writer, migrates the schema and prepares
+ * the calls. On failure db->pg is freed and NULL, with sc__fail's message. */
+int sc__pg_open(sc_db *db, const char *uri);
+void sc__pg_close(sc_db *db);
+/* A new connection with the schema as search_path, within busy_timeout_ms;
+ * on failure a message in why. */
+PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap);
+/* Connects the writer again after a loss and prepares its calls. */
+int sc__pg_writer_connect(sc_db *db, char *why, size_t cap);
+int sc__pg_read_acquire(sc_db *db, PGconn **out);
+void sc__pg_read_release(sc_db *db, PGconn *c, bool broken);
+/* PQexecParams on a read connection, taking a new connection once if the
+ * pooled one was dropped by the server (*c may change). */
+PGresult *sc__pg_read_exec(sc_db *db, PGconn **c, const char *sql, int nparams,
+                           const Oid *types, const char *const *vals);
+/* sc__read_row on PostgreSQL: sql is the SQLite text, ?N become $N. */
+int sc__pg_read_row(sc_db *db, const char *sql, sc_id id, int64_t *cols,
+                    int ncols, const char *what);
+/* Maps a failed result's SQLSTATE to a status. */
+int sc__pg_status(const PGresult *r);
+
+/* ---- schema (schema.c) --------------------------------------------------- */
+
+int sc__pg_migrate(sc_db *db, PGconn *c);
+
+/* ---- batches (batch.c) --------------------------------------------------- */
+
+/* Prepares every call on a fresh writer connection. */
+int sc__pg_prepare(PGconn *c, char *why, size_t cap);
+/* Runs the batch as one transaction; every op gets its status. Returns
+ * whether it committed. */
+bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n);
+
+/* ---- invariants (verify.c) ----------------------------------------------- */
+
+int sc__pg_verify(sc_db *db, char **report_out);
+
+#endif /* SC_PG_H */

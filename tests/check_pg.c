@@ -1,0 +1,383 @@
+/* The PostgreSQL backend itself: URIs and unreachable servers, several
+ * hosts (processes) sharing one database, and a connection lost under
+ * load. Runs only against a server (SC_TEST_DB=pg, label "pg"). */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static int64_t ms_since(int64_t start_ns) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec - start_ns) / 1000000;
+}
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* ---- URIs and unreachable servers -----------------------------------------
+ */
+
+static void assert_open_fails(const char *uri, int busy_ms, int want,
+                              const char *says) {
+  sc_options o;
+  sc_options_init(&o);
+  o.busy_timeout_ms = busy_ms;
+  sc_db *db = (sc_db *)1;
+  int64_t t0 = now_ns();
+  ck_assert_sc(sc_open(uri, &o, &db), want);
+  int64_t took = ms_since(t0);
+  ck_assert_ptr_null(db);
+  ck_assert_msg(strstr(sc_errmsg(NULL), says) != NULL, "%s: \"%s\" not in %s",
+                uri, says, sc_errmsg(NULL));
+  /* Within the busy timeout, with room for a loaded machine. */
+  ck_assert_msg(took <= busy_ms + 1000, "%s took %lld ms", uri,
+                (long long)took);
+}
+
+START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
+  assert_open_fails("postgresql://localhost:notaport/x", 1000, SC_INVALID,
+                    "bad PostgreSQL URI");
+  assert_open_fails("postgresql://localhost/x?nosuchoption=1", 1000, SC_INVALID,
+                    "bad PostgreSQL URI");
+  assert_open_fails("postgresql:///x?schema=Bad-Name", 1000, SC_INVALID,
+                    "schema");
+  /* Nothing listens on port 1: refused at once. */
+  assert_open_fails("postgresql://127.0.0.1:1/x", 1000, SC_IOERR,
+                    "cannot connect to PostgreSQL");
+  /* A documentation address (TEST-NET-1) that never answers: the connect
+   * gives up at the busy timeout, not libpq's. */
+  assert_open_fails("postgresql://192.0.2.1/x", 1000, SC_IOERR,
+                    "cannot connect to PostgreSQL");
+}
+END_TEST
+
+START_TEST(unsupported_calls_say_so) {
+  char *uri = tu_db_path("unsupported");
+  sc_db *db = tu_open(uri, NULL);
+  ck_assert_sc(sc_backup(db, "/tmp/x.db"), SC_MISUSE);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "not supported on PostgreSQL"));
+  int changes = 0;
+  ck_assert_sc(sc_repair(db, 1, &changes, NULL), SC_MISUSE);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "not supported on PostgreSQL"));
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- several hosts: the cap and per-user limits ---------------------------
+ */
+
+#define PROCS 4
+#define THREADS 16
+#define CAP 700
+#define LIMIT 2
+#define USERS 500
+
+typedef struct hosts {
+  const char *uri;
+  sc_id policy, product;
+} hosts;
+
+typedef struct issuer {
+  sc_db *db;
+  sc_id policy;
+  int proc;
+  atomic_int issued, other;
+} issuer;
+
+static void issue_until_sold_out(int t, void *ud) {
+  issuer *r = ud;
+  uint64_t rng = (uint64_t)(r->proc * 100 + t + 1);
+  for (;;) {
+    sc_id user = tu_rng_range(&rng, 1, USERS);
+    int rc = sc_coupon_issue(r->db, r->policy, user, NULL);
+    if (rc == SC_OK) atomic_fetch_add(&r->issued, 1);
+    if (rc == SC_SOLD_OUT) return;
+    if (rc != SC_OK && rc != SC_LIMIT_REACHED) {
+      fprintf(stderr, "issue: %s: %s\n", sc_err_name(rc), sc_errmsg(r->db));
+      atomic_fetch_add(&r->other, 1);
+      return;
+    }
+  }
+}
+
+static int issue_host(int i, void *ud) {
+  hosts *h = ud;
+  sc_db *db = NULL;
+  if (sc_open(h->uri, NULL, &db) != SC_OK) return 10;
+  issuer r = {.db = db, .policy = h->policy, .proc = i};
+  tu_race(THREADS, issue_until_sold_out, &r);
+  int bad = atomic_load(&r.other) != 0;
+  if (sc_close(db) != SC_OK) bad = 1;
+  return bad ? 11 : 0;
+}
+
+START_TEST(four_hosts_issue_exactly_the_cap) {
+  char *uri = tu_db_path("cap");
+  sc_db *db = tu_open(uri, NULL);
+  sc_coupon_policy_spec spec = {
+      .name = "flash", .max_count = CAP, .per_user_limit = LIMIT};
+  hosts h = {.uri = uri};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &h.policy), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_fork_race(PROCS, issue_host, &h);
+  db = tu_open(uri, NULL);
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, h.policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, CAP);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), CAP);
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT coalesce(max(n), 0) FROM (SELECT"
+                            " count(*) n FROM sc_coupon GROUP BY"
+                            " user_id) AS held"),
+                   LIMIT);
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM sc_outbox"
+                            " WHERE type = 1"),
+                   CAP);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- several hosts: a hot product and balance holds -----------------------
+ */
+
+#define STOCK 600
+#define BUYERS 300
+#define PRICE 10
+#define BALANCE 30 /* three units each: holds run out before the stock */
+
+typedef struct buyer {
+  sc_db *db;
+  sc_id product;
+  int proc;
+  atomic_int ordered, paid, other;
+} buyer;
+
+static void buy_until_gone(int t, void *ud) {
+  buyer *b = ud;
+  uint64_t rng = (uint64_t)(b->proc * 1000 + t + 7);
+  int refused_in_a_row = 0;
+  while (refused_in_a_row < 200) {
+    sc_line line = {b->product, 1};
+    sc_checkout_req req = {
+        .user = tu_rng_range(&rng, 1, BUYERS), .lines = &line, .n_lines = 1};
+    sc_id order = 0;
+    int rc = sc_checkout(b->db, &req, &order);
+    if (rc == SC_OUT_OF_STOCK) return;
+    if (rc == SC_INSUFFICIENT_BALANCE) {
+      refused_in_a_row++;
+      continue;
+    }
+    if (rc != SC_OK) {
+      fprintf(stderr, "checkout: %s: %s\n", sc_err_name(rc), sc_errmsg(b->db));
+      atomic_fetch_add(&b->other, 1);
+      return;
+    }
+    refused_in_a_row = 0;
+    atomic_fetch_add(&b->ordered, 1);
+    /* Every other order is paid: an accepted order can always be. */
+    if (order % 2 == 0) {
+      rc = sc_order_pay(b->db, order);
+      if (rc == SC_OK) {
+        atomic_fetch_add(&b->paid, 1);
+      } else {
+        fprintf(stderr, "pay: %s: %s\n", sc_err_name(rc), sc_errmsg(b->db));
+        atomic_fetch_add(&b->other, 1);
+      }
+    }
+  }
+}
+
+static int buy_host(int i, void *ud) {
+  hosts *h = ud;
+  sc_db *db = NULL;
+  if (sc_open(h->uri, NULL, &db) != SC_OK) return 10;
+  buyer b = {.db = db, .product = h->product, .proc = i};
+  tu_race(THREADS, buy_until_gone, &b);
+  int bad = atomic_load(&b.other) != 0;
+  if (sc_close(db) != SC_OK) bad = 1;
+  return bad ? 11 : 0;
+}
+
+START_TEST(four_hosts_keep_stock_and_balances_exact) {
+  char *uri = tu_db_path("hot");
+  sc_db *db = tu_open(uri, NULL);
+  hosts h = {.uri = uri};
+  ck_assert_sc(sc_product_create(db, "hot", PRICE, STOCK, &h.product), SC_OK);
+  for (sc_id u = 1; u <= BUYERS; u++)
+    ck_assert_sc(sc_account_deposit(db, u, BALANCE, NULL), SC_OK);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_fork_race(PROCS, buy_host, &h);
+  db = tu_open(uri, NULL);
+  tu_assert_verify(db);
+  sc_stock s;
+  ck_assert_sc(sc_stock_get(db, h.product, &s), SC_OK);
+  int64_t orders = tu_count(uri, "SELECT count(*) FROM sc_order");
+  int64_t paid = tu_count(uri,
+                          "SELECT count(*) FROM sc_order"
+                          " WHERE status = 2");
+  /* Stock exact: every unit is either sold, reserved or still there. */
+  ck_assert_int_eq(s.total + paid, STOCK);
+  ck_assert_int_eq(s.reserved, orders - paid);
+  /* Balances exact: no one spent or holds more than they had. */
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM sc_account"
+                            " WHERE balance - held < 0"),
+                   0);
+  ck_assert_int_eq(tu_count(uri, "SELECT sum(balance) FROM sc_account"),
+                   BUYERS * BALANCE - paid * PRICE);
+  ck_assert_int_le(orders, BUYERS * BALANCE / PRICE);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- a connection lost mid-batch ------------------------------------------
+ */
+
+typedef struct loss {
+  sc_db *db;
+  sc_id policy;
+  atomic_bool stop;
+  atomic_int ok, ambiguous, failed, deposits_ok;
+} loss;
+
+static void issue_under_kills(int t, void *ud) {
+  loss *l = ud;
+  for (int n = 0; !atomic_load(&l->stop); n++) {
+    if (t % 4 == 0) {
+      /* Deposits with a key: retried until they answer, exactly once. */
+      char key[64];
+      snprintf(key, sizeof key, "dep-%d-%d", t, n);
+      int rc;
+      while ((rc = sc_account_deposit(l->db, 1000 + t, 10, key)) != SC_OK) {
+        if (rc != SC_AMBIGUOUS && rc != SC_IOERR && rc != SC_BUSY) {
+          fprintf(stderr, "deposit: %s: %s\n", sc_err_name(rc),
+                  sc_errmsg(l->db));
+          atomic_fetch_add(&l->failed, 1000);
+          return;
+        }
+      }
+      atomic_fetch_add(&l->deposits_ok, 1);
+      continue;
+    }
+    int rc = sc_coupon_issue(l->db, l->policy, (sc_id)t * 100000 + n + 1, NULL);
+    if (rc == SC_OK) {
+      atomic_fetch_add(&l->ok, 1);
+    } else if (rc == SC_AMBIGUOUS) {
+      atomic_fetch_add(&l->ambiguous, 1);
+    } else if (rc == SC_IOERR || rc == SC_BUSY) {
+      atomic_fetch_add(&l->failed, 1);
+    } else {
+      fprintf(stderr, "issue: %s: %s\n", sc_err_name(rc), sc_errmsg(l->db));
+      atomic_fetch_add(&l->failed, 1000);
+    }
+  }
+}
+
+/* Terminates every backend of the library on schema, as an administrator
+ * (or a failover) would. */
+static int kill_backends(const char *base, const char *schema) {
+  PGconn *c = PQconnectdb(base);
+  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+           " WHERE application_name = 'libshopcore/%s'",
+           schema);
+  PGresult *r = PQexec(c, sql);
+  int n = PQntuples(r);
+  PQclear(r);
+  PQfinish(c);
+  return n;
+}
+
+/* Thread 16 waits for the killer, then stops the 16 callers. */
+#define CALLERS 16
+static pid_t killer_pid;
+static int killer_status;
+
+static void caller_or_stopper(int t, void *ud) {
+  loss *l = ud;
+  if (t < CALLERS) {
+    issue_under_kills(t, ud);
+    return;
+  }
+  waitpid(killer_pid, &killer_status, 0);
+  atomic_store(&l->stop, true);
+}
+
+START_TEST(connection_loss_mid_batch_never_doubles) {
+  char *uri = tu_db_path("loss");
+  sc_db *db = tu_open(uri, NULL);
+  sc_coupon_policy_spec spec = {
+      .name = "loss", .max_count = 10000000, .per_user_limit = 1};
+  loss l = {.db = db};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &l.policy), SC_OK);
+  /* 16 callers for 3 s, every library connection killed each 150 ms. */
+  killer_pid = fork();
+  ck_assert_int_ge(killer_pid, 0);
+  if (killer_pid == 0) {
+    const char *base = getenv("SC_TEST_PG_URI");
+    int killed = 0;
+    for (int i = 0; i < 20; i++) {
+      usleep(150000);
+      killed += kill_backends(base && base[0] ? base : "postgresql://",
+                              strstr(uri, "schema=") + 7);
+    }
+    _exit(killed > 0 ? 0 : 1);
+  }
+  tu_race(CALLERS + 1, caller_or_stopper, &l);
+  ck_assert_msg(WIFEXITED(killer_status) && WEXITSTATUS(killer_status) == 0,
+                "the killer found no backend to kill");
+  ck_assert_int_lt(atomic_load(&l.failed), 1000);
+  ck_assert_int_gt(atomic_load(&l.ok), 0);
+  int64_t coupons = tu_count(uri, "SELECT count(*) FROM sc_coupon");
+  /* Every acknowledged issue is there once; an ambiguous one at most
+   * once; a failed one never. */
+  ck_assert_int_ge(coupons, atomic_load(&l.ok));
+  ck_assert_int_le(coupons, atomic_load(&l.ok) + atomic_load(&l.ambiguous));
+  /* Keyed deposits, retried through the losses: each counted once. */
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT coalesce(sum(balance), 0) FROM"
+                            " sc_account"),
+                   10 * (int64_t)atomic_load(&l.deposits_ok));
+  fprintf(stderr,
+          "connection loss: %d issued, %d ambiguous, %d failed, %d keyed "
+          "deposits\n",
+          atomic_load(&l.ok), atomic_load(&l.ambiguous), atomic_load(&l.failed),
+          atomic_load(&l.deposits_ok));
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+int main(void) {
+  if (!tu_pg_mode()) {
+    fprintf(stderr, "check_pg runs with SC_TEST_DB=pg only\n");
+    return 77;
+  }
+  Suite *s = suite_create("pg");
+  TCase *tc = tu_tcase("pg");
+  tcase_add_test(tc, bad_uris_and_unreachable_servers_fail_clearly);
+  tcase_add_test(tc, unsupported_calls_say_so);
+  tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
+  tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
+  tcase_add_test(tc, connection_loss_mid_batch_never_doubles);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}

@@ -358,10 +358,12 @@ SC_API int sc_close(sc_db *db);
 
 /* Input limits. Past one, a call returns SC_INVALID with a message that
  * names the limit, and stores nothing. They bound what one call may make
- * the writer (and every caller queued behind it) do. */
+ * the writer (and every caller queued behind it) do. Names and idempotency
+ * keys are text: well-formed UTF-8 (ASCII is), else SC_INVALID, on either
+ * backend alike. */
 /** The longest product or policy name, in bytes (UTF-8, without the NUL). */
 #define SC_NAME_MAX 255
-/** The longest idempotency key, in bytes (without the NUL). */
+/** The longest idempotency key, in bytes (UTF-8, without the NUL). */
 #define SC_KEY_MAX 255
 /** The most lines one checkout may have. */
 #define SC_CHECKOUT_LINES_MAX 1000

@@ -44,9 +44,9 @@ int64_t sc__monotonic_ns(void);
 int64_t sc__wall_ms(void);
 void sc__sleep_ms(int64_t ms);
 /* Checks a name or an idempotency key against its limit (SC_NAME_MAX,
- * SC_KEY_MAX): NULL passes only when optional; NULL, empty or longer than
- * max bytes fails with SC_INVALID and "<fn>: <what> ..." in errmsg. It
- * reads at most max + 1 bytes of s. */
+ * SC_KEY_MAX): NULL passes only when optional; NULL, empty, longer than
+ * max bytes or not valid UTF-8 fails with SC_INVALID and "<fn>: <what> ..."
+ * in errmsg. It reads at most max + 1 bytes of s. */
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional);
 /* Copies a stored name of len bytes into out (SC_NAME_MAX + 1 bytes), cut

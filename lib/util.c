@@ -31,6 +31,42 @@ bool sc__mul_i64(int64_t a, int64_t b, int64_t *out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+/* The offset of the first byte of s (NUL-terminated) that does not start
+ * a well-formed UTF-8 character (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF), or of its NUL if there is none.
+ * PostgreSQL refuses such text at the protocol level; SQLite would store
+ * it, so both refuse it here, the same way. */
+static size_t utf8_invalid_at(const unsigned char *s) {
+  size_t i = 0;
+  while (s[i] != 0) {
+    unsigned c = s[i];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the 2nd byte */
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0; /* overlong */
+      if (c == 0xED) hi = 0x9F; /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90; /* overlong */
+      if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+    } else {
+      return i;
+    }
+    if (s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t k = 2; k <= n; k++) {
+      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
+    }
+    i += n + 1;
+  }
+  return i;
+}
+
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional) {
   if (s == NULL && optional) return SC_OK;
@@ -41,6 +77,13 @@ int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
   if (strnlen(s, max + 1) > max) {
     return sc__fail(SC_INVALID, "%s: %s is longer than %zu bytes", fn, what,
                     max);
+  }
+  size_t bad = utf8_invalid_at((const unsigned char *)s);
+  if (s[bad] != '\0') {
+    return sc__fail(SC_INVALID,
+                    "%s: %s is not valid UTF-8 (byte %zu, 0x%02x): names and "
+                    "keys are text, stored and compared alike by every backend",
+                    fn, what, bad, (unsigned)(unsigned char)s[bad]);
   }
   return SC_OK;
 }

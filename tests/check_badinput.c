@@ -245,6 +245,14 @@ static void limits_setup(void) {
     sc_product_create(f->db, TOO_LONG, 1, 1, &f->id_out))                      \
   X(product_name_huge, SC_INVALID,                                             \
     sc_product_create(f->db, HUGE_TEXT, 1, 1, &f->id_out))                     \
+  X(product_name_not_utf8, SC_INVALID,                                         \
+    sc_product_create(f->db, "p\xff", 1, 1, &f->id_out))                       \
+  X(product_name_overlong, SC_INVALID,                                         \
+    sc_product_create(f->db, "\xc0\xaf", 1, 1, &f->id_out))                    \
+  X(product_name_surrogate, SC_INVALID,                                        \
+    sc_product_create(f->db, "\xed\xa0\x80", 1, 1, &f->id_out))                \
+  X(product_name_cut_char, SC_INVALID,                                         \
+    sc_product_create(f->db, "ab\xe2\x82", 1, 1, &f->id_out))                  \
   X(product_price_negative, SC_INVALID,                                        \
     sc_product_create(f->db, "p", -1, 1, &f->id_out))                          \
   X(product_price_min, SC_INVALID,                                             \
@@ -289,6 +297,8 @@ static void limits_setup(void) {
   X(deposit_key_too_long, SC_INVALID,                                          \
     sc_account_deposit(f->db, 1, 1, TOO_LONG))                                 \
   X(deposit_key_huge, SC_INVALID, sc_account_deposit(f->db, 1, 1, HUGE_TEXT))  \
+  X(deposit_key_not_utf8, SC_INVALID,                                          \
+    sc_account_deposit(f->db, 1, 1, "k\xf5"))                                  \
   X(deposit_key_other_amount, SC_IDEMPOTENCY_MISMATCH,                         \
     sc_account_deposit(f->db, 1, 9999, "dep-1"))                               \
   X(deposit_key_other_user, SC_IDEMPOTENCY_MISMATCH,                           \
@@ -312,6 +322,8 @@ static void limits_setup(void) {
     sc_coupon_policy_create(f->db, SPEC(.name = TOO_LONG), &f->id_out))        \
   X(policy_name_huge, SC_INVALID,                                              \
     sc_coupon_policy_create(f->db, SPEC(.name = HUGE_TEXT), &f->id_out))       \
+  X(policy_name_not_utf8, SC_INVALID,                                          \
+    sc_coupon_policy_create(f->db, SPEC(.name = "\x80"), &f->id_out))          \
   X(policy_max_zero, SC_INVALID,                                               \
     sc_coupon_policy_create(f->db, SPEC(.max_count = 0), &f->id_out))          \
   X(policy_max_negative, SC_INVALID,                                           \
@@ -399,6 +411,9 @@ static void limits_setup(void) {
     sc_checkout(f->db, REQ(.idempotency_key = TOO_LONG), &f->id_out))          \
   X(checkout_key_huge, SC_INVALID,                                             \
     sc_checkout(f->db, REQ(.idempotency_key = HUGE_TEXT), &f->id_out))         \
+  X(checkout_key_not_utf8, SC_INVALID,                                         \
+    sc_checkout(f->db, REQ(.idempotency_key = "\xf4\x90\x80\x80"),             \
+                &f->id_out))                                                   \
   X(checkout_too_many_lines, SC_INVALID,                                       \
     sc_checkout(                                                               \
         f->db,                                                                 \
@@ -763,6 +778,13 @@ START_TEST(limits_are_inclusive) {
   sc_order got;
   ck_assert_sc(sc_order_get(db, order, &got), SC_OK);
   ck_assert_int_eq(got.total, SC_CHECKOUT_LINES_MAX);
+  /* Text is UTF-8: two-, three- and four-byte characters go through. */
+  static const char MB_NAME[] = "caf\xc3\xa9 \xe2\x98\x95 \xf0\x9f\x8e\x9f";
+  sc_id mb = 0;
+  ck_assert_sc(sc_product_create(db, MB_NAME, 1, 1, &mb), SC_OK);
+  sc_product pr;
+  ck_assert_sc(sc_product_get(db, mb, &pr), SC_OK);
+  ck_assert_str_eq(pr.name, MB_NAME);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
   ck_assert_int_eq(tu_count(path,

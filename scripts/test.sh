@@ -4,7 +4,7 @@
 #   2. the C suites, the CLI tests and http_shop's tests again under
 #      AddressSanitizer + UndefinedBehaviorSanitizer;
 #   2b. the PostgreSQL suites (label pg) of both builds, in one throwaway
-#      cluster (pg_virtualenv);
+#      cluster (scripts/pg-cluster.sh);
 #   3. the concurrency suites under ThreadSanitizer;
 #   4. short libFuzzer runs of the payload decoder, of API call sequences
 #      and of http_shop's request path (long campaigns: scripts/fuzz.sh;
@@ -47,13 +47,14 @@ run_ctest() { # build-dir, ctest args...
 }
 
 # The PostgreSQL suites (label pg) of each build directory given, all in
-# one throwaway cluster: pg_virtualenv creates it (also as root), exports
-# PGHOST, PGPORT, ... for the tests, and drops it afterwards.
+# one throwaway cluster of their own (scripts/pg-cluster.sh), which exports
+# PGHOST, PGPORT, ... for the tests and drops the cluster afterwards. A
+# cluster that cannot start leaves no log: each build counts as a failure.
 run_pg_suites() { # build-dir...
   local logs dir
   logs=$(mktemp -d)
   # shellcheck disable=SC2016 # expanded by the inner shell
-  pg_virtualenv -o fsync=off bash -c '
+  scripts/pg-cluster.sh -o fsync=off bash -c '
     logs=$1; jobs=$2; shift 2
     for dir in "$@"; do
       (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

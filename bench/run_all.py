@@ -111,14 +111,16 @@ def bounds_table(records, meta):
              f" load average {meta['load']}, `bench/run_all.py --seconds"
              f" {meta['seconds_per_point']}`.", "",
              "| bench | variant | threads | ops/s | writer us per op |"
-             " writer CPU use | fsync share | batch mean | wake-ups per op |"
-             " bound |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             " writer CPU use | fsync share | writer waiting for a CPU |"
+             " batch mean | wake-ups per op | bound |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         w = r["writer"]
         lines.append(f"| {r['bench']} | {r['variant']} | {r['threads']} |"
                      f" {r['ops_per_s']:.0f} | {w['writer_us_per_op']:.2f}"
                      f" ({w['kind']}) | {100 * w['writer_cpu_use']:.0f}% |"
                      f" {100 * w.get('fsync_share', 0):.0f}% |"
+                     f" {100 * w.get('runnable_share', 0):.0f}% |"
                      f" {w['batch_mean']:.1f} |"
                      f" {w.get('wakeups_per_op', 0):.2f} | {w['bound']} |")
     return lines

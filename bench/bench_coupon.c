@@ -1,4 +1,4 @@
-/* Coupon issuance, durable (synchronous=FULL), at 1, 16, 64 and 256 caller
+/* Coupon issuance, durable (synchronous=FULL), at 1, 16, 64 and 500 caller
  * threads:
  *   (a) libshopcore with group commit (the default),
  *   (b) libshopcore with batch_max = 1 (one commit per issue),
@@ -6,7 +6,7 @@
  *       issue doing the same conditional UPDATE + INSERT,
  * all in one run, with the ratios a/c and a/b.
  *
- *   bench_coupon [--seconds S] [--threads 1,16,64,256]
+ *   bench_coupon [--seconds S] [--threads 1,16,64,500]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +128,7 @@ static bu_result run_plain(int threads, double seconds) {
 
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 2.0);
-  static const int dflt[] = {1, 16, 64, 256};
+  static const int dflt[] = {1, 16, 64, 500};
   int threads[16];
   int n = bu_arg_threads(argc, argv, threads, 16, dflt, 4);
   bu_print_header("coupon issuance, durable (synchronous=FULL)");

@@ -21,7 +21,9 @@ int64_t bu_now_ns(void) {
   return now_ns();
 }
 
-int64_t bu_thread_cpu_ns(const char *comm) {
+/* Field `field` (0: time on a CPU, 1: time runnable, waiting for one) of
+ * /proc/self/task/<tid>/schedstat, summed over the threads named comm. */
+static int64_t thread_schedstat_ns(const char *comm, int field) {
   DIR *d = opendir("/proc/self/task");
   if (d == NULL) return 0;
   int64_t sum = 0;
@@ -38,15 +40,19 @@ int64_t bu_thread_cpu_ns(const char *comm) {
     if (strcmp(name, comm) != 0) continue;
     snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
     f = fopen(path, "r");
-    long long ns = 0;
+    long long v[2] = {0, 0};
     if (f != NULL) {
-      if (fscanf(f, "%lld", &ns) != 1) ns = 0;
+      if (fscanf(f, "%lld %lld", &v[0], &v[1]) != 2) v[0] = v[1] = 0;
       fclose(f);
     }
-    sum += ns;
+    sum += v[field];
   }
   closedir(d);
   return sum;
+}
+
+int64_t bu_thread_cpu_ns(const char *comm) {
+  return thread_schedstat_ns(comm, 0);
 }
 
 static int64_t wakeups_now(void) {
@@ -66,6 +72,7 @@ bu_cpu bu_cpu_now(sc_db *db) {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (bu_cpu){.wall = now_ns(),
                   .writer = bu_thread_cpu_ns("sc-writer"),
+                  .writer_runnable = thread_schedstat_ns("sc-writer", 1),
                   .completer = bu_thread_cpu_ns("sc-complete"),
                   .process = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
                   .wakeups = wakeups_now(),
@@ -74,13 +81,18 @@ bu_cpu bu_cpu_now(sc_db *db) {
 }
 
 /* The resource nearest its limit, by shares of the wall time: a writer busy
- * in batches (80% of the time or more) is bound by its CPU or by the WAL's
- * fsync, whichever took more of it; otherwise by the machine's CPUs when
- * they are nearly all used, or else the writer waited for work, so the
- * callers and the hops to and from them bound the run. */
+ * in batches (80% of the time or more) is bound by its CPU, by the WAL's
+ * fsync, or by the CPUs it waited for (runnable while other threads or
+ * processes ran), whichever took most; otherwise by the machine's CPUs
+ * when they are nearly all used, or else the writer waited for work, so
+ * the callers and the hops to and from them bound the run. */
 static const char *bound_of(double in_batch, double writer_use,
-                            double fsync_share, double process_use) {
+                            double fsync_share, double runnable,
+                            double process_use) {
   if (in_batch >= 0.8) {
+    if (runnable > writer_use && runnable > fsync_share) {
+      return "CPUs the writer waited for (other threads or processes ran)";
+    }
     return writer_use >= fsync_share ? "the writer's CPU"
                                      : "the WAL's fsync (the writer waits on "
                                        "it)";
@@ -104,6 +116,7 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
   double process = (double)(now.process - before->process);
   double wakeups = (double)(now.wakeups - before->wakeups);
   double batch_mean = m.batch_size.sum / (double)m.batch_size.count;
+  double runnable = (double)(now.writer_runnable - before->writer_runnable);
   printf(
       "   writer: %llu batches, size mean %.1f p50 %.0f max %.0f;"
       " batch (BEGIN..COMMIT) p50 %.3f ms p99 %.3f ms\n",
@@ -111,10 +124,11 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       m.batch_size.max, m.commit_ms.p50, m.commit_ms.p99);
   printf(
       "   writer: %.2f us CPU per %s, CPU use %.0f%%; in batches %.0f%% of"
-      " the time; in the WAL's fsync %.0f%% of the time (%.0f us each)\n",
+      " the time; in the WAL's fsync %.0f%% of the time (%.0f us each);"
+      " runnable, waiting for a CPU, %.0f%% of the time\n",
       writer / 1e3 / (double)ops, kind, 100 * writer / wall,
       100 * in_batch / wall, 100 * fsync / wall,
-      fsync / 1e3 / (double)m.batch_size.count);
+      fsync / 1e3 / (double)m.batch_size.count, 100 * runnable / wall);
   printf(
       "   per %s: completer CPU %.2f us, process CPU %.2f us (%.0f%% of %ld"
       " CPUs), %.2f wake-ups (voluntary context switches)\n",
@@ -122,16 +136,18 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       process / 1e3 / (double)ops, 100 * process / wall / (double)cpus, cpus,
       wakeups / (double)ops);
   const char *bound =
-      bound_of(in_batch / wall, writer / wall, fsync / wall,
+      bound_of(in_batch / wall, writer / wall, fsync / wall, runnable / wall,
                process / wall / (double)cpus);
   printf("   bound: %s\n", bound);
   printf(
       "BENCH_JSON {\"kind\":\"%s\",\"writer_us_per_op\":%.3f,"
       "\"writer_cpu_use\":%.3f,\"batch_mean\":%.2f,\"in_batch_share\":%.3f,"
-      "\"fsync_share\":%.3f,\"process_us_per_op\":%.3f,"
+      "\"fsync_share\":%.3f,\"runnable_share\":%.3f,"
+      "\"process_us_per_op\":%.3f,"
       "\"process_cpu_use\":%.3f,\"wakeups_per_op\":%.3f,\"bound\":\"%s\"}\n",
       kind, writer / 1e3 / (double)ops, writer / wall, batch_mean,
-      in_batch / wall, fsync / wall, process / 1e3 / (double)ops,
+      in_batch / wall, fsync / wall, runnable / wall,
+      process / 1e3 / (double)ops,
       process / wall / (double)cpus, wakeups / (double)ops, bound);
   fflush(stdout);
 }

@@ -111,14 +111,16 @@ def bounds_table(records, meta):
              f" load average {meta['load']}, `bench/run_all.py --seconds"
              f" {meta['seconds_per_point']}`.", "",
              "| bench | variant | threads | ops/s | writer us per op |"
-             " writer CPU use | fsync share | batch mean | wake-ups per op |"
-             " bound |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             " writer CPU use | fsync share | writer waiting for a CPU |"
+             " batch mean | wake-ups per op | bound |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         w = r["writer"]
         lines.append(f"| {r['bench']} | {r['variant']} | {r['threads']} |"
                      f" {r['ops_per_s']:.0f} | {w['writer_us_per_op']:.2f}"
                      f" ({w['kind']}) | {100 * w['writer_cpu_use']:.0f}% |"
                      f" {100 * w.get('fsync_share', 0):.0f}% |"
+                     f" {100 * w.get('runnable_share', 0):.0f}% |"
                      f" {w['batch_mean']:.1f} |"
                      f" {w.get('wakeups_per_op', 0):.2f} | {w['bound']} |")
     return lines
@@ -278,31 +280,38 @@ def main():
     p.add_argument("--sim-think", type=int, default=100)
     p.add_argument("--tail-duration", type=int, default=180,
                    help="the long simulate run (tail latency); 0 = skip")
-    p.add_argument("--only", help="run only benchmarks whose name has this")
+    p.add_argument("--only", help="run only benchmarks whose name has this"
+                   " (several: comma-separated)")
     p.add_argument("--readme", action="store_true",
                    help="also write the what-bounds-it table into"
                    " bench/README.md")
     a = p.parse_args()
     build = os.path.abspath(a.build)
+    only = a.only.split(",") if a.only else None
+
+    def wanted(name):
+        """Whether --only selects a run: a program by its path, the others
+        by their names (bench_python, simulate, simulate_tail)."""
+        return only is None or any(w and w in name for w in only)
     records, failed = [], 0
     env = dict(os.environ, SC_BUILD_DIR=build)
     for exe in sorted(glob.glob(os.path.join(build, "bench", "bench_*"))):
-        if not os.access(exe, os.X_OK) or (a.only and a.only not in exe):
+        if not os.access(exe, os.X_OK) or not wanted(exe):
             continue
         r, rc = bench_lines([exe, "--seconds", str(a.seconds)], env)
         records += r
         failed += rc != 0
     py = os.path.join(HERE, "bench_python.py")
-    if os.path.exists(py) and (not a.only or a.only in "bench_python"):
+    if os.path.exists(py) and wanted("bench_python"):
         r, rc = bench_lines([sys.executable, py, "--build", build,
                              "--seconds", str(a.seconds)], env)
         records += r
         failed += rc != 0
-    if not a.only or a.only in "simulate":
+    if wanted("simulate"):
         r, rc = simulate(build, a.sim_users, a.sim_duration, a.sim_think)
         records += r
         failed += rc != 0
-    if a.tail_duration > 0 and (not a.only or a.only in "simulate_tail"):
+    if a.tail_duration > 0 and wanted("simulate_tail"):
         r, rc = simulate(build, a.sim_users, a.tail_duration, a.sim_think,
                          tail=True)
         records += r

@@ -4,11 +4,22 @@
  * thread is bound to (sc__io_bind): the writer's and the checkpoint thread's
  * (metrics.c). Other threads, and files of other kinds, pass through
  * uncounted. Each file is the underlying VFS's own, with a copy of its
- * methods in which only xSync and xWrite are replaced: the real methods see
- * their own file struct, as if there were no shim. The shim wraps whatever
+ * methods in which only xSync and xWrite are replaced (and, for the WAL,
+ * the methods that must see its writes done): the real methods see their
+ * own file struct, as if there were no shim.
+ *
+ * SQLite writes each WAL frame as two pwrites, the 24-byte frame header and
+ * then the page right after it. The shim holds such a small write back
+ * until the next call on the file: when that is the adjacent write, both
+ * go down as one (a syscall less per page: a checkout dirties dozens), and
+ * anything else writes the held bytes first. Nothing can read a frame
+ * before its page is written (SQLite publishes frames in the wal-index only
+ * after the commit's writes and sync), and a failed write fails the
+ * commit as before. The shim wraps whatever
  * VFS is the default when a database is opened (a host's or a test's VFS
  * registered later, or in a forked child, gets a shim of its own). */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,10 +28,21 @@
 
 /* What follows the real file in each file the shim opens. The replaced
  * methods find it from the file's pMethods, which points into it. */
+/* A WAL write this small (a frame header: 24 bytes; the WAL header: 32) is
+ * held back for the write that follows it. */
+#define HELD_MAX 32
+
 typedef struct io_tail {
   const sqlite3_io_methods *real;
   sqlite3_io_methods methods; /* real's, with xSync and xWrite replaced */
   int file;                   /* SC__IO_DB, SC__IO_WAL, or -1: not counted */
+  /* The WAL only: a small write held back (held_len > 0), and a buffer for
+   * it joined with the write after it (grown as needed; NULL until then). */
+  int held_len;
+  sqlite3_int64 held_off;
+  unsigned char held[HELD_MAX];
+  unsigned char *joined;
+  int joined_cap;
 } io_tail;
 
 /* One shim per underlying VFS (pAppData is the underlying VFS). */
@@ -45,8 +67,12 @@ static io_tail *tail_of(sqlite3_file *f) {
 
 #define ORIG(v) ((sqlite3_vfs *)(v)->pAppData)
 
+static int held_flush(sqlite3_file *f, io_tail *t);
+
 static int io_sync(sqlite3_file *f, int flags) {
   io_tail *t = tail_of(f);
+  int held_rc = held_flush(f, t);
+  if (held_rc != SQLITE_OK) return held_rc;
   sc__io_counters *c = bound;
   if (c == NULL || t->file < 0) return t->real->xSync(f, flags);
   int64_t start = sc__monotonic_ns();
@@ -59,14 +85,92 @@ static int io_sync(sqlite3_file *f, int flags) {
   return rc;
 }
 
-static int io_write(sqlite3_file *f, const void *buf, int n,
-                    sqlite3_int64 off) {
-  io_tail *t = tail_of(f);
+static void count_write(const io_tail *t) {
   sc__io_counters *c = bound;
   if (c != NULL && t->file == SC__IO_DB) {
     atomic_fetch_add_explicit(&c->db_writes, 1, memory_order_relaxed);
   }
+}
+
+/* Writes the held bytes, if any. */
+static int held_flush(sqlite3_file *f, io_tail *t) {
+  if (t->held_len == 0) return SQLITE_OK;
+  int n = t->held_len;
+  t->held_len = 0;
+  return t->real->xWrite(f, t->held, n, t->held_off);
+}
+
+/* The held bytes and buf, adjacent, as one write; false if no buffer could
+ * be had (then they go as two). */
+static bool held_join(sqlite3_file *f, io_tail *t, const void *buf, int n,
+                      int *rc) {
+  int total = t->held_len + n;
+  if (total > t->joined_cap) {
+    unsigned char *b = sqlite3_realloc(t->joined, total);
+    if (b == NULL) return false;
+    t->joined = b;
+    t->joined_cap = total;
+  }
+  memcpy(t->joined, t->held, (size_t)t->held_len);
+  memcpy(t->joined + t->held_len, buf, (size_t)n);
+  sqlite3_int64 off = t->held_off;
+  t->held_len = 0;
+  *rc = t->real->xWrite(f, t->joined, total, off);
+  return true;
+}
+
+static int io_write(sqlite3_file *f, const void *buf, int n,
+                    sqlite3_int64 off) {
+  io_tail *t = tail_of(f);
+  count_write(t);
+  if (t->file != SC__IO_WAL) return t->real->xWrite(f, buf, n, off);
+  int rc;
+  if (t->held_len > 0 && off == t->held_off + t->held_len &&
+      held_join(f, t, buf, n, &rc)) {
+    return rc;
+  }
+  rc = held_flush(f, t);
+  if (rc != SQLITE_OK) return rc;
+  if (n <= HELD_MAX) {
+    memcpy(t->held, buf, (size_t)n);
+    t->held_len = n;
+    t->held_off = off;
+    return SQLITE_OK;
+  }
   return t->real->xWrite(f, buf, n, off);
+}
+
+/* The WAL's other methods that touch its bytes see the held write done. */
+static int wal_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off) {
+  io_tail *t = tail_of(f);
+  int rc = held_flush(f, t);
+  return rc != SQLITE_OK ? rc : t->real->xRead(f, buf, n, off);
+}
+
+static int wal_truncate(sqlite3_file *f, sqlite3_int64 size) {
+  io_tail *t = tail_of(f);
+  int rc = held_flush(f, t);
+  return rc != SQLITE_OK ? rc : t->real->xTruncate(f, size);
+}
+
+static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size) {
+  io_tail *t = tail_of(f);
+  int rc = held_flush(f, t);
+  return rc != SQLITE_OK ? rc : t->real->xFileSize(f, size);
+}
+
+static int wal_file_control(sqlite3_file *f, int op, void *arg) {
+  io_tail *t = tail_of(f);
+  int rc = held_flush(f, t);
+  return rc != SQLITE_OK ? rc : t->real->xFileControl(f, op, arg);
+}
+
+static int wal_close(sqlite3_file *f) {
+  io_tail *t = tail_of(f);
+  held_flush(f, t); /* a write SQLite made; its status has nowhere to go */
+  sqlite3_free(t->joined);
+  t->joined = NULL;
+  return t->real->xClose(f);
 }
 
 static int io_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
@@ -81,6 +185,16 @@ static int io_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
   t->file = (flags & SQLITE_OPEN_MAIN_DB) ? SC__IO_DB
             : (flags & SQLITE_OPEN_WAL)   ? SC__IO_WAL
                                           : -1;
+  t->held_len = 0;
+  t->joined = NULL;
+  t->joined_cap = 0;
+  if (t->file == SC__IO_WAL) {
+    t->methods.xRead = wal_read;
+    t->methods.xTruncate = wal_truncate;
+    t->methods.xFileSize = wal_file_size;
+    t->methods.xFileControl = wal_file_control;
+    t->methods.xClose = wal_close;
+  }
   f->pMethods = &t->methods;
   return rc;
 }

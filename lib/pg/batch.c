@@ -32,7 +32,8 @@ static const sc__op_pg *const CALLS[] = {
     &sc__pg_policy_create,  &sc__pg_policy_pause,    &sc__pg_coupon_issue,
     &sc__pg_product_create, &sc__pg_product_restock, &sc__pg_deposit,
     &sc__pg_checkout,       &sc__pg_order_pay,       &sc__pg_order_cancel,
-    &sc__pg_orders_expire,  &sc__pg_expire_round,
+    &sc__pg_orders_expire,  &sc__pg_expire_round,    &sc__pg_outbox_round,
+    &sc__pg_outbox_event,   &sc__pg_requeue_all,     &sc__pg_purge,
 };
 
 /* ---- parameters ------------------------------------------------------------
@@ -71,6 +72,44 @@ int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
   s[o++] = '{';
   for (size_t i = 0; i < n; i++)
     o += (size_t)sprintf(s + o, "%s%lld", i ? "," : "", (long long)get(i, ud));
+  s[o++] = '}';
+  s[o] = '\0';
+  param_set(p, s, 0, 0);
+  return SC_OK;
+}
+
+int sc__pg_param_text_array(sc__pg_params *p, size_t n,
+                            const char *(*get)(size_t i, const void *ud,
+                                               size_t *len),
+                            const void *ud) {
+  if (p->nowned == (int)(sizeof p->owned / sizeof *p->owned)) return SC_ERROR;
+  size_t cap = 3;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = 0;
+    get(i, ud, &len);
+    cap += 2 * len + 8; /* quotes, escapes, comma; or NULL */
+  }
+  char *s = sc__malloc(cap);
+  if (s == NULL) return SC_NOMEM;
+  p->owned[p->nowned++] = s;
+  size_t o = 0;
+  s[o++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    size_t len = 0;
+    const char *t = get(i, ud, &len);
+    if (i > 0) s[o++] = ',';
+    if (t == NULL) {
+      memcpy(s + o, "NULL", 4);
+      o += 4;
+      continue;
+    }
+    s[o++] = '"';
+    for (size_t k = 0; k < len && t[k] != '\0'; k++) {
+      if (t[k] == '"' || t[k] == '\\') s[o++] = '\\';
+      s[o++] = t[k];
+    }
+    s[o++] = '"';
+  }
   s[o++] = '}';
   s[o] = '\0';
   param_set(p, s, 0, 0);

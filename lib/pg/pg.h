@@ -32,6 +32,12 @@ void sc__pg_param_bytes(sc__pg_params *p, const void *b, size_t len);
 int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
                            int64_t (*get)(size_t i, const void *ud),
                            const void *ud);
+/* A text[] literal of n texts (NULL = SQL NULL) read through get(i, ud),
+ * each of at most *len bytes; SC_NOMEM. */
+int sc__pg_param_text_array(sc__pg_params *p, size_t n,
+                            const char *(*get)(size_t i, const void *ud,
+                                               size_t *len),
+                            const void *ud);
 void sc__pg_params_clear(sc__pg_params *p);
 
 /* ---- operations ------------------------------------------------------------
@@ -57,7 +63,8 @@ typedef struct sc__op_pg {
 extern const sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
-    sc__pg_orders_expire, sc__pg_expire_round;
+    sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge;
 
 /* Column col of a call's row as an int64 (NULL reads as 0). */
 int64_t sc__pg_col(const PGresult *r, int col);

@@ -475,9 +475,145 @@ static const char MIGRATION_1_ORDERS[] =
     "  FROM sc_order WHERE status = 1 AND expires_at_ms > p_due;"
     " END $$;";
 
-static const char *const MIGRATION_1[] = {
-    MIGRATION_1_TABLES,  MIGRATION_1_EVENTS, MIGRATION_1_CATALOG,
-    MIGRATION_1_COUPONS, MIGRATION_1_ORDERS, NULL};
+/* The outbox. Settling is fenced by the claim token (like graphile-worker's
+ * locked_by): a token that is not the event's latest claim changes nothing.
+ * Claiming takes the due events in a CTE with FOR UPDATE SKIP LOCKED (like
+ * River), so hosts claiming at once take different events, and repeats the
+ * state predicate in the UPDATE. Only the first undelivered event of an
+ * aggregate is ever due, so an aggregate is claimed by one host at a time,
+ * in sequence order. A retry's backoff (base doubled per attempt, capped,
+ * +-20%) is computed here from the row's attempts. */
+static const char MIGRATION_1_OUTBOX[] =
+    "CREATE FUNCTION sc_settle(p_id bigint, p_verdict int, p_claim bigint,"
+    " p_reason text, p_now bigint, p_base bigint, p_max_ms bigint,"
+    " p_max_attempts int,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE e sc_outbox; n int; d numeric;"
+    " dead boolean; at bigint; BEGIN st := 0; rid := 0; ev := 0;"
+    " SELECT * INTO e FROM sc_outbox WHERE id = p_id FOR UPDATE;"
+    " IF NOT FOUND THEN st := 10;"
+    "  msg := format('event %s not found', p_id); RETURN; END IF;"
+    " IF p_verdict = 0 THEN" /* requeue a dead event */
+    "  IF e.state <> 2 THEN st := 20; msg := format('event %s is not dead"
+    "   (%s)', p_id, CASE WHEN e.state = 1 THEN 'delivered'"
+    "   ELSE 'pending' END); RETURN; END IF;"
+    "  UPDATE sc_outbox SET state = 0, attempts = 0,"
+    "   available_at_ms = p_now, lease_until_ms = 0, last_error = NULL"
+    "   WHERE id = p_id; ev := 1; RETURN;"
+    " END IF;"
+    " IF p_verdict = 3 THEN" /* release: fenced, silent */
+    "  UPDATE sc_outbox SET lease_until_ms = 0 WHERE id = p_id"
+    "   AND claim = p_claim AND state = 0; RETURN;"
+    " END IF;"
+    " IF e.claim = 0 THEN st := 21;"
+    "  msg := format('event %s was never claimed', p_id); RETURN; END IF;"
+    " IF p_claim <> e.claim THEN st := 21; msg := format('claim %s is not"
+    "  event %s''s latest (%s): its lease ran out and it was claimed again',"
+    "  p_claim, p_id, e.claim); RETURN; END IF;"
+    " IF p_verdict = 1 THEN" /* ack */
+    "  IF e.state = 1 THEN RETURN; END IF;"
+    "  UPDATE sc_outbox SET state = 1, lease_until_ms = 0,"
+    "   delivered_at_ms = greatest(p_now, coalesce((SELECT p.delivered_at_ms"
+    "   FROM sc_outbox p WHERE p.agg_kind = e.agg_kind"
+    "   AND p.agg_id = e.agg_id AND p.seq = e.seq - 1), p_now))"
+    "   WHERE id = p_id AND claim = p_claim AND state <> 1;"
+    "  ev := 1; RETURN;"
+    " END IF;"
+    /* nack (2) or dead now (4) */
+    " IF e.state <> 0 THEN st := 20; msg := format('event %s is %s', p_id,"
+    "  CASE WHEN e.state = 1 THEN 'delivered' ELSE 'dead' END); RETURN;"
+    " END IF;"
+    " IF e.lease_until_ms = 0 THEN st := 20; msg := format('event %s: claim"
+    "  %s was already settled', p_id, p_claim); RETURN; END IF;"
+    " n := e.attempts + 1;"
+    " dead := p_verdict = 4 OR n >= p_max_attempts;"
+    " at := p_now;"
+    " IF NOT dead THEN"
+    "  d := least(p_base::numeric * 2 ^ (n - 1), p_max_ms::numeric);"
+    "  d := floor(d - floor(d / 5) + floor(random() * (2 * floor(d / 5) + 1)));"
+    "  at := least(p_now::numeric + d, 9223372036854775807)::bigint;"
+    "  rid := at;"
+    " END IF;"
+    " UPDATE sc_outbox SET state = CASE WHEN dead THEN 2 ELSE 0 END,"
+    "  attempts = n, available_at_ms = at, lease_until_ms = 0,"
+    "  last_error = p_reason WHERE id = p_id AND claim = p_claim"
+    "  AND state = 0;"
+    " END $$;"
+    "CREATE FUNCTION sc_outbox_round(p_ids bigint[], p_verdicts int[],"
+    " p_claims bigint[], p_reasons text[], p_max int, p_lease bigint,"
+    " p_now bigint, p_base bigint, p_max_ms bigint, p_max_attempts int)"
+    " RETURNS TABLE(st int, msg text, rid bigint, ev int, e_id bigint,"
+    "  e_type bigint, e_agg bigint, e_seq bigint, e_created bigint,"
+    "  e_attempts bigint, e_claim bigint, e_payload bytea)"
+    " LANGUAGE plpgsql AS $$ DECLARE s record; due bigint := 0;"
+    " until bigint; BEGIN"
+    " FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP"
+    "  SELECT * INTO s FROM sc_settle(p_ids[i], p_verdicts[i], p_claims[i],"
+    "   p_reasons[i], p_now, p_base, p_max_ms, p_max_attempts);"
+    "  IF s.rid > 0 AND (due = 0 OR s.rid < due) THEN due := s.rid; END IF;"
+    " END LOOP;"
+    " until := least(p_now::numeric + p_lease, 9223372036854775807)::bigint;"
+    " IF p_max > 0 THEN"
+    /* Leases that ran out for the last allowed time: dead, as the claim
+     * would count that attempt, instead of handed out again. */
+    "  UPDATE sc_outbox SET state = 2, attempts = attempts + 1,"
+    "   lease_until_ms = 0,"
+    "   last_error = 'every lease ran out without an ack or a nack'"
+    "   WHERE state = 0 AND lease_until_ms > 0 AND lease_until_ms <= p_now"
+    "   AND available_at_ms <= p_now AND attempts + 1 >= p_max_attempts;"
+    "  RETURN QUERY WITH due_events AS (SELECT o.id FROM sc_outbox o"
+    "   WHERE o.state = 0 AND o.available_at_ms <= p_now"
+    "   AND o.lease_until_ms <= p_now AND NOT EXISTS (SELECT 1"
+    "    FROM sc_outbox e WHERE e.agg_kind = o.agg_kind"
+    "    AND e.agg_id = o.agg_id AND e.seq < o.seq AND e.state <> 1)"
+    "   ORDER BY o.id LIMIT p_max FOR UPDATE SKIP LOCKED),"
+    "  claimed AS (UPDATE sc_outbox o SET attempts = o.attempts"
+    "   + (o.lease_until_ms > 0)::int, lease_until_ms = until,"
+    "   claim = o.claim + 1 FROM due_events d WHERE o.id = d.id"
+    "   AND o.state = 0 AND o.lease_until_ms <= p_now"
+    "   RETURNING o.id, o.type, o.agg_id, o.seq, o.created_at_ms,"
+    "   o.attempts, o.claim, o.payload)"
+    "  SELECT 0, NULL::text, due, 0, c.id, c.type, c.agg_id, c.seq,"
+    "   c.created_at_ms, c.attempts, c.claim, c.payload FROM claimed c"
+    "   ORDER BY c.id;"
+    "  IF FOUND THEN RETURN; END IF;"
+    " END IF;"
+    " RETURN QUERY SELECT 0, NULL::text, due, 0, NULL::bigint, NULL::bigint,"
+    "  NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,"
+    "  NULL::bytea;"
+    " END $$;"
+    "CREATE FUNCTION sc_requeue_all(p_now bigint,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ BEGIN st := 0;"
+    " UPDATE sc_outbox SET state = 0, attempts = 0, available_at_ms = p_now,"
+    "  lease_until_ms = 0, last_error = NULL WHERE state = 2;"
+    " GET DIAGNOSTICS rid = ROW_COUNT; ev := least(rid, 1); END $$;"
+    /* Delivered events acked before p_before, oldest first, the newest event
+     * of all kept; each purged aggregate's last number goes to
+     * sc_outbox_seq so its sequence goes on from there. */
+    "CREATE FUNCTION sc_purge(p_before bigint, p_limit int,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE ids bigint[]; BEGIN st := 0; ev := 0;"
+    " ids := ARRAY(SELECT id FROM sc_outbox WHERE state = 1"
+    "  AND delivered_at_ms < p_before"
+    "  AND id < (SELECT max(id) FROM sc_outbox)"
+    "  ORDER BY delivered_at_ms, id LIMIT p_limit);"
+    " INSERT INTO sc_outbox_seq(agg_kind, agg_id, seq)"
+    "  SELECT agg_kind, agg_id, max(seq) FROM sc_outbox"
+    "  WHERE id = ANY(ids) GROUP BY agg_kind, agg_id"
+    "  ON CONFLICT(agg_kind, agg_id) DO UPDATE"
+    "  SET seq = greatest(sc_outbox_seq.seq, excluded.seq);"
+    " DELETE FROM sc_outbox WHERE id = ANY(ids);"
+    " GET DIAGNOSTICS rid = ROW_COUNT;"
+    " END $$;";
+
+static const char *const MIGRATION_1[] = {MIGRATION_1_TABLES,
+                                          MIGRATION_1_EVENTS,
+                                          MIGRATION_1_CATALOG,
+                                          MIGRATION_1_COUPONS,
+                                          MIGRATION_1_ORDERS,
+                                          MIGRATION_1_OUTBOX,
+                                          NULL};
 
 static const char *const *const MIGRATIONS[] = {MIGRATION_1};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))

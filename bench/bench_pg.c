@@ -48,8 +48,14 @@ static PGconn *plain_connect(const char *schema) {
   return c;
 }
 
+static void quiet(void *ud, const char *msg) {
+  (void)ud;
+  (void)msg;
+}
+
 static void drop_schema(const char *uri) {
   PGconn *c = PQconnectdb(base_uri);
+  PQsetNoticeProcessor(c, quiet, NULL);
   char sql[256];
   snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE",
            strstr(uri, "schema=") + 7);

@@ -127,10 +127,14 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
   typedef struct stmt {
     const char *name, *sql;
   } stmt;
-  stmt stmts[sizeof CALLS / sizeof *CALLS + 2];
+  stmt stmts[2 * (sizeof CALLS / sizeof *CALLS) + 2];
   size_t n = 0;
-  for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++)
+  for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++) {
     stmts[n++] = (stmt){CALLS[i]->name, CALLS[i]->sql};
+    if (CALLS[i]->many_name != NULL) {
+      stmts[n++] = (stmt){CALLS[i]->many_name, CALLS[i]->many_sql};
+    }
+  }
   stmts[n++] = (stmt){LOG_NAME, SQL_LOG};
   stmts[n++] = (stmt){TRIM_NAME, SQL_TRIM};
   for (size_t i = 0; i < n; i++) {
@@ -149,7 +153,10 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
 /* ---- one attempt -----------------------------------------------------------
  */
 
+#define GROUP_MAX 1024 /* operations in one grouped call */
+
 typedef enum {
+  RUN_UNGROUP, /* a grouped call failed: run again, one call each */
   RUN_COMMITTED,
   RUN_RETRY,   /* serialization failure or deadlock: run it all again */
   RUN_CULPRIT, /* one call failed: it is excluded, run the others again */
@@ -164,6 +171,8 @@ typedef struct attempt {
   int status; /* RUN_FAILED's */
   char why[SC__ERRMSG_MAX];
   bool all_decoded; /* every sent call's row was read */
+  bool no_groups;   /* after a grouped call failed: one call per op */
+  int *group;       /* group[i] > 1: ops[i..i+group[i]) went as one call */
 } attempt;
 
 static void set_why(attempt *a, const char *what, const char *msg) {
@@ -181,6 +190,20 @@ static bool send_prepared(PGconn *c, const char *name, const sc__pg_params *p) {
   return PQsendQueryPrepared(c, name, p->n, p->v, p->len, p->fmt, 0) == 1;
 }
 
+/* How many operations from ops[i] go as one call: those side by side that
+ * share a grouping descriptor and a lock key. */
+static int group_len(const attempt *a, int i) {
+  const sc__op_pg *d = a->ops[i]->pg;
+  if (a->no_groups || d->many_name == NULL) return 1;
+  int64_t key = d->lock_key(a->ops[i]);
+  int n = 1;
+  while (i + n < a->n && n < GROUP_MAX && a->ops[i + n]->pg == d &&
+         !a->ops[i + n]->excluded && d->lock_key(a->ops[i + n]) == key) {
+    n++;
+  }
+  return n;
+}
+
 /* Sends the whole batch; false if the connection refused it. */
 static bool send_batch(sc_db *db, attempt *a, bool trim) {
   PGconn *c = db->pg->w;
@@ -193,7 +216,22 @@ static bool send_batch(sc_db *db, attempt *a, bool trim) {
   }
   for (int i = 0; ok && i < a->n; i++) {
     sc__op *op = a->ops[i];
+    a->group[i] = 0;
     if (op->excluded) continue;
+    int len = group_len(a, i);
+    if (len > 1) {
+      int rc = op->pg->encode_many(db, a->ops + i, len, a->now, &p);
+      if (rc != SC_OK) {
+        len = 1; /* one call each: the one that cannot encode fails alone */
+      } else {
+        ok = send_prepared(c, op->pg->many_name, &p);
+        a->group[i] = len;
+        i += len - 1;
+        sc__pg_params_clear(&p);
+        continue;
+      }
+      sc__pg_params_clear(&p);
+    }
     int rc = op->pg->encode(db, op, a->now, &p);
     if (rc == SC_OK && p.n > SC__PG_PARAMS_MAX - 1) rc = SC_ERROR;
     if (rc != SC_OK) {
@@ -295,13 +333,49 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
   return true;
 }
 
+/* Reads a grouped call's rows, one per operation, in order. A failure of
+ * the call runs the batch again with one call per operation, to find the
+ * one at fault. */
+static bool read_group(sc_db *db, reader *rd, sc__op **ops, int n) {
+  PGresult *r = next_result(db->pg->w);
+  if (r == NULL) return false;
+  ExecStatusType s = PQresultStatus(r);
+  if (s == PGRES_FATAL_ERROR && !rd->failed) {
+    rd->failed = true;
+    rd->outcome = retryable(r, false) ? RUN_RETRY : RUN_UNGROUP;
+    set_why(rd->a, "batch", PQresultErrorMessage(r));
+  } else if (s == PGRES_TUPLES_OK && !rd->failed && PQntuples(r) == n) {
+    for (int k = 0; k < n; k++) {
+      int st = atoi(PQgetvalue(r, k, 0));
+      if (st != SC_OK) {
+        ops[k]->status = sc__op_fail(ops[k], st, "%s", PQgetvalue(r, k, 1));
+        continue;
+      }
+      ops[k]->status = SC_OK;
+      ops[k]->pg->decode_row(ops[k], r, k);
+      db->batch_events += atoi(PQgetvalue(r, k, 3));
+    }
+  } else if (s == PGRES_TUPLES_OK && !rd->failed) {
+    rd->failed = true; /* a bug: every operation needs its row */
+    rd->outcome = RUN_UNGROUP;
+    set_why(rd->a, "batch", "a grouped call answered the wrong row count");
+  }
+  PQclear(r);
+  return true;
+}
+
 static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   reader rd = {.a = a, .outcome = RUN_COMMITTED};
   a->all_decoded = false;
   bool ok = read_step(db, &rd, NULL, false); /* BEGIN */
   if (ok && trim) ok = read_step(db, &rd, NULL, false);
   for (int i = 0; ok && i < a->n; i++) {
-    if (!a->ops[i]->excluded) ok = read_step(db, &rd, a->ops[i], false);
+    if (a->group[i] > 1) {
+      ok = read_group(db, &rd, a->ops + i, a->group[i]);
+      i += a->group[i] - 1;
+    } else if (!a->ops[i]->excluded) {
+      ok = read_step(db, &rd, a->ops[i], false);
+    }
   }
   if (ok) a->all_decoded = !rd.failed;
   if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
@@ -466,6 +540,9 @@ static bool run_attempts(sc_db *db, attempt *a) {
         return true;
       case RUN_CULPRIT:
         continue;
+      case RUN_UNGROUP:
+        a->no_groups = true;
+        continue;
       case RUN_RETRY:
         if (tries < RETRY_MAX && sc__monotonic_ns() < deadline) {
           sc__sleep_ms(tries < 3 ? 0
@@ -501,7 +578,12 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
   }
   sort_by_lock(ops, k);
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
+  a.group = sc__calloc((size_t)(k > 0 ? k : 1), sizeof *a.group);
+  if (a.group == NULL) a.no_groups = true;
+  int none[1];
+  if (a.group == NULL) a.group = none; /* never read past: no groups */
   bool committed = run_attempts(db, &a);
+  if (a.group != none) sc__free(a.group);
   sc__free(ops);
   if (!committed) db->batch_events = 0;
   return committed;

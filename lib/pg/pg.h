@@ -57,6 +57,15 @@ typedef struct sc__op_pg {
   /* The row the call locks first (a policy, a product), so a batch takes
    * its locks in one order and batches of hosts cannot deadlock; NULL = 0. */
   int64_t (*lock_key)(const sc__op *op);
+  /* Optional: operations of this kind with the same lock_key, side by side
+   * in a batch, go as one call (many_sql, prepared as many_name) whose rows
+   * answer them in order: their row is then locked and updated once per
+   * batch, not once per operation (each update of a row leaves a version
+   * the next one walks past, until the transaction ends). */
+  const char *many_name, *many_sql;
+  int (*encode_many)(sc_db *db, sc__op *const *ops, int n, int64_t now_ms,
+                     sc__pg_params *p);
+  void (*decode_row)(sc__op *op, const PGresult *r, int row);
 } sc__op_pg;
 
 /* Every descriptor, prepared on each writer connection. */

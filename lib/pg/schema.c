@@ -136,15 +136,17 @@ static const char MIGRATION_1_EVENTS[] =
     "   b := b || sc_mp_key(keys[i]) || sc_mp_int(vals[i]);"
     "  END LOOP; RETURN b; END $$;"
     /* The caller has locked the aggregate's row (or created it), so the
-     * next number read here is not read by another host at once. */
+     * next number read here is not read by another host at once. plpgsql,
+     * not sql: an SQL function that is not a lone SELECT is parsed and
+     * planned again on every call, plpgsql keeps its plans. */
     "CREATE FUNCTION sc_emit(t int, kind int, agg bigint, first boolean,"
-    " at bigint, payload bytea) RETURNS void LANGUAGE sql AS $$"
+    " at bigint, payload bytea) RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
     " INSERT INTO sc_outbox(type, agg_kind, agg_id, seq, created_at_ms,"
     "  payload, available_at_ms) VALUES(t, kind, agg, CASE WHEN first THEN 1"
     "  ELSE coalesce((SELECT max(seq) FROM sc_outbox"
     "    WHERE agg_kind = kind AND agg_id = agg),"
     "   (SELECT seq FROM sc_outbox_seq WHERE agg_kind = kind"
-    "    AND agg_id = agg), 0) + 1 END, at, payload, at) $$;";
+    "    AND agg_id = agg), 0) + 1 END, at, payload, at); END $$;";
 
 /* Catalog, accounts and idempotency. An idempotency key is inserted first
  * (ON CONFLICT DO NOTHING waits for a racing host's transaction), so racing
@@ -607,13 +609,59 @@ static const char MIGRATION_1_OUTBOX[] =
     " GET DIAGNOSTICS rid = ROW_COUNT;"
     " END $$;";
 
-static const char *const MIGRATION_1[] = {MIGRATION_1_TABLES,
-                                          MIGRATION_1_EVENTS,
-                                          MIGRATION_1_CATALOG,
-                                          MIGRATION_1_COUPONS,
-                                          MIGRATION_1_ORDERS,
-                                          MIGRATION_1_OUTBOX,
-                                          NULL};
+/* The issues of one policy in one batch, answered row by row in order:
+ * the policy is locked and its count updated once for all of them. Each
+ * user's count sees the coupons issued earlier in the same call. */
+static const char MIGRATION_1_ISSUE_MANY[] =
+    "CREATE FUNCTION sc_issue_many(p_policy bigint, p_users bigint[],"
+    " p_now bigint) RETURNS TABLE(st int, msg text, rid bigint, ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; have boolean;"
+    " held bigint; issued bigint; u bigint; cid bigint; BEGIN"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
+    "  FOR NO KEY UPDATE;"
+    " have := FOUND; issued := p.issued_count;"
+    " FOREACH u IN ARRAY p_users LOOP"
+    "  st := 0; msg := NULL; rid := 0; ev := 0;"
+    "  IF NOT have THEN st := 10;"
+    "   msg := format('coupon policy %s not found', p_policy);"
+    "  ELSIF p.paused <> 0 THEN st := 14;"
+    "   msg := format('coupon policy %s is paused', p_policy);"
+    "  ELSIF (p.starts_at_ms <> 0 AND p_now < p.starts_at_ms)"
+    "   OR (p.ends_at_ms <> 0 AND p_now >= p.ends_at_ms) THEN st := 15;"
+    "   msg := format('coupon policy %s is not active at %s', p_policy,"
+    "    p_now);"
+    "  ELSIF issued >= p.max_count THEN st := 12;"
+    "   msg := format('coupon policy %s has issued all %s coupons',"
+    "    p_policy, p.max_count);"
+    "  ELSE"
+    "   SELECT count(*) INTO held FROM sc_coupon"
+    "    WHERE policy_id = p_policy AND user_id = u;"
+    "   IF held >= p.per_user_limit THEN st := 13;"
+    "    msg := format('user %s already holds %s of coupon policy %s', u,"
+    "     held, p_policy);"
+    "   ELSE"
+    "    INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+    "     VALUES(p_policy, u, p_now) RETURNING id INTO cid;"
+    "    PERFORM sc_emit(1, 1, cid, true, p_now, sc_payload(1, p_now,"
+    "     ARRAY['user', 'policy', 'coupon'], ARRAY[u, p_policy, cid]));"
+    "    issued := issued + 1; rid := cid; ev := 1;"
+    "   END IF;"
+    "  END IF;"
+    "  RETURN NEXT;"
+    " END LOOP;"
+    " IF have AND issued > p.issued_count THEN"
+    "  UPDATE sc_coupon_policy SET issued_count = issued"
+    "   WHERE id = p_policy AND issued <= max_count;"
+    "  IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
+    "   for no known reason', p_policy; END IF;"
+    " END IF;"
+    " END $$;";
+
+static const char *const MIGRATION_1[] = {
+    MIGRATION_1_TABLES,     MIGRATION_1_EVENTS,
+    MIGRATION_1_CATALOG,    MIGRATION_1_COUPONS,
+    MIGRATION_1_ISSUE_MANY, MIGRATION_1_ORDERS,
+    MIGRATION_1_OUTBOX,     NULL};
 
 static const char *const *const MIGRATIONS[] = {MIGRATION_1};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))

@@ -196,21 +196,6 @@ static double run_procs(int procs, int threads, double seconds,
   return total;
 }
 
-static int arg_list(int argc, char **argv, const char *flag, int *out, int max,
-                    const int *dflt, int n_dflt) {
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], flag) != 0) continue;
-    int n = 0;
-    for (char *s = argv[i + 1]; *s && n < max;) {
-      out[n++] = (int)strtol(s, &s, 10);
-      if (*s == ',') s++;
-    }
-    return n;
-  }
-  memcpy(out, dflt, sizeof *dflt * (size_t)n_dflt);
-  return n_dflt;
-}
-
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 5.0);
   int threads = 64, nt;
@@ -218,7 +203,7 @@ int main(int argc, char **argv) {
   nt = bu_arg_threads(argc, argv, &threads, 1, tdflt, 1);
   (void)nt;
   int procs[8], pdflt[] = {1, 2, 4};
-  int np = arg_list(argc, argv, "--procs", procs, 8, pdflt, 3);
+  int np = bu_arg_list(argc, argv, "--procs", procs, 8, pdflt, 3);
   const char *env = getenv("SC_BENCH_PG_URI");
   if (env != NULL && env[0] != '\0') base_uri = env;
   for (int i = 1; i + 1 < argc; i++)

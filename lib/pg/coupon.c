@@ -96,7 +96,7 @@ static void issue_decode_row(sc__op *base, const PGresult *r, int row) {
 
 const sc__op_pg sc__pg_coupon_issue = {
     .name = "sc_issue",
-    .sql = "SELECT * FROM sc_issue($1, $2, $3)",
+    .sql = "SELECT * FROM sc_issue_many($1, ARRAY[$2::bigint], $3)",
     .encode = issue_encode,
     .decode = issue_decode,
     .lock_key = issue_key,

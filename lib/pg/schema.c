@@ -202,10 +202,7 @@ static const char MIGRATION_1_CATALOG[] =
     "  ARRAY['user', 'amount'], ARRAY[p_user, p_amount]));"
     " st := 0; ev := 1; END $$;";
 
-/* Coupons. Issuance locks the policy row first (FOR NO KEY UPDATE): every
- * check after it, the per-user count included, then reads what the hosts
- * before it committed (each statement of a READ COMMITTED function takes a
- * new snapshot), and the conditional UPDATE stays as the cap's guard. */
+/* Coupon policies; issuance is sc_issue_many, below. */
 static const char MIGRATION_1_COUPONS[] =
     "CREATE FUNCTION sc_policy_create(p_name text, p_max bigint,"
     " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
@@ -231,38 +228,7 @@ static const char MIGRATION_1_COUPONS[] =
     " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"
     " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t, p_now,"
     "  ARRAY['policy'], ARRAY[p_policy]));"
-    " ev := 1; END $$;"
-    "CREATE FUNCTION sc_issue(p_policy bigint, p_user bigint, p_now bigint,"
-    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
-    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; held bigint; BEGIN"
-    " ev := 0;"
-    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
-    "  FOR NO KEY UPDATE;"
-    " IF NOT FOUND THEN st := 10;"
-    "  msg := format('coupon policy %s not found', p_policy); RETURN; END IF;"
-    " IF p.paused <> 0 THEN st := 14;"
-    "  msg := format('coupon policy %s is paused', p_policy); RETURN; END IF;"
-    " IF (p.starts_at_ms <> 0 AND p_now < p.starts_at_ms)"
-    "  OR (p.ends_at_ms <> 0 AND p_now >= p.ends_at_ms) THEN st := 15;"
-    "  msg := format('coupon policy %s is not active at %s', p_policy, p_now);"
-    "  RETURN; END IF;"
-    " IF p.issued_count >= p.max_count THEN st := 12;"
-    "  msg := format('coupon policy %s has issued all %s coupons', p_policy,"
-    "   p.max_count); RETURN; END IF;"
-    " SELECT count(*) INTO held FROM sc_coupon"
-    "  WHERE policy_id = p_policy AND user_id = p_user;"
-    " IF held >= p.per_user_limit THEN st := 13;"
-    "  msg := format('user %s already holds %s of coupon policy %s', p_user,"
-    "   held, p_policy); RETURN; END IF;"
-    " UPDATE sc_coupon_policy SET issued_count = issued_count + 1"
-    "  WHERE id = p_policy AND issued_count < max_count;"
-    " IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
-    "  for no known reason', p_policy; END IF;"
-    " INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
-    "  VALUES(p_policy, p_user, p_now) RETURNING id INTO rid;"
-    " PERFORM sc_emit(1, 1, rid, true, p_now, sc_payload(1, p_now,"
-    "  ARRAY['user', 'policy', 'coupon'], ARRAY[p_user, p_policy, rid]));"
-    " st := 0; ev := 1; END $$;";
+    " ev := 1; END $$;";
 
 /* Orders. Each locks what it reads before it checks it (the products in
  * id order, the account, the coupon, the order), so the checks see what
@@ -609,9 +575,13 @@ static const char MIGRATION_1_OUTBOX[] =
     " GET DIAGNOSTICS rid = ROW_COUNT;"
     " END $$;";
 
-/* The issues of one policy in one batch, answered row by row in order:
- * the policy is locked and its count updated once for all of them. Each
- * user's count sees the coupons issued earlier in the same call. */
+/* Issuance: the issues of one policy in one batch (or a single one),
+ * answered row by row in order. The policy row is locked first (FOR NO KEY
+ * UPDATE): every check after it, the per-user counts included, then reads
+ * what the hosts before it committed (each statement of a READ COMMITTED
+ * function takes a new snapshot), and each user's count sees the coupons
+ * issued earlier in the same call. The count is updated once for all of
+ * them, by a conditional UPDATE that stays as the cap's guard. */
 static const char MIGRATION_1_ISSUE_MANY[] =
     "CREATE FUNCTION sc_issue_many(p_policy bigint, p_users bigint[],"
     " p_now bigint) RETURNS TABLE(st int, msg text, rid bigint, ev int)"

@@ -565,17 +565,35 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
       op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
     return false;
   }
+  /* The operations the batch runs: a wrapper's inner one in its place. */
+  sc__op **outer = sc__calloc((size_t)n, sizeof *outer);
+  if (outer == NULL) {
+    sc__free(ops);
+    for (sc__op *op = batch; op != NULL; op = op->next)
+      op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
+    return false;
+  }
   int k = 0;
   for (sc__op *op = batch; op != NULL && k < n; op = op->next) {
-    op->excluded = op->pg == NULL;
-    if (op->excluded) {
-      op->status = sc__op_fail(op, SC_MISUSE,
-                               "operation %d is not supported on PostgreSQL "
-                               "yet",
-                               op->kind);
+    sc__op *run = op;
+    int st = SC_OK;
+    if (op->pg != NULL && op->pg->unwrap != NULL) {
+      run = op->pg->unwrap(op, &st);
+      if (run == NULL) run = op;
     }
-    ops[k++] = op;
+    run->excluded = st != SC_OK || run->pg == NULL;
+    if (st == SC_OK && run->pg == NULL) {
+      run->status = sc__op_fail(run, SC_MISUSE,
+                                "operation %d is not supported on PostgreSQL "
+                                "yet",
+                                run->kind);
+    }
+    outer[k] = op;
+    ops[k++] = run;
   }
+  /* Wrappers take their inner operation's outcome, in batch order. */
+  sc__op **inner = sc__calloc((size_t)k + 1, sizeof *inner);
+  if (inner != NULL) memcpy(inner, ops, (size_t)k * sizeof *ops);
   sort_by_lock(ops, k);
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
   a.group = sc__calloc((size_t)(k > 0 ? k : 1), sizeof *a.group);
@@ -584,6 +602,14 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
   if (a.group == NULL) a.group = none; /* never read past: no groups */
   bool committed = run_attempts(db, &a);
   if (a.group != none) sc__free(a.group);
+  for (int i = 0; i < k; i++) {
+    sc__op *in = inner != NULL ? inner[i] : outer[i];
+    if (in == outer[i]) continue;
+    outer[i]->status = in->status;
+    memcpy(outer[i]->errmsg, in->errmsg, sizeof outer[i]->errmsg);
+  }
+  sc__free(inner);
+  sc__free(outer);
   sc__free(ops);
   if (!committed) db->batch_events = 0;
   return committed;

@@ -66,6 +66,10 @@ typedef struct sc__op_pg {
   int (*encode_many)(sc_db *db, sc__op *const *ops, int n, int64_t now_ms,
                      sc__pg_params *p);
   void (*decode_row)(sc__op *op, const PGresult *r, int row);
+  /* For an operation that wraps another (an async request): the one to
+   * run, whose status the wrapper then takes; NULL with *status set (and
+   * the wrapper failed) when it must not run. The other fields are unused. */
+  sc__op *(*unwrap)(sc__op *op, int *status);
 } sc__op_pg;
 
 /* Every descriptor, prepared on each writer connection. */
@@ -73,7 +77,7 @@ extern const sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
     sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
-    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge;
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge, sc__pg_async;
 
 /* Column col of a call's row as an int64 (NULL reads as 0). */
 int64_t sc__pg_col(const PGresult *r, int col);

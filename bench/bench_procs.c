@@ -141,28 +141,13 @@ static double report(int procs, int threads, const bu_result *res,
   return total;
 }
 
-static int arg_list(int argc, char **argv, const char *flag, int *out, int max,
-                    const int *dflt, int n_dflt) {
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], flag) != 0) continue;
-    int n = 0;
-    for (char *s = argv[i + 1]; *s && n < max;) {
-      out[n++] = (int)strtol(s, &s, 10);
-      if (*s == ',') s++;
-    }
-    return n;
-  }
-  memcpy(out, dflt, sizeof *dflt * (size_t)n_dflt);
-  return n_dflt;
-}
-
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 3.0);
   int threads = 16, one = 16;
-  arg_list(argc, argv, "--threads", &threads, 1, &one, 1);
+  bu_arg_list(argc, argv, "--threads", &threads, 1, &one, 1);
   int procs[8];
   const int dflt[] = {1, 2, 4, 8};
-  int n = arg_list(argc, argv, "--procs", procs, 8, dflt, 4);
+  int n = bu_arg_list(argc, argv, "--procs", procs, 8, dflt, 4);
   printf("== coupon issuance, durable, several processes on one file\n");
   /* The baseline: all the threads of the 4-process run in one process. */
   bu_result res[MAX_PROCS];

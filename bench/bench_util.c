@@ -354,6 +354,21 @@ static const char *arg_value(int argc, char **argv, const char *flag) {
   return NULL;
 }
 
+int bu_arg_list(int argc, char **argv, const char *flag, int *out, int max,
+                const int *dflt, int n_dflt) {
+  for (int i = 1; i + 1 < argc; i++) {
+    if (strcmp(argv[i], flag) != 0) continue;
+    int n = 0;
+    for (char *s = argv[i + 1]; *s && n < max;) {
+      out[n++] = (int)strtol(s, &s, 10);
+      if (*s == ',') s++;
+    }
+    return n;
+  }
+  memcpy(out, dflt, sizeof *dflt * (size_t)n_dflt);
+  return n_dflt;
+}
+
 int bu_arg_flag(int argc, char **argv, const char *flag) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], flag) == 0) return 1;

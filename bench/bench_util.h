@@ -86,5 +86,9 @@ double bu_arg_seconds(int argc, char **argv, double dflt);
 int bu_arg_threads(int argc, char **argv, int *out, int max, const int *dflt,
                    int n_dflt);
 int bu_arg_flag(int argc, char **argv, const char *flag);
+/* Parses "<flag> a,b,c" into out (at most max values); without the flag,
+ * copies the n_dflt defaults. Returns how many. */
+int bu_arg_list(int argc, char **argv, const char *flag, int *out, int max,
+                const int *dflt, int n_dflt);
 
 #endif

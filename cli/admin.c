@@ -29,7 +29,7 @@ int cmd_init(int argc, char **argv) {
   if (rc != CLI_OK) return CLI_DONE(rc);
   /* sc_open, not cli_cmd_open: creating the database is init's job. */
   const char *path = cli_db_path(c.opts, c.n_opts);
-  bool existed = access(path, F_OK) == 0;
+  bool existed = cli_is_uri(path) || access(path, F_OK) == 0;
   sc_db *db = NULL;
   int src = sc_open(path, NULL, &db);
   if (src != SC_OK) return cli_sc_fail("init", src);

@@ -61,8 +61,11 @@ int cli_time(const char *cmd, const char *what, const char *text, int64_t min,
 /* text as a JSON string, quoted and escaped. */
 void cli_json_string(FILE *out, const char *text);
 
-/* Opens an existing database (refusing to create one by accident); NULL
- * after printing the error. */
+/* Whether path is a PostgreSQL URI (postgresql://, postgres://). */
+bool cli_is_uri(const char *path);
+/* Opens an existing database (refusing to create a file by accident; a
+ * PostgreSQL URI's schema is created by sc_open); NULL after printing the
+ * error. */
 sc_db *cli_open_existing(const char *cmd, const char *path,
                          const sc_options *opts);
 

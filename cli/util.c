@@ -263,9 +263,16 @@ void cli_json_string(FILE *out, const char *text) {
   fputc('"', out);
 }
 
+bool cli_is_uri(const char *path) {
+  return strncmp(path, "postgresql://", 13) == 0 ||
+         strncmp(path, "postgres://", 11) == 0;
+}
+
 sc_db *cli_open_existing(const char *cmd, const char *path,
                          const sc_options *opts) {
-  if (access(path, F_OK) != 0) {
+  /* A PostgreSQL URI names a server, not a file: sc_open says whether it
+   * answers. */
+  if (!cli_is_uri(path) && access(path, F_OK) != 0) {
     cli_fail(cmd, "%s: no such database (create one with shopcore init)", path);
     return NULL;
   }

@@ -318,8 +318,24 @@ SC_API void(sc_options_init)(sc_options *opts);
  * "-wal" and "-shm" are; created with the database file's mode, like SQLite's "-shm"; every
  * process writing the database needs read-write access to it; it may be
  * deleted while no process has the database open).
- * @param[in] path  file name; ":memory:" and "file:" URIs are refused (the
- *                  writer and the readers need one shared file).
+ *
+ * PostgreSQL: a path that is a libpq connection URI ("postgresql://..." or
+ * "postgres://...", PostgreSQL 14 or newer) opens the same API on that
+ * server, for several application hosts sharing one database. The query
+ * parameter "schema=NAME" (a lower-case name; default "shopcore") names the
+ * schema the library's tables and functions live in; it is created if
+ * needed and migrated under an advisory lock, so hosts opening at once are
+ * safe. Each handle keeps one writer connection (its batches are one
+ * pipelined transaction each) and a pool of read connections. Connecting
+ * waits at most busy_timeout_ms. A connection lost during a batch is
+ * reconnected by itself; a batch whose COMMIT may have happened is looked up
+ * in the library's batch log, and reported SC_AMBIGUOUS only when that
+ * cannot answer. Not supported there yet (SC_MISUSE, "... is not supported
+ * on PostgreSQL yet"): sc_repair, sc_backup.
+ *
+ * @param[in] path  file name, or a PostgreSQL URI; ":memory:" and "file:"
+ *                  URIs are refused (the writer and the readers need one
+ *                  shared file).
  * @param[in] opts  NULL for defaults.
  * @param[out] out  the handle, or NULL on failure.
  * @return SC_OK; SC_INVALID (an option out of range, named in sc_errmsg; an
@@ -331,7 +347,10 @@ SC_API void(sc_options_init)(sc_options *opts);
  *   SC_CORRUPT (not a database, or a schema from a newer library); SC_BUSY
  *   (another process held the file past busy_timeout_ms); SC_ERROR (the
  *   turn file is in use by an incompatible build of the library, or a
- *   thread could not be started); SC_NOMEM.
+ *   thread could not be started); SC_NOMEM. On PostgreSQL: SC_INVALID (a
+ *   URI libpq refuses, or a bad schema name), SC_IOERR (no connection
+ *   within busy_timeout_ms, named in sc_errmsg), SC_CORRUPT (a schema from
+ *   a newer library).
  * Any thread.
  */
 SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
@@ -1165,8 +1184,9 @@ SC_API int sc_verify(sc_db *db, char **report_out);
  *   none; "cannot repair: ..." for a change a constraint refused), freed
  *   with sc_free; may be NULL.
  * @return SC_OK; SC_CORRUPT when some finding could not be repaired (the
- *   others are, and the report lists both). Any thread; it holds up other
- *   writes of this db while it runs.
+ *   others are, and the report lists both); SC_MISUSE on PostgreSQL ("not
+ *   supported on PostgreSQL yet"). Any thread; it holds up other writes of
+ *   this db while it runs.
  */
 SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
                      char **report_out);
@@ -1176,7 +1196,8 @@ SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
  * consistent snapshot while writers go on. dest_path must not exist (it is
  * never overwritten); on failure nothing is left there. A read.
  * @return SC_OK, SC_INVALID (NULL or empty path), SC_EXISTS, SC_IOERR
- *   (dest_path cannot be created or written). Any thread.
+ *   (dest_path cannot be created or written); SC_MISUSE on PostgreSQL (not
+ *   supported there yet: use pg_dump). Any thread.
  */
 SC_API int sc_backup(sc_db *db, const char *dest_path);
 

@@ -109,6 +109,27 @@ typedef struct expire_op {
   order_row rows[EXPIRE_BATCH];
 } expire_op;
 
+/* outbox.c */
+/* A one-event write: ack, nack or requeue. */
+typedef struct event_op {
+  sc__op base;
+  sc__settle s; /* verdict 0: requeue */
+} event_op;
+
+typedef struct requeue_all_op {
+  sc__op base;
+  int n;
+} requeue_all_op;
+
+/* The bytes of a nack's reason kept: at most 500, cut before a UTF-8
+ * character that would not fit whole. */
+size_t sc__reason_len(const char *reason);
+
+/* sc_outbox_dead_list's rows on PostgreSQL (pg/outbox.c): fills out[0..*n)
+ * as the SQLite listing does (payload and reason in one allocation). */
+int sc__pg_dead_fill(sc_db *db, sc_id after, int max, sc_dead_event *out,
+                     int *n);
+
 /* sc_product_get on PostgreSQL (pg/catalog.c); out untouched on failure. */
 int sc__pg_product_get(sc_db *db, sc_id product, sc_product *out);
 
@@ -117,6 +138,7 @@ struct sc__op_pg;
 extern const struct sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
-    sc__pg_orders_expire, sc__pg_expire_round;
+    sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge;
 
 #endif /* SC_OPS_H */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 enum { AGG_COUPON = 1, AGG_ORDER = 2, AGG_ACCOUNT = 3, AGG_POLICY = 4 };
 enum { ST_PENDING = 0, ST_DELIVERED = 1, ST_DEAD = 2 };
@@ -352,7 +352,7 @@ static int64_t backoff_ms(const sc_options *o, int attempts) {
 
 /* The length of reason kept: at most REASON_MAX bytes, cut before a UTF-8
  * character that would not fit whole. */
-static size_t reason_len(const char *reason) {
+size_t sc__reason_len(const char *reason) {
   size_t n = strnlen(reason, REASON_MAX);
   if (reason[n] != '\0') {
     while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
@@ -393,7 +393,7 @@ static int nack(sc_db *db, sc__conn *w, sc__op *op, const sc__settle *s,
   sqlite3_bind_int64(st, 6, s->claim);
   rc = SQLITE_OK;
   if (s->reason != NULL) {
-    rc = sqlite3_bind_text(st, 5, s->reason, (int)reason_len(s->reason),
+    rc = sqlite3_bind_text(st, 5, s->reason, (int)sc__reason_len(s->reason),
                            SQLITE_STATIC);
   }
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
@@ -484,6 +484,7 @@ static int round_run(sc_db *db, sc__conn *w, sc__op *base) {
 
 void sc__outbox_round_init(sc__outbox_round *r) {
   r->base.run = round_run;
+  r->base.pg = &sc__pg_outbox_round;
   r->base.kind = SC__OP_OUTBOX;
 }
 
@@ -528,12 +529,6 @@ void sc_events_free(sc_event *events, int n) {
   sc__free(events);
 }
 
-/* A one-event write: ack, nack or requeue. */
-typedef struct event_op {
-  sc__op base;
-  sc__settle s; /* verdict 0: requeue */
-} event_op;
-
 static int requeue(sc_db *db, sc__conn *w, sc__op *op, sc_id id) {
   bool changed;
   int rc = update_one(w, op, SQL_REQUEUE, id, sc__now_ms(db), 0, &changed);
@@ -572,7 +567,10 @@ static int event_execute(sc_db *db, sc__settle s) {
   if (s.id <= 0) {
     return sc__fail(SC_NOT_FOUND, "event %lld not found", (long long)s.id);
   }
-  event_op op = {.base = {.run = event_op_run, .kind = SC__OP_OUTBOX}, .s = s};
+  event_op op = {.base = {.run = event_op_run,
+                          .pg = &sc__pg_outbox_event,
+                          .kind = SC__OP_OUTBOX},
+                 .s = s};
   return sc__op_execute(db, &op.base);
 }
 
@@ -594,11 +592,6 @@ int sc_outbox_requeue(sc_db *db, sc_id event_id) {
   return event_execute(db, (sc__settle){.id = event_id});
 }
 
-typedef struct requeue_all_op {
-  sc__op base;
-  int n;
-} requeue_all_op;
-
 static int requeue_all_run(sc_db *db, sc__conn *w, sc__op *base) {
   requeue_all_op *op = (requeue_all_op *)base;
   sqlite3_stmt *st = sc__stmt(w, SQL_REQUEUE_ALL);
@@ -614,7 +607,9 @@ static int requeue_all_run(sc_db *db, sc__conn *w, sc__op *base) {
 
 int sc_outbox_requeue_all(sc_db *db, int *requeued_out) {
   SC__CHECK_DB(db);
-  requeue_all_op op = {.base = {.run = requeue_all_run, .kind = SC__OP_OUTBOX}};
+  requeue_all_op op = {.base = {.run = requeue_all_run,
+                                .pg = &sc__pg_requeue_all,
+                                .kind = SC__OP_OUTBOX}};
   int rc = sc__op_execute(db, &op.base);
   if (rc == SC_OK && requeued_out != NULL) *requeued_out = op.n;
   return rc;

@@ -3,7 +3,7 @@
  * beside the writer. */
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 /* The partial index sc_outbox_dead serves this. */
 static const char SQL_DEAD_LIST[] =
@@ -63,19 +63,24 @@ int sc_outbox_dead_list(sc_db *db, sc_id after_id, int max,
   }
   sc_dead_event *list = sc__calloc((size_t)max, sizeof *list);
   if (list == NULL) return sc__fail(SC_NOMEM, "%s: out of memory", fn);
-  sc__conn *c;
-  int rc = sc__read_acquire(db, &c);
-  if (rc != SC_OK) {
-    sc__free(list);
-    return rc;
+  int n = 0, rc;
+  if (db->pg != NULL) {
+    rc = sc__pg_dead_fill(db, after_id, max, list, &n);
+  } else {
+    sc__conn *c;
+    rc = sc__read_acquire(db, &c);
+    if (rc != SC_OK) {
+      sc__free(list);
+      return rc;
+    }
+    int src = dead_fill(c, after_id, max, list, &n);
+    if (src != SQLITE_OK) {
+      rc = sc__fail(
+          sc__status_from_sqlite(src), "%s: %s", fn,
+          src == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(c->h));
+    }
+    sc__read_release(db, c);
   }
-  int n = 0;
-  int src = dead_fill(c, after_id, max, list, &n);
-  if (src != SQLITE_OK) {
-    rc = sc__fail(sc__status_from_sqlite(src), "%s: %s", fn,
-                  src == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(c->h));
-  }
-  sc__read_release(db, c);
   if (rc != SC_OK || n == 0) {
     sc_dead_events_free(list, n);
     list = NULL;

@@ -14,7 +14,7 @@
  * The newest event of all is never purged: with INTEGER PRIMARY KEY (no
  * AUTOINCREMENT) the next id is max(id) + 1, so deleting the newest row
  * would hand its id out again, and consumers deduplicate by id. */
-#include "internal.h"
+#include "ops.h"
 #include "metrics.h"
 
 /* The batch: the oldest delivered events acked before ?1, at most ?2. The
@@ -61,6 +61,7 @@ static int purge_run(sc_db *db, sc__conn *w, sc__op *base) {
 
 void sc__purge_round_prepare(sc__purge_round *r, int64_t before_ms, int limit) {
   r->base.run = purge_run;
+  r->base.pg = &sc__pg_purge;
   r->base.kind = SC__OP_OUTBOX;
   r->before_ms = before_ms;
   r->limit = limit;

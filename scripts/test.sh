@@ -56,6 +56,9 @@ run_pg_suites() { # build-dir...
   # shellcheck disable=SC2016 # expanded by the inner shell
   scripts/pg-cluster.sh -o fsync=off bash -c '
     logs=$1; jobs=$2; shift 2
+    # check_pg may crash this throwaway cluster (pg_virtualenv names it
+    # "regress") and start it again.
+    export SC_TEST_PG_CLUSTER="$PGVERSION/regress"
     for dir in "$@"; do
       (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

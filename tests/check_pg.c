@@ -366,6 +366,64 @@ START_TEST(connection_loss_mid_batch_never_doubles) {
 }
 END_TEST
 
+/* ---- a server crash --------------------------------------------------------
+ * pg_ctlcluster stops the cluster named by SC_TEST_PG_CLUSTER ("15/regress",
+ * set by scripts/test.sh inside pg_virtualenv) with -m immediate (no
+ * checkpoint, as a crash) during the load, and starts it again. */
+
+static void cluster_ctl(const char *action) {
+  char ver[16] = "", name[64] = "", cmd[256];
+  const char *cluster = getenv("SC_TEST_PG_CLUSTER");
+  ck_assert_int_eq(sscanf(cluster, "%15[^/]/%63s", ver, name), 2);
+  snprintf(cmd, sizeof cmd, "pg_ctlcluster %s %s %s >/dev/null 2>&1", ver, name,
+           action);
+  ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
+}
+
+static void caller_or_crasher(int t, void *ud) {
+  loss *l = ud;
+  if (t < CALLERS) {
+    issue_under_kills(t, ud);
+    return;
+  }
+  usleep(700000);
+  cluster_ctl("stop -m immediate");
+  usleep(300000);
+  cluster_ctl("start");
+  usleep(1000000); /* the callers go on against the restarted server */
+  atomic_store(&l->stop, true);
+}
+
+START_TEST(a_server_crash_loses_no_acknowledged_operation) {
+  char *uri = tu_db_path("crash");
+  sc_db *db = tu_open(uri, NULL);
+  sc_coupon_policy_spec spec = {
+      .name = "crash", .max_count = 10000000, .per_user_limit = 1};
+  loss l = {.db = db};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &l.policy), SC_OK);
+  tu_race(CALLERS + 1, caller_or_crasher, &l);
+  ck_assert_int_lt(atomic_load(&l.failed), 1000);
+  ck_assert_int_gt(atomic_load(&l.ok), 0);
+  /* The handle reconnected by itself: it still works. */
+  ck_assert_sc(sc_coupon_issue(db, l.policy, 999999999, NULL), SC_OK);
+  int64_t coupons = tu_count(uri, "SELECT count(*) FROM sc_coupon") - 1;
+  ck_assert_int_ge(coupons, atomic_load(&l.ok));
+  ck_assert_int_le(coupons, atomic_load(&l.ok) + atomic_load(&l.ambiguous));
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT coalesce(sum(balance), 0) FROM"
+                            " sc_account"),
+                   10 * (int64_t)atomic_load(&l.deposits_ok));
+  fprintf(stderr,
+          "server crash: %d issued, %d ambiguous, %d failed, %d keyed "
+          "deposits\n",
+          atomic_load(&l.ok), atomic_load(&l.ambiguous), atomic_load(&l.failed),
+          atomic_load(&l.deposits_ok));
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
 int main(void) {
   if (!tu_pg_mode()) {
     fprintf(stderr, "check_pg runs with SC_TEST_DB=pg only\n");
@@ -378,6 +436,10 @@ int main(void) {
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);
+  /* Only where the cluster may be crashed (a throwaway one). */
+  if (getenv("SC_TEST_PG_CLUSTER") != NULL) {
+    tcase_add_test(tc, a_server_crash_loses_no_acknowledged_operation);
+  }
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

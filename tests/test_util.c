@@ -70,6 +70,16 @@ static PGresult *pg_run(PGconn *c, const char *sql) {
   return r;
 }
 
+void tu_side_path(const char *path, int i, char *out, size_t cap) {
+  if (!tu_pg_mode()) {
+    snprintf(out, cap, "%s.%d", path, i);
+    return;
+  }
+  const char *dir = getenv("SC_TEST_TMPDIR");
+  snprintf(out, cap, "%s/%s.%d", dir && dir[0] ? dir : "/tmp", uri_schema(path),
+           i);
+}
+
 char *tu_db_path(const char *tag) {
   static atomic_int counter;
   if (tu_pg_mode()) {
@@ -222,7 +232,9 @@ int64_t tu_count(const char *path, const char *sql) {
     PGconn *c = pg_outside(path);
     PGresult *r = pg_run(c, sql);
     ck_assert_int_eq(PQntuples(r), 1);
-    int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    /* A boolean reads as 1 or 0, as SQLite's would. */
+    const char *v = PQgetvalue(r, 0, 0);
+    int64_t n = strcmp(v, "t") == 0 ? 1 : strtoll(v, NULL, 10);
     PQclear(r);
     PQfinish(c);
     return n;

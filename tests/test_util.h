@@ -25,6 +25,9 @@
  * -shm and -turn). */
 char *tu_db_path(const char *tag);
 void tu_remove_db(char *path);
+/* A file of the test's own beside the database: "<path>.<i>", or in
+ * PostgreSQL mode one in the temporary directory named after the schema. */
+void tu_side_path(const char *path, int i, char *out, size_t cap);
 
 /* Whether the suite runs against PostgreSQL (SC_TEST_DB=pg): tu_db_path
  * then returns a URI with a fresh schema on the server at SC_TEST_PG_URI

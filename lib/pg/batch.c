@@ -32,7 +32,8 @@ static const sc__op_pg *const CALLS[] = {
     &sc__pg_policy_create,  &sc__pg_policy_pause,    &sc__pg_coupon_issue,
     &sc__pg_product_create, &sc__pg_product_restock, &sc__pg_deposit,
     &sc__pg_checkout,       &sc__pg_order_pay,       &sc__pg_order_cancel,
-    &sc__pg_orders_expire,  &sc__pg_expire_round,
+    &sc__pg_orders_expire,  &sc__pg_expire_round,    &sc__pg_outbox_round,
+    &sc__pg_outbox_event,   &sc__pg_requeue_all,     &sc__pg_purge,
 };
 
 /* ---- parameters ------------------------------------------------------------
@@ -77,6 +78,44 @@ int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
   return SC_OK;
 }
 
+int sc__pg_param_text_array(sc__pg_params *p, size_t n,
+                            const char *(*get)(size_t i, const void *ud,
+                                               size_t *len),
+                            const void *ud) {
+  if (p->nowned == (int)(sizeof p->owned / sizeof *p->owned)) return SC_ERROR;
+  size_t cap = 3;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = 0;
+    get(i, ud, &len);
+    cap += 2 * len + 8; /* quotes, escapes, comma; or NULL */
+  }
+  char *s = sc__malloc(cap);
+  if (s == NULL) return SC_NOMEM;
+  p->owned[p->nowned++] = s;
+  size_t o = 0;
+  s[o++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    size_t len = 0;
+    const char *t = get(i, ud, &len);
+    if (i > 0) s[o++] = ',';
+    if (t == NULL) {
+      memcpy(s + o, "NULL", 4);
+      o += 4;
+      continue;
+    }
+    s[o++] = '"';
+    for (size_t k = 0; k < len && t[k] != '\0'; k++) {
+      if (t[k] == '"' || t[k] == '\\') s[o++] = '\\';
+      s[o++] = t[k];
+    }
+    s[o++] = '"';
+  }
+  s[o++] = '}';
+  s[o] = '\0';
+  param_set(p, s, 0, 0);
+  return SC_OK;
+}
+
 void sc__pg_params_clear(sc__pg_params *p) {
   for (int i = 0; i < p->nowned; i++)
     sc__free(p->owned[i]);
@@ -88,10 +127,14 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
   typedef struct stmt {
     const char *name, *sql;
   } stmt;
-  stmt stmts[sizeof CALLS / sizeof *CALLS + 2];
+  stmt stmts[2 * (sizeof CALLS / sizeof *CALLS) + 2];
   size_t n = 0;
-  for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++)
+  for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++) {
     stmts[n++] = (stmt){CALLS[i]->name, CALLS[i]->sql};
+    if (CALLS[i]->many_name != NULL) {
+      stmts[n++] = (stmt){CALLS[i]->many_name, CALLS[i]->many_sql};
+    }
+  }
   stmts[n++] = (stmt){LOG_NAME, SQL_LOG};
   stmts[n++] = (stmt){TRIM_NAME, SQL_TRIM};
   for (size_t i = 0; i < n; i++) {
@@ -110,7 +153,10 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
 /* ---- one attempt -----------------------------------------------------------
  */
 
+#define GROUP_MAX 1024 /* operations in one grouped call */
+
 typedef enum {
+  RUN_UNGROUP, /* a grouped call failed: run again, one call each */
   RUN_COMMITTED,
   RUN_RETRY,   /* serialization failure or deadlock: run it all again */
   RUN_CULPRIT, /* one call failed: it is excluded, run the others again */
@@ -125,6 +171,8 @@ typedef struct attempt {
   int status; /* RUN_FAILED's */
   char why[SC__ERRMSG_MAX];
   bool all_decoded; /* every sent call's row was read */
+  bool no_groups;   /* after a grouped call failed: one call per op */
+  int *group;       /* group[i] > 1: ops[i..i+group[i]) went as one call */
 } attempt;
 
 static void set_why(attempt *a, const char *what, const char *msg) {
@@ -142,6 +190,20 @@ static bool send_prepared(PGconn *c, const char *name, const sc__pg_params *p) {
   return PQsendQueryPrepared(c, name, p->n, p->v, p->len, p->fmt, 0) == 1;
 }
 
+/* How many operations from ops[i] go as one call: those side by side that
+ * share a grouping descriptor and a lock key. */
+static int group_len(const attempt *a, int i) {
+  const sc__op_pg *d = a->ops[i]->pg;
+  if (a->no_groups || d->many_name == NULL) return 1;
+  int64_t key = d->lock_key(a->ops[i]);
+  int n = 1;
+  while (i + n < a->n && n < GROUP_MAX && a->ops[i + n]->pg == d &&
+         !a->ops[i + n]->excluded && d->lock_key(a->ops[i + n]) == key) {
+    n++;
+  }
+  return n;
+}
+
 /* Sends the whole batch; false if the connection refused it. */
 static bool send_batch(sc_db *db, attempt *a, bool trim) {
   PGconn *c = db->pg->w;
@@ -154,7 +216,22 @@ static bool send_batch(sc_db *db, attempt *a, bool trim) {
   }
   for (int i = 0; ok && i < a->n; i++) {
     sc__op *op = a->ops[i];
+    a->group[i] = 0;
     if (op->excluded) continue;
+    int len = group_len(a, i);
+    if (len > 1) {
+      int rc = op->pg->encode_many(db, a->ops + i, len, a->now, &p);
+      if (rc != SC_OK) {
+        len = 1; /* one call each: the one that cannot encode fails alone */
+      } else {
+        ok = send_prepared(c, op->pg->many_name, &p);
+        a->group[i] = len;
+        i += len - 1;
+        sc__pg_params_clear(&p);
+        continue;
+      }
+      sc__pg_params_clear(&p);
+    }
     int rc = op->pg->encode(db, op, a->now, &p);
     if (rc == SC_OK && p.n > SC__PG_PARAMS_MAX - 1) rc = SC_ERROR;
     if (rc != SC_OK) {
@@ -256,13 +333,49 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
   return true;
 }
 
+/* Reads a grouped call's rows, one per operation, in order. A failure of
+ * the call runs the batch again with one call per operation, to find the
+ * one at fault. */
+static bool read_group(sc_db *db, reader *rd, sc__op **ops, int n) {
+  PGresult *r = next_result(db->pg->w);
+  if (r == NULL) return false;
+  ExecStatusType s = PQresultStatus(r);
+  if (s == PGRES_FATAL_ERROR && !rd->failed) {
+    rd->failed = true;
+    rd->outcome = retryable(r, false) ? RUN_RETRY : RUN_UNGROUP;
+    set_why(rd->a, "batch", PQresultErrorMessage(r));
+  } else if (s == PGRES_TUPLES_OK && !rd->failed && PQntuples(r) == n) {
+    for (int k = 0; k < n; k++) {
+      int st = atoi(PQgetvalue(r, k, 0));
+      if (st != SC_OK) {
+        ops[k]->status = sc__op_fail(ops[k], st, "%s", PQgetvalue(r, k, 1));
+        continue;
+      }
+      ops[k]->status = SC_OK;
+      ops[k]->pg->decode_row(ops[k], r, k);
+      db->batch_events += atoi(PQgetvalue(r, k, 3));
+    }
+  } else if (s == PGRES_TUPLES_OK && !rd->failed) {
+    rd->failed = true; /* a bug: every operation needs its row */
+    rd->outcome = RUN_UNGROUP;
+    set_why(rd->a, "batch", "a grouped call answered the wrong row count");
+  }
+  PQclear(r);
+  return true;
+}
+
 static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   reader rd = {.a = a, .outcome = RUN_COMMITTED};
   a->all_decoded = false;
   bool ok = read_step(db, &rd, NULL, false); /* BEGIN */
   if (ok && trim) ok = read_step(db, &rd, NULL, false);
   for (int i = 0; ok && i < a->n; i++) {
-    if (!a->ops[i]->excluded) ok = read_step(db, &rd, a->ops[i], false);
+    if (a->group[i] > 1) {
+      ok = read_group(db, &rd, a->ops + i, a->group[i]);
+      i += a->group[i] - 1;
+    } else if (!a->ops[i]->excluded) {
+      ok = read_step(db, &rd, a->ops[i], false);
+    }
   }
   if (ok) a->all_decoded = !rd.failed;
   if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
@@ -427,6 +540,9 @@ static bool run_attempts(sc_db *db, attempt *a) {
         return true;
       case RUN_CULPRIT:
         continue;
+      case RUN_UNGROUP:
+        a->no_groups = true;
+        continue;
       case RUN_RETRY:
         if (tries < RETRY_MAX && sc__monotonic_ns() < deadline) {
           sc__sleep_ms(tries < 3 ? 0
@@ -449,20 +565,51 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
       op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
     return false;
   }
+  /* The operations the batch runs: a wrapper's inner one in its place. */
+  sc__op **outer = sc__calloc((size_t)n, sizeof *outer);
+  if (outer == NULL) {
+    sc__free(ops);
+    for (sc__op *op = batch; op != NULL; op = op->next)
+      op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
+    return false;
+  }
   int k = 0;
   for (sc__op *op = batch; op != NULL && k < n; op = op->next) {
-    op->excluded = op->pg == NULL;
-    if (op->excluded) {
-      op->status = sc__op_fail(op, SC_MISUSE,
-                               "operation %d is not supported on PostgreSQL "
-                               "yet",
-                               op->kind);
+    sc__op *run = op;
+    int st = SC_OK;
+    if (op->pg != NULL && op->pg->unwrap != NULL) {
+      run = op->pg->unwrap(op, &st);
+      if (run == NULL) run = op;
     }
-    ops[k++] = op;
+    run->excluded = st != SC_OK || run->pg == NULL;
+    if (st == SC_OK && run->pg == NULL) {
+      run->status = sc__op_fail(run, SC_MISUSE,
+                                "operation %d is not supported on PostgreSQL "
+                                "yet",
+                                run->kind);
+    }
+    outer[k] = op;
+    ops[k++] = run;
   }
+  /* Wrappers take their inner operation's outcome, in batch order. */
+  sc__op **inner = sc__calloc((size_t)k + 1, sizeof *inner);
+  if (inner != NULL) memcpy(inner, ops, (size_t)k * sizeof *ops);
   sort_by_lock(ops, k);
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
+  a.group = sc__calloc((size_t)(k > 0 ? k : 1), sizeof *a.group);
+  if (a.group == NULL) a.no_groups = true;
+  int none[1];
+  if (a.group == NULL) a.group = none; /* never read past: no groups */
   bool committed = run_attempts(db, &a);
+  if (a.group != none) sc__free(a.group);
+  for (int i = 0; i < k; i++) {
+    sc__op *in = inner != NULL ? inner[i] : outer[i];
+    if (in == outer[i]) continue;
+    outer[i]->status = in->status;
+    memcpy(outer[i]->errmsg, in->errmsg, sizeof outer[i]->errmsg);
+  }
+  sc__free(inner);
+  sc__free(outer);
   sc__free(ops);
   if (!committed) db->batch_events = 0;
   return committed;

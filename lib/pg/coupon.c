@@ -1,6 +1,8 @@
 /* Coupon policies and issuance on PostgreSQL: each a call of its function
  * (schema.c), which holds the cap, the pause, the window and the per-user
  * limit under the policy's row lock. */
+#include <stdlib.h>
+
 #include "../ops.h"
 #include "pg.h"
 
@@ -73,9 +75,32 @@ static int64_t issue_key(const sc__op *base) {
   return ((const issue_op *)base)->policy;
 }
 
+static int64_t issue_user(size_t i, const void *ud) {
+  return ((const issue_op *const *)ud)[i]->user;
+}
+
+/* Issues of one policy in a batch: one call, so the policy row is locked
+ * and its count updated once per batch. */
+static int issue_encode_many(sc_db *db, sc__op *const *ops, int n, int64_t now,
+                             sc__pg_params *p) {
+  (void)db;
+  sc__pg_param_i64(p, ((const issue_op *)ops[0])->policy);
+  int rc = sc__pg_param_i64_array(p, (size_t)n, issue_user, ops);
+  sc__pg_param_i64(p, now);
+  return rc;
+}
+
+static void issue_decode_row(sc__op *base, const PGresult *r, int row) {
+  ((issue_op *)base)->coupon = strtoll(PQgetvalue(r, row, 2), NULL, 10);
+}
+
 const sc__op_pg sc__pg_coupon_issue = {
     .name = "sc_issue",
-    .sql = "SELECT * FROM sc_issue($1, $2, $3)",
+    .sql = "SELECT * FROM sc_issue_many($1, ARRAY[$2::bigint], $3)",
     .encode = issue_encode,
     .decode = issue_decode,
-    .lock_key = issue_key};
+    .lock_key = issue_key,
+    .many_name = "sc_issue_many",
+    .many_sql = "SELECT * FROM sc_issue_many($1, $2, $3)",
+    .encode_many = issue_encode_many,
+    .decode_row = issue_decode_row};

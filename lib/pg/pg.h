@@ -32,6 +32,12 @@ void sc__pg_param_bytes(sc__pg_params *p, const void *b, size_t len);
 int sc__pg_param_i64_array(sc__pg_params *p, size_t n,
                            int64_t (*get)(size_t i, const void *ud),
                            const void *ud);
+/* A text[] literal of n texts (NULL = SQL NULL) read through get(i, ud),
+ * each of at most *len bytes; SC_NOMEM. */
+int sc__pg_param_text_array(sc__pg_params *p, size_t n,
+                            const char *(*get)(size_t i, const void *ud,
+                                               size_t *len),
+                            const void *ud);
 void sc__pg_params_clear(sc__pg_params *p);
 
 /* ---- operations ------------------------------------------------------------
@@ -51,13 +57,27 @@ typedef struct sc__op_pg {
   /* The row the call locks first (a policy, a product), so a batch takes
    * its locks in one order and batches of hosts cannot deadlock; NULL = 0. */
   int64_t (*lock_key)(const sc__op *op);
+  /* Optional: operations of this kind with the same lock_key, side by side
+   * in a batch, go as one call (many_sql, prepared as many_name) whose rows
+   * answer them in order: their row is then locked and updated once per
+   * batch, not once per operation (each update of a row leaves a version
+   * the next one walks past, until the transaction ends). */
+  const char *many_name, *many_sql;
+  int (*encode_many)(sc_db *db, sc__op *const *ops, int n, int64_t now_ms,
+                     sc__pg_params *p);
+  void (*decode_row)(sc__op *op, const PGresult *r, int row);
+  /* For an operation that wraps another (an async request): the one to
+   * run, whose status the wrapper then takes; NULL with *status set (and
+   * the wrapper failed) when it must not run. The other fields are unused. */
+  sc__op *(*unwrap)(sc__op *op, int *status);
 } sc__op_pg;
 
 /* Every descriptor, prepared on each writer connection. */
 extern const sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
-    sc__pg_orders_expire, sc__pg_expire_round;
+    sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge, sc__pg_async;
 
 /* Column col of a call's row as an int64 (NULL reads as 0). */
 int64_t sc__pg_col(const PGresult *r, int col);

@@ -136,15 +136,17 @@ static const char MIGRATION_1_EVENTS[] =
     "   b := b || sc_mp_key(keys[i]) || sc_mp_int(vals[i]);"
     "  END LOOP; RETURN b; END $$;"
     /* The caller has locked the aggregate's row (or created it), so the
-     * next number read here is not read by another host at once. */
+     * next number read here is not read by another host at once. plpgsql,
+     * not sql: an SQL function that is not a lone SELECT is parsed and
+     * planned again on every call, plpgsql keeps its plans. */
     "CREATE FUNCTION sc_emit(t int, kind int, agg bigint, first boolean,"
-    " at bigint, payload bytea) RETURNS void LANGUAGE sql AS $$"
+    " at bigint, payload bytea) RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
     " INSERT INTO sc_outbox(type, agg_kind, agg_id, seq, created_at_ms,"
     "  payload, available_at_ms) VALUES(t, kind, agg, CASE WHEN first THEN 1"
     "  ELSE coalesce((SELECT max(seq) FROM sc_outbox"
     "    WHERE agg_kind = kind AND agg_id = agg),"
     "   (SELECT seq FROM sc_outbox_seq WHERE agg_kind = kind"
-    "    AND agg_id = agg), 0) + 1 END, at, payload, at) $$;";
+    "    AND agg_id = agg), 0) + 1 END, at, payload, at); END $$;";
 
 /* Catalog, accounts and idempotency. An idempotency key is inserted first
  * (ON CONFLICT DO NOTHING waits for a racing host's transaction), so racing
@@ -200,10 +202,7 @@ static const char MIGRATION_1_CATALOG[] =
     "  ARRAY['user', 'amount'], ARRAY[p_user, p_amount]));"
     " st := 0; ev := 1; END $$;";
 
-/* Coupons. Issuance locks the policy row first (FOR NO KEY UPDATE): every
- * check after it, the per-user count included, then reads what the hosts
- * before it committed (each statement of a READ COMMITTED function takes a
- * new snapshot), and the conditional UPDATE stays as the cap's guard. */
+/* Coupon policies; issuance is sc_issue_many, below. */
 static const char MIGRATION_1_COUPONS[] =
     "CREATE FUNCTION sc_policy_create(p_name text, p_max bigint,"
     " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
@@ -229,38 +228,7 @@ static const char MIGRATION_1_COUPONS[] =
     " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"
     " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t, p_now,"
     "  ARRAY['policy'], ARRAY[p_policy]));"
-    " ev := 1; END $$;"
-    "CREATE FUNCTION sc_issue(p_policy bigint, p_user bigint, p_now bigint,"
-    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
-    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; held bigint; BEGIN"
-    " ev := 0;"
-    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
-    "  FOR NO KEY UPDATE;"
-    " IF NOT FOUND THEN st := 10;"
-    "  msg := format('coupon policy %s not found', p_policy); RETURN; END IF;"
-    " IF p.paused <> 0 THEN st := 14;"
-    "  msg := format('coupon policy %s is paused', p_policy); RETURN; END IF;"
-    " IF (p.starts_at_ms <> 0 AND p_now < p.starts_at_ms)"
-    "  OR (p.ends_at_ms <> 0 AND p_now >= p.ends_at_ms) THEN st := 15;"
-    "  msg := format('coupon policy %s is not active at %s', p_policy, p_now);"
-    "  RETURN; END IF;"
-    " IF p.issued_count >= p.max_count THEN st := 12;"
-    "  msg := format('coupon policy %s has issued all %s coupons', p_policy,"
-    "   p.max_count); RETURN; END IF;"
-    " SELECT count(*) INTO held FROM sc_coupon"
-    "  WHERE policy_id = p_policy AND user_id = p_user;"
-    " IF held >= p.per_user_limit THEN st := 13;"
-    "  msg := format('user %s already holds %s of coupon policy %s', p_user,"
-    "   held, p_policy); RETURN; END IF;"
-    " UPDATE sc_coupon_policy SET issued_count = issued_count + 1"
-    "  WHERE id = p_policy AND issued_count < max_count;"
-    " IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
-    "  for no known reason', p_policy; END IF;"
-    " INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
-    "  VALUES(p_policy, p_user, p_now) RETURNING id INTO rid;"
-    " PERFORM sc_emit(1, 1, rid, true, p_now, sc_payload(1, p_now,"
-    "  ARRAY['user', 'policy', 'coupon'], ARRAY[p_user, p_policy, rid]));"
-    " st := 0; ev := 1; END $$;";
+    " ev := 1; END $$;";
 
 /* Orders. Each locks what it reads before it checks it (the products in
  * id order, the account, the coupon, the order), so the checks see what
@@ -475,9 +443,195 @@ static const char MIGRATION_1_ORDERS[] =
     "  FROM sc_order WHERE status = 1 AND expires_at_ms > p_due;"
     " END $$;";
 
+/* The outbox. Settling is fenced by the claim token (like graphile-worker's
+ * locked_by): a token that is not the event's latest claim changes nothing.
+ * Claiming takes the due events in a CTE with FOR UPDATE SKIP LOCKED (like
+ * River), so hosts claiming at once take different events, and repeats the
+ * state predicate in the UPDATE. Only the first undelivered event of an
+ * aggregate is ever due, so an aggregate is claimed by one host at a time,
+ * in sequence order. A retry's backoff (base doubled per attempt, capped,
+ * +-20%) is computed here from the row's attempts. */
+static const char MIGRATION_1_OUTBOX[] =
+    "CREATE FUNCTION sc_settle(p_id bigint, p_verdict int, p_claim bigint,"
+    " p_reason text, p_now bigint, p_base bigint, p_max_ms bigint,"
+    " p_max_attempts int,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE e sc_outbox; n int; d numeric;"
+    " dead boolean; at bigint; BEGIN st := 0; rid := 0; ev := 0;"
+    " SELECT * INTO e FROM sc_outbox WHERE id = p_id FOR UPDATE;"
+    " IF NOT FOUND THEN st := 10;"
+    "  msg := format('event %s not found', p_id); RETURN; END IF;"
+    " IF p_verdict = 0 THEN" /* requeue a dead event */
+    "  IF e.state <> 2 THEN st := 20; msg := format('event %s is not dead"
+    "   (%s)', p_id, CASE WHEN e.state = 1 THEN 'delivered'"
+    "   ELSE 'pending' END); RETURN; END IF;"
+    "  UPDATE sc_outbox SET state = 0, attempts = 0,"
+    "   available_at_ms = p_now, lease_until_ms = 0, last_error = NULL"
+    "   WHERE id = p_id; ev := 1; RETURN;"
+    " END IF;"
+    " IF p_verdict = 3 THEN" /* release: fenced, silent */
+    "  UPDATE sc_outbox SET lease_until_ms = 0 WHERE id = p_id"
+    "   AND claim = p_claim AND state = 0; RETURN;"
+    " END IF;"
+    " IF e.claim = 0 THEN st := 21;"
+    "  msg := format('event %s was never claimed', p_id); RETURN; END IF;"
+    " IF p_claim <> e.claim THEN st := 21; msg := format('claim %s is not"
+    "  event %s''s latest (%s): its lease ran out and it was claimed again',"
+    "  p_claim, p_id, e.claim); RETURN; END IF;"
+    " IF p_verdict = 1 THEN" /* ack */
+    "  IF e.state = 1 THEN RETURN; END IF;"
+    "  UPDATE sc_outbox SET state = 1, lease_until_ms = 0,"
+    "   delivered_at_ms = greatest(p_now, coalesce((SELECT p.delivered_at_ms"
+    "   FROM sc_outbox p WHERE p.agg_kind = e.agg_kind"
+    "   AND p.agg_id = e.agg_id AND p.seq = e.seq - 1), p_now))"
+    "   WHERE id = p_id AND claim = p_claim AND state <> 1;"
+    "  ev := 1; RETURN;"
+    " END IF;"
+    /* nack (2) or dead now (4) */
+    " IF e.state <> 0 THEN st := 20; msg := format('event %s is %s', p_id,"
+    "  CASE WHEN e.state = 1 THEN 'delivered' ELSE 'dead' END); RETURN;"
+    " END IF;"
+    " IF e.lease_until_ms = 0 THEN st := 20; msg := format('event %s: claim"
+    "  %s was already settled', p_id, p_claim); RETURN; END IF;"
+    " n := e.attempts + 1;"
+    " dead := p_verdict = 4 OR n >= p_max_attempts;"
+    " at := p_now;"
+    " IF NOT dead THEN"
+    "  d := least(p_base::numeric * 2 ^ (n - 1), p_max_ms::numeric);"
+    "  d := floor(d - floor(d / 5) + floor(random() * (2 * floor(d / 5) + 1)));"
+    "  at := least(p_now::numeric + d, 9223372036854775807)::bigint;"
+    "  rid := at;"
+    " END IF;"
+    " UPDATE sc_outbox SET state = CASE WHEN dead THEN 2 ELSE 0 END,"
+    "  attempts = n, available_at_ms = at, lease_until_ms = 0,"
+    "  last_error = p_reason WHERE id = p_id AND claim = p_claim"
+    "  AND state = 0;"
+    " END $$;"
+    "CREATE FUNCTION sc_outbox_round(p_ids bigint[], p_verdicts int[],"
+    " p_claims bigint[], p_reasons text[], p_max int, p_lease bigint,"
+    " p_now bigint, p_base bigint, p_max_ms bigint, p_max_attempts int)"
+    " RETURNS TABLE(st int, msg text, rid bigint, ev int, e_id bigint,"
+    "  e_type bigint, e_agg bigint, e_seq bigint, e_created bigint,"
+    "  e_attempts bigint, e_claim bigint, e_payload bytea)"
+    " LANGUAGE plpgsql AS $$ DECLARE s record; due bigint := 0;"
+    " until bigint; BEGIN"
+    " FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP"
+    "  SELECT * INTO s FROM sc_settle(p_ids[i], p_verdicts[i], p_claims[i],"
+    "   p_reasons[i], p_now, p_base, p_max_ms, p_max_attempts);"
+    "  IF s.rid > 0 AND (due = 0 OR s.rid < due) THEN due := s.rid; END IF;"
+    " END LOOP;"
+    " until := least(p_now::numeric + p_lease, 9223372036854775807)::bigint;"
+    " IF p_max > 0 THEN"
+    /* Leases that ran out for the last allowed time: dead, as the claim
+     * would count that attempt, instead of handed out again. */
+    "  UPDATE sc_outbox SET state = 2, attempts = attempts + 1,"
+    "   lease_until_ms = 0,"
+    "   last_error = 'every lease ran out without an ack or a nack'"
+    "   WHERE state = 0 AND lease_until_ms > 0 AND lease_until_ms <= p_now"
+    "   AND available_at_ms <= p_now AND attempts + 1 >= p_max_attempts;"
+    "  RETURN QUERY WITH due_events AS (SELECT o.id FROM sc_outbox o"
+    "   WHERE o.state = 0 AND o.available_at_ms <= p_now"
+    "   AND o.lease_until_ms <= p_now AND NOT EXISTS (SELECT 1"
+    "    FROM sc_outbox e WHERE e.agg_kind = o.agg_kind"
+    "    AND e.agg_id = o.agg_id AND e.seq < o.seq AND e.state <> 1)"
+    "   ORDER BY o.id LIMIT p_max FOR UPDATE SKIP LOCKED),"
+    "  claimed AS (UPDATE sc_outbox o SET attempts = o.attempts"
+    "   + (o.lease_until_ms > 0)::int, lease_until_ms = until,"
+    "   claim = o.claim + 1 FROM due_events d WHERE o.id = d.id"
+    "   AND o.state = 0 AND o.lease_until_ms <= p_now"
+    "   RETURNING o.id, o.type, o.agg_id, o.seq, o.created_at_ms,"
+    "   o.attempts, o.claim, o.payload)"
+    "  SELECT 0, NULL::text, due, 0, c.id, c.type, c.agg_id, c.seq,"
+    "   c.created_at_ms, c.attempts, c.claim, c.payload FROM claimed c"
+    "   ORDER BY c.id;"
+    "  IF FOUND THEN RETURN; END IF;"
+    " END IF;"
+    " RETURN QUERY SELECT 0, NULL::text, due, 0, NULL::bigint, NULL::bigint,"
+    "  NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,"
+    "  NULL::bytea;"
+    " END $$;"
+    "CREATE FUNCTION sc_requeue_all(p_now bigint,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ BEGIN st := 0;"
+    " UPDATE sc_outbox SET state = 0, attempts = 0, available_at_ms = p_now,"
+    "  lease_until_ms = 0, last_error = NULL WHERE state = 2;"
+    " GET DIAGNOSTICS rid = ROW_COUNT; ev := least(rid, 1); END $$;"
+    /* Delivered events acked before p_before, oldest first, the newest event
+     * of all kept; each purged aggregate's last number goes to
+     * sc_outbox_seq so its sequence goes on from there. */
+    "CREATE FUNCTION sc_purge(p_before bigint, p_limit int,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE ids bigint[]; BEGIN st := 0; ev := 0;"
+    " ids := ARRAY(SELECT id FROM sc_outbox WHERE state = 1"
+    "  AND delivered_at_ms < p_before"
+    "  AND id < (SELECT max(id) FROM sc_outbox)"
+    "  ORDER BY delivered_at_ms, id LIMIT p_limit);"
+    " INSERT INTO sc_outbox_seq(agg_kind, agg_id, seq)"
+    "  SELECT agg_kind, agg_id, max(seq) FROM sc_outbox"
+    "  WHERE id = ANY(ids) GROUP BY agg_kind, agg_id"
+    "  ON CONFLICT(agg_kind, agg_id) DO UPDATE"
+    "  SET seq = greatest(sc_outbox_seq.seq, excluded.seq);"
+    " DELETE FROM sc_outbox WHERE id = ANY(ids);"
+    " GET DIAGNOSTICS rid = ROW_COUNT;"
+    " END $$;";
+
+/* Issuance: the issues of one policy in one batch (or a single one),
+ * answered row by row in order. The policy row is locked first (FOR NO KEY
+ * UPDATE): every check after it, the per-user counts included, then reads
+ * what the hosts before it committed (each statement of a READ COMMITTED
+ * function takes a new snapshot), and each user's count sees the coupons
+ * issued earlier in the same call. The count is updated once for all of
+ * them, by a conditional UPDATE that stays as the cap's guard. */
+static const char MIGRATION_1_ISSUE_MANY[] =
+    "CREATE FUNCTION sc_issue_many(p_policy bigint, p_users bigint[],"
+    " p_now bigint) RETURNS TABLE(st int, msg text, rid bigint, ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; have boolean;"
+    " held bigint; issued bigint; u bigint; cid bigint; BEGIN"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
+    "  FOR NO KEY UPDATE;"
+    " have := FOUND; issued := p.issued_count;"
+    " FOREACH u IN ARRAY p_users LOOP"
+    "  st := 0; msg := NULL; rid := 0; ev := 0;"
+    "  IF NOT have THEN st := 10;"
+    "   msg := format('coupon policy %s not found', p_policy);"
+    "  ELSIF p.paused <> 0 THEN st := 14;"
+    "   msg := format('coupon policy %s is paused', p_policy);"
+    "  ELSIF (p.starts_at_ms <> 0 AND p_now < p.starts_at_ms)"
+    "   OR (p.ends_at_ms <> 0 AND p_now >= p.ends_at_ms) THEN st := 15;"
+    "   msg := format('coupon policy %s is not active at %s', p_policy,"
+    "    p_now);"
+    "  ELSIF issued >= p.max_count THEN st := 12;"
+    "   msg := format('coupon policy %s has issued all %s coupons',"
+    "    p_policy, p.max_count);"
+    "  ELSE"
+    "   SELECT count(*) INTO held FROM sc_coupon"
+    "    WHERE policy_id = p_policy AND user_id = u;"
+    "   IF held >= p.per_user_limit THEN st := 13;"
+    "    msg := format('user %s already holds %s of coupon policy %s', u,"
+    "     held, p_policy);"
+    "   ELSE"
+    "    INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+    "     VALUES(p_policy, u, p_now) RETURNING id INTO cid;"
+    "    PERFORM sc_emit(1, 1, cid, true, p_now, sc_payload(1, p_now,"
+    "     ARRAY['user', 'policy', 'coupon'], ARRAY[u, p_policy, cid]));"
+    "    issued := issued + 1; rid := cid; ev := 1;"
+    "   END IF;"
+    "  END IF;"
+    "  RETURN NEXT;"
+    " END LOOP;"
+    " IF have AND issued > p.issued_count THEN"
+    "  UPDATE sc_coupon_policy SET issued_count = issued"
+    "   WHERE id = p_policy AND issued <= max_count;"
+    "  IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
+    "   for no known reason', p_policy; END IF;"
+    " END IF;"
+    " END $$;";
+
 static const char *const MIGRATION_1[] = {
-    MIGRATION_1_TABLES,  MIGRATION_1_EVENTS, MIGRATION_1_CATALOG,
-    MIGRATION_1_COUPONS, MIGRATION_1_ORDERS, NULL};
+    MIGRATION_1_TABLES,     MIGRATION_1_EVENTS,
+    MIGRATION_1_CATALOG,    MIGRATION_1_COUPONS,
+    MIGRATION_1_ISSUE_MANY, MIGRATION_1_ORDERS,
+    MIGRATION_1_OUTBOX,     NULL};
 
 static const char *const *const MIGRATIONS[] = {MIGRATION_1};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))

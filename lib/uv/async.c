@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "internal.h"
+#include "pg/pg.h"
 
 typedef struct async_op async_op;
 
@@ -56,6 +57,21 @@ static int async_run(sc_db *db, sc__conn *w, sc__op *base) {
   if (rc != SC_OK) memcpy(base->errmsg, in->errmsg, sizeof base->errmsg);
   return rc;
 }
+
+/* On PostgreSQL the batch runs the inner operation's call itself. */
+static sc__op *async_unwrap(sc__op *base, int *status) {
+  async_op *op = (async_op *)base;
+  if (atomic_load(&op->canceled)) {
+    *status = sc__op_fail(base, SC_CANCELED,
+                          "canceled: its async handle was closed before it "
+                          "ran");
+    base->status = *status;
+    return NULL;
+  }
+  return op->inner.op;
+}
+
+const sc__op_pg sc__pg_async = {.name = "async", .unwrap = async_unwrap};
 
 /* On the completing thread (see sc__op_done_fn). The loop frees the handle only
  * after it took op off the list, and this thread has let go of the lock (and of
@@ -180,6 +196,7 @@ static int submit(sc_async *a, sc_async_req *req, sc_async_cb cb,
     return sc__fail(SC_NOMEM, "async: out of memory");
   }
   op->base.run = async_run;
+  op->base.pg = &sc__pg_async;
   op->base.done = async_done;
   op->base.kind = p->op->kind;
   op->inner = *p;

@@ -8,7 +8,7 @@ import unittest
 
 import shopcore
 
-from sctest import DbTestCase, race
+from sctest import DbTestCase, race, sqlite_only
 
 
 class PolicyTest(DbTestCase):
@@ -164,6 +164,7 @@ class RaceTest(DbTestCase):
                   len(intervals), self.THREADS, wall, busy, busy / wall,
                   self.db.peak_concurrent_calls, overlaps))
 
+    @sqlite_only
     def test_a_waiting_call_releases_the_gil(self):
         # Another connection holds the write lock, so an issue waits inside
         # the library. While it waits this thread runs Python, reads through

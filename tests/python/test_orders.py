@@ -6,7 +6,7 @@ import unittest
 import shopcore
 from shopcore import OrderStatus, Stock
 
-from sctest import DbTestCase, race
+from sctest import DbTestCase, race, sqlite_only
 
 START_MS = 1_000_000
 
@@ -227,6 +227,7 @@ class OrderTest(DbTestCase):
 
 
 class VerifyTest(DbTestCase):
+    @sqlite_only
     def test_verify_ok_and_corrupt(self):
         policy = self.db.create_policy("p", max_count=5)
         self.db.issue_coupon(policy, 1)

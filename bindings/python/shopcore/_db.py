@@ -538,8 +538,13 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
     file on a network file system (NFS, SMB/CIFS, ...) is refused with
     IOFailure.
 
+    A PostgreSQL connection URI (``postgresql://...`` or
+    ``postgres://...``, optionally with ``?schema=NAME``) opens the same
+    API on that server instead, for several hosts sharing one database;
+    ``repair`` and ``backup`` are not supported there yet (Misuse).
+
     Args:
-        path: the file (":memory:" is refused).
+        path: the file (":memory:" is refused), or a PostgreSQL URI.
         durability: "full" (every acknowledged write survives power loss)
             or "normal" (survives a process crash).
         batch_max: operations per commit; 1 disables group commit.

@@ -10,7 +10,7 @@
  *   bench_pg [--seconds S] [--threads 64] [--procs 1,2,4] [--uri URI]
  *
  * The server is the one at --uri, else $SC_BENCH_PG_URI, else libpq's
- * defaults (PGHOST, ...: run it inside pg_virtualenv). Each run uses a
+ * defaults (PGHOST, ...: run it under scripts/pg-cluster.sh). Each run uses a
  * schema of its own, dropped afterwards. Run the server with fsync=on to
  * measure durable commits. */
 #include <libpq-fe.h>

@@ -8,8 +8,8 @@ packages=(build-essential cmake ninja-build pkg-config
   swig python3-dev valgrind clang libclang-rt-14-dev sqlite3
   chromium  # chromium: the CLI test loads simulate's HTML report headless
   postgresql postgresql-common libpq-dev)
-# postgresql, postgresql-common (pg_virtualenv), libpq-dev: the PostgreSQL
-# backend and its tests, run in a throwaway cluster.
+# postgresql, postgresql-common, libpq-dev: the PostgreSQL backend and its
+# tests, run in a throwaway cluster (scripts/pg-cluster.sh).
 # libhttp-parser-dev, libjansson-dev: examples/http_shop; wrk: its load test.
 missing=()
 for p in "${packages[@]}"; do

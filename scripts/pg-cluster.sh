@@ -12,8 +12,8 @@
 # does (fsync=off for the tests, fsync=on for benchmarks).
 #
 # The command gets PGHOST, PGPORT, PGUSER and PGDATABASE, which libpq and the
-# test suites read, and SC_PG_DATA and SC_PG_BIN (the data directory and the
-# server's programs) for tests that stop and restart the server. It exits
+# test suites read, and SC_TEST_PG_CTL, a pg_ctl command line for tests that
+# crash and restart the server. It exits
 # with the command's status; a cluster that cannot start exits 2 before the
 # command runs.
 set -euo pipefail
@@ -55,19 +55,29 @@ if ! "${as_owner[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust \
   exit 2
 fi
 # No TCP: the socket's directory is this cluster's own, so the port number
-# only names the socket file.
-options="-k $dir -c listen_addresses= -p 5432"
-for ((i = 0; i < ${#settings[@]}; i += 2)); do
-  options+=" ${settings[i]} ${settings[i + 1]}"
-done
-if ! "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" \
-  -o "$options" -w -t 60 start >/dev/null; then
+# only names the socket file. The settings go into postgresql.conf, so a
+# plain "pg_ctl start" (a test restarting the server) keeps them.
+{
+  echo "listen_addresses = ''"
+  echo "unix_socket_directories = '$dir'"
+  echo "port = 5432"
+  for ((i = 1; i < ${#settings[@]}; i += 2)); do
+    echo "${settings[i]%%=*} = '${settings[i]#*=}'"
+  done
+} >>"$dir/data/postgresql.conf"
+pg_ctl=("${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w
+  -t 60)
+if ! "${pg_ctl[@]}" start >/dev/null; then
   cat "$dir/server.log" >&2
   exit 2
 fi
 
 export PGHOST=$dir PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
-export SC_PG_DATA=$dir/data SC_PG_BIN=$bin
+# A pg_ctl command line for this cluster ("$SC_TEST_PG_CTL stop -m
+# immediate", then "$SC_TEST_PG_CTL start"): with it, check_pg also
+# crashes and restarts the server.
+SC_TEST_PG_CTL=$(printf '%q ' "${pg_ctl[@]}")
+export SC_TEST_PG_CTL
 set +e
 "$@"
 status=$?

@@ -48,7 +48,8 @@ run_ctest() { # build-dir, ctest args...
 
 # The PostgreSQL suites (label pg) of each build directory given, all in
 # one throwaway cluster of their own (scripts/pg-cluster.sh), which exports
-# PGHOST, PGPORT, ... for the tests and drops the cluster afterwards. A
+# PGHOST, PGPORT, ... for the tests (and SC_TEST_PG_CTL: check_pg crashes
+# and restarts the server) and drops the cluster afterwards. A
 # cluster that cannot start leaves no log: each build counts as a failure.
 run_pg_suites() { # build-dir...
   local logs dir
@@ -56,9 +57,6 @@ run_pg_suites() { # build-dir...
   # shellcheck disable=SC2016 # expanded by the inner shell
   scripts/pg-cluster.sh -o fsync=off bash -c '
     logs=$1; jobs=$2; shift 2
-    # check_pg may crash this throwaway cluster (pg_virtualenv names it
-    # "regress") and start it again.
-    export SC_TEST_PG_CLUSTER="$PGVERSION/regress"
     for dir in "$@"; do
       (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

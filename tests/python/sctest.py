@@ -12,7 +12,7 @@ from typing import Callable, List
 import shopcore
 
 # SC_TEST_DB=pg runs the tests against the PostgreSQL server at
-# SC_TEST_PG_URI (or libpq's PGHOST, ... as pg_virtualenv sets them), each
+# SC_TEST_PG_URI (or libpq's PGHOST, ... as scripts/pg-cluster.sh sets them), each
 # test in a schema of its own, dropped afterwards with psql.
 PG = os.environ.get("SC_TEST_DB") == "pg"
 PG_URI = os.environ.get("SC_TEST_PG_URI") or "postgresql://"

@@ -258,7 +258,6 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
 
 static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   reader rd = {.a = a, .outcome = RUN_COMMITTED};
-  a->all_decoded = false;
   bool ok = read_step(db, &rd, NULL, false); /* BEGIN */
   if (ok && trim) ok = read_step(db, &rd, NULL, false);
   for (int i = 0; ok && i < a->n; i++) {
@@ -397,6 +396,9 @@ static bool run_attempts(sc_db *db, attempt *a) {
                 " (PostgreSQL unreachable; the operation was not committed)");
       return false;
     }
+    /* Reset before sending: should the send fail, an earlier attempt's
+     * (rolled back) results must not count as this one's. */
+    a->all_decoded = false;
     a->batch_id = pg->batch_base + ++pg->batch_seq;
     bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
     int pid = PQbackendPID(pg->w);

@@ -125,6 +125,7 @@ typedef struct attempt {
   int status; /* RUN_FAILED's */
   char why[SC__ERRMSG_MAX];
   bool all_decoded; /* every sent call's row was read */
+  int ndecoded;     /* ops[0, ndecoded) sent had their rows read */
 } attempt;
 
 static void set_why(attempt *a, const char *what, const char *msg) {
@@ -217,6 +218,17 @@ static bool retryable(const PGresult *r, bool is_call) {
                        (!is_call && strcmp(s, "23505") == 0));
 }
 
+/* Whether a failed result says the connection is gone (the backend was
+ * terminated, the network cut) rather than that a call failed: the batch
+ * may then have committed, so no call is to blame until the batch log
+ * answers. */
+static bool conn_lost(PGconn *c, const PGresult *r) {
+  if (PQstatus(c) == CONNECTION_BAD) return true;
+  const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  return s == NULL || strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 ||
+         strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0;
+}
+
 /* Reads one result: the first failure decides the outcome. */
 typedef struct reader {
   attempt *a;
@@ -230,7 +242,11 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
   ExecStatusType s = PQresultStatus(r);
   if (s == PGRES_FATAL_ERROR && !rd->failed) {
     rd->failed = true;
-    if (retryable(r, op != NULL)) {
+    if (conn_lost(db->pg->w, r)) {
+      rd->outcome = RUN_LOST;
+      PQclear(r);
+      return false;
+    } else if (retryable(r, op != NULL)) {
       rd->outcome = RUN_RETRY;
       set_why(rd->a, "batch", PQresultErrorMessage(r));
     } else if (op != NULL) {
@@ -262,6 +278,7 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   if (ok && trim) ok = read_step(db, &rd, NULL, false);
   for (int i = 0; ok && i < a->n; i++) {
     if (!a->ops[i]->excluded) ok = read_step(db, &rd, a->ops[i], false);
+    if (ok && !rd.failed) a->ndecoded = i + 1;
   }
   if (ok) a->all_decoded = !rd.failed;
   if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
@@ -345,6 +362,21 @@ static void fail_rest(attempt *a, int status, const char *why,
   }
 }
 
+/* The batch committed but the connection broke before every row was
+ * read: the calls whose rows were read keep their status, the others
+ * did something nobody saw. */
+static void fail_unread(attempt *a) {
+  for (int i = a->ndecoded; i < a->n; i++) {
+    sc__op *op = a->ops[i];
+    if (op->excluded) continue;
+    op->status = sc__op_fail(op, SC_AMBIGUOUS,
+                             "%s: the batch committed but this operation's "
+                             "result was lost; read first, or retry with the "
+                             "same idempotency key",
+                             a->why);
+  }
+}
+
 /* A stable sort by the row each call locks first: batches of several
  * hosts then lock hot rows in one order and cannot deadlock on them. */
 static void sort_by_lock(sc__op **ops, int n) {
@@ -363,11 +395,14 @@ static void sort_by_lock(sc__op **ops, int n) {
 }
 
 static bool reconnect(sc_db *db, int64_t deadline, char *why, size_t cap) {
-  while (sc__pg_writer_connect(db, why, cap) != SC_OK) {
-    if (sc__monotonic_ns() >= deadline) return false;
+  for (;;) {
+    if (sc__monotonic_ns() >= deadline) {
+      if (why[0] == '\0') snprintf(why, cap, "the busy timeout passed");
+      return false;
+    }
+    if (sc__pg_writer_connect(db, why, cap) == SC_OK) return true;
     sc__sleep_ms(50);
   }
-  return true;
 }
 
 static bool any_left(const attempt *a) {
@@ -389,7 +424,7 @@ static bool run_attempts(sc_db *db, attempt *a) {
         a->ops[i]->errmsg[0] = '\0';
       }
     }
-    char why[SC__ERRMSG_MAX];
+    char why[SC__ERRMSG_MAX] = "";
     if ((pg->w == NULL || PQstatus(pg->w) != CONNECTION_OK) &&
         !reconnect(db, deadline, why, sizeof why)) {
       fail_rest(a, SC_IOERR, why,
@@ -399,6 +434,7 @@ static bool run_attempts(sc_db *db, attempt *a) {
     /* Reset before sending: should the send fail, an earlier attempt's
      * (rolled back) results must not count as this one's. */
     a->all_decoded = false;
+    a->ndecoded = 0;
     a->batch_id = pg->batch_base + ++pg->batch_seq;
     bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
     int pid = PQbackendPID(pg->w);
@@ -410,10 +446,9 @@ static bool run_attempts(sc_db *db, attempt *a) {
       pg->w = NULL;
       if (found == 1 && a->all_decoded) o = RUN_COMMITTED;
       if (found == 1 && !a->all_decoded) {
-        fail_rest(a, SC_AMBIGUOUS, a->why,
-                  ": the batch committed but its results were lost; read "
-                  "first, or retry with the same idempotency key");
-        return false;
+        fail_unread(a);
+        pg->batches++;
+        return true;
       }
       if (found < 0) {
         fail_rest(a, SC_AMBIGUOUS, a->why,
@@ -421,14 +456,24 @@ static bool run_attempts(sc_db *db, attempt *a) {
                   "retry with the same idempotency key, or read first");
         return false;
       }
-      if (found == 0) continue; /* not committed: run it again */
+      if (found == 0 && sc__monotonic_ns() < deadline) continue; /* again */
+      if (found == 0) {
+        fail_rest(a, SC_IOERR, a->why,
+                  " (the connection was lost, and the busy timeout passed; "
+                  "the operation was not committed)");
+        return false;
+      }
     }
     switch (o) {
       case RUN_COMMITTED:
         pg->batches++;
         return true;
       case RUN_CULPRIT:
-        continue;
+        if (sc__monotonic_ns() < deadline) continue;
+        fail_rest(a, SC_BUSY, a->why,
+                  " (another operation of the batch failed and the busy "
+                  "timeout passed; not committed)");
+        return false;
       case RUN_RETRY:
         if (tries < RETRY_MAX && sc__monotonic_ns() < deadline) {
           sc__sleep_ms(tries < 3 ? 0

@@ -50,6 +50,10 @@ START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
                     "bad PostgreSQL URI");
   assert_open_fails("postgresql:///x?schema=Bad-Name", 1000, SC_INVALID,
                     "schema");
+  /* A Unix socket nothing listens on: refused inside libpq's first
+   * connect, an unreachable server all the same, not a bad URI. */
+  assert_open_fails("postgresql:///x?host=/nonexistent-sc-dir", 1000,
+                    SC_IOERR, "cannot connect to PostgreSQL");
   /* Nothing listens on port 1: refused at once. */
   assert_open_fails("postgresql://127.0.0.1:1/x", 1000, SC_IOERR,
                     "cannot connect to PostgreSQL");
@@ -68,6 +72,60 @@ START_TEST(unsupported_calls_say_so) {
   int changes = 0;
   ck_assert_sc(sc_repair(db, 1, &changes, NULL), SC_MISUSE);
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "not supported on PostgreSQL"));
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- waits on the server are bounded -------------------------------------
+ */
+
+/* A connection of someone else's (an administrator, another program) on
+ * the database and schema of uri. */
+static PGconn *outside(const char *uri) {
+  const char *base = getenv("SC_TEST_PG_URI");
+  PGconn *c = PQconnectdb(base && base[0] ? base : "postgresql://");
+  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+  char sql[256];
+  snprintf(sql, sizeof sql, "SET search_path TO %s", strstr(uri, "schema=") + 7);
+  PQclear(PQexec(c, sql));
+  return c;
+}
+
+static void outside_exec(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    PQresultStatus(r) == PGRES_TUPLES_OK,
+                "%s: %s", sql, PQresultErrorMessage(r));
+  PQclear(r);
+}
+
+START_TEST(a_row_lock_held_elsewhere_fails_busy_in_time) {
+  char *uri = tu_db_path("rowlock");
+  sc_options o;
+  sc_options_init(&o);
+  o.busy_timeout_ms = 500;
+  sc_db *db = tu_open(uri, &o);
+  sc_coupon_policy_spec spec = {.name = "locked", .max_count = 10};
+  sc_id policy = 0, coupon = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  PGconn *c = outside(uri);
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "SELECT 1 FROM sc_coupon_policy WHERE id = %lld FOR UPDATE",
+           (long long)policy);
+  outside_exec(c, "BEGIN");
+  outside_exec(c, sql);
+  int64_t t0 = now_ns();
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_BUSY);
+  int64_t took = ms_since(t0);
+  ck_assert_msg(took <= 2000, "the issue waited %lld ms", (long long)took);
+  outside_exec(c, "ROLLBACK");
+  PQfinish(c);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 0);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 1);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(uri);
@@ -375,6 +433,7 @@ int main(void) {
   TCase *tc = tu_tcase("pg");
   tcase_add_test(tc, bad_uris_and_unreachable_servers_fail_clearly);
   tcase_add_test(tc, unsupported_calls_say_so);
+  tcase_add_test(tc, a_row_lock_held_elsewhere_fails_busy_in_time);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);

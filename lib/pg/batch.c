@@ -314,7 +314,7 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
 static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
   char why[SC__ERRMSG_MAX];
   while (sc__monotonic_ns() < deadline) {
-    PGconn *c = sc__pg_connect(db, why, sizeof why);
+    PGconn *c = sc__pg_connect_until(db, deadline, why, sizeof why);
     if (c == NULL) {
       sc__sleep_ms(50);
       continue;
@@ -400,7 +400,7 @@ static bool reconnect(sc_db *db, int64_t deadline, char *why, size_t cap) {
       if (why[0] == '\0') snprintf(why, cap, "the busy timeout passed");
       return false;
     }
-    if (sc__pg_writer_connect(db, why, cap) == SC_OK) return true;
+    if (sc__pg_writer_connect(db, deadline, why, cap) == SC_OK) return true;
     sc__sleep_ms(50);
   }
 }

@@ -37,6 +37,28 @@ static bool schema_ok(const char *s, size_t n) {
   return true;
 }
 
+/* Whether the value of an integer option (a port: a comma-separated list)
+ * is well formed: libpq checks it only once it tries to connect, and its
+ * refusal there looks like any other failed connect. */
+static bool int_option_ok(const char *key, const char *val) {
+  static const char *const INTS[] = {"port",
+                                     "connect_timeout",
+                                     "keepalives",
+                                     "keepalives_idle",
+                                     "keepalives_interval",
+                                     "keepalives_count",
+                                     "tcp_user_timeout",
+                                     NULL};
+  bool is_port = strcmp(key, "port") == 0;
+  for (const char *const *k = INTS; *k != NULL; k++) {
+    if (strcmp(key, *k) != 0) continue;
+    for (const char *v = val; *v != '\0'; v++) {
+      if (!isdigit((unsigned char)*v) && !(is_port && *v == ',')) return false;
+    }
+  }
+  return true;
+}
+
 /* Splits ?schema=NAME off the URI: libpq refuses query parameters it does
  * not know. The rest of the query stays as it was. */
 static int split_uri(const char *uri, char **conninfo, char *schema) {
@@ -82,32 +104,44 @@ static int split_uri(const char *uri, char **conninfo, char *schema) {
     sc__free(out);
     return sc__fail(SC_INVALID, "sc_open: bad PostgreSQL URI: %s", why);
   }
+  for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++) {
+    if (opt->val != NULL && !int_option_ok(opt->keyword, opt->val)) {
+      int rc = sc__fail(SC_INVALID,
+                        "sc_open: bad PostgreSQL URI: invalid value \"%s\" "
+                        "for \"%s\"",
+                        opt->val, opt->keyword);
+      PQconninfoFree(opts);
+      sc__free(out);
+      return rc;
+    }
+  }
   PQconninfoFree(opts);
   *conninfo = out;
   return SC_OK;
 }
 
 /* Connects without blocking past deadline_ns: libpq's connect_timeout
- * counts whole seconds, at least two. */
+ * counts whole seconds, at least two. The URI was checked when it was
+ * split, so every failure here is the server's or the network's (a
+ * refused Unix socket fails inside PQconnectStartParams already).
+ * Keepalives and tcp_user_timeout find a dead peer within seconds: a
+ * network cut then breaks the connection rather than hanging a call. */
 static PGconn *connect_until(const char *conninfo, const char *app,
-                             int64_t deadline_ns, bool *invalid, char *why,
-                             size_t cap) {
+                             int64_t deadline_ns, char *why, size_t cap) {
   const char *keys[] = {"dbname",
                         "application_name",
                         "keepalives",
                         "keepalives_idle",
                         "keepalives_interval",
                         "keepalives_count",
+                        "tcp_user_timeout",
                         NULL};
-  const char *vals[] = {conninfo, app, "1", "10", "2", "3", NULL};
+  const char *vals[] = {conninfo, app, "1", "10", "2", "3", "10000", NULL};
   PGconn *c = PQconnectStartParams(keys, vals, 1);
   if (c == NULL) {
     snprintf(why, cap, "out of memory");
     return NULL;
   }
-  /* Refused before any network: an option's value is wrong (a port that
-   * is not a number, ...), a bad URI rather than an unreachable server. */
-  *invalid = PQstatus(c) == CONNECTION_BAD;
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
   while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
          st != PGRES_POLLING_FAILED) {
@@ -152,18 +186,28 @@ static bool run(PGconn *c, const char *sql, char *why, size_t cap) {
 PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap) {
   int64_t deadline =
       sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  return sc__pg_connect_until(db, deadline, why, cap);
+}
+
+PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
+                             size_t cap) {
   /* Named after the schema, so an administrator sees whose it is. */
   char app[80];
   snprintf(app, sizeof app, "libshopcore/%s", db->pg->schema);
-  bool invalid = false;
-  PGconn *c =
-      connect_until(db->pg->conninfo, app, deadline, &invalid, why, cap);
-  db->pg->bad_uri = invalid;
+  PGconn *c = connect_until(db->pg->conninfo, app, deadline_ns, why, cap);
   if (c == NULL) return NULL;
   PQsetNoticeProcessor(c, quiet, NULL);
-  char sql[128];
-  snprintf(sql, sizeof sql, "SET search_path TO %s, pg_catalog",
-           db->pg->schema);
+  /* No wait on the server outlasts the busy timeout: a row lock another
+   * session holds fails the statement with 55P03 (SC_BUSY), and a session
+   * left idle inside a transaction (a frozen host) gives its locks back. */
+  int64_t busy = db->opts.busy_timeout_ms > 0 ? db->opts.busy_timeout_ms : 1;
+  int64_t idle = 2 * busy + 5000;
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SET search_path TO %s, pg_catalog; SET lock_timeout = %lld;"
+           " SET idle_in_transaction_session_timeout = %lld",
+           db->pg->schema, (long long)(busy < INT32_MAX ? busy : INT32_MAX),
+           (long long)(idle < INT32_MAX ? idle : INT32_MAX));
   if (!run(c, sql, why, cap)) {
     PQfinish(c);
     return NULL;
@@ -175,7 +219,7 @@ int sc__pg_status(const PGresult *r) {
   const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   if (s == NULL) return SC_IOERR; /* no answer from the server */
   if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 ||
-      strcmp(s, "55P03") == 0) {
+      strcmp(s, "55P03") == 0 || strcmp(s, "57014") == 0) {
     return SC_BUSY;
   }
   if (strncmp(s, "08", 2) == 0 || strncmp(s, "57", 2) == 0 ||
@@ -188,12 +232,21 @@ int sc__pg_status(const PGresult *r) {
   return SC_ERROR;
 }
 
-int sc__pg_writer_connect(sc_db *db, char *why, size_t cap) {
+int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
+                          size_t cap) {
   sc__pg *pg = db->pg;
   if (pg->w != NULL) PQfinish(pg->w);
-  pg->w = sc__pg_connect(db, why, cap);
+  pg->w = sc__pg_connect_until(db, deadline_ns, why, cap);
   if (pg->w == NULL) return SC_IOERR;
-  int rc = sc__pg_prepare(pg->w, why, cap);
+  /* A batch is a handful of short calls: one still running well past the
+   * busy timeout is cancelled (57014, SC_BUSY) rather than holding the
+   * writer, and sc_close, for ever. */
+  char sql[64];
+  int64_t limit = 2 * (int64_t)db->opts.busy_timeout_ms + 5000;
+  snprintf(sql, sizeof sql, "SET statement_timeout = %lld",
+           (long long)(limit < INT32_MAX ? limit : INT32_MAX));
+  int rc = run(pg->w, sql, why, cap) ? SC_OK : SC_IOERR;
+  if (rc == SC_OK) rc = sc__pg_prepare(pg->w, why, cap);
   if (rc == SC_OK && PQenterPipelineMode(pg->w) != 1) {
     copy_msg(why, cap, PQerrorMessage(pg->w));
     rc = SC_ERROR;
@@ -227,16 +280,16 @@ int sc__pg_open(sc_db *db, const char *uri) {
   char why[SC__ERRMSG_MAX];
   PGconn *c = sc__pg_connect(db, why, sizeof why);
   if (c == NULL) {
-    rc = db->pg->bad_uri
-             ? sc__fail(SC_INVALID, "sc_open: bad PostgreSQL URI: %s", why)
-             : sc__fail(SC_IOERR, "sc_open: cannot connect to PostgreSQL: %s",
-                        why);
+    rc = sc__fail(SC_IOERR, "sc_open: cannot connect to PostgreSQL: %s", why);
     sc__pg_close(db);
     return rc;
   }
   rc = sc__pg_migrate(db, c);
   PQfinish(c);
-  if (rc == SC_OK && sc__pg_writer_connect(db, why, sizeof why) != SC_OK) {
+  int64_t deadline =
+      sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  if (rc == SC_OK &&
+      sc__pg_writer_connect(db, deadline, why, sizeof why) != SC_OK) {
     rc = sc__fail(SC_IOERR, "sc_open: PostgreSQL writer connection: %s", why);
   }
   if (rc != SC_OK) sc__pg_close(db);

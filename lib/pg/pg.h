@@ -76,7 +76,6 @@ typedef struct sc__pg {
   int64_t batch_seq; /* batch-log ids: a random base + this */
   int64_t batch_base;
   int64_t batches; /* committed, for the batch log's trimming */
-  bool bad_uri;    /* the last connect failed on an option's value */
   pthread_mutex_t rlock;
   sc__pg_read *ridle;
   int nidle;
@@ -91,8 +90,14 @@ void sc__pg_close(sc_db *db);
 /* A new connection with the schema as search_path, within busy_timeout_ms;
  * on failure a message in why. */
 PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap);
-/* Connects the writer again after a loss and prepares its calls. */
-int sc__pg_writer_connect(sc_db *db, char *why, size_t cap);
+/* The same within the caller's deadline (sc__monotonic_ns's clock): a
+ * retry loop spends one budget, not a new busy timeout per connect. */
+PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
+                             size_t cap);
+/* Connects the writer (again, after a loss) within deadline_ns and
+ * prepares its calls. */
+int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
+                          size_t cap);
 int sc__pg_read_acquire(sc_db *db, PGconn **out);
 void sc__pg_read_release(sc_db *db, PGconn *c, bool broken);
 /* PQexecParams on a read connection, taking a new connection once if the

@@ -505,17 +505,47 @@ static int read_version(PGconn *c, int *version, char *why, size_t cap) {
   return SC_OK;
 }
 
+/* Takes the schema's migration lock for the transaction, polling so the
+ * wait ends at the busy timeout (pg_advisory_xact_lock waits for ever on
+ * a host that hangs while migrating). */
+static int lock_schema(sc_db *db, PGconn *c, char *why, size_t cap) {
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT pg_try_advisory_xact_lock(hashtext('libshopcore:%s'))",
+           db->pg->schema);
+  int64_t deadline =
+      sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  for (;;) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      snprintf(why, cap, "%s", PQresultErrorMessage(r));
+      PQclear(r);
+      return SC_ERROR;
+    }
+    bool got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (got) return SC_OK;
+    if (sc__monotonic_ns() >= deadline) {
+      snprintf(why, cap, "another host held the migration lock past the "
+                         "busy timeout");
+      return SC_BUSY;
+    }
+    sc__sleep_ms(20);
+  }
+}
+
 /* Everything in one transaction under an advisory lock keyed by the
  * schema: hosts opening at once migrate in turn, and the second finds the
  * version the first wrote. */
 static int migrate_locked(sc_db *db, PGconn *c, char *why, size_t cap) {
+  int rc = lock_schema(db, c, why, cap);
+  if (rc != SC_OK) return rc;
   char sql[512];
   snprintf(sql, sizeof sql,
-           "SELECT pg_advisory_xact_lock(hashtext('libshopcore:%s'));"
            "CREATE SCHEMA IF NOT EXISTS %s;"
            "CREATE TABLE IF NOT EXISTS sc_meta(key text PRIMARY KEY,"
            " value bigint NOT NULL)",
-           db->pg->schema, db->pg->schema);
+           db->pg->schema);
   if (!exec_ok(c, sql, why, cap)) return SC_ERROR;
   int version = 0;
   if (read_version(c, &version, why, cap) != SC_OK) return SC_ERROR;

@@ -311,7 +311,8 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
 /* Whether the batch committed, asked on a new connection once the old
  * backend is gone (it could otherwise still commit after the look-up).
  * 1 committed, 0 not, -1 unknown. */
-static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
+static int lookup(sc_db *db, int old_pid, const char *old_start,
+                  int64_t batch_id, int64_t deadline) {
   char why[SC__ERRMSG_MAX];
   while (sc__monotonic_ns() < deadline) {
     PGconn *c = sc__pg_connect_until(db, deadline, why, sizeof why);
@@ -322,14 +323,15 @@ static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
     char pid[24], id[24];
     snprintf(pid, sizeof pid, "%d", old_pid);
     snprintf(id, sizeof id, "%lld", (long long)batch_id);
-    const char *pv[] = {pid}, *iv[] = {id};
+    const char *pv[] = {pid, old_start}, *iv[] = {id};
     int answer = -1;
     for (int gone = 0; !gone && sc__monotonic_ns() < deadline;) {
       PGresult *r =
           PQexecParams(c,
                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                       " WHERE pid = $1::int",
-                       1, NULL, pv, NULL, NULL, 0);
+                       " WHERE pid = $1::int AND backend_start::text = $2"
+                       " AND pid <> pg_backend_pid()",
+                       2, NULL, pv, NULL, NULL, 0);
       if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
         break;
@@ -438,10 +440,12 @@ static bool run_attempts(sc_db *db, attempt *a) {
     a->batch_id = pg->batch_base + ++pg->batch_seq;
     bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
     int pid = PQbackendPID(pg->w);
+    char start[sizeof pg->wstart];
+    memcpy(start, pg->wstart, sizeof start);
     run_outcome o =
         send_batch(db, a, trim) ? read_batch(db, a, trim) : RUN_LOST;
     if (o == RUN_LOST) {
-      int found = lookup(db, pid, a->batch_id, deadline);
+      int found = lookup(db, pid, start, a->batch_id, deadline);
       PQfinish(pg->w);
       pg->w = NULL;
       if (found == 1 && a->all_decoded) o = RUN_COMMITTED;

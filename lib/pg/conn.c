@@ -232,6 +232,26 @@ int sc__pg_status(const PGresult *r) {
   return SC_ERROR;
 }
 
+/* Records when the writer's backend started: after a loss the look-up
+ * terminates that backend by pid and start, since a pid alone may name
+ * another session by then (reused, or on a promoted standby). */
+static int writer_start(sc__pg *pg, char *why, size_t cap) {
+  PGresult *r = PQexec(pg->w,
+                       "SELECT backend_start::text FROM pg_stat_activity"
+                       " WHERE pid = pg_backend_pid()");
+  int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                   !PQgetisnull(r, 0, 0)
+               ? SC_OK
+               : SC_IOERR;
+  if (rc == SC_OK) {
+    snprintf(pg->wstart, sizeof pg->wstart, "%s", PQgetvalue(r, 0, 0));
+  } else {
+    copy_msg(why, cap, PQerrorMessage(pg->w));
+  }
+  PQclear(r);
+  return rc;
+}
+
 int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
                           size_t cap) {
   sc__pg *pg = db->pg;
@@ -246,6 +266,7 @@ int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
   snprintf(sql, sizeof sql, "SET statement_timeout = %lld",
            (long long)(limit < INT32_MAX ? limit : INT32_MAX));
   int rc = run(pg->w, sql, why, cap) ? SC_OK : SC_IOERR;
+  if (rc == SC_OK) rc = writer_start(pg, why, cap);
   if (rc == SC_OK) rc = sc__pg_prepare(pg->w, why, cap);
   if (rc == SC_OK && PQenterPipelineMode(pg->w) != 1) {
     copy_msg(why, cap, PQerrorMessage(pg->w));

@@ -73,6 +73,7 @@ typedef struct sc__pg {
   char *conninfo;    /* the URI without ?schema= */
   char schema[64];   /* a plain identifier */
   PGconn *w;         /* the writer's connection, in pipeline mode */
+  char wstart[64];   /* its backend's backend_start: with the pid, names it */
   int64_t batch_seq; /* batch-log ids: a random base + this */
   int64_t batch_base;
   int64_t batches; /* committed, for the batch log's trimming */

@@ -132,6 +132,72 @@ START_TEST(a_row_lock_held_elsewhere_fails_busy_in_time) {
 }
 END_TEST
 
+/* ---- read connections are capped -----------------------------------------
+ */
+
+#define READERS 16
+#define READ_POOL 2
+
+typedef struct readers {
+  const char *uri;
+  sc_db *db;
+  sc_id product;
+  atomic_bool stop;
+  atomic_int reads, failed, most;
+} readers;
+
+/* Thread 0 counts the handle's server connections while the others read. */
+static void read_or_count(int t, void *ud) {
+  readers *r = ud;
+  if (t > 0) {
+    while (!atomic_load(&r->stop)) {
+      sc_product p;
+      if (sc_product_get(r->db, r->product, &p) == SC_OK) {
+        atomic_fetch_add(&r->reads, 1);
+      } else {
+        atomic_fetch_add(&r->failed, 1);
+      }
+    }
+    return;
+  }
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+           " 'libshopcore/%s'",
+           strstr(r->uri, "schema=") + 7);
+  PGconn *c = outside(r->uri);
+  for (int64_t t0 = now_ns(); ms_since(t0) < 1500;) {
+    PGresult *res = PQexec(c, sql);
+    int n = PQresultStatus(res) == PGRES_TUPLES_OK
+                ? atoi(PQgetvalue(res, 0, 0))
+                : -1;
+    PQclear(res);
+    if (n > atomic_load(&r->most)) atomic_store(&r->most, n);
+    usleep(2000);
+  }
+  PQfinish(c);
+  atomic_store(&r->stop, true);
+}
+
+START_TEST(read_connections_stay_within_read_pool_max) {
+  char *uri = tu_db_path("readcap");
+  sc_options o;
+  sc_options_init(&o);
+  o.read_pool_max = READ_POOL;
+  readers r = {.uri = uri, .db = tu_open(uri, &o)};
+  ck_assert_sc(sc_product_create(r.db, "read", 5, 5, &r.product), SC_OK);
+  tu_race(READERS + 1, read_or_count, &r);
+  ck_assert_int_eq(atomic_load(&r.failed), 0);
+  ck_assert_int_gt(atomic_load(&r.reads), READERS);
+  /* The writer and at most READ_POOL readers. */
+  int most = atomic_load(&r.most);
+  ck_assert_int_le(most, 1 + READ_POOL);
+  ck_assert_int_gt(most, 1);
+  ck_assert_sc(sc_close(r.db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
 /* ---- several hosts: the cap and per-user limits ---------------------------
  */
 
@@ -434,6 +500,7 @@ int main(void) {
   tcase_add_test(tc, bad_uris_and_unreachable_servers_fail_clearly);
   tcase_add_test(tc, unsupported_calls_say_so);
   tcase_add_test(tc, a_row_lock_held_elsewhere_fails_busy_in_time);
+  tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);

@@ -284,6 +284,11 @@ int sc__pg_open(sc_db *db, const char *uri) {
   if (pg == NULL) return sc__fail(SC_NOMEM, "sc_open: out of memory");
   db->pg = pg;
   pthread_mutex_init(&pg->rlock, NULL);
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+  pthread_cond_init(&pg->rfree, &monotonic);
+  pthread_condattr_destroy(&monotonic);
   int rc = split_uri(uri, &pg->conninfo, pg->schema);
   if (rc != SC_OK) {
     sc__pg_close(db);
@@ -328,6 +333,7 @@ void sc__pg_close(sc_db *db) {
     sc__free(r);
   }
   pthread_mutex_destroy(&pg->rlock);
+  pthread_cond_destroy(&pg->rfree);
   sc__free(pg->conninfo);
   sc__free(pg);
   db->pg = NULL;
@@ -335,15 +341,47 @@ void sc__pg_close(sc_db *db) {
 
 /* ---- read connections ---------------------------------------------------- */
 
+/* Waits, with rlock held, until an idle connection or room for a new one
+ * is there: read_pool_max caps the read connections of a handle, so 500
+ * reading threads do not open 500 server connections. False once
+ * busy_timeout_ms passed. */
+static bool wait_for_read(sc_db *db) {
+  sc__pg *pg = db->pg;
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += db->opts.busy_timeout_ms / 1000;
+  deadline.tv_nsec += (long)(db->opts.busy_timeout_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  int wrc = 0;
+  while (pg->ridle == NULL && pg->nread >= db->opts.read_pool_max &&
+         wrc == 0) {
+    wrc = pthread_cond_timedwait(&pg->rfree, &pg->rlock, &deadline);
+  }
+  return pg->ridle != NULL || pg->nread < db->opts.read_pool_max;
+}
+
 int sc__pg_read_acquire(sc_db *db, PGconn **out) {
   int rc = sc__call_enter(db);
   if (rc != SC_OK) return rc;
   sc__pg *pg = db->pg;
   pthread_mutex_lock(&pg->rlock);
+  if (!wait_for_read(db)) {
+    pthread_mutex_unlock(&pg->rlock);
+    sc__call_leave(db);
+    return sc__fail(SC_BUSY,
+                    "no read connection free within the busy timeout "
+                    "(read_pool_max %d)",
+                    db->opts.read_pool_max);
+  }
   sc__pg_read *r = pg->ridle;
   if (r != NULL) {
     pg->ridle = r->next;
     pg->nidle--;
+  } else {
+    pg->nread++; /* counted now, so concurrent readers keep the cap */
   }
   pthread_mutex_unlock(&pg->rlock);
   if (r != NULL) {
@@ -354,6 +392,10 @@ int sc__pg_read_acquire(sc_db *db, PGconn **out) {
   char why[SC__ERRMSG_MAX];
   *out = sc__pg_connect(db, why, sizeof why);
   if (*out != NULL) return SC_OK;
+  pthread_mutex_lock(&pg->rlock);
+  pg->nread--;
+  pthread_cond_signal(&pg->rfree);
+  pthread_mutex_unlock(&pg->rlock);
   sc__call_leave(db);
   return sc__fail(SC_IOERR, "cannot connect to PostgreSQL: %s", why);
 }
@@ -365,18 +407,19 @@ void sc__pg_read_release(sc_db *db, PGconn *c, bool broken) {
       PQtransactionStatus(c) == PQTRANS_IDLE) {
     r = sc__malloc(sizeof *r);
   }
-  if (r != NULL) {
+  pthread_mutex_lock(&pg->rlock);
+  if (r != NULL && pg->nidle < db->opts.read_pool_max) {
     r->c = c;
-    pthread_mutex_lock(&pg->rlock);
-    if (pg->nidle < db->opts.read_pool_max) {
-      r->next = pg->ridle;
-      pg->ridle = r;
-      pg->nidle++;
-      c = NULL;
-      r = NULL;
-    }
-    pthread_mutex_unlock(&pg->rlock);
+    r->next = pg->ridle;
+    pg->ridle = r;
+    pg->nidle++;
+    c = NULL;
+    r = NULL;
+  } else {
+    pg->nread--; /* closed below */
   }
+  pthread_cond_signal(&pg->rfree);
+  pthread_mutex_unlock(&pg->rlock);
   sc__free(r);
   if (c != NULL) PQfinish(c);
   sc__call_leave(db);

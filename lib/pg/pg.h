@@ -80,6 +80,8 @@ typedef struct sc__pg {
   pthread_mutex_t rlock;
   sc__pg_read *ridle;
   int nidle;
+  int nread;            /* read connections open, idle or in use */
+  pthread_cond_t rfree; /* one was released: a waiting reader may go */
 } sc__pg;
 
 /* Whether path is a PostgreSQL URI (postgresql:// or postgres://). */

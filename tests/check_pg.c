@@ -23,6 +23,27 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* A connection of someone else's (an administrator, another program) on
+ * the database and schema of uri. */
+static PGconn *outside(const char *uri) {
+  const char *base = getenv("SC_TEST_PG_URI");
+  PGconn *c = PQconnectdb(base && base[0] ? base : "postgresql://");
+  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+  char sql[256];
+  snprintf(sql, sizeof sql, "SET search_path TO \"%s\"",
+           strstr(uri, "schema=") + 7);
+  PQclear(PQexec(c, sql));
+  return c;
+}
+
+static void outside_exec(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    PQresultStatus(r) == PGRES_TUPLES_OK,
+                "%s: %s", sql, PQresultErrorMessage(r));
+  PQclear(r);
+}
+
 /* ---- URIs and unreachable servers -----------------------------------------
  */
 
@@ -64,6 +85,29 @@ START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
 }
 END_TEST
 
+/* A reserved word is a valid schema name: it is quoted wherever it is
+ * written into SQL. */
+START_TEST(a_reserved_word_is_a_schema_name) {
+  char *uri = tu_db_path("reserved");
+  char *q = strstr(uri, "schema=");
+  ck_assert_ptr_nonnull(q);
+  snprintf(q + 7, 64, "order");
+  sc_db *db = tu_open(uri, NULL);
+  sc_coupon_policy_spec spec = {.name = "reserved", .max_count = 1};
+  sc_id policy = 0, coupon = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 1);
+  ck_assert_sc(sc_close(db), SC_OK);
+  PGconn *c = outside(uri);
+  outside_exec(c, "DROP SCHEMA \"order\" CASCADE");
+  PQfinish(c);
+  free(uri);
+}
+END_TEST
+
 START_TEST(unsupported_calls_say_so) {
   char *uri = tu_db_path("unsupported");
   sc_db *db = tu_open(uri, NULL);
@@ -80,26 +124,6 @@ END_TEST
 
 /* ---- waits on the server are bounded -------------------------------------
  */
-
-/* A connection of someone else's (an administrator, another program) on
- * the database and schema of uri. */
-static PGconn *outside(const char *uri) {
-  const char *base = getenv("SC_TEST_PG_URI");
-  PGconn *c = PQconnectdb(base && base[0] ? base : "postgresql://");
-  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-  char sql[256];
-  snprintf(sql, sizeof sql, "SET search_path TO %s", strstr(uri, "schema=") + 7);
-  PQclear(PQexec(c, sql));
-  return c;
-}
-
-static void outside_exec(PGconn *c, const char *sql) {
-  PGresult *r = PQexec(c, sql);
-  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
-                    PQresultStatus(r) == PGRES_TUPLES_OK,
-                "%s: %s", sql, PQresultErrorMessage(r));
-  PQclear(r);
-}
 
 START_TEST(a_row_lock_held_elsewhere_fails_busy_in_time) {
   char *uri = tu_db_path("rowlock");
@@ -500,6 +524,7 @@ int main(void) {
   tcase_add_test(tc, bad_uris_and_unreachable_servers_fail_clearly);
   tcase_add_test(tc, unsupported_calls_say_so);
   tcase_add_test(tc, a_row_lock_held_elsewhere_fails_busy_in_time);
+  tcase_add_test(tc, a_reserved_word_is_a_schema_name);
   tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);

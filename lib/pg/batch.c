@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../metrics.h"
 #include "pg.h"
 
 #define RETRY_MAX 20
@@ -146,7 +147,9 @@ static bool send_prepared(PGconn *c, const char *name, const sc__pg_params *p) {
 /* Sends the whole batch; false if the connection refused it. */
 static bool send_batch(sc_db *db, attempt *a, bool trim) {
   PGconn *c = db->pg->w;
-  bool ok = send_plain(c, "BEGIN");
+  /* Said explicitly: the functions count on READ COMMITTED's re-read of
+   * a row they waited for, whatever default_transaction_isolation is. */
+  bool ok = send_plain(c, "BEGIN ISOLATION LEVEL READ COMMITTED");
   sc__pg_params p = {0};
   if (ok && trim) {
     sc__pg_param_i64(&p, a->now - TRIM_AGE_MS);
@@ -505,9 +508,8 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
     op->excluded = op->pg == NULL;
     if (op->excluded) {
       op->status = sc__op_fail(op, SC_MISUSE,
-                               "operation %d is not supported on PostgreSQL "
-                               "yet",
-                               op->kind);
+                               "%s is not supported on PostgreSQL yet",
+                               sc__op_kind_name(op->kind));
     }
     ops[k++] = op;
   }

@@ -25,7 +25,8 @@ static void copy_msg(char *why, size_t cap, const char *msg) {
     why[--n] = '\0';
 }
 
-/* A schema name is a plain lower-case identifier: it is written into SQL. */
+/* A schema name is a plain lower-case identifier: it is written into SQL,
+ * double-quoted (a reserved word such as "order" is a valid name). */
 static bool schema_ok(const char *s, size_t n) {
   if (n == 0 || n > 63 || !(islower((unsigned char)s[0]) || s[0] == '_')) {
     return false;
@@ -204,7 +205,7 @@ PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
   int64_t idle = 2 * busy + 5000;
   char sql[256];
   snprintf(sql, sizeof sql,
-           "SET search_path TO %s, pg_catalog; SET lock_timeout = %lld;"
+           "SET search_path TO \"%s\", pg_catalog; SET lock_timeout = %lld;"
            " SET idle_in_transaction_session_timeout = %lld",
            db->pg->schema, (long long)(busy < INT32_MAX ? busy : INT32_MAX),
            (long long)(idle < INT32_MAX ? idle : INT32_MAX));

@@ -542,7 +542,7 @@ static int migrate_locked(sc_db *db, PGconn *c, char *why, size_t cap) {
   if (rc != SC_OK) return rc;
   char sql[512];
   snprintf(sql, sizeof sql,
-           "CREATE SCHEMA IF NOT EXISTS %s;"
+           "CREATE SCHEMA IF NOT EXISTS \"%s\";"
            "CREATE TABLE IF NOT EXISTS sc_meta(key text PRIMARY KEY,"
            " value bigint NOT NULL)",
            db->pg->schema);

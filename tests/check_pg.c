@@ -393,6 +393,91 @@ START_TEST(four_hosts_keep_stock_and_balances_exact) {
 }
 END_TEST
 
+/* ---- several hosts: checkouts, payments and cancellations crossing -------
+ */
+
+#define MIX_USERS 20
+
+typedef struct mixer {
+  const char *uri;
+  sc_db *db;
+  sc_id a, b;
+  int proc;
+  atomic_int done, other;
+} mixer;
+
+/* Checkouts of both products (their lines in either order), each then
+ * paid or cancelled, on few users: every call locks the same rows. */
+static void mix_for_a_while(int t, void *ud) {
+  mixer *m = ud;
+  uint64_t rng = (uint64_t)(m->proc * 1000 + t + 3);
+  for (int64_t t0 = now_ns(); ms_since(t0) < 3000;) {
+    bool flip = tu_rng_range(&rng, 0, 1) == 1;
+    sc_line lines[2] = {{flip ? m->b : m->a, 1}, {flip ? m->a : m->b, 1}};
+    sc_checkout_req req = {.user = tu_rng_range(&rng, 1, MIX_USERS),
+                           .lines = lines,
+                           .n_lines = 2};
+    sc_id order = 0;
+    int rc = sc_checkout(m->db, &req, &order);
+    if (rc == SC_OK) {
+      rc = tu_rng_range(&rng, 0, 1) ? sc_order_pay(m->db, order)
+                                    : sc_order_cancel(m->db, order);
+    }
+    if (rc != SC_OK) {
+      fprintf(stderr, "mix: %s: %s\n", sc_err_name(rc), sc_errmsg(m->db));
+      atomic_fetch_add(&m->other, 1);
+      return;
+    }
+    atomic_fetch_add(&m->done, 1);
+  }
+}
+
+static int mix_host(int i, void *ud) {
+  mixer *shared = ud;
+  mixer m = {.a = shared->a, .b = shared->b, .proc = i};
+  if (sc_open(shared->uri, NULL, &m.db) != SC_OK) return 10;
+  tu_race(8, mix_for_a_while, &m);
+  int bad = atomic_load(&m.other) != 0 || atomic_load(&m.done) == 0;
+  if (sc_close(m.db) != SC_OK) bad = 1;
+  return bad ? 11 : 0;
+}
+
+/* Deadlocks the server detected in this database so far. */
+static int64_t deadlocks(const char *uri) {
+  PGconn *c = outside(uri);
+  PGresult *r = PQexec(c,
+                       "SELECT deadlocks FROM pg_stat_database"
+                       " WHERE datname = current_database()");
+  int64_t n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                  ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                  : -1;
+  PQclear(r);
+  PQfinish(c);
+  return n;
+}
+
+START_TEST(four_hosts_crossing_orders_never_busy) {
+  char *uri = tu_db_path("cross");
+  sc_db *db = tu_open(uri, NULL);
+  mixer m = {.uri = uri};
+  ck_assert_sc(sc_product_create(db, "a", 1, 1000000, &m.a), SC_OK);
+  ck_assert_sc(sc_product_create(db, "b", 1, 1000000, &m.b), SC_OK);
+  for (sc_id u = 1; u <= MIX_USERS; u++)
+    ck_assert_sc(sc_account_deposit(db, u, 1000000, NULL), SC_OK);
+  int64_t before = deadlocks(uri);
+  tu_fork_race(PROCS, mix_host, &m);
+  sleep(1); /* the server publishes its counters within a second */
+  fprintf(stderr, "crossing orders: %lld deadlocks\n",
+          (long long)(deadlocks(uri) - before));
+  tu_assert_verify(db);
+  sc_stock s;
+  ck_assert_sc(sc_stock_get(db, m.a, &s), SC_OK);
+  ck_assert_int_eq(s.reserved, 0);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
 /* ---- a connection lost mid-batch ------------------------------------------
  */
 
@@ -528,6 +613,7 @@ int main(void) {
   tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
+  tcase_add_test(tc, four_hosts_crossing_orders_never_busy);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

@@ -383,7 +383,8 @@ static void fail_unread(attempt *a) {
 }
 
 /* A stable sort by the row each call locks first: batches of several
- * hosts then lock hot rows in one order and cannot deadlock on them. */
+ * hosts then mostly lock hot rows in one order (a call's later rows can
+ * still cross another host's: a deadlock, and the batch runs again). */
 static void sort_by_lock(sc__op **ops, int n) {
   for (int i = 1; i < n; i++) {
     sc__op *op = ops[i];

@@ -262,12 +262,15 @@ static const char MIGRATION_1_COUPONS[] =
     "  ARRAY['user', 'policy', 'coupon'], ARRAY[p_user, p_policy, rid]));"
     " st := 0; ev := 1; END $$;";
 
-/* Orders. Each locks what it reads before it checks it (the products in
- * id order, the account, the coupon, the order), so the checks see what
- * other hosts committed; every status change stays conditional on
- * PENDING. A release (cancel, expiry) checks first that the order's hold,
- * stock and coupon are all there, so a damaged order is refused, never
- * half released. */
+/* Orders. Each locks what it reads before it checks it, so the checks see
+ * what other hosts committed; every status change stays conditional on
+ * PENDING. Every function takes its locks in one global order: the order
+ * row (a checkout's is new), the products in id order, the coupon, the
+ * account; pay and release take them through sc_order_lock before they
+ * update anything (an UPDATE ... FROM sc_order_line would lock in join
+ * order), so two hosts never wait on each other in a cycle. A release
+ * (cancel, expiry) checks first that the order's hold, stock and coupon
+ * are all there, so a damaged order is refused, never half released. */
 static const char MIGRATION_1_ORDERS[] =
     "CREATE FUNCTION sc_order_payload(t int, at bigint, o sc_order)"
     " RETURNS bytea LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN t = 2 THEN"
@@ -277,8 +280,17 @@ static const char MIGRATION_1_ORDERS[] =
     " ELSE sc_payload(t, at, ARRAY['user', 'order', 'coupon', 'amount',"
     "  'discount'], ARRAY[o.user_id, o.id, coalesce(o.coupon_id, 0), o.total,"
     "  o.discount]) END $$;"
+    "CREATE FUNCTION sc_order_lock(o sc_order) RETURNS void"
+    " LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM 1 FROM sc_product WHERE id IN (SELECT product_id"
+    "  FROM sc_order_line WHERE order_id = o.id) ORDER BY id"
+    "  FOR NO KEY UPDATE;"
+    " IF o.coupon_id IS NOT NULL THEN PERFORM 1 FROM sc_coupon"
+    "  WHERE id = o.coupon_id FOR NO KEY UPDATE; END IF;"
+    " END $$;"
     "CREATE FUNCTION sc_order_release(o sc_order, p_status int, p_event int,"
     " p_now bigint) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM sc_order_lock(o);"
     " PERFORM 1 FROM sc_account WHERE user_id = o.user_id"
     "  AND held >= o.total FOR NO KEY UPDATE;"
     " IF NOT FOUND THEN RETURN false; END IF;"
@@ -422,6 +434,7 @@ static const char MIGRATION_1_ORDERS[] =
     " IF p_now >= o.expires_at_ms THEN st := 19;"
     "  msg := format('order %s was payable until %s; it is %s', p_order,"
     "   o.expires_at_ms, p_now); RETURN; END IF;"
+    " PERFORM sc_order_lock(o);"
     " UPDATE sc_account SET balance = balance - o.total,"
     "  held = held - o.total WHERE user_id = o.user_id AND held >= o.total;"
     " IF NOT FOUND THEN st := 6; msg := format('account of user %s holds"

@@ -382,24 +382,6 @@ static void fail_unread(attempt *a) {
   }
 }
 
-/* A stable sort by the row each call locks first: batches of several
- * hosts then mostly lock hot rows in one order (a call's later rows can
- * still cross another host's: a deadlock, and the batch runs again). */
-static void sort_by_lock(sc__op **ops, int n) {
-  for (int i = 1; i < n; i++) {
-    sc__op *op = ops[i];
-    int64_t k = op->pg && op->pg->lock_key ? op->pg->lock_key(op) : 0;
-    int j = i;
-    for (; j > 0; j--) {
-      sc__op *o = ops[j - 1];
-      int64_t kj = o->pg && o->pg->lock_key ? o->pg->lock_key(o) : 0;
-      if (kj <= k) break;
-      ops[j] = o;
-    }
-    ops[j] = op;
-  }
-}
-
 static bool reconnect(sc_db *db, int64_t deadline, char *why, size_t cap) {
   for (;;) {
     if (sc__monotonic_ns() >= deadline) {
@@ -514,7 +496,9 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
     }
     ops[k++] = op;
   }
-  sort_by_lock(ops, k);
+  /* In submission order, as on SQLite: sorting the calls by the row they
+   * lock changed outcomes (a deposit sorted before the checkout submitted
+   * ahead of it). A deadlock with another host's batch is retried. */
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
   bool committed = run_attempts(db, &a);
   sc__free(ops);

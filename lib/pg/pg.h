@@ -48,11 +48,12 @@ typedef struct sc__op_pg {
   /* Stores the outputs of a call that returned SC_OK (rid in column 2,
    * any further OUT columns after ev); NULL = none. */
   void (*decode)(sc_db *db, sc__op *op, const PGresult *r);
-  /* The row the call locks first (a policy, a product), by which a batch
-   * orders its calls; NULL = 0. Each function takes its own locks in one
-   * global order (schema.c), but two calls of a batch can still lock rows
-   * in the opposite order of another host's batch: PostgreSQL then fails
-   * one with a deadlock (40P01) and that batch runs again. */
+  /* The row the call locks first (a policy, a product); NULL = 0. Not
+   * used to reorder a batch: its calls run in submission order, as on
+   * SQLite. Each function takes its own locks in one global order
+   * (schema.c), but two calls of a batch can still lock rows in the
+   * opposite order of another host's batch: PostgreSQL then fails one
+   * with a deadlock (40P01) and that batch runs again. */
   int64_t (*lock_key)(const sc__op *op);
 } sc__op_pg;
 

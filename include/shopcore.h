@@ -243,7 +243,9 @@ typedef struct sc_options {
    * wait (back-pressure) up to busy_timeout_ms, then SC_BUSY. 0 = library
    * default (4096); at most 2^24. */
   int queue_max;
-  /** Idle read connections kept open; 0 = library default (64). */
+  /** Idle read connections kept open; 0 = library default (64). On
+   * PostgreSQL also the most read connections open at once: a reader
+   * waits up to busy_timeout_ms for one, then SC_BUSY. */
   int read_pool_max;
   /** Time-to-live of a checkout when its request says 0; 0 = 15 minutes. */
   int64_t default_order_ttl_ms;

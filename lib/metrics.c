@@ -65,6 +65,10 @@ static const char *const KIND_NAMES[] = {
 #undef SC__OP_KIND_NAME
 };
 
+const char *sc__op_kind_name(int kind) {
+  return kind >= 0 && kind < SC__OP_KIND_COUNT ? KIND_NAMES[kind] : "unknown";
+}
+
 int sc__hist_bucket(int64_t v) {
   if (v < SUB) return (int)(v < 0 ? 0 : v);
   int msb = 63 - __builtin_clzll((unsigned long long)v);

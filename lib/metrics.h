@@ -15,6 +15,8 @@ void sc__metrics_batch(sc_db *db, int n, int64_t commit_ns);
  * the latency and error-rate alerts are decided here, before the caller is
  * woken. The thread that completes operations (one at a time). */
 void sc__metrics_op(sc_db *db, int kind, int status, int64_t latency_ns);
+/* The name of an operation kind (SC__OP_KIND_MAP's), "unknown" if none. */
+const char *sc__op_kind_name(int kind);
 
 /* n delivered events purged by a committed batch. Any thread. */
 void sc__metrics_purged(sc_db *db, int64_t n);

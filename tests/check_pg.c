@@ -23,6 +23,27 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* A connection of someone else's (an administrator, another program) on
+ * the database and schema of uri. */
+static PGconn *outside(const char *uri) {
+  const char *base = getenv("SC_TEST_PG_URI");
+  PGconn *c = PQconnectdb(base && base[0] ? base : "postgresql://");
+  ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+  char sql[256];
+  snprintf(sql, sizeof sql, "SET search_path TO \"%s\"",
+           strstr(uri, "schema=") + 7);
+  PQclear(PQexec(c, sql));
+  return c;
+}
+
+static void outside_exec(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    PQresultStatus(r) == PGRES_TUPLES_OK,
+                "%s: %s", sql, PQresultErrorMessage(r));
+  PQclear(r);
+}
+
 /* ---- URIs and unreachable servers -----------------------------------------
  */
 
@@ -50,6 +71,10 @@ START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
                     "bad PostgreSQL URI");
   assert_open_fails("postgresql:///x?schema=Bad-Name", 1000, SC_INVALID,
                     "schema");
+  /* A Unix socket nothing listens on: refused inside libpq's first
+   * connect, an unreachable server all the same, not a bad URI. */
+  assert_open_fails("postgresql:///x?host=/nonexistent-sc-dir", 1000,
+                    SC_IOERR, "cannot connect to PostgreSQL");
   /* Nothing listens on port 1: refused at once. */
   assert_open_fails("postgresql://127.0.0.1:1/x", 1000, SC_IOERR,
                     "cannot connect to PostgreSQL");
@@ -57,6 +82,29 @@ START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
    * gives up at the busy timeout, not libpq's. */
   assert_open_fails("postgresql://192.0.2.1/x", 1000, SC_IOERR,
                     "cannot connect to PostgreSQL");
+}
+END_TEST
+
+/* A reserved word is a valid schema name: it is quoted wherever it is
+ * written into SQL. */
+START_TEST(a_reserved_word_is_a_schema_name) {
+  char *uri = tu_db_path("reserved");
+  char *q = strstr(uri, "schema=");
+  ck_assert_ptr_nonnull(q);
+  snprintf(q + 7, 64, "order");
+  sc_db *db = tu_open(uri, NULL);
+  sc_coupon_policy_spec spec = {.name = "reserved", .max_count = 1};
+  sc_id policy = 0, coupon = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 1);
+  ck_assert_sc(sc_close(db), SC_OK);
+  PGconn *c = outside(uri);
+  outside_exec(c, "DROP SCHEMA \"order\" CASCADE");
+  PQfinish(c);
+  free(uri);
 }
 END_TEST
 
@@ -70,6 +118,106 @@ START_TEST(unsupported_calls_say_so) {
   ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "not supported on PostgreSQL"));
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- waits on the server are bounded -------------------------------------
+ */
+
+START_TEST(a_row_lock_held_elsewhere_fails_busy_in_time) {
+  char *uri = tu_db_path("rowlock");
+  sc_options o;
+  sc_options_init(&o);
+  o.busy_timeout_ms = 500;
+  sc_db *db = tu_open(uri, &o);
+  sc_coupon_policy_spec spec = {.name = "locked", .max_count = 10};
+  sc_id policy = 0, coupon = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  PGconn *c = outside(uri);
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "SELECT 1 FROM sc_coupon_policy WHERE id = %lld FOR UPDATE",
+           (long long)policy);
+  outside_exec(c, "BEGIN");
+  outside_exec(c, sql);
+  int64_t t0 = now_ns();
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_BUSY);
+  int64_t took = ms_since(t0);
+  ck_assert_msg(took <= 2000, "the issue waited %lld ms", (long long)took);
+  outside_exec(c, "ROLLBACK");
+  PQfinish(c);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 0);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 1);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- read connections are capped -----------------------------------------
+ */
+
+#define READERS 16
+#define READ_POOL 2
+
+typedef struct readers {
+  const char *uri;
+  sc_db *db;
+  sc_id product;
+  atomic_bool stop;
+  atomic_int reads, failed, most;
+} readers;
+
+/* Thread 0 counts the handle's server connections while the others read. */
+static void read_or_count(int t, void *ud) {
+  readers *r = ud;
+  if (t > 0) {
+    while (!atomic_load(&r->stop)) {
+      sc_product p;
+      if (sc_product_get(r->db, r->product, &p) == SC_OK) {
+        atomic_fetch_add(&r->reads, 1);
+      } else {
+        atomic_fetch_add(&r->failed, 1);
+      }
+    }
+    return;
+  }
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+           " 'libshopcore/%s'",
+           strstr(r->uri, "schema=") + 7);
+  PGconn *c = outside(r->uri);
+  for (int64_t t0 = now_ns(); ms_since(t0) < 1500;) {
+    PGresult *res = PQexec(c, sql);
+    int n = PQresultStatus(res) == PGRES_TUPLES_OK
+                ? atoi(PQgetvalue(res, 0, 0))
+                : -1;
+    PQclear(res);
+    if (n > atomic_load(&r->most)) atomic_store(&r->most, n);
+    usleep(2000);
+  }
+  PQfinish(c);
+  atomic_store(&r->stop, true);
+}
+
+START_TEST(read_connections_stay_within_read_pool_max) {
+  char *uri = tu_db_path("readcap");
+  sc_options o;
+  sc_options_init(&o);
+  o.read_pool_max = READ_POOL;
+  readers r = {.uri = uri, .db = tu_open(uri, &o)};
+  ck_assert_sc(sc_product_create(r.db, "read", 5, 5, &r.product), SC_OK);
+  tu_race(READERS + 1, read_or_count, &r);
+  ck_assert_int_eq(atomic_load(&r.failed), 0);
+  ck_assert_int_gt(atomic_load(&r.reads), READERS);
+  /* The writer and at most READ_POOL readers. */
+  int most = atomic_load(&r.most);
+  ck_assert_int_le(most, 1 + READ_POOL);
+  ck_assert_int_gt(most, 1);
+  ck_assert_sc(sc_close(r.db), SC_OK);
   tu_remove_db(uri);
 }
 END_TEST
@@ -240,6 +388,91 @@ START_TEST(four_hosts_keep_stock_and_balances_exact) {
   ck_assert_int_eq(tu_count(uri, "SELECT sum(balance) FROM sc_account"),
                    BUYERS * BALANCE - paid * PRICE);
   ck_assert_int_le(orders, BUYERS * BALANCE / PRICE);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* ---- several hosts: checkouts, payments and cancellations crossing -------
+ */
+
+#define MIX_USERS 20
+
+typedef struct mixer {
+  const char *uri;
+  sc_db *db;
+  sc_id a, b;
+  int proc;
+  atomic_int done, other;
+} mixer;
+
+/* Checkouts of both products (their lines in either order), each then
+ * paid or cancelled, on few users: every call locks the same rows. */
+static void mix_for_a_while(int t, void *ud) {
+  mixer *m = ud;
+  uint64_t rng = (uint64_t)(m->proc * 1000 + t + 3);
+  for (int64_t t0 = now_ns(); ms_since(t0) < 3000;) {
+    bool flip = tu_rng_range(&rng, 0, 1) == 1;
+    sc_line lines[2] = {{flip ? m->b : m->a, 1}, {flip ? m->a : m->b, 1}};
+    sc_checkout_req req = {.user = tu_rng_range(&rng, 1, MIX_USERS),
+                           .lines = lines,
+                           .n_lines = 2};
+    sc_id order = 0;
+    int rc = sc_checkout(m->db, &req, &order);
+    if (rc == SC_OK) {
+      rc = tu_rng_range(&rng, 0, 1) ? sc_order_pay(m->db, order)
+                                    : sc_order_cancel(m->db, order);
+    }
+    if (rc != SC_OK) {
+      fprintf(stderr, "mix: %s: %s\n", sc_err_name(rc), sc_errmsg(m->db));
+      atomic_fetch_add(&m->other, 1);
+      return;
+    }
+    atomic_fetch_add(&m->done, 1);
+  }
+}
+
+static int mix_host(int i, void *ud) {
+  mixer *shared = ud;
+  mixer m = {.a = shared->a, .b = shared->b, .proc = i};
+  if (sc_open(shared->uri, NULL, &m.db) != SC_OK) return 10;
+  tu_race(8, mix_for_a_while, &m);
+  int bad = atomic_load(&m.other) != 0 || atomic_load(&m.done) == 0;
+  if (sc_close(m.db) != SC_OK) bad = 1;
+  return bad ? 11 : 0;
+}
+
+/* Deadlocks the server detected in this database so far. */
+static int64_t deadlocks(const char *uri) {
+  PGconn *c = outside(uri);
+  PGresult *r = PQexec(c,
+                       "SELECT deadlocks FROM pg_stat_database"
+                       " WHERE datname = current_database()");
+  int64_t n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                  ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                  : -1;
+  PQclear(r);
+  PQfinish(c);
+  return n;
+}
+
+START_TEST(four_hosts_crossing_orders_never_busy) {
+  char *uri = tu_db_path("cross");
+  sc_db *db = tu_open(uri, NULL);
+  mixer m = {.uri = uri};
+  ck_assert_sc(sc_product_create(db, "a", 1, 1000000, &m.a), SC_OK);
+  ck_assert_sc(sc_product_create(db, "b", 1, 1000000, &m.b), SC_OK);
+  for (sc_id u = 1; u <= MIX_USERS; u++)
+    ck_assert_sc(sc_account_deposit(db, u, 1000000, NULL), SC_OK);
+  int64_t before = deadlocks(uri);
+  tu_fork_race(PROCS, mix_host, &m);
+  sleep(1); /* the server publishes its counters within a second */
+  fprintf(stderr, "crossing orders: %lld deadlocks\n",
+          (long long)(deadlocks(uri) - before));
+  tu_assert_verify(db);
+  sc_stock s;
+  ck_assert_sc(sc_stock_get(db, m.a, &s), SC_OK);
+  ck_assert_int_eq(s.reserved, 0);
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(uri);
 }
@@ -431,8 +664,12 @@ int main(void) {
   TCase *tc = tu_tcase("pg");
   tcase_add_test(tc, bad_uris_and_unreachable_servers_fail_clearly);
   tcase_add_test(tc, unsupported_calls_say_so);
+  tcase_add_test(tc, a_row_lock_held_elsewhere_fails_busy_in_time);
+  tcase_add_test(tc, a_reserved_word_is_a_schema_name);
+  tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
+  tcase_add_test(tc, four_hosts_crossing_orders_never_busy);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);
   /* Only where the cluster may be crashed (a throwaway one). */
   if (getenv("SC_TEST_PG_CTL") != NULL) {

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../metrics.h"
 #include "pg.h"
 
 #define RETRY_MAX 20
@@ -173,6 +174,7 @@ typedef struct attempt {
   bool all_decoded; /* every sent call's row was read */
   bool no_groups;   /* after a grouped call failed: one call per op */
   int *group;       /* group[i] > 1: ops[i..i+group[i]) went as one call */
+  int ndecoded;     /* ops[0, ndecoded) sent had their rows read */
 } attempt;
 
 static void set_why(attempt *a, const char *what, const char *msg) {
@@ -207,7 +209,9 @@ static int group_len(const attempt *a, int i) {
 /* Sends the whole batch; false if the connection refused it. */
 static bool send_batch(sc_db *db, attempt *a, bool trim) {
   PGconn *c = db->pg->w;
-  bool ok = send_plain(c, "BEGIN");
+  /* Said explicitly: the functions count on READ COMMITTED's re-read of
+   * a row they waited for, whatever default_transaction_isolation is. */
+  bool ok = send_plain(c, "BEGIN ISOLATION LEVEL READ COMMITTED");
   sc__pg_params p = {0};
   if (ok && trim) {
     sc__pg_param_i64(&p, a->now - TRIM_AGE_MS);
@@ -294,6 +298,17 @@ static bool retryable(const PGresult *r, bool is_call) {
                        (!is_call && strcmp(s, "23505") == 0));
 }
 
+/* Whether a failed result says the connection is gone (the backend was
+ * terminated, the network cut) rather than that a call failed: the batch
+ * may then have committed, so no call is to blame until the batch log
+ * answers. */
+static bool conn_lost(PGconn *c, const PGresult *r) {
+  if (PQstatus(c) == CONNECTION_BAD) return true;
+  const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  return s == NULL || strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 ||
+         strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0;
+}
+
 /* Reads one result: the first failure decides the outcome. */
 typedef struct reader {
   attempt *a;
@@ -307,7 +322,11 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
   ExecStatusType s = PQresultStatus(r);
   if (s == PGRES_FATAL_ERROR && !rd->failed) {
     rd->failed = true;
-    if (retryable(r, op != NULL)) {
+    if (conn_lost(db->pg->w, r)) {
+      rd->outcome = RUN_LOST;
+      PQclear(r);
+      return false;
+    } else if (retryable(r, op != NULL)) {
       rd->outcome = RUN_RETRY;
       set_why(rd->a, "batch", PQresultErrorMessage(r));
     } else if (op != NULL) {
@@ -366,7 +385,6 @@ static bool read_group(sc_db *db, reader *rd, sc__op **ops, int n) {
 
 static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   reader rd = {.a = a, .outcome = RUN_COMMITTED};
-  a->all_decoded = false;
   bool ok = read_step(db, &rd, NULL, false); /* BEGIN */
   if (ok && trim) ok = read_step(db, &rd, NULL, false);
   for (int i = 0; ok && i < a->n; i++) {
@@ -376,6 +394,7 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
     } else if (!a->ops[i]->excluded) {
       ok = read_step(db, &rd, a->ops[i], false);
     }
+    if (ok && !rd.failed) a->ndecoded = i + 1;
   }
   if (ok) a->all_decoded = !rd.failed;
   if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
@@ -408,10 +427,11 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
 /* Whether the batch committed, asked on a new connection once the old
  * backend is gone (it could otherwise still commit after the look-up).
  * 1 committed, 0 not, -1 unknown. */
-static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
+static int lookup(sc_db *db, int old_pid, const char *old_start,
+                  int64_t batch_id, int64_t deadline) {
   char why[SC__ERRMSG_MAX];
   while (sc__monotonic_ns() < deadline) {
-    PGconn *c = sc__pg_connect(db, why, sizeof why);
+    PGconn *c = sc__pg_connect_until(db, deadline, why, sizeof why);
     if (c == NULL) {
       sc__sleep_ms(50);
       continue;
@@ -419,14 +439,15 @@ static int lookup(sc_db *db, int old_pid, int64_t batch_id, int64_t deadline) {
     char pid[24], id[24];
     snprintf(pid, sizeof pid, "%d", old_pid);
     snprintf(id, sizeof id, "%lld", (long long)batch_id);
-    const char *pv[] = {pid}, *iv[] = {id};
+    const char *pv[] = {pid, old_start}, *iv[] = {id};
     int answer = -1;
     for (int gone = 0; !gone && sc__monotonic_ns() < deadline;) {
       PGresult *r =
           PQexecParams(c,
                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                       " WHERE pid = $1::int",
-                       1, NULL, pv, NULL, NULL, 0);
+                       " WHERE pid = $1::int AND backend_start::text = $2"
+                       " AND pid <> pg_backend_pid()",
+                       2, NULL, pv, NULL, NULL, 0);
       if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
         break;
@@ -459,29 +480,30 @@ static void fail_rest(attempt *a, int status, const char *why,
   }
 }
 
-/* A stable sort by the row each call locks first: batches of several
- * hosts then lock hot rows in one order and cannot deadlock on them. */
-static void sort_by_lock(sc__op **ops, int n) {
-  for (int i = 1; i < n; i++) {
-    sc__op *op = ops[i];
-    int64_t k = op->pg && op->pg->lock_key ? op->pg->lock_key(op) : 0;
-    int j = i;
-    for (; j > 0; j--) {
-      sc__op *o = ops[j - 1];
-      int64_t kj = o->pg && o->pg->lock_key ? o->pg->lock_key(o) : 0;
-      if (kj <= k) break;
-      ops[j] = o;
-    }
-    ops[j] = op;
+/* The batch committed but the connection broke before every row was
+ * read: the calls whose rows were read keep their status, the others
+ * did something nobody saw. */
+static void fail_unread(attempt *a) {
+  for (int i = a->ndecoded; i < a->n; i++) {
+    sc__op *op = a->ops[i];
+    if (op->excluded) continue;
+    op->status = sc__op_fail(op, SC_AMBIGUOUS,
+                             "%s: the batch committed but this operation's "
+                             "result was lost; read first, or retry with the "
+                             "same idempotency key",
+                             a->why);
   }
 }
 
 static bool reconnect(sc_db *db, int64_t deadline, char *why, size_t cap) {
-  while (sc__pg_writer_connect(db, why, cap) != SC_OK) {
-    if (sc__monotonic_ns() >= deadline) return false;
+  for (;;) {
+    if (sc__monotonic_ns() >= deadline) {
+      if (why[0] == '\0') snprintf(why, cap, "the busy timeout passed");
+      return false;
+    }
+    if (sc__pg_writer_connect(db, deadline, why, cap) == SC_OK) return true;
     sc__sleep_ms(50);
   }
-  return true;
 }
 
 static bool any_left(const attempt *a) {
@@ -503,28 +525,33 @@ static bool run_attempts(sc_db *db, attempt *a) {
         a->ops[i]->errmsg[0] = '\0';
       }
     }
-    char why[SC__ERRMSG_MAX];
+    char why[SC__ERRMSG_MAX] = "";
     if ((pg->w == NULL || PQstatus(pg->w) != CONNECTION_OK) &&
         !reconnect(db, deadline, why, sizeof why)) {
       fail_rest(a, SC_IOERR, why,
                 " (PostgreSQL unreachable; the operation was not committed)");
       return false;
     }
+    /* Reset before sending: should the send fail, an earlier attempt's
+     * (rolled back) results must not count as this one's. */
+    a->all_decoded = false;
+    a->ndecoded = 0;
     a->batch_id = pg->batch_base + ++pg->batch_seq;
     bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
     int pid = PQbackendPID(pg->w);
+    char start[sizeof pg->wstart];
+    memcpy(start, pg->wstart, sizeof start);
     run_outcome o =
         send_batch(db, a, trim) ? read_batch(db, a, trim) : RUN_LOST;
     if (o == RUN_LOST) {
-      int found = lookup(db, pid, a->batch_id, deadline);
+      int found = lookup(db, pid, start, a->batch_id, deadline);
       PQfinish(pg->w);
       pg->w = NULL;
       if (found == 1 && a->all_decoded) o = RUN_COMMITTED;
       if (found == 1 && !a->all_decoded) {
-        fail_rest(a, SC_AMBIGUOUS, a->why,
-                  ": the batch committed but its results were lost; read "
-                  "first, or retry with the same idempotency key");
-        return false;
+        fail_unread(a);
+        pg->batches++;
+        return true;
       }
       if (found < 0) {
         fail_rest(a, SC_AMBIGUOUS, a->why,
@@ -532,14 +559,24 @@ static bool run_attempts(sc_db *db, attempt *a) {
                   "retry with the same idempotency key, or read first");
         return false;
       }
-      if (found == 0) continue; /* not committed: run it again */
+      if (found == 0 && sc__monotonic_ns() < deadline) continue; /* again */
+      if (found == 0) {
+        fail_rest(a, SC_IOERR, a->why,
+                  " (the connection was lost, and the busy timeout passed; "
+                  "the operation was not committed)");
+        return false;
+      }
     }
     switch (o) {
       case RUN_COMMITTED:
         pg->batches++;
         return true;
       case RUN_CULPRIT:
-        continue;
+        if (sc__monotonic_ns() < deadline) continue;
+        fail_rest(a, SC_BUSY, a->why,
+                  " (another operation of the batch failed and the busy "
+                  "timeout passed; not committed)");
+        return false;
       case RUN_UNGROUP:
         a->no_groups = true;
         continue;
@@ -559,16 +596,15 @@ static bool run_attempts(sc_db *db, attempt *a) {
 }
 
 bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
+  /* The operations the batch runs (ops: a wrapper's inner one in its
+   * place, outer: the one submitted), and the calls that went as one. */
   sc__op **ops = sc__calloc((size_t)n, sizeof *ops);
-  if (ops == NULL) {
-    for (sc__op *op = batch; op != NULL; op = op->next)
-      op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
-    return false;
-  }
-  /* The operations the batch runs: a wrapper's inner one in its place. */
   sc__op **outer = sc__calloc((size_t)n, sizeof *outer);
-  if (outer == NULL) {
+  int *group = sc__calloc((size_t)n, sizeof *group);
+  if (ops == NULL || outer == NULL || group == NULL) {
     sc__free(ops);
+    sc__free(outer);
+    sc__free(group);
     for (sc__op *op = batch; op != NULL; op = op->next)
       op->status = sc__op_fail(op, SC_NOMEM, "out of memory (not committed)");
     return false;
@@ -583,32 +619,25 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
     }
     run->excluded = st != SC_OK || run->pg == NULL;
     if (st == SC_OK && run->pg == NULL) {
-      run->status = sc__op_fail(run, SC_MISUSE,
-                                "operation %d is not supported on PostgreSQL "
-                                "yet",
-                                run->kind);
+      run->status =
+          sc__op_fail(run, SC_MISUSE, "%s is not supported on PostgreSQL yet",
+                      sc__op_kind_name(run->kind));
     }
     outer[k] = op;
     ops[k++] = run;
   }
-  /* Wrappers take their inner operation's outcome, in batch order. */
-  sc__op **inner = sc__calloc((size_t)k + 1, sizeof *inner);
-  if (inner != NULL) memcpy(inner, ops, (size_t)k * sizeof *ops);
-  sort_by_lock(ops, k);
-  attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db)};
-  a.group = sc__calloc((size_t)(k > 0 ? k : 1), sizeof *a.group);
-  if (a.group == NULL) a.no_groups = true;
-  int none[1];
-  if (a.group == NULL) a.group = none; /* never read past: no groups */
+  /* In submission order, as on SQLite: sorting the calls by the row they
+   * lock changed outcomes (a deposit sorted before the checkout submitted
+   * ahead of it). A deadlock with another host's batch is retried. */
+  attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db), .group = group};
   bool committed = run_attempts(db, &a);
-  if (a.group != none) sc__free(a.group);
+  sc__free(group);
+  /* Wrappers take their inner operation's outcome. */
   for (int i = 0; i < k; i++) {
-    sc__op *in = inner != NULL ? inner[i] : outer[i];
-    if (in == outer[i]) continue;
-    outer[i]->status = in->status;
-    memcpy(outer[i]->errmsg, in->errmsg, sizeof outer[i]->errmsg);
+    if (ops[i] == outer[i]) continue;
+    outer[i]->status = ops[i]->status;
+    memcpy(outer[i]->errmsg, ops[i]->errmsg, sizeof outer[i]->errmsg);
   }
-  sc__free(inner);
   sc__free(outer);
   sc__free(ops);
   if (!committed) db->batch_events = 0;

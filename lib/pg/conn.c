@@ -25,7 +25,8 @@ static void copy_msg(char *why, size_t cap, const char *msg) {
     why[--n] = '\0';
 }
 
-/* A schema name is a plain lower-case identifier: it is written into SQL. */
+/* A schema name is a plain lower-case identifier: it is written into SQL,
+ * double-quoted (a reserved word such as "order" is a valid name). */
 static bool schema_ok(const char *s, size_t n) {
   if (n == 0 || n > 63 || !(islower((unsigned char)s[0]) || s[0] == '_')) {
     return false;
@@ -33,6 +34,28 @@ static bool schema_ok(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (!(islower(c) || isdigit(c) || c == '_')) return false;
+  }
+  return true;
+}
+
+/* Whether the value of an integer option (a port: a comma-separated list)
+ * is well formed: libpq checks it only once it tries to connect, and its
+ * refusal there looks like any other failed connect. */
+static bool int_option_ok(const char *key, const char *val) {
+  static const char *const INTS[] = {"port",
+                                     "connect_timeout",
+                                     "keepalives",
+                                     "keepalives_idle",
+                                     "keepalives_interval",
+                                     "keepalives_count",
+                                     "tcp_user_timeout",
+                                     NULL};
+  bool is_port = strcmp(key, "port") == 0;
+  for (const char *const *k = INTS; *k != NULL; k++) {
+    if (strcmp(key, *k) != 0) continue;
+    for (const char *v = val; *v != '\0'; v++) {
+      if (!isdigit((unsigned char)*v) && !(is_port && *v == ',')) return false;
+    }
   }
   return true;
 }
@@ -82,32 +105,44 @@ static int split_uri(const char *uri, char **conninfo, char *schema) {
     sc__free(out);
     return sc__fail(SC_INVALID, "sc_open: bad PostgreSQL URI: %s", why);
   }
+  for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++) {
+    if (opt->val != NULL && !int_option_ok(opt->keyword, opt->val)) {
+      int rc = sc__fail(SC_INVALID,
+                        "sc_open: bad PostgreSQL URI: invalid value \"%s\" "
+                        "for \"%s\"",
+                        opt->val, opt->keyword);
+      PQconninfoFree(opts);
+      sc__free(out);
+      return rc;
+    }
+  }
   PQconninfoFree(opts);
   *conninfo = out;
   return SC_OK;
 }
 
 /* Connects without blocking past deadline_ns: libpq's connect_timeout
- * counts whole seconds, at least two. */
+ * counts whole seconds, at least two. The URI was checked when it was
+ * split, so every failure here is the server's or the network's (a
+ * refused Unix socket fails inside PQconnectStartParams already).
+ * Keepalives and tcp_user_timeout find a dead peer within seconds: a
+ * network cut then breaks the connection rather than hanging a call. */
 static PGconn *connect_until(const char *conninfo, const char *app,
-                             int64_t deadline_ns, bool *invalid, char *why,
-                             size_t cap) {
+                             int64_t deadline_ns, char *why, size_t cap) {
   const char *keys[] = {"dbname",
                         "application_name",
                         "keepalives",
                         "keepalives_idle",
                         "keepalives_interval",
                         "keepalives_count",
+                        "tcp_user_timeout",
                         NULL};
-  const char *vals[] = {conninfo, app, "1", "10", "2", "3", NULL};
+  const char *vals[] = {conninfo, app, "1", "10", "2", "3", "10000", NULL};
   PGconn *c = PQconnectStartParams(keys, vals, 1);
   if (c == NULL) {
     snprintf(why, cap, "out of memory");
     return NULL;
   }
-  /* Refused before any network: an option's value is wrong (a port that
-   * is not a number, ...), a bad URI rather than an unreachable server. */
-  *invalid = PQstatus(c) == CONNECTION_BAD;
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
   while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
          st != PGRES_POLLING_FAILED) {
@@ -152,18 +187,28 @@ static bool run(PGconn *c, const char *sql, char *why, size_t cap) {
 PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap) {
   int64_t deadline =
       sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  return sc__pg_connect_until(db, deadline, why, cap);
+}
+
+PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
+                             size_t cap) {
   /* Named after the schema, so an administrator sees whose it is. */
   char app[80];
   snprintf(app, sizeof app, "libshopcore/%s", db->pg->schema);
-  bool invalid = false;
-  PGconn *c =
-      connect_until(db->pg->conninfo, app, deadline, &invalid, why, cap);
-  db->pg->bad_uri = invalid;
+  PGconn *c = connect_until(db->pg->conninfo, app, deadline_ns, why, cap);
   if (c == NULL) return NULL;
   PQsetNoticeProcessor(c, quiet, NULL);
-  char sql[128];
-  snprintf(sql, sizeof sql, "SET search_path TO %s, pg_catalog",
-           db->pg->schema);
+  /* No wait on the server outlasts the busy timeout: a row lock another
+   * session holds fails the statement with 55P03 (SC_BUSY), and a session
+   * left idle inside a transaction (a frozen host) gives its locks back. */
+  int64_t busy = db->opts.busy_timeout_ms > 0 ? db->opts.busy_timeout_ms : 1;
+  int64_t idle = 2 * busy + 5000;
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SET search_path TO \"%s\", pg_catalog; SET lock_timeout = %lld;"
+           " SET idle_in_transaction_session_timeout = %lld",
+           db->pg->schema, (long long)(busy < INT32_MAX ? busy : INT32_MAX),
+           (long long)(idle < INT32_MAX ? idle : INT32_MAX));
   if (!run(c, sql, why, cap)) {
     PQfinish(c);
     return NULL;
@@ -175,7 +220,7 @@ int sc__pg_status(const PGresult *r) {
   const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   if (s == NULL) return SC_IOERR; /* no answer from the server */
   if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 ||
-      strcmp(s, "55P03") == 0) {
+      strcmp(s, "55P03") == 0 || strcmp(s, "57014") == 0) {
     return SC_BUSY;
   }
   if (strncmp(s, "08", 2) == 0 || strncmp(s, "57", 2) == 0 ||
@@ -188,12 +233,42 @@ int sc__pg_status(const PGresult *r) {
   return SC_ERROR;
 }
 
-int sc__pg_writer_connect(sc_db *db, char *why, size_t cap) {
+/* Records when the writer's backend started: after a loss the look-up
+ * terminates that backend by pid and start, since a pid alone may name
+ * another session by then (reused, or on a promoted standby). */
+static int writer_start(sc__pg *pg, char *why, size_t cap) {
+  PGresult *r = PQexec(pg->w,
+                       "SELECT backend_start::text FROM pg_stat_activity"
+                       " WHERE pid = pg_backend_pid()");
+  int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                   !PQgetisnull(r, 0, 0)
+               ? SC_OK
+               : SC_IOERR;
+  if (rc == SC_OK) {
+    snprintf(pg->wstart, sizeof pg->wstart, "%s", PQgetvalue(r, 0, 0));
+  } else {
+    copy_msg(why, cap, PQerrorMessage(pg->w));
+  }
+  PQclear(r);
+  return rc;
+}
+
+int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
+                          size_t cap) {
   sc__pg *pg = db->pg;
   if (pg->w != NULL) PQfinish(pg->w);
-  pg->w = sc__pg_connect(db, why, cap);
+  pg->w = sc__pg_connect_until(db, deadline_ns, why, cap);
   if (pg->w == NULL) return SC_IOERR;
-  int rc = sc__pg_prepare(pg->w, why, cap);
+  /* A batch is a handful of short calls: one still running well past the
+   * busy timeout is cancelled (57014, SC_BUSY) rather than holding the
+   * writer, and sc_close, for ever. */
+  char sql[64];
+  int64_t limit = 2 * (int64_t)db->opts.busy_timeout_ms + 5000;
+  snprintf(sql, sizeof sql, "SET statement_timeout = %lld",
+           (long long)(limit < INT32_MAX ? limit : INT32_MAX));
+  int rc = run(pg->w, sql, why, cap) ? SC_OK : SC_IOERR;
+  if (rc == SC_OK) rc = writer_start(pg, why, cap);
+  if (rc == SC_OK) rc = sc__pg_prepare(pg->w, why, cap);
   if (rc == SC_OK && PQenterPipelineMode(pg->w) != 1) {
     copy_msg(why, cap, PQerrorMessage(pg->w));
     rc = SC_ERROR;
@@ -210,6 +285,11 @@ int sc__pg_open(sc_db *db, const char *uri) {
   if (pg == NULL) return sc__fail(SC_NOMEM, "sc_open: out of memory");
   db->pg = pg;
   pthread_mutex_init(&pg->rlock, NULL);
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+  pthread_cond_init(&pg->rfree, &monotonic);
+  pthread_condattr_destroy(&monotonic);
   int rc = split_uri(uri, &pg->conninfo, pg->schema);
   if (rc != SC_OK) {
     sc__pg_close(db);
@@ -227,16 +307,16 @@ int sc__pg_open(sc_db *db, const char *uri) {
   char why[SC__ERRMSG_MAX];
   PGconn *c = sc__pg_connect(db, why, sizeof why);
   if (c == NULL) {
-    rc = db->pg->bad_uri
-             ? sc__fail(SC_INVALID, "sc_open: bad PostgreSQL URI: %s", why)
-             : sc__fail(SC_IOERR, "sc_open: cannot connect to PostgreSQL: %s",
-                        why);
+    rc = sc__fail(SC_IOERR, "sc_open: cannot connect to PostgreSQL: %s", why);
     sc__pg_close(db);
     return rc;
   }
   rc = sc__pg_migrate(db, c);
   PQfinish(c);
-  if (rc == SC_OK && sc__pg_writer_connect(db, why, sizeof why) != SC_OK) {
+  int64_t deadline =
+      sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  if (rc == SC_OK &&
+      sc__pg_writer_connect(db, deadline, why, sizeof why) != SC_OK) {
     rc = sc__fail(SC_IOERR, "sc_open: PostgreSQL writer connection: %s", why);
   }
   if (rc != SC_OK) sc__pg_close(db);
@@ -254,6 +334,7 @@ void sc__pg_close(sc_db *db) {
     sc__free(r);
   }
   pthread_mutex_destroy(&pg->rlock);
+  pthread_cond_destroy(&pg->rfree);
   sc__free(pg->conninfo);
   sc__free(pg);
   db->pg = NULL;
@@ -261,15 +342,47 @@ void sc__pg_close(sc_db *db) {
 
 /* ---- read connections ---------------------------------------------------- */
 
+/* Waits, with rlock held, until an idle connection or room for a new one
+ * is there: read_pool_max caps the read connections of a handle, so 500
+ * reading threads do not open 500 server connections. False once
+ * busy_timeout_ms passed. */
+static bool wait_for_read(sc_db *db) {
+  sc__pg *pg = db->pg;
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += db->opts.busy_timeout_ms / 1000;
+  deadline.tv_nsec += (long)(db->opts.busy_timeout_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  int wrc = 0;
+  while (pg->ridle == NULL && pg->nread >= db->opts.read_pool_max &&
+         wrc == 0) {
+    wrc = pthread_cond_timedwait(&pg->rfree, &pg->rlock, &deadline);
+  }
+  return pg->ridle != NULL || pg->nread < db->opts.read_pool_max;
+}
+
 int sc__pg_read_acquire(sc_db *db, PGconn **out) {
   int rc = sc__call_enter(db);
   if (rc != SC_OK) return rc;
   sc__pg *pg = db->pg;
   pthread_mutex_lock(&pg->rlock);
+  if (!wait_for_read(db)) {
+    pthread_mutex_unlock(&pg->rlock);
+    sc__call_leave(db);
+    return sc__fail(SC_BUSY,
+                    "no read connection free within the busy timeout "
+                    "(read_pool_max %d)",
+                    db->opts.read_pool_max);
+  }
   sc__pg_read *r = pg->ridle;
   if (r != NULL) {
     pg->ridle = r->next;
     pg->nidle--;
+  } else {
+    pg->nread++; /* counted now, so concurrent readers keep the cap */
   }
   pthread_mutex_unlock(&pg->rlock);
   if (r != NULL) {
@@ -280,6 +393,10 @@ int sc__pg_read_acquire(sc_db *db, PGconn **out) {
   char why[SC__ERRMSG_MAX];
   *out = sc__pg_connect(db, why, sizeof why);
   if (*out != NULL) return SC_OK;
+  pthread_mutex_lock(&pg->rlock);
+  pg->nread--;
+  pthread_cond_signal(&pg->rfree);
+  pthread_mutex_unlock(&pg->rlock);
   sc__call_leave(db);
   return sc__fail(SC_IOERR, "cannot connect to PostgreSQL: %s", why);
 }
@@ -291,18 +408,19 @@ void sc__pg_read_release(sc_db *db, PGconn *c, bool broken) {
       PQtransactionStatus(c) == PQTRANS_IDLE) {
     r = sc__malloc(sizeof *r);
   }
-  if (r != NULL) {
+  pthread_mutex_lock(&pg->rlock);
+  if (r != NULL && pg->nidle < db->opts.read_pool_max) {
     r->c = c;
-    pthread_mutex_lock(&pg->rlock);
-    if (pg->nidle < db->opts.read_pool_max) {
-      r->next = pg->ridle;
-      pg->ridle = r;
-      pg->nidle++;
-      c = NULL;
-      r = NULL;
-    }
-    pthread_mutex_unlock(&pg->rlock);
+    r->next = pg->ridle;
+    pg->ridle = r;
+    pg->nidle++;
+    c = NULL;
+    r = NULL;
+  } else {
+    pg->nread--; /* closed below */
   }
+  pthread_cond_signal(&pg->rfree);
+  pthread_mutex_unlock(&pg->rlock);
   sc__free(r);
   if (c != NULL) PQfinish(c);
   sc__call_leave(db);

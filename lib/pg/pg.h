@@ -54,8 +54,12 @@ typedef struct sc__op_pg {
   /* Stores the outputs of a call that returned SC_OK (rid in column 2,
    * any further OUT columns after ev); NULL = none. */
   void (*decode)(sc_db *db, sc__op *op, const PGresult *r);
-  /* The row the call locks first (a policy, a product), so a batch takes
-   * its locks in one order and batches of hosts cannot deadlock; NULL = 0. */
+  /* The row the call locks first (a policy, a product); NULL = 0. Not
+   * used to reorder a batch: its calls run in submission order, as on
+   * SQLite. Each function takes its own locks in one global order
+   * (schema.c), but two calls of a batch can still lock rows in the
+   * opposite order of another host's batch: PostgreSQL then fails one
+   * with a deadlock (40P01) and that batch runs again. */
   int64_t (*lock_key)(const sc__op *op);
   /* Optional: operations of this kind with the same lock_key, side by side
    * in a batch, go as one call (many_sql, prepared as many_name) whose rows
@@ -93,13 +97,15 @@ typedef struct sc__pg {
   char *conninfo;    /* the URI without ?schema= */
   char schema[64];   /* a plain identifier */
   PGconn *w;         /* the writer's connection, in pipeline mode */
+  char wstart[64];   /* its backend's backend_start: with the pid, names it */
   int64_t batch_seq; /* batch-log ids: a random base + this */
   int64_t batch_base;
   int64_t batches; /* committed, for the batch log's trimming */
-  bool bad_uri;    /* the last connect failed on an option's value */
   pthread_mutex_t rlock;
   sc__pg_read *ridle;
   int nidle;
+  int nread;            /* read connections open, idle or in use */
+  pthread_cond_t rfree; /* one was released: a waiting reader may go */
 } sc__pg;
 
 /* Whether path is a PostgreSQL URI (postgresql:// or postgres://). */
@@ -111,8 +117,14 @@ void sc__pg_close(sc_db *db);
 /* A new connection with the schema as search_path, within busy_timeout_ms;
  * on failure a message in why. */
 PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap);
-/* Connects the writer again after a loss and prepares its calls. */
-int sc__pg_writer_connect(sc_db *db, char *why, size_t cap);
+/* The same within the caller's deadline (sc__monotonic_ns's clock): a
+ * retry loop spends one budget, not a new busy timeout per connect. */
+PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
+                             size_t cap);
+/* Connects the writer (again, after a loss) within deadline_ns and
+ * prepares its calls. */
+int sc__pg_writer_connect(sc_db *db, int64_t deadline_ns, char *why,
+                          size_t cap);
 int sc__pg_read_acquire(sc_db *db, PGconn **out);
 void sc__pg_read_release(sc_db *db, PGconn *c, bool broken);
 /* PQexecParams on a read connection, taking a new connection once if the

@@ -230,12 +230,15 @@ static const char MIGRATION_1_COUPONS[] =
     "  ARRAY['policy'], ARRAY[p_policy]));"
     " ev := 1; END $$;";
 
-/* Orders. Each locks what it reads before it checks it (the products in
- * id order, the account, the coupon, the order), so the checks see what
- * other hosts committed; every status change stays conditional on
- * PENDING. A release (cancel, expiry) checks first that the order's hold,
- * stock and coupon are all there, so a damaged order is refused, never
- * half released. */
+/* Orders. Each locks what it reads before it checks it, so the checks see
+ * what other hosts committed; every status change stays conditional on
+ * PENDING. Every function takes its locks in one global order: the order
+ * row (a checkout's is new), the products in id order, the coupon, the
+ * account; pay and release take them through sc_order_lock before they
+ * update anything (an UPDATE ... FROM sc_order_line would lock in join
+ * order), so two hosts never wait on each other in a cycle. A release
+ * (cancel, expiry) checks first that the order's hold, stock and coupon
+ * are all there, so a damaged order is refused, never half released. */
 static const char MIGRATION_1_ORDERS[] =
     "CREATE FUNCTION sc_order_payload(t int, at bigint, o sc_order)"
     " RETURNS bytea LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN t = 2 THEN"
@@ -245,8 +248,17 @@ static const char MIGRATION_1_ORDERS[] =
     " ELSE sc_payload(t, at, ARRAY['user', 'order', 'coupon', 'amount',"
     "  'discount'], ARRAY[o.user_id, o.id, coalesce(o.coupon_id, 0), o.total,"
     "  o.discount]) END $$;"
+    "CREATE FUNCTION sc_order_lock(o sc_order) RETURNS void"
+    " LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM 1 FROM sc_product WHERE id IN (SELECT product_id"
+    "  FROM sc_order_line WHERE order_id = o.id) ORDER BY id"
+    "  FOR NO KEY UPDATE;"
+    " IF o.coupon_id IS NOT NULL THEN PERFORM 1 FROM sc_coupon"
+    "  WHERE id = o.coupon_id FOR NO KEY UPDATE; END IF;"
+    " END $$;"
     "CREATE FUNCTION sc_order_release(o sc_order, p_status int, p_event int,"
     " p_now bigint) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM sc_order_lock(o);"
     " PERFORM 1 FROM sc_account WHERE user_id = o.user_id"
     "  AND held >= o.total FOR NO KEY UPDATE;"
     " IF NOT FOUND THEN RETURN false; END IF;"
@@ -390,6 +402,7 @@ static const char MIGRATION_1_ORDERS[] =
     " IF p_now >= o.expires_at_ms THEN st := 19;"
     "  msg := format('order %s was payable until %s; it is %s', p_order,"
     "   o.expires_at_ms, p_now); RETURN; END IF;"
+    " PERFORM sc_order_lock(o);"
     " UPDATE sc_account SET balance = balance - o.total,"
     "  held = held - o.total WHERE user_id = o.user_id AND held >= o.total;"
     " IF NOT FOUND THEN st := 6; msg := format('account of user %s holds"
@@ -659,17 +672,47 @@ static int read_version(PGconn *c, int *version, char *why, size_t cap) {
   return SC_OK;
 }
 
+/* Takes the schema's migration lock for the transaction, polling so the
+ * wait ends at the busy timeout (pg_advisory_xact_lock waits for ever on
+ * a host that hangs while migrating). */
+static int lock_schema(sc_db *db, PGconn *c, char *why, size_t cap) {
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT pg_try_advisory_xact_lock(hashtext('libshopcore:%s'))",
+           db->pg->schema);
+  int64_t deadline =
+      sc__monotonic_ns() + (int64_t)db->opts.busy_timeout_ms * 1000000;
+  for (;;) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      snprintf(why, cap, "%s", PQresultErrorMessage(r));
+      PQclear(r);
+      return SC_ERROR;
+    }
+    bool got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (got) return SC_OK;
+    if (sc__monotonic_ns() >= deadline) {
+      snprintf(why, cap, "another host held the migration lock past the "
+                         "busy timeout");
+      return SC_BUSY;
+    }
+    sc__sleep_ms(20);
+  }
+}
+
 /* Everything in one transaction under an advisory lock keyed by the
  * schema: hosts opening at once migrate in turn, and the second finds the
  * version the first wrote. */
 static int migrate_locked(sc_db *db, PGconn *c, char *why, size_t cap) {
+  int rc = lock_schema(db, c, why, cap);
+  if (rc != SC_OK) return rc;
   char sql[512];
   snprintf(sql, sizeof sql,
-           "SELECT pg_advisory_xact_lock(hashtext('libshopcore:%s'));"
-           "CREATE SCHEMA IF NOT EXISTS %s;"
+           "CREATE SCHEMA IF NOT EXISTS \"%s\";"
            "CREATE TABLE IF NOT EXISTS sc_meta(key text PRIMARY KEY,"
            " value bigint NOT NULL)",
-           db->pg->schema, db->pg->schema);
+           db->pg->schema);
   if (!exec_ok(c, sql, why, cap)) return SC_ERROR;
   int version = 0;
   if (read_version(c, &version, why, cap) != SC_OK) return SC_ERROR;

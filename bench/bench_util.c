@@ -135,9 +135,8 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       kind, (double)(now.completer - before->completer) / 1e3 / (double)ops,
       process / 1e3 / (double)ops, 100 * process / wall / (double)cpus, cpus,
       wakeups / (double)ops);
-  const char *bound =
-      bound_of(in_batch / wall, writer / wall, fsync / wall, runnable / wall,
-               process / wall / (double)cpus);
+  const char *bound = bound_of(in_batch / wall, writer / wall, fsync / wall,
+                               runnable / wall, process / wall / (double)cpus);
   printf("   bound: %s\n", bound);
   printf(
       "BENCH_JSON {\"kind\":\"%s\",\"writer_us_per_op\":%.3f,"
@@ -147,8 +146,8 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       "\"process_cpu_use\":%.3f,\"wakeups_per_op\":%.3f,\"bound\":\"%s\"}\n",
       kind, writer / 1e3 / (double)ops, writer / wall, batch_mean,
       in_batch / wall, fsync / wall, runnable / wall,
-      process / 1e3 / (double)ops,
-      process / wall / (double)cpus, wakeups / (double)ops, bound);
+      process / 1e3 / (double)ops, process / wall / (double)cpus,
+      wakeups / (double)ops, bound);
   fflush(stdout);
 }
 

@@ -55,7 +55,7 @@ int64_t bu_now_ns(void);
 typedef struct bu_cpu {
   int64_t wall, writer, completer, process;
   int64_t writer_runnable; /* the writer's time runnable, not running */
-  int64_t wakeups;    /* the process's voluntary context switches */
+  int64_t wakeups;         /* the process's voluntary context switches */
   double wal_sync_ms; /* time in fsyncs of the WAL (the writer's commits) */
   sc_db *db;          /* whose fsyncs; NULL: none read */
 } bu_cpu;

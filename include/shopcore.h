@@ -317,9 +317,9 @@ SC_API void(sc_options_init)(sc_options *opts);
  * Beside the database it keeps "<path>-turn", a small file through which
  * the writers of every libshopcore process on the database take turns
  * (next to the real file when path goes through symbolic links, as SQLite's
- * "-wal" and "-shm" are; created with the database file's mode, like SQLite's "-shm"; every
- * process writing the database needs read-write access to it; it may be
- * deleted while no process has the database open).
+ * "-wal" and "-shm" are; created with the database file's mode, like SQLite's
+ * "-shm"; every process writing the database needs read-write access to it; it
+ * may be deleted while no process has the database open).
  *
  * PostgreSQL: a path that is a libpq connection URI ("postgresql://..." or
  * "postgres://...", PostgreSQL 14 or newer) opens the same API on that
@@ -788,7 +788,7 @@ typedef struct sc_event_data {
   sc_event_decode_sized((payload), (len), (out), sizeof(sc_event_data))
 /** What sc_event_decode calls: writes size bytes of out. */
 SC_API int(sc_event_decode)(const void *payload, size_t len,
-                           sc_event_data *out); /* see sc_options_init */
+                            sc_event_data *out); /* see sc_options_init */
 SC_API int sc_event_decode_sized(const void *payload, size_t len,
                                  sc_event_data *out, size_t size);
 /** "order_paid" ... for SC_EVENT_*; "unknown" otherwise. Static storage. */

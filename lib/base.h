@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "shopcore.h"
 
@@ -43,6 +44,9 @@ int sc__status_from_sqlite(int rc);
 int64_t sc__monotonic_ns(void);
 int64_t sc__wall_ms(void);
 void sc__sleep_ms(int64_t ms);
+/* The CLOCK_MONOTONIC moment ms from now, for pthread_cond_timedwait on a
+ * condition variable made with that clock. */
+void sc__deadline_in_ms(struct timespec *ts, int64_t ms);
 /* Checks a name or an idempotency key against its limit (SC_NAME_MAX,
  * SC_KEY_MAX): NULL passes only when optional; NULL, empty, longer than
  * max bytes or not valid UTF-8 fails with SC_INVALID and "<fn>: <what> ..."

@@ -51,7 +51,8 @@ void sc__metrics_bind_writer(sc_db *db);
 void sc__metrics_bind_checkpointer(sc_db *db);
 
 /* The checkpoint thread around each checkpoint it runs, and the writer's
- * WAL hook with the WAL's size in pages after a commit (sqlite/checkpoint.c). */
+ * WAL hook with the WAL's size in pages after a commit (sqlite/checkpoint.c).
+ */
 void sc__metrics_checkpoint_begin(sc_db *db);
 void sc__metrics_checkpoint_end(sc_db *db);
 void sc__metrics_wal_frames(sc_db *db, int pages);

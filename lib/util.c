@@ -67,6 +67,16 @@ static size_t utf8_invalid_at(const unsigned char *s) {
   return i;
 }
 
+void sc__deadline_in_ms(struct timespec *ts, int64_t ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (long)(ms % 1000) * 1000000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
 int sc__check_text(const char *fn, const char *what, const char *s, size_t max,
                    bool optional) {
   if (s == NULL && optional) return SC_OK;

@@ -46,13 +46,7 @@ static int submit(sc_db *db, sc__op *op, bool wait) {
     /* Back-pressure, bounded: a caller waits for room at most
      * busy_timeout_ms, then hears SC_BUSY rather than hanging. */
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += db->opts.busy_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(db->opts.busy_timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000;
-    }
+    sc__deadline_in_ms(&deadline, db->opts.busy_timeout_ms);
     int wrc = 0;
     while (db->qlen >= db->opts.queue_max && !db->stopping && wrc == 0) {
       wrc = pthread_cond_timedwait(&db->qnonfull, &db->qlock, &deadline);

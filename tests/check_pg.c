@@ -73,8 +73,8 @@ START_TEST(bad_uris_and_unreachable_servers_fail_clearly) {
                     "schema");
   /* A Unix socket nothing listens on: refused inside libpq's first
    * connect, an unreachable server all the same, not a bad URI. */
-  assert_open_fails("postgresql:///x?host=/nonexistent-sc-dir", 1000,
-                    SC_IOERR, "cannot connect to PostgreSQL");
+  assert_open_fails("postgresql:///x?host=/nonexistent-sc-dir", 1000, SC_IOERR,
+                    "cannot connect to PostgreSQL");
   /* Nothing listens on port 1: refused at once. */
   assert_open_fails("postgresql://127.0.0.1:1/x", 1000, SC_IOERR,
                     "cannot connect to PostgreSQL");
@@ -192,9 +192,8 @@ static void read_or_count(int t, void *ud) {
   PGconn *c = outside(r->uri);
   for (int64_t t0 = now_ns(); ms_since(t0) < 1500;) {
     PGresult *res = PQexec(c, sql);
-    int n = PQresultStatus(res) == PGRES_TUPLES_OK
-                ? atoi(PQgetvalue(res, 0, 0))
-                : -1;
+    int n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoi(PQgetvalue(res, 0, 0))
+                                                   : -1;
     PQclear(res);
     if (n > atomic_load(&r->most)) atomic_store(&r->most, n);
     usleep(2000);
@@ -414,9 +413,8 @@ static void mix_for_a_while(int t, void *ud) {
   for (int64_t t0 = now_ns(); ms_since(t0) < 3000;) {
     bool flip = tu_rng_range(&rng, 0, 1) == 1;
     sc_line lines[2] = {{flip ? m->b : m->a, 1}, {flip ? m->a : m->b, 1}};
-    sc_checkout_req req = {.user = tu_rng_range(&rng, 1, MIX_USERS),
-                           .lines = lines,
-                           .n_lines = 2};
+    sc_checkout_req req = {
+        .user = tu_rng_range(&rng, 1, MIX_USERS), .lines = lines, .n_lines = 2};
     sc_id order = 0;
     int rc = sc_checkout(m->db, &req, &order);
     if (rc == SC_OK) {

@@ -14,9 +14,9 @@
 
 /* ---- PostgreSQL mode ------------------------------------------------------
  * SC_TEST_DB=pg runs a suite against the server at SC_TEST_PG_URI (or the
- * one libpq's PGHOST, PGPORT, ... name, as scripts/pg-cluster.sh sets them): each
- * "path" is then a URI with a schema of its own, dropped by
- * tu_remove_db. */
+ * one libpq's PGHOST, PGPORT, ... name, as scripts/pg-cluster.sh sets them):
+ * each "path" is then a URI with a schema of its own, dropped by tu_remove_db.
+ */
 
 bool tu_pg_mode(void) {
   const char *m = getenv("SC_TEST_DB");

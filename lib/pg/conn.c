@@ -349,16 +349,9 @@ void sc__pg_close(sc_db *db) {
 static bool wait_for_read(sc_db *db) {
   sc__pg *pg = db->pg;
   struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += db->opts.busy_timeout_ms / 1000;
-  deadline.tv_nsec += (long)(db->opts.busy_timeout_ms % 1000) * 1000000;
-  if (deadline.tv_nsec >= 1000000000) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000;
-  }
+  sc__deadline_in_ms(&deadline, db->opts.busy_timeout_ms);
   int wrc = 0;
-  while (pg->ridle == NULL && pg->nread >= db->opts.read_pool_max &&
-         wrc == 0) {
+  while (pg->ridle == NULL && pg->nread >= db->opts.read_pool_max && wrc == 0) {
     wrc = pthread_cond_timedwait(&pg->rfree, &pg->rlock, &deadline);
   }
   return pg->ridle != NULL || pg->nread < db->opts.read_pool_max;

@@ -693,8 +693,9 @@ static int lock_schema(sc_db *db, PGconn *c, char *why, size_t cap) {
     PQclear(r);
     if (got) return SC_OK;
     if (sc__monotonic_ns() >= deadline) {
-      snprintf(why, cap, "another host held the migration lock past the "
-                         "busy timeout");
+      snprintf(why, cap,
+               "another host held the migration lock past the "
+               "busy timeout");
       return SC_BUSY;
     }
     sc__sleep_ms(20);

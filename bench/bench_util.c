@@ -129,10 +129,15 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       writer / 1e3 / (double)ops, kind, 100 * writer / wall,
       100 * in_batch / wall, 100 * fsync / wall,
       fsync / 1e3 / (double)m.batch_size.count, 100 * runnable / wall);
+  double completer = (double)(now.completer - before->completer);
+  /* What is neither the writer nor the completer: the callers' own calls
+   * and their wake-ups (the futex sleeps and the scheduler's switches). */
+  double callers = process - writer - completer;
   printf(
-      "   per %s: completer CPU %.2f us, process CPU %.2f us (%.0f%% of %ld"
-      " CPUs), %.2f wake-ups (voluntary context switches)\n",
-      kind, (double)(now.completer - before->completer) / 1e3 / (double)ops,
+      "   per %s: completer CPU %.2f us, callers' CPU (the rest) %.2f us,"
+      " process CPU %.2f us (%.0f%% of %ld CPUs), %.2f wake-ups (voluntary"
+      " context switches)\n",
+      kind, completer / 1e3 / (double)ops, callers / 1e3 / (double)ops,
       process / 1e3 / (double)ops, 100 * process / wall / (double)cpus, cpus,
       wakeups / (double)ops);
   const char *bound = bound_of(in_batch / wall, writer / wall, fsync / wall,
@@ -142,12 +147,12 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       "BENCH_JSON {\"kind\":\"%s\",\"writer_us_per_op\":%.3f,"
       "\"writer_cpu_use\":%.3f,\"batch_mean\":%.2f,\"in_batch_share\":%.3f,"
       "\"fsync_share\":%.3f,\"runnable_share\":%.3f,"
-      "\"process_us_per_op\":%.3f,"
+      "\"process_us_per_op\":%.3f,\"callers_us_per_op\":%.3f,"
       "\"process_cpu_use\":%.3f,\"wakeups_per_op\":%.3f,\"bound\":\"%s\"}\n",
       kind, writer / 1e3 / (double)ops, writer / wall, batch_mean,
       in_batch / wall, fsync / wall, runnable / wall,
-      process / 1e3 / (double)ops, process / wall / (double)cpus,
-      wakeups / (double)ops, bound);
+      process / 1e3 / (double)ops, callers / 1e3 / (double)ops,
+      process / wall / (double)cpus, wakeups / (double)ops, bound);
   fflush(stdout);
 }
 
@@ -317,6 +322,18 @@ void bu_print_ratio(const char *what, const bu_result *a, const bu_result *b) {
   fflush(stdout);
 }
 
+void bu_print_bound(const char *what, const bu_result *a, const bu_result *b) {
+  double ratio = b->ops_per_s > 0 ? a->ops_per_s / b->ops_per_s : 0;
+  printf("bound %s at %d threads: %s %.0f/s is %.1f%% of %s %.0f/s\n", what,
+         a->threads, a->variant, a->ops_per_s, 100 * ratio, b->variant,
+         b->ops_per_s);
+  printf(
+      "BENCH_JSON {\"bench\":\"%s\",\"ratio\":\"%s\",\"threads\":%d,"
+      "\"numerator\":\"%s\",\"denominator\":\"%s\",\"value\":%.3f}\n",
+      a->bench, what, a->threads, a->variant, b->variant, ratio);
+  fflush(stdout);
+}
+
 void bu_remove_db(const char *path) {
   char side[1100];
   unlink(path);
@@ -344,6 +361,22 @@ sqlite3 *bu_sqlite_open(const char *path) {
   sqlite3_exec(h, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL,
                NULL, NULL);
   return h;
+}
+
+sqlite3 *bu_sqlite_open_writer(const char *path) {
+  sqlite3 *h = bu_sqlite_open(path);
+  /* lib/sqlite/conn.c's PRAGMAS_FULL, less what bu_sqlite_open set. */
+  sqlite3_exec(h,
+               "PRAGMA foreign_keys=ON; PRAGMA cache_size=-16000;"
+               " PRAGMA temp_store=MEMORY;",
+               NULL, NULL, NULL);
+  return h;
+}
+
+int64_t bu_self_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static const char *arg_value(int argc, char **argv, const char *flag) {

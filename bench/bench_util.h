@@ -36,6 +36,10 @@ void bu_print_header(const char *title);
 /* Prints "ratio <what>: a/b = x" and a BENCH_JSON ratio line. */
 void bu_print_ratio(const char *what, const bu_result *a, const bu_result *b);
 
+/* Prints "bound <what>: a/b = x% of the bound" (a: the library, b: the
+ * bound measured in the same run) and a BENCH_JSON ratio line. */
+void bu_print_bound(const char *what, const bu_result *a, const bu_result *b);
+
 /* A fresh benchmark database path in $SC_BENCH_DIR (default: the working
  * directory); removes any earlier file and its -wal/-shm/-turn. */
 void bu_db_path(char *buf, size_t cap, const char *tag);
@@ -44,6 +48,13 @@ void bu_remove_db(const char *path);
 /* Opens a plain SQLite connection configured like the library's writer
  * (WAL, synchronous=FULL, a 30 s busy timeout): the baseline's connection. */
 sqlite3 *bu_sqlite_open(const char *path);
+/* The same, with the library writer's other per-connection settings too
+ * (foreign keys, its cache size, temporary tables in memory): the
+ * connection of a bound that must differ from the library only in what the
+ * library adds around SQLite. */
+sqlite3 *bu_sqlite_open_writer(const char *path);
+/* CPU time (ns) of the calling thread so far. */
+int64_t bu_self_cpu_ns(void);
 
 /* CPU time so far (ns) of this process's threads named comm (e.g.
  * "sc-writer"), from /proc/self/task/<tid>/schedstat; 0 if none. */

@@ -8,11 +8,13 @@
  *       transaction per operation running the same statements (reserve,
  *       hold, order, line, event; then read, confirm, consume, debit,
  *       ledger, event),
- * all in one run, with the ratios a/c and a/b. Every caller thread is its
- * own user. The seed's figure to beat: p95 2,933 ms at 500 virtual users.
+ * all in one run, with the ratios a/c and a/b; then the single-writer
+ * bound (run_bound: the same statements on one connection, 1,000
+ * operations per transaction) and (a) as a share of it. Every caller
+ * thread is its own user.
  *
  *   bench_order [--seconds S] [--hot-threads 64,500] [--spread-threads 64]
- *               [--no-verify]
+ *               [--no-verify] [--no-bound] [--pay-only]
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -131,6 +133,8 @@ enum {
   CONSUME,
   DEBIT,
   LEDGER,
+  STOCK_READ,
+  RESERVE_GUARDED,
   N_PLAIN
 };
 static const char *const PLAIN_SQL[N_PLAIN] = {
@@ -166,6 +170,15 @@ static const char *const PLAIN_SQL[N_PLAIN] = {
     [LEDGER] =
         "INSERT INTO sc_ledger(user_id, amount, kind, order_id, at_ms)"
         " VALUES(?1, ?2, 2, ?3, 0)",
+    /* The library's way (lib/stock.c): read the row, then the guarded
+     * UPDATE, no RETURNING (an ephemeral table per execution). The
+     * single-writer bound uses these, so it does not pay what the
+     * library does not. */
+    [STOCK_READ] =
+        "SELECT total, reserved, version, price FROM sc_product WHERE id = ?1",
+    [RESERVE_GUARDED] =
+        "UPDATE sc_product SET reserved = reserved + ?2,"
+        " version = version + 1 WHERE id = ?1 AND total - reserved >= ?2",
 };
 
 /* An event payload of the library's size (a msgpack map of ~9 fields). */
@@ -174,6 +187,7 @@ static const char PAYLOAD[72] = "\x89\xa4type\x02\xa1v\x01";
 typedef struct plain_conn {
   sqlite3 *h;
   sqlite3_stmt *st[N_PLAIN];
+  bool guarded; /* reserve as the library does: STOCK, RESERVE_GUARDED */
 } plain_conn;
 
 typedef struct plain_ctx {
@@ -214,8 +228,19 @@ static int plain_event(plain_conn *p, int type, int64_t order) {
 static int plain_checkout(plain_conn *p, int64_t user, int64_t product,
                           int64_t *order) {
   int64_t price[2] = {-1, 0};
-  if (step(p, RESERVE, (int64_t[]){product, 1}, 2, price) != SQLITE_ROW ||
-      !change1(p, HOLD, (int64_t[]){user, price[0]}, 2) ||
+  if (p->guarded) {
+    int64_t row[2] = {0, 0}; /* total, reserved; then the price */
+    if (step(p, STOCK_READ, &product, 1, row) != SQLITE_ROW ||
+        row[0] - row[1] < 1 ||
+        !change1(p, RESERVE_GUARDED, (int64_t[]){product, 1}, 2)) {
+      return 0;
+    }
+    price[0] = PRICE; /* the row's price: every product is seeded at it */
+  } else if (step(p, RESERVE, (int64_t[]){product, 1}, 2, price) !=
+             SQLITE_ROW) {
+    return 0;
+  }
+  if (!change1(p, HOLD, (int64_t[]){user, price[0]}, 2) ||
       !change1(p, ORDER, (int64_t[]){user, price[0], 900000}, 3)) {
     return 0;
   }
@@ -288,6 +313,61 @@ static bu_result run_plain(const scenario *sc, int threads, double seconds) {
   return r;
 }
 
+/* ---- the single-writer bound ---------------------------------------------
+ * One connection with the library writer's settings, on the seeded file,
+ * running checkout then pay for the same users and products in a loop,
+ * 1,000 operations (500 checkouts and their payments) per transaction:
+ * the same statements with no queue, no callers and no library, so the
+ * most one writer of this schema does on this machine. */
+
+#define BOUND_PER_TXN 1000
+
+static bu_result run_bound(const scenario *sc, int users, double seconds) {
+  char path[1024], bench[48];
+  bu_db_path(path, sizeof path, "order-bound");
+  seed(path, sc->products, users);
+  plain_conn p = {.h = bu_sqlite_open_writer(path), .guarded = true};
+  for (int k = 0; k < N_PLAIN; k++) {
+    if (sqlite3_prepare_v2(p.h, PLAIN_SQL[k], -1, &p.st[k], NULL) !=
+        SQLITE_OK) {
+      fprintf(stderr, "prepare: %s\n", sqlite3_errmsg(p.h));
+      exit(1);
+    }
+  }
+  int per_txn = sc->pay ? BOUND_PER_TXN / 2 : BOUND_PER_TXN;
+  int64_t t0 = bu_now_ns(), cpu0 = bu_self_cpu_ns();
+  int64_t end = t0 + (int64_t)(seconds * 1e9), n = 0, failed = 0;
+  while (bu_now_ns() < end) {
+    sqlite3_exec(p.h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    for (int i = 0; i < per_txn; i++, n++) {
+      int64_t order = 0;
+      bool ok = plain_checkout(&p, 1 + n % users, 1 + n % sc->products, &order);
+      if (ok && sc->pay) ok = plain_pay(&p, order);
+      failed += !ok;
+    }
+    if (sqlite3_exec(p.h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) exit(1);
+  }
+  bu_result r = {.threads = 1,
+                 .ops = n,
+                 .errors = failed,
+                 .seconds = (double)(bu_now_ns() - t0) / 1e9};
+  snprintf(bench, sizeof bench, "%s_%s", sc->pay ? "checkout_pay" : "checkout",
+           sc->name);
+  snprintf(r.bench, sizeof r.bench, "%s", bench);
+  snprintf(r.variant, sizeof r.variant, "single_writer_%d", BOUND_PER_TXN);
+  r.ops_per_s = (double)(n - failed) / r.seconds;
+  bu_print(&r);
+  printf(
+      "   %s: %.2f us of CPU per %s, %d operations per commit\n", r.variant,
+      (double)(bu_self_cpu_ns() - cpu0) / 1e3 / (double)n / (sc->pay ? 2 : 1),
+      sc->pay ? "checkout or pay" : "checkout", BOUND_PER_TXN);
+  for (int k = 0; k < N_PLAIN; k++)
+    sqlite3_finalize(p.st[k]);
+  sqlite3_close(p.h);
+  bu_remove_db(path);
+  return r;
+}
+
 /* ---- the run ------------------------------------------------------------ */
 
 /* The target for the hot product at 500 callers. */
@@ -301,7 +381,7 @@ static void print_target(const bu_result *r) {
 }
 
 static void run_scenario(const scenario *sc, int threads, double seconds,
-                         bool check) {
+                         bool check, bool bound) {
   if (threads > MAX_THREADS) return;
   bu_result a = run_lib(sc, "group_commit", 0, threads, seconds, check);
   bu_result b = run_lib(sc, "batch_max_1", 1, threads, seconds, false);
@@ -309,7 +389,11 @@ static void run_scenario(const scenario *sc, int threads, double seconds,
   bu_print(&c);
   bu_print_ratio("group_commit_vs_plain", &a, &c);
   bu_print_ratio("group_commit_vs_batch1", &a, &b);
-  if (sc->products == 1 && !sc->pay && threads >= 500) print_target(&a);
+  if (sc->products == 1 && threads >= 500) print_target(&a);
+  if (bound) {
+    bu_result d = run_bound(sc, threads, seconds);
+    bu_print_bound("single_writer", &a, &d);
+  }
 }
 
 /* A list of thread counts after flag, parsed like bu_arg_threads. */
@@ -325,21 +409,23 @@ static int threads_arg(int argc, char **argv, const char *flag, int *out,
 int main(int argc, char **argv) {
   double seconds = bu_arg_seconds(argc, argv, 2.0);
   bool check = !bu_arg_flag(argc, argv, "--no-verify");
+  bool bound = !bu_arg_flag(argc, argv, "--no-bound");
+  bool pay_only = bu_arg_flag(argc, argv, "--pay-only");
   static const int hot_dflt[] = {64, 500}, spread_dflt[] = {64};
   int hot[8], spread[8];
   int n_hot = threads_arg(argc, argv, "--hot-threads", hot, hot_dflt, 2);
   int n_spread =
       threads_arg(argc, argv, "--spread-threads", spread, spread_dflt, 1);
-  for (int pay = 0; pay <= 1; pay++) {
+  for (int pay = pay_only; pay <= 1; pay++) {
     scenario hot_sc = {"hot", 1, pay};
     scenario spread_sc = {"10k_products", SPREAD_PRODUCTS, pay};
     bu_print_header(pay ? "checkout + pay, durable (synchronous=FULL)"
                         : "checkout, durable (synchronous=FULL)");
     for (int k = 0; k < n_hot; k++) {
-      run_scenario(&hot_sc, hot[k], seconds, check);
+      run_scenario(&hot_sc, hot[k], seconds, check, bound);
     }
     for (int k = 0; k < n_spread; k++) {
-      run_scenario(&spread_sc, spread[k], seconds, check);
+      run_scenario(&spread_sc, spread[k], seconds, check, bound);
     }
   }
   return 0;

@@ -872,7 +872,10 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
  * for the earliest deadline, re-armed when a checkout commits an earlier
  * one), and delivering outbox events to a handler as soon as the commit
  * that wrote them is durable (the writer wakes the loop with uv_async; a
- * slow poll picks up events other processes wrote). It never blocks the
+ * slow poll picks up events other processes wrote). On PostgreSQL, other
+ * hosts' commits wake it too: their batches send NOTIFY, which the worker
+ * hears on a listening connection of its own (watched in the loop, made
+ * again by itself if lost; the poll covers the gap). It never blocks the
  * loop: claims, acks and expiry run in the writer (submitted without
  * waiting: a full write queue means a retry shortly), and their completions
  * come back through uv_async. It starts no thread and uses no thread pool
@@ -913,7 +916,8 @@ typedef struct sc_worker_options {
    * delivered again after it. 0 = 30,000 ms. */
   int64_t lease_ms;
   /** The fallback poll for events and order deadlines other processes (or
-   * other handles) wrote, and the longest any timer waits before it checks
+   * other handles) wrote (on PostgreSQL, a fallback for the wake-up by
+   * NOTIFY), and the longest any timer waits before it checks
    * the db clock again: an idle worker runs one expiry round (a write
    * transaction that changes nothing) per interval. 0 = 1,000 ms. */
   int64_t poll_interval_ms;

@@ -1184,6 +1184,147 @@ START_TEST(orders_of_another_handle_are_expired_too) {
 }
 END_TEST
 
+/* ---- PostgreSQL: other hosts' commits wake the worker -------------------
+ * On PostgreSQL, another host's batch notifies the worker's listening
+ * connection. With a 10 s poll, delivery within 2 s can only be the
+ * wake-up. */
+
+#define LONG_POLL_MS 10000
+#define WAKE_WITHIN_MS 2000
+
+/* SQL over the worker's listening backends for path's schema. */
+static void listeners_sql(const char *path, const char *what, char *sql,
+                          size_t cap) {
+  const char *schema = strstr(path, "schema=");
+  ck_assert_ptr_nonnull(schema);
+  snprintf(sql, cap,
+           "SELECT %s FROM pg_stat_activity WHERE query ="
+           " 'LISTEN \"sc_events_%s\"'",
+           what, schema + 7);
+}
+
+static int64_t listeners(const char *path) {
+  char sql[256];
+  listeners_sql(path, "count(*)", sql, sizeof sql);
+  return tu_count(path, sql);
+}
+
+/* Waits (up to 5 s) until exactly one backend listens for path. */
+static void await_listener(const char *path) {
+  for (int i = 0; i < 500 && listeners(path) != 1; i++)
+    usleep(10000);
+  ck_assert_int_eq(listeners(path), 1);
+}
+
+typedef struct host_b {
+  producer p;
+  const char *path;
+  int64_t last_ns; /* when its last coupon was committed */
+} host_b;
+
+static void *host_b_main(void *arg) {
+  host_b *b = arg;
+  await_listener(b->path);
+  issue_coupons(&b->p);
+  b->last_ns = sc__monotonic_ns();
+  return NULL;
+}
+
+START_TEST(another_host_s_commits_wake_the_worker_at_once) {
+  char *path = tu_db_path("wk-notify");
+  sc_db *db = tu_open(path, NULL);
+  sc_db *other = tu_open(path, NULL); /* host B: its own writer */
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  o.on_event = on_event;
+  o.poll_interval_ms = LONG_POLL_MS;
+  start(h, &o);
+  /* One coupon at a time, each its own batch: B notifies at most once per
+   * few ms, so the last ones rest on the listener's trailing round. */
+  host_b b = {{other, make_policy(other, 40), 40}, path, 0};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, host_b_main, &b), 0);
+  target = 40;
+  ck_assert(run_until(h, handled_target, 5000 + WAKE_WITHIN_MS));
+  int64_t heard_ns = sc__monotonic_ns();
+  pthread_join(t, NULL);
+  ck_assert_int_eq(atomic_load(&h->handled), 40);
+  ck_assert_int_lt((heard_ns - b.last_ns) / 1000000, WAKE_WITHIN_MS);
+  harness_close(h);
+  /* Stopped: its listening backend is gone too. */
+  for (int i = 0; i < 200 && listeners(path) != 0; i++)
+    usleep(10000);
+  ck_assert_int_eq(listeners(path), 0);
+  free(h);
+  sc_close(other);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
+/* Waits up to WAKE_WITHIN_MS for *n to reach want; true if it did. */
+static bool await_count(atomic_int *n, int want) {
+  for (int i = 0; i < WAKE_WITHIN_MS && atomic_load(n) < want; i++)
+    usleep(1000);
+  return atomic_load(n) >= want;
+}
+
+START_TEST(a_killed_listening_connection_is_made_again) {
+  char *path = tu_db_path("wk-relisten");
+  sc_db *db = tu_open(path, NULL);
+  sc_db *other = tu_open(path, NULL);
+  sc_worker_options o;
+  sc_worker_options_init(&o);
+  atomic_int heard = 0;
+  o.on_event = count_event;
+  o.ud = &heard;
+  o.poll_interval_ms = LONG_POLL_MS;
+  sc_worker *w;
+  ck_assert_sc(sc_worker_start_thread(db, &o, &w), SC_OK);
+  sc_id policy = make_policy(other, 100);
+  char kill[256];
+  listeners_sql(path, "pg_terminate_backend(pid)", kill, sizeof kill);
+  /* Twice: the pause before a reconnect starts short again once the
+   * listener is back. */
+  for (int round = 0; round < 2; round++) {
+    await_listener(path);
+    ck_assert_int_eq(tu_count(path, kill), 1);
+    await_listener(path); /* made again, and only one */
+    int before = atomic_load(&heard);
+    ck_assert_sc(sc_coupon_issue(other, policy, round + 1, NULL), SC_OK);
+    ck_assert_msg(await_count(&heard, before + 1),
+                  "round %d: not delivered within %d ms", round,
+                  WAKE_WITHIN_MS);
+  }
+  /* A checkout on B: the worker learns its deadline from the wake-up, not
+   * from a poll 10 s away. */
+  sc_id product, order;
+  ck_assert_sc(sc_product_create(other, "p", 10, 5, &product), SC_OK);
+  ck_assert_sc(sc_account_deposit(other, 1, 100, NULL), SC_OK);
+  sc_line line = {product, 1};
+  sc_checkout_req req = {
+      .user = 1, .lines = &line, .n_lines = 1, .ttl_ms = 200};
+  ck_assert_sc(sc_checkout(other, &req, &order), SC_OK);
+  sc_order ord = {0};
+  for (int i = 0; i < 200 + WAKE_WITHIN_MS; i++) {
+    ck_assert_sc(sc_order_get(other, order, &ord), SC_OK);
+    if (ord.status == SC_ORDER_EXPIRED) break;
+    usleep(1000);
+  }
+  ck_assert_int_eq(ord.status, SC_ORDER_EXPIRED);
+  ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
+  for (int i = 0; i < 200 && listeners(path) != 0; i++)
+    usleep(10000);
+  ck_assert_int_eq(listeners(path), 0);
+  tu_assert_verify(db);
+  sc_close(other);
+  sc_close(db);
+  tu_remove_db(path);
+}
+END_TEST
+
 Suite *worker_suite(void) {
   Suite *s = suite_create("worker");
   TCase *tc = tu_tcase("worker");
@@ -1209,6 +1350,11 @@ Suite *worker_suite(void) {
     tcase_add_test(tc, undecodable_payloads_die_without_reaching_the_handler);
     tcase_add_test(tc, a_full_queue_only_delays_delivery);
     tcase_add_test(tc, a_damaged_order_neither_stops_nor_spins_expiry);
+  } else {
+    /* Hosts wake each other through LISTEN/NOTIFY on PostgreSQL only; on
+     * SQLite other processes are found by the poll (tested above). */
+    tcase_add_test(tc, another_host_s_commits_wake_the_worker_at_once);
+    tcase_add_test(tc, a_killed_listening_connection_is_made_again);
   }
   suite_add_tcase(s, tc);
   return s;

@@ -128,7 +128,7 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
   typedef struct stmt {
     const char *name, *sql;
   } stmt;
-  stmt stmts[2 * (sizeof CALLS / sizeof *CALLS) + 2];
+  stmt stmts[2 * (sizeof CALLS / sizeof *CALLS) + 3];
   size_t n = 0;
   for (size_t i = 0; i < sizeof CALLS / sizeof *CALLS; i++) {
     stmts[n++] = (stmt){CALLS[i]->name, CALLS[i]->sql};
@@ -138,6 +138,7 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap) {
   }
   stmts[n++] = (stmt){LOG_NAME, SQL_LOG};
   stmts[n++] = (stmt){TRIM_NAME, SQL_TRIM};
+  stmts[n++] = (stmt){sc__pg_notify_name, sc__pg_notify_sql};
   for (size_t i = 0; i < n; i++) {
     PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, 0, NULL);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -169,7 +170,8 @@ typedef struct attempt {
   sc__op **ops;
   int n;
   int64_t batch_id, now;
-  int status; /* RUN_FAILED's */
+  const char *notify; /* the NOTIFY's payload; NULL = none (notify.c) */
+  int status;         /* RUN_FAILED's */
   char why[SC__ERRMSG_MAX];
   bool all_decoded; /* every sent call's row was read */
   bool no_groups;   /* after a grouped call failed: one call per op */
@@ -252,6 +254,12 @@ static bool send_batch(sc_db *db, attempt *a, bool trim) {
     sc__pg_param_i64(&p, a->batch_id);
     sc__pg_param_i64(&p, a->now);
     ok = send_prepared(c, LOG_NAME, &p);
+    sc__pg_params_clear(&p);
+  }
+  if (ok && a->notify != NULL) {
+    sc__pg_param_text(&p, db->pg->channel);
+    sc__pg_param_text(&p, a->notify);
+    ok = send_prepared(c, sc__pg_notify_name, &p);
     sc__pg_params_clear(&p);
   }
   ok = ok && send_plain(c, "COMMIT") && PQpipelineSync(c) == 1 &&
@@ -398,7 +406,8 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   }
   if (ok) a->all_decoded = !rd.failed;
   if (ok) ok = read_step(db, &rd, NULL, false); /* the batch log */
-  if (ok) ok = read_step(db, &rd, NULL, true);  /* COMMIT */
+  if (ok && a->notify != NULL) ok = read_step(db, &rd, NULL, false);
+  if (ok) ok = read_step(db, &rd, NULL, true); /* COMMIT */
   PGresult *sync = ok ? PQgetResult(db->pg->w) : NULL;
   ok = sync != NULL && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
   PQclear(sync);
@@ -512,6 +521,11 @@ static bool any_left(const attempt *a) {
   return false;
 }
 
+static void committed(sc_db *db, const attempt *a) {
+  db->pg->batches++;
+  if (a->notify != NULL) sc__pg_notified(db, a->notify);
+}
+
 static bool run_attempts(sc_db *db, attempt *a) {
   sc__pg *pg = db->pg;
   int64_t deadline =
@@ -538,6 +552,7 @@ static bool run_attempts(sc_db *db, attempt *a) {
     a->ndecoded = 0;
     a->batch_id = pg->batch_base + ++pg->batch_seq;
     bool trim = pg->batches % TRIM_EVERY == TRIM_EVERY - 1;
+    a->notify = sc__pg_notify_payload(db, a->ops, a->n);
     int pid = PQbackendPID(pg->w);
     char start[sizeof pg->wstart];
     memcpy(start, pg->wstart, sizeof start);
@@ -550,7 +565,7 @@ static bool run_attempts(sc_db *db, attempt *a) {
       if (found == 1 && a->all_decoded) o = RUN_COMMITTED;
       if (found == 1 && !a->all_decoded) {
         fail_unread(a);
-        pg->batches++;
+        committed(db, a);
         return true;
       }
       if (found < 0) {
@@ -569,7 +584,7 @@ static bool run_attempts(sc_db *db, attempt *a) {
     }
     switch (o) {
       case RUN_COMMITTED:
-        pg->batches++;
+        committed(db, a);
         return true;
       case RUN_CULPRIT:
         if (sc__monotonic_ns() < deadline) continue;

@@ -121,14 +121,20 @@ static int split_uri(const char *uri, char **conninfo, char *schema) {
   return SC_OK;
 }
 
+/* The server's notices ("schema already exists, skipping") are not the
+ * host's business: libpq would print them on stderr. */
+static void quiet(void *ud, const char *msg) {
+  (void)ud;
+  (void)msg;
+}
+
 /* Connects without blocking past deadline_ns: libpq's connect_timeout
  * counts whole seconds, at least two. The URI was checked when it was
  * split, so every failure here is the server's or the network's (a
  * refused Unix socket fails inside PQconnectStartParams already).
  * Keepalives and tcp_user_timeout find a dead peer within seconds: a
  * network cut then breaks the connection rather than hanging a call. */
-static PGconn *connect_until(const char *conninfo, const char *app,
-                             int64_t deadline_ns, char *why, size_t cap) {
+static PGconn *connect_start(const char *conninfo, const char *app) {
   const char *keys[] = {"dbname",
                         "application_name",
                         "keepalives",
@@ -138,7 +144,25 @@ static PGconn *connect_until(const char *conninfo, const char *app,
                         "tcp_user_timeout",
                         NULL};
   const char *vals[] = {conninfo, app, "1", "10", "2", "3", "10000", NULL};
-  PGconn *c = PQconnectStartParams(keys, vals, 1);
+  return PQconnectStartParams(keys, vals, 1);
+}
+
+/* Named after the schema, so an administrator sees whose it is. */
+static void app_name(const sc_db *db, char *app, size_t cap) {
+  snprintf(app, cap, "libshopcore/%s", db->pg->schema);
+}
+
+PGconn *sc__pg_connect_start(sc_db *db) {
+  char app[80];
+  app_name(db, app, sizeof app);
+  PGconn *c = connect_start(db->pg->conninfo, app);
+  if (c != NULL) PQsetNoticeProcessor(c, quiet, NULL);
+  return c;
+}
+
+static PGconn *connect_until(const char *conninfo, const char *app,
+                             int64_t deadline_ns, char *why, size_t cap) {
+  PGconn *c = connect_start(conninfo, app);
   if (c == NULL) {
     snprintf(why, cap, "out of memory");
     return NULL;
@@ -167,13 +191,6 @@ static PGconn *connect_until(const char *conninfo, const char *app,
   return c;
 }
 
-/* The server's notices ("schema already exists, skipping") are not the
- * host's business: libpq would print them on stderr. */
-static void quiet(void *ud, const char *msg) {
-  (void)ud;
-  (void)msg;
-}
-
 /* Runs one command with no result rows; false with why on failure. */
 static bool run(PGconn *c, const char *sql, char *why, size_t cap) {
   PGresult *r = PQexec(c, sql);
@@ -192,9 +209,8 @@ PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap) {
 
 PGconn *sc__pg_connect_until(sc_db *db, int64_t deadline_ns, char *why,
                              size_t cap) {
-  /* Named after the schema, so an administrator sees whose it is. */
   char app[80];
-  snprintf(app, sizeof app, "libshopcore/%s", db->pg->schema);
+  app_name(db, app, sizeof app);
   PGconn *c = connect_until(db->pg->conninfo, app, deadline_ns, why, cap);
   if (c == NULL) return NULL;
   PQsetNoticeProcessor(c, quiet, NULL);
@@ -304,6 +320,7 @@ int sc__pg_open(sc_db *db, const char *uri) {
     fclose(f);
   }
   pg->batch_base = (int64_t)(base >> 1);
+  sc__pg_channel(pg->schema, pg->channel);
   char why[SC__ERRMSG_MAX];
   PGconn *c = sc__pg_connect(db, why, sizeof why);
   if (c == NULL) {

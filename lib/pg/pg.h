@@ -104,8 +104,11 @@ typedef struct sc__pg {
   pthread_mutex_t rlock;
   sc__pg_read *ridle;
   int nidle;
-  int nread;            /* read connections open, idle or in use */
-  pthread_cond_t rfree; /* one was released: a waiting reader may go */
+  int nread;             /* read connections open, idle or in use */
+  pthread_cond_t rfree;  /* one was released: a waiting reader may go */
+  char channel[64];      /* the schema's NOTIFY channel (notify.c) */
+  int64_t notified_ns;   /* the last batch that notified (monotonic) */
+  int64_t notified_d_ns; /* the last that notified a deadline */
 } sc__pg;
 
 /* Whether path is a PostgreSQL URI (postgresql:// or postgres://). */
@@ -114,6 +117,11 @@ bool sc__pg_is_uri(const char *path);
  * the calls. On failure db->pg is freed and NULL, with sc__fail's message. */
 int sc__pg_open(sc_db *db, const char *uri);
 void sc__pg_close(sc_db *db);
+/* Starts a connection without waiting (PQconnectStartParams; the caller
+ * polls it), with the same parameters as every other: for the worker's
+ * listening connection, which must not block the host's loop. NULL when
+ * out of memory. */
+PGconn *sc__pg_connect_start(sc_db *db);
 /* A new connection with the schema as search_path, within busy_timeout_ms;
  * on failure a message in why. */
 PGconn *sc__pg_connect(sc_db *db, char *why, size_t cap);
@@ -148,6 +156,20 @@ int sc__pg_prepare(PGconn *c, char *why, size_t cap);
 /* Runs the batch as one transaction; every op gets its status. Returns
  * whether it committed. */
 bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n);
+
+/* ---- wake-up across hosts (notify.c) ------------------------------------- */
+
+/* The NOTIFY channel of a schema: the same name for every host. */
+void sc__pg_channel(const char *schema, char channel[64]);
+/* The payload of the NOTIFY that the batch ops[0, n) sends before its
+ * COMMIT, or NULL for none: none when no operation of it can write an
+ * event, or when this handle notified less than a few ms ago. "d" when it
+ * holds a checkout (a new expiry deadline), else "". Writer thread. */
+const char *sc__pg_notify_payload(sc_db *db, sc__op *const *ops, int n);
+/* The batch that sent payload committed: the throttle counts from now. */
+void sc__pg_notified(sc_db *db, const char *payload);
+/* The prepared NOTIFY: pg_notify(channel, payload). */
+extern const char sc__pg_notify_name[], sc__pg_notify_sql[];
 
 /* ---- invariants (verify.c) ----------------------------------------------- */
 

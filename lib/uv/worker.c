@@ -36,6 +36,11 @@
 /* How soon a submission the full queue refused is tried again. */
 #define RESUBMIT_MS 2
 
+/* After another host's checkout, an expiry round this much later reads the
+ * earliest deadline again (db clock); the notifications of a burst share
+ * it. */
+#define NUDGE_EXPIRY_MS 20
+
 /* Events per retention batch: well under a millisecond of the writer. */
 #define PURGE_BATCH 200
 /* A retention batch waits this long for dispatch to be idle, at most
@@ -438,6 +443,15 @@ static void woken(uv_async_t *a) {
   if (events) request_round(w);
 }
 
+void sc__worker_nudge(sc_worker *w, bool deadline) {
+  if (w->stopping || w->db_closed) return;
+  request_round(w);
+  if (deadline && !w->opts.no_expiry) {
+    note_deadline(w, sc__now_ms(w->db) + NUDGE_EXPIRY_MS);
+    arm_expiry(w);
+  }
+}
+
 /* ---- start and stop -------------------------------------------------------
  */
 
@@ -527,7 +541,8 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
     worker_free(w);
     return rc;
   }
-  rc = hook_install(w);
+  rc = sc__listen_start(w, &w->listen);
+  if (rc == SC_OK) rc = hook_install(w);
   if (rc != SC_OK) {
     /* The handles are open: w is freed in their close callbacks. */
     w->stopping = true;
@@ -543,11 +558,14 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
   return SC_OK;
 }
 
-static void handle_closed(uv_handle_t *h) {
-  sc_worker *w = h->data;
+static void closed_one(sc_worker *w) {
   if (--w->open_handles > 0) return;
   if (w->close_cb != NULL) w->close_cb(w, w->close_ud);
   worker_free(w);
+}
+
+static void handle_closed(uv_handle_t *h) {
+  closed_one(h->data);
 }
 
 /* Closes the handles once nothing is in flight: the round trip, the expiry
@@ -562,6 +580,11 @@ static void maybe_close(sc_worker *w) {
   uv_close((uv_handle_t *)&w->expiry_timer, handle_closed);
   uv_close((uv_handle_t *)&w->dispatch_timer, handle_closed);
   uv_close((uv_handle_t *)&w->purge_timer, handle_closed);
+  if (w->listen != NULL) {
+    w->open_handles++;
+    sc__listen_close(w->listen, closed_one);
+    w->listen = NULL;
+  }
 }
 
 void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),

@@ -10,6 +10,7 @@
 #define SC__REASON_MAX 160 /* a nack's or dead letter's reason */
 
 typedef struct sc__worker_thread sc__worker_thread;
+typedef struct sc__listen sc__listen;
 
 struct sc_worker {
   sc_db *db;
@@ -51,6 +52,7 @@ struct sc_worker {
   bool purge_done;       /* the retention batch's op completed */
 
   sc__worker_thread *thread; /* sc_worker_start_thread's; NULL otherwise */
+  sc__listen *listen;        /* on PostgreSQL: other hosts' commits */
 };
 
 /* Stops w (not yet stopping): no more rounds or expiry; in-flight work
@@ -58,5 +60,19 @@ struct sc_worker {
  * is freed. Loop thread. */
 void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
                      void *ud);
+
+/* Another host committed events (deadline: perhaps a new expiry deadline
+ * too): a dispatch round now, and an expiry round soon, which reads the
+ * earliest deadline again. Loop thread (listen.c). */
+void sc__worker_nudge(sc_worker *w, bool deadline);
+
+/* On PostgreSQL, starts listening for the notifications of other hosts'
+ * batches (listen.c); *out is NULL on SQLite, where the commit hook sees
+ * every commit of the handle and other processes are found by the poll.
+ * SC_NOMEM. Loop thread. */
+int sc__listen_start(sc_worker *w, sc__listen **out);
+/* Closes the listener's connection and handles; done(w) runs once they
+ * are closed, and l is freed. Loop thread. */
+void sc__listen_close(sc__listen *l, void (*done)(sc_worker *w));
 
 #endif

@@ -140,6 +140,18 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
       kind, completer / 1e3 / (double)ops, callers / 1e3 / (double)ops,
       process / 1e3 / (double)ops, 100 * process / wall / (double)cpus, cpus,
       wakeups / (double)ops);
+  /* Group commit's own bound at this batch size: a batch costs one fsync
+   * plus its operations' writer CPU, and the next batch waits for both
+   * (one connection commits synchronously). With N callers each waiting
+   * for its call, batches hold at most N: this is the rate if the writer
+   * never waited for a CPU and callers came back at once. */
+  double fsync_each = fsync / (double)m.batch_size.count;
+  double per_batch = fsync_each + batch_mean * writer / (double)ops;
+  printf(
+      "   group commit bound at this batch size: %.0f per second (each a %s;"
+      " an fsync of %.0f us plus %.1f x %.2f us of writer CPU per batch)\n",
+      per_batch > 0 ? batch_mean * 1e9 / per_batch : 0, kind, fsync_each / 1e3,
+      batch_mean, writer / 1e3 / (double)ops);
   const char *bound = bound_of(in_batch / wall, writer / wall, fsync / wall,
                                runnable / wall, process / wall / (double)cpus);
   printf("   bound: %s\n", bound);

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pg/pg.h"
 #include "test_util.h"
 
 static int64_t ms_since(int64_t start_ns) {
@@ -653,6 +654,159 @@ START_TEST(a_server_crash_loses_no_acknowledged_operation) {
 }
 END_TEST
 
+/* ---- schema versions ------------------------------------------------------
+ */
+
+/* A schema as a version-1 library left it: migration 1 and its sc_meta row,
+ * nothing of a later version. */
+static PGconn *schema_at_version_1(const char *uri) {
+  PGconn *c = outside(uri);
+  char sql[256];
+  snprintf(sql, sizeof sql, "CREATE SCHEMA \"%s\"; SET search_path TO \"%s\"",
+           strstr(uri, "schema=") + 7, strstr(uri, "schema=") + 7);
+  outside_exec(c, sql);
+  outside_exec(c,
+               "CREATE TABLE sc_meta(key text PRIMARY KEY,"
+               " value bigint NOT NULL)");
+  for (const char *const *s = sc__pg_migration(1); *s != NULL; s++)
+    outside_exec(c, *s);
+  outside_exec(c, "INSERT INTO sc_meta VALUES('schema_version', 1)");
+  return c;
+}
+
+/* sql's rows (each field, NULL as \N) as one string, for comparing. */
+static char *rows_text(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                PQresultErrorMessage(r));
+  size_t cap = 1, o = 0;
+  for (int i = 0; i < PQntuples(r); i++)
+    for (int k = 0; k < PQnfields(r); k++)
+      cap += (size_t)PQgetlength(r, i, k) + 4;
+  char *s = malloc(cap);
+  ck_assert_ptr_nonnull(s);
+  s[0] = '\0';
+  for (int i = 0; i < PQntuples(r); i++) {
+    for (int k = 0; k < PQnfields(r); k++) {
+      o += (size_t)sprintf(s + o, "%s%s", k ? "|" : "",
+                           PQgetisnull(r, i, k) ? "\\N" : PQgetvalue(r, i, k));
+    }
+    s[o++] = '\n';
+    s[o] = '\0';
+  }
+  PQclear(r);
+  return s;
+}
+
+/* The same call on both schemas answers the same rows. */
+static void both_alike(PGconn *a, PGconn *b, const char *sql) {
+  char *x = rows_text(a, sql), *y = rows_text(b, sql);
+  ck_assert_msg(strcmp(x, y) == 0, "%s:\nversion 1:\n%s\nnow:\n%s", sql, x, y);
+  free(x);
+  free(y);
+}
+
+static void issue_alike(PGconn *a, PGconn *b, int policy, const char *users,
+                        int64_t now) {
+  char sql[2048];
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%d, '{%s}', %lld)",
+           policy, users, (long long)now);
+  both_alike(a, b, sql);
+}
+
+/* A database that version 1 wrote (coupons, events, a sold-out policy)
+ * keeps working after the upgrade, and the new issuance answers exactly
+ * as version 1's loop did, row by row: one schema stays at version 1, the
+ * other is upgraded by sc_open, and both get the same calls. Their
+ * coupons, events (payload bytes, seq) and counts must match too. */
+START_TEST(version_1_upgrades_and_issues_as_before) {
+  char *uri_old = tu_db_path("v1"), *uri_new = tu_db_path("v2");
+  PGconn *a = schema_at_version_1(uri_old), *b = schema_at_version_1(uri_new);
+  const char *policies[] = {
+      "sc_policy_create('cap', 6, 2, 0, 0, 0, 0, 0, 1)",
+      "sc_policy_create('wide', 100, 3, 0, 0, 0, 0, 0, 1)",
+      "sc_policy_create('window', 5, 1, 0, 0, 0, 1000, 2000, 1)",
+      "sc_policy_create('paused', 5, 1, 0, 0, 0, 0, 0, 1)",
+      "sc_policy_pause(4, 1, 1)"};
+  char sql[256];
+  for (size_t i = 0; i < sizeof policies / sizeof *policies; i++) {
+    snprintf(sql, sizeof sql, "SELECT * FROM %s", policies[i]);
+    both_alike(a, b, sql);
+  }
+  issue_alike(a, b, 1, "1,2,1", 1500);
+  issue_alike(a, b, 2, "7,300,70000,5000000000", 1500);
+
+  sc_db *db = tu_open(uri_new, NULL); /* migrates b */
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_int_eq(tu_count(uri_new,
+                            "SELECT value FROM sc_meta"
+                            " WHERE key = 'schema_version'"),
+                   2);
+  ck_assert_int_eq(tu_count(uri_old,
+                            "SELECT value FROM sc_meta"
+                            " WHERE key = 'schema_version'"),
+                   1);
+
+  /* Held coupons, limits within a batch, the cap reached mid-batch. */
+  issue_alike(a, b, 1, "1,1,2,3,3,4,5,6", 1500);
+  issue_alike(a, b, 1, "9", 1500);
+  /* Every msgpack integer form in the payloads. */
+  issue_alike(a, b, 2,
+              "7,7,7,7,8,-5,127,128,255,256,65535,65536,4294967295,"
+              "4294967296,-32,-33,-128,-129,-32768,-32769,-2147483648,"
+              "-2147483649,9223372036854775807,-9223372036854775808",
+              1500);
+  issue_alike(a, b, 3, "1", 999);
+  issue_alike(a, b, 3, "1,2", 2000);
+  issue_alike(a, b, 3, "1,1,2", 1000);
+  issue_alike(a, b, 4, "1,2", 1500);
+  issue_alike(a, b, 99, "1,2", 1500);
+  issue_alike(a, b, 2, "", 1500);
+  /* Batches of up to 64 with repeated users, across the cap. */
+  uint64_t rng = 12;
+  for (int k = 0; k < 40; k++) {
+    char users[64 * 4] = "";
+    size_t o = 0;
+    int n = (int)tu_rng_range(&rng, 1, 64);
+    for (int i = 0; i < n; i++)
+      o += (size_t)sprintf(users + o, "%s%lld", i ? "," : "",
+                           (long long)tu_rng_range(&rng, 100, 140));
+    issue_alike(a, b, 2, users, 1500 + k);
+  }
+  both_alike(a, b,
+             "SELECT id, policy_id, user_id, status, issued_at_ms"
+             " FROM sc_coupon ORDER BY id");
+  both_alike(a, b,
+             "SELECT id, type, agg_kind, agg_id, seq, created_at_ms, payload,"
+             " state, available_at_ms FROM sc_outbox ORDER BY id");
+  both_alike(a, b,
+             "SELECT id, issued_count, paused FROM sc_coupon_policy"
+             " ORDER BY id");
+  ck_assert_int_eq(tu_count(uri_new,
+                            "SELECT issued_count FROM"
+                            " sc_coupon_policy WHERE id = 2"),
+                   100);
+  PQfinish(a);
+  PQfinish(b);
+
+  /* The library goes on with what version 1 wrote. */
+  db = tu_open(uri_new, NULL);
+  sc_id coupon = 0;
+  ck_assert_sc(sc_coupon_issue(db, 1, 50, &coupon), SC_SOLD_OUT);
+  ck_assert_sc(sc_coupon_issue(db, 3, 1, &coupon), SC_NOT_ACTIVE);
+  sc_coupon_policy_spec spec = {.name = "after", .max_count = 2};
+  sc_id policy = 0;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, &coupon), SC_OK);
+  ck_assert_int_eq(coupon, tu_count(uri_new, "SELECT max(id) FROM sc_coupon"));
+  ck_assert_sc(sc_coupon_issue(db, policy, 1, NULL), SC_LIMIT_REACHED);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri_old);
+  tu_remove_db(uri_new);
+}
+END_TEST
+
 int main(void) {
   if (!tu_pg_mode()) {
     fprintf(stderr, "check_pg runs with SC_TEST_DB=pg only\n");
@@ -669,6 +823,7 @@ int main(void) {
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, four_hosts_crossing_orders_never_busy);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);
+  tcase_add_test(tc, version_1_upgrades_and_issues_as_before);
   /* Only where the cluster may be crashed (a throwaway one). */
   if (getenv("SC_TEST_PG_CTL") != NULL) {
     tcase_add_test(tc, a_server_crash_loses_no_acknowledged_operation);

@@ -148,6 +148,9 @@ int sc__pg_status(const PGresult *r);
 /* ---- schema (schema.c) --------------------------------------------------- */
 
 int sc__pg_migrate(sc_db *db, PGconn *c);
+/* Migration version's statements, NULL-terminated (NULL past the last
+ * version): the tests build a database as an older library left it. */
+const char *const *sc__pg_migration(int version);
 
 /* ---- batches (batch.c) --------------------------------------------------- */
 

@@ -646,8 +646,98 @@ static const char *const MIGRATION_1[] = {
     MIGRATION_1_ISSUE_MANY, MIGRATION_1_ORDERS,
     MIGRATION_1_OUTBOX,     NULL};
 
-static const char *const *const MIGRATIONS[] = {MIGRATION_1};
+/* Version 2: issuance set-based. Version 1's loop ran some ten statements
+ * per issue (a count, an INSERT, sc_emit's INSERT, sc_payload's loop of
+ * SQL-function calls), and PostgreSQL's start-up of each statement, not the
+ * rows, was most of the server's time. Here the batch is a handful of
+ * statements whatever its size, with version 1's outcomes: the policy row
+ * locked first, then every user's holding read in one query (an index
+ * look-up per user: a join with user_id = ANY(...) was planned as a scan
+ * of all the policy's coupons); an issue is
+ * eligible while its user's holding plus the user's earlier issues in the
+ * array stay under per_user_limit, and the cap goes to the eligible ones in
+ * array order (an ineligible one after the cap was reached is SOLD_OUT,
+ * which version 1 checked first). A refused issue never changes a later
+ * one's count, so the holding it reports is greatest(held, limit). A
+ * coupon's event is its aggregate's first, seq 1, with no look-up; the
+ * payload is sc_payload's bytes, its constant parts built once. */
+static const char MIGRATION_2_ISSUE_MANY[] =
+    "CREATE OR REPLACE FUNCTION sc_issue_many(p_policy bigint,"
+    " p_users bigint[], p_now bigint)"
+    " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; sts int[];"
+    " helds bigint[]; won bigint[]; ids bigint[]; head bytea; mid bytea;"
+    " BEGIN"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
+    "  FOR NO KEY UPDATE;"
+    " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"
+    "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"
+    "  AND p_now >= p.ends_at_ms) THEN"
+    "  RETURN QUERY SELECT s.c, CASE s.c"
+    "   WHEN 10 THEN format('coupon policy %s not found', p_policy)"
+    "   WHEN 14 THEN format('coupon policy %s is paused', p_policy)"
+    "   ELSE format('coupon policy %s is not active at %s', p_policy, p_now)"
+    "   END, 0::bigint, 0 FROM (SELECT CASE WHEN p.id IS NULL THEN 10"
+    "   WHEN p.paused <> 0 THEN 14 ELSE 15 END AS c) AS s,"
+    "   generate_series(1, coalesce(cardinality(p_users), 0));"
+    "  RETURN;"
+    " END IF;"
+    " SELECT array_agg(CASE WHEN p.issued_count + e.before >= p.max_count"
+    "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"
+    "   ORDER BY e.o),"
+    "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"
+    "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"
+    "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"
+    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
+    "   FROM (SELECT t.o, h.n AS held, row_number() OVER"
+    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
+    "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
+    "     WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b) AS e;"
+    " won := ARRAY(SELECT t.u FROM unnest(p_users, sts) WITH ORDINALITY"
+    "  AS t(u, s, o) WHERE t.s = 0 ORDER BY t.o);"
+    " IF cardinality(won) > 0 THEN"
+    "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
+    "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"
+    "   || sc_mp_int(p_now) || sc_mp_key('user');"
+    "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
+    "   || sc_mp_key('coupon');"
+    /* Identity values are taken in insertion order, so the ids sorted are
+     * the winners' in array order. */
+    "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+    "   SELECT p_policy, w.u, p_now FROM unnest(won) WITH ORDINALITY"
+    "   AS w(u, o) ORDER BY w.o RETURNING id, user_id),"
+    "  e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
+    "   created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1, p_now,"
+    "   head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id), p_now"
+    "   FROM c ORDER BY c.id)"
+    "  SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
+    "  UPDATE sc_coupon_policy SET issued_count = p.issued_count"
+    "   + cardinality(won) WHERE id = p_policy"
+    "   AND p.issued_count + cardinality(won) <= max_count;"
+    "  IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
+    "   for no known reason', p_policy; END IF;"
+    " END IF;"
+    " RETURN QUERY SELECT t.s, CASE t.s"
+    "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
+    "   p_policy, p.max_count)"
+    "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
+    "   t.u, t.h, p_policy) END,"
+    "  CASE WHEN t.s = 0 THEN ids[(sum((t.s = 0)::int)"
+    "   OVER (ORDER BY t.o))::int] ELSE 0 END, (t.s = 0)::int"
+    "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"
+    "  ORDER BY t.o;"
+    " END $$;";
+
+static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
+
+static const char *const *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
+
+const char *const *sc__pg_migration(int version) {
+  return version >= 1 && version <= SCHEMA_VERSION ? MIGRATIONS[version - 1]
+                                                   : NULL;
+}
 
 /* Runs sql; on failure records why and returns false. */
 static bool exec_ok(PGconn *c, const char *sql, char *why, size_t cap) {

@@ -332,8 +332,8 @@ SC_API void(sc_options_init)(sc_options *opts);
  * waits at most busy_timeout_ms. A connection lost during a batch is
  * reconnected by itself; a batch whose COMMIT may have happened is looked up
  * in the library's batch log, and reported SC_AMBIGUOUS only when that
- * cannot answer. Not supported there yet (SC_MISUSE, "... is not supported
- * on PostgreSQL yet"): sc_repair, sc_backup.
+ * cannot answer. Not supported there (SC_MISUSE, "... is not supported
+ * on PostgreSQL yet"): sc_backup (pg_dump is the tool).
  *
  * @param[in] path  file name, or a PostgreSQL URI; ":memory:" and "file:"
  *                  URIs are refused (the writer and the readers need one
@@ -1190,9 +1190,9 @@ SC_API int sc_verify(sc_db *db, char **report_out);
  *   none; "cannot repair: ..." for a change a constraint refused), freed
  *   with sc_free; may be NULL.
  * @return SC_OK; SC_CORRUPT when some finding could not be repaired (the
- *   others are, and the report lists both); SC_MISUSE on PostgreSQL ("not
- *   supported on PostgreSQL yet"). Any thread; it holds up other writes of
- *   this db while it runs.
+ *   others are, and the report lists both). Any thread; it holds up other
+ *   writes of this db while it runs (on PostgreSQL, other hosts' writes to
+ *   the tables it corrects too: it locks them for its transaction).
  */
 SC_API int sc_repair(sc_db *db, int dry_run, int *changes_out,
                      char **report_out);

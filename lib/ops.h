@@ -133,12 +133,20 @@ int sc__pg_dead_fill(sc_db *db, sc_id after, int max, sc_dead_event *out,
 /* sc_product_get on PostgreSQL (pg/catalog.c); out untouched on failure. */
 int sc__pg_product_get(sc_db *db, sc_id product, sc_product *out);
 
+/* repair.c: an administrator's corrections (pg/repair.c on PostgreSQL). */
+typedef struct repair_op {
+  sc__op base;
+  bool dry_run;
+  int changes, refused;
+  sc__strbuf report; /* one line per change or refusal */
+} repair_op;
+
 /* The PostgreSQL descriptors of each (pg/pg.h). */
 struct sc__op_pg;
 extern const struct sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
     sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
-    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge;
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge, sc__pg_repair;
 
 #endif /* SC_OPS_H */

@@ -4,11 +4,11 @@
  * corrects one key; they run in order, inside one savepoint of the writer,
  * so a repair is all or nothing and a dry run is the same repair rolled
  * back. Repairs write no outbox event: they are corrections, not business
- * state changes. */
+ * state changes. pg/repair.c makes the same corrections on PostgreSQL. */
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ops.h"
 
 typedef struct fix {
   const char *select; /* key, report line */
@@ -98,13 +98,6 @@ static const fix FIXES[] = {
 static const char SQL_DRY_BEGIN[] = "SAVEPOINT sc_repair_dry";
 static const char SQL_DRY_UNDO[] = "ROLLBACK TO sc_repair_dry";
 static const char SQL_DRY_END[] = "RELEASE sc_repair_dry";
-
-typedef struct repair_op {
-  sc__op base;
-  bool dry_run;
-  int changes, refused;
-  sc__strbuf report;
-} repair_op;
 
 typedef struct finding {
   int64_t key;
@@ -201,11 +194,9 @@ static int repair_run(sc_db *db, sc__conn *w, sc__op *base) {
 int sc_repair(sc_db *db, int dry_run, int *changes_out, char **report_out) {
   SC__CHECK_DB(db);
   if (report_out != NULL) *report_out = NULL;
-  if (db->pg != NULL) {
-    return sc__fail(SC_MISUSE, "sc_repair is not supported on PostgreSQL yet");
-  }
-  repair_op op = {.base = {.run = repair_run, .kind = SC__OP_ADMIN},
-                  .dry_run = dry_run != 0};
+  repair_op op = {
+      .base = {.run = repair_run, .pg = &sc__pg_repair, .kind = SC__OP_ADMIN},
+      .dry_run = dry_run != 0};
   int rc = sc__op_execute(db, &op.base);
   if (rc == SC_OK && op.changes + op.refused == 0) {
     sc__strbuf_printf(&op.report, "nothing to repair\n");

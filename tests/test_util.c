@@ -250,7 +250,31 @@ int64_t tu_count(const char *path, const char *sql) {
   return n;
 }
 
+/* tu_rows on PostgreSQL: the same format, values as the server's text. */
+static char *pg_rows(const char *path, const char *const *sql, size_t n) {
+  PGconn *c = pg_outside(path);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap);
+  ck_assert_ptr_nonnull(out);
+  for (size_t i = 0; i < n; i++) {
+    PGresult *r = pg_run(c, sql[i]);
+    for (int row = 0; row < PQntuples(r); row++) {
+      for (int col = 0; col < PQnfields(r); col++) {
+        const char *v =
+            PQgetisnull(r, row, col) ? "NULL" : PQgetvalue(r, row, col);
+        len += (size_t)snprintf(out + len, cap - len, "%s|", v);
+        ck_assert_uint_lt(len, cap - 64);
+      }
+      out[len++] = '\n';
+    }
+    PQclear(r);
+  }
+  PQfinish(c);
+  return out;
+}
+
 char *tu_rows(const char *path, const char *const *sql, size_t n) {
+  if (tu_pg_mode()) return pg_rows(path, sql, n);
   sqlite3 *h = NULL;
   ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
   size_t cap = 1 << 16, len = 0;

@@ -70,8 +70,9 @@ int64_t tu_count(const char *path, const char *sql);
 void tu_exec(const char *path, const char *sql);
 
 /* Every row of each of n queries, as one string ("v|v|...\n" per row,
- * NULL as "NULL"), through a separate plain SQLite connection: to compare
- * a file's contents before and after. Freed with free(). */
+ * NULL as "NULL"), through a separate plain SQLite connection (or, in
+ * PostgreSQL mode, a connection of its own): to compare a database's
+ * contents before and after. Freed with free(). */
 char *tu_rows(const char *path, const char *const *sql, size_t n);
 
 /* A gate: an operation that holds db's writer inside its batch until the

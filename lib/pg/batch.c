@@ -268,9 +268,7 @@ static bool send_batch(sc_db *db, attempt *a, bool trim) {
   return ok;
 }
 
-/* The next result of the pipeline, with the NULL that ends it consumed.
- * NULL when the connection broke. */
-static PGresult *next_result(PGconn *c) {
+PGresult *sc__pg_next_result(PGconn *c) {
   PGresult *r = PQgetResult(c);
   if (r == NULL) return NULL;
   if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
@@ -325,7 +323,7 @@ typedef struct reader {
 } reader;
 
 static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
-  PGresult *r = next_result(db->pg->w);
+  PGresult *r = sc__pg_next_result(db->pg->w);
   if (r == NULL) return false;
   ExecStatusType s = PQresultStatus(r);
   if (s == PGRES_FATAL_ERROR && !rd->failed) {
@@ -364,7 +362,7 @@ static bool read_step(sc_db *db, reader *rd, sc__op *op, bool is_commit) {
  * the call runs the batch again with one call per operation, to find the
  * one at fault. */
 static bool read_group(sc_db *db, reader *rd, sc__op **ops, int n) {
-  PGresult *r = next_result(db->pg->w);
+  PGresult *r = sc__pg_next_result(db->pg->w);
   if (r == NULL) return false;
   ExecStatusType s = PQresultStatus(r);
   if (s == PGRES_FATAL_ERROR && !rd->failed) {
@@ -418,7 +416,7 @@ static run_outcome read_batch(sc_db *db, attempt *a, bool trim) {
   if (PQtransactionStatus(db->pg->w) != PQTRANS_IDLE) {
     /* The failed transaction is still open: end it. */
     if (send_plain(db->pg->w, "ROLLBACK") && PQpipelineSync(db->pg->w) == 1) {
-      PQclear(next_result(db->pg->w));
+      PQclear(sc__pg_next_result(db->pg->w));
       PQclear(PQgetResult(db->pg->w));
     }
   }
@@ -632,7 +630,7 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
       run = op->pg->unwrap(op, &st);
       if (run == NULL) run = op;
     }
-    run->excluded = st != SC_OK || run->pg == NULL;
+    run->excluded = st != SC_OK || run->pg == NULL || run->pg->alone != NULL;
     if (st == SC_OK && run->pg == NULL) {
       run->status =
           sc__op_fail(run, SC_MISUSE, "%s is not supported on PostgreSQL yet",
@@ -647,6 +645,11 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db), .group = group};
   bool committed = run_attempts(db, &a);
   sc__free(group);
+  for (int i = 0; i < k; i++) {
+    if (ops[i]->pg != NULL && ops[i]->pg->alone != NULL) {
+      ops[i]->status = ops[i]->pg->alone(db, ops[i]);
+    }
+  }
   /* Wrappers take their inner operation's outcome. */
   for (int i = 0; i < k; i++) {
     if (ops[i] == outer[i]) continue;

@@ -74,6 +74,10 @@ typedef struct sc__op_pg {
    * run, whose status the wrapper then takes; NULL with *status set (and
    * the wrapper failed) when it must not run. The other fields are unused. */
   sc__op *(*unwrap)(sc__op *op, int *status);
+  /* For an administrator's operation that is a transaction of its own (a
+   * repair): runs it on the writer's connection after the batch's calls
+   * and returns its status. The other fields are unused. */
+  int (*alone)(sc_db *db, sc__op *op);
 } sc__op_pg;
 
 /* Every descriptor, prepared on each writer connection. */
@@ -81,7 +85,8 @@ extern const sc__op_pg sc__pg_policy_create, sc__pg_policy_pause,
     sc__pg_coupon_issue, sc__pg_product_create, sc__pg_product_restock,
     sc__pg_deposit, sc__pg_checkout, sc__pg_order_pay, sc__pg_order_cancel,
     sc__pg_orders_expire, sc__pg_expire_round, sc__pg_outbox_round,
-    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge, sc__pg_async;
+    sc__pg_outbox_event, sc__pg_requeue_all, sc__pg_purge, sc__pg_async,
+    sc__pg_repair;
 
 /* Column col of a call's row as an int64 (NULL reads as 0). */
 int64_t sc__pg_col(const PGresult *r, int col);
@@ -156,6 +161,9 @@ const char *const *sc__pg_migration(int version);
 
 /* Prepares every call on a fresh writer connection. */
 int sc__pg_prepare(PGconn *c, char *why, size_t cap);
+/* The next result of the writer's pipeline, with the NULL that ends it
+ * consumed; NULL when the connection broke. */
+PGresult *sc__pg_next_result(PGconn *c);
 /* Runs the batch as one transaction; every op gets its status. Returns
  * whether it committed. */
 bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n);

@@ -541,7 +541,7 @@ def open(path: "PathLike", *, durability: Union[Durability, str] = "full",
     A PostgreSQL connection URI (``postgresql://...`` or
     ``postgres://...``, optionally with ``?schema=NAME``) opens the same
     API on that server instead, for several hosts sharing one database;
-    ``repair`` and ``backup`` are not supported there yet (Misuse).
+    ``backup`` is not supported there (Misuse; pg_dump is the tool).
 
     Args:
         path: the file (":memory:" is refused), or a PostgreSQL URI.

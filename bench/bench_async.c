@@ -5,9 +5,8 @@
  * the single-writer SQLite limits (run_limit): one connection doing an
  * issue's writes (the conditional UPDATE, the coupon INSERT, the event
  * INSERT) at 512 and 1,000 issues per transaction, then all of the
- * library's statements (its two checks too), then the writes without the
- * index sc_outbox_open; the library's rate as a share of each, and the
- * earlier baseline without the event.
+ * library's statements (its two checks too); the library's rate as a share
+ * of each, and the earlier baseline without the event.
  *
  *   bench_async [--seconds S] [--inflight N]
  */
@@ -128,9 +127,8 @@ static bu_result run_lib(double seconds, int inflight) {
  * do at best, so the library's rate is a share of it. */
 
 enum {
-  LIMIT_EVENTS = 1,  /* the outbox event too, as the library writes it */
-  LIMIT_READS = 2,   /* the library's checks first (policy, user's count) */
-  LIMIT_NO_OPEN = 4, /* without the index sc_outbox_open */
+  LIMIT_EVENTS = 1, /* the outbox event too, as the library writes it */
+  LIMIT_READS = 2,  /* the library's checks first (policy, user's count) */
 };
 
 enum { CHECK, HELD, CLAIM, INSERT, EVENT, N_LIMIT };
@@ -199,9 +197,6 @@ static bu_result run_limit(const char *variant, double seconds, int per_txn,
   }
   sc_close(db);
   sqlite3 *h = bu_sqlite_open_writer(path);
-  if (flags & LIMIT_NO_OPEN) {
-    sqlite3_exec(h, "DROP INDEX sc_outbox_open", NULL, NULL, NULL);
-  }
   sqlite3_stmt *st[N_LIMIT];
   for (int k = 0; k < N_LIMIT; k++) {
     if (sqlite3_prepare_v2(h, LIMIT_SQL[k], -1, &st[k], NULL) != SQLITE_OK) {
@@ -249,8 +244,7 @@ int main(int argc, char **argv) {
       " durable (synchronous=FULL)");
   bu_result a = run_lib(seconds, inflight);
   /* The earlier baseline (no event), then the limit of the library's
-   * writes, of all its statements, and of its writes without the
-   * partial index sc_outbox_open. */
+   * writes and of all its statements. */
   bu_result b = run_limit("plain", seconds, PLAIN_PER_TXN, 0);
   bu_print_ratio("async_vs_plain_single_writer", &a, &b);
   bu_result w512 = run_limit("limit_writes", seconds, 512, LIMIT_EVENTS);
@@ -258,12 +252,9 @@ int main(int argc, char **argv) {
       run_limit("limit_writes", seconds, PLAIN_PER_TXN, LIMIT_EVENTS);
   bu_result all = run_limit("limit_statements", seconds, PLAIN_PER_TXN,
                             LIMIT_EVENTS | LIMIT_READS);
-  bu_result no_open = run_limit("limit_writes_no_open_index", seconds,
-                                PLAIN_PER_TXN, LIMIT_EVENTS | LIMIT_NO_OPEN);
   bu_print_bound("single_writer_writes_512", &a, &w512);
   bu_print_bound("single_writer_writes_1000", &a, &w1000);
   bu_print_bound("single_writer_statements_1000", &a, &all);
-  bu_print_ratio("no_open_index_vs_writes", &no_open, &w1000);
   printf("   target: >= 300,000 issues/s: %s\n",
          a.ops_per_s >= 300000 ? "met" : "NOT met");
   return 0;

@@ -18,8 +18,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "bench_util.h"
 
@@ -200,18 +198,6 @@ static int bare_call(int t, int64_t i, void *ud) {
   return 0;
 }
 
-static int64_t process_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t wakeups(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (int64_t)ru.ru_nvcsw;
-}
-
 static bu_result run_bare(int threads, double seconds) {
   bare_ctx b = {.lock = PTHREAD_MUTEX_INITIALIZER,
                 .nonempty = PTHREAD_COND_INITIALIZER,
@@ -220,12 +206,13 @@ static bu_result run_bare(int threads, double seconds) {
     sem_init(&b.reqs[t].done, 0, 0);
   pthread_t server;
   pthread_create(&server, NULL, bare_server, &b);
-  int64_t cpu0 = process_cpu_ns(), w0 = wakeups();
+  bu_cpu before = bu_cpu_now(NULL); /* the process's CPU and wake-ups */
   bu_result r =
       bu_run("coupon_issue", "bare_hand_off", threads, seconds, bare_call, &b);
+  bu_cpu after = bu_cpu_now(NULL);
   double ops = r.ops > 0 ? (double)r.ops : 1;
-  double cpu_us = (double)(process_cpu_ns() - cpu0) / 1e3 / ops;
-  double wake = (double)(wakeups() - w0) / ops;
+  double cpu_us = (double)(after.process - before.process) / 1e3 / ops;
+  double wake = (double)(after.wakeups - before.wakeups) / ops;
   pthread_mutex_lock(&b.lock);
   b.stop = true;
   pthread_cond_signal(&b.nonempty);

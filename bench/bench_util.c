@@ -148,7 +148,7 @@ void bu_print_writer(sc_db *db, const char *kind, const bu_cpu *before,
   double fsync_each = fsync / (double)m.batch_size.count;
   double per_batch = fsync_each + batch_mean * writer / (double)ops;
   printf(
-      "   group commit bound at this batch size: %.0f per second (each a %s;"
+      "   group commit bound at this batch size: %.0f/s (counting each %s;"
       " an fsync of %.0f us plus %.1f x %.2f us of writer CPU per batch)\n",
       per_batch > 0 ? batch_mean * 1e9 / per_batch : 0, kind, fsync_each / 1e3,
       batch_mean, writer / 1e3 / (double)ops);

@@ -36,9 +36,16 @@ static const char SQL_APPEND[] =
 /* A claim is this SELECT, then one UPDATE by id per row (SQL_LEASE): an
  * UPDATE ... RETURNING would have SQLite build an ephemeral table and a
  * statement journal per claim (expensive in Debian's build, see issue 11).
- * The partial index sc_outbox_pending gives the rows in id order; an
- * aggregate's first event (seq 1, every coupon's) has no predecessor to
- * look for in sc_outbox_open. */
+ * The partial index sc_outbox_pending gives the rows in id order.
+ *
+ * "Every earlier event of the aggregate is delivered" is checked on the
+ * previous event alone (one look-up in the UNIQUE(agg_kind, agg_id, seq)
+ * index): an event is delivered only by an ack of its claim, a claim
+ * needs the previous event delivered, and nothing makes a delivered event
+ * undelivered again, so by induction a delivered event's predecessors are
+ * all delivered. A missing previous event was purged, and a purge takes
+ * delivered events only, a prefix of each aggregate (outbox_purge.c). The
+ * first event (seq 1, every coupon's) has no predecessor to look for. */
 static const char SQL_DELIVERABLE[] =
     "SELECT o.id, o.type, o.agg_id, o.seq, o.created_at_ms, o.attempts,"
     " o.payload, o.claim, o.lease_until_ms FROM sc_outbox o"
@@ -46,7 +53,7 @@ static const char SQL_DELIVERABLE[] =
     "  AND o.lease_until_ms <= ?1"
     "  AND (o.seq = 1 OR NOT EXISTS (SELECT 1 FROM sc_outbox e"
     "   WHERE e.agg_kind = o.agg_kind AND e.agg_id = o.agg_id"
-    "    AND e.seq < o.seq AND e.state <> 1))"
+    "    AND e.seq = o.seq - 1 AND e.state <> 1))"
     " ORDER BY o.id LIMIT ?2";
 /* Taking over an expired lease (lease_until_ms > 0: claimed, never acked,
  * nacked or released) counts that delivery as an attempt: attempts is

@@ -218,7 +218,8 @@ START_TEST(shares_a_host_file) {
 }
 END_TEST
 
-/* Every row of the tables with generated ids and their indexes, as text. */
+/* Every row of the tables with generated ids and their indexes, as text
+ * (but sc_outbox_open, which migration 4 drops). */
 static char *rows_and_indexes(const char *path) {
   static const char *const SQL[] = {
       "SELECT * FROM sc_coupon_policy",
@@ -229,7 +230,7 @@ static char *rows_and_indexes(const char *path) {
       "SELECT * FROM sc_order_line",
       "SELECT * FROM sc_outbox",
       "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'index'"
-      " ORDER BY name"};
+      " AND name <> 'sc_outbox_open' ORDER BY name"};
   return tu_rows(path, SQL, sizeof SQL / sizeof *SQL);
 }
 

@@ -1221,6 +1221,88 @@ START_TEST(purge_races_claims_and_acks) {
 }
 END_TEST
 
+/* Claims one event and checks it is the aggregate's event number seq. */
+static sc_event claim_seq(sc_db *db, int64_t seq) {
+  sc_event *ev;
+  int n;
+  claim(db, 10, 1000, &ev, &n);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(ev[0].seq, seq);
+  sc_event one = ev[0];
+  one.payload = NULL;
+  sc_events_free(ev, n);
+  return one;
+}
+
+static const char SQL_VERSION_3[] =
+    "UPDATE sc_meta SET value = 3 WHERE key = 'schema_version'";
+
+/* A version 3 file (with the index sc_outbox_open) is migrated on open: the
+ * index goes, setting the version back runs the migration again
+ * harmlessly, and one aggregate's events are still handed out strictly in
+ * order: held back by a leased or a dead previous event, and not by one
+ * that was delivered and purged. */
+START_TEST(a_version_3_file_drops_the_open_index_and_keeps_the_order) {
+  char *path = tu_db_path("ob-migrate-4");
+  tu_clock clock;
+  sc_db *db = open_clocked(path, &clock, 1); /* one nack: dead */
+  for (int i = 0; i < 4; i++) {
+    ck_assert_sc(sc_account_deposit(db, 1, 10, NULL), SC_OK);
+  }
+  sc_close(db);
+  exec_sql(path,
+           "CREATE INDEX sc_outbox_open ON sc_outbox(agg_kind, agg_id, seq)"
+           " WHERE state <> 1");
+  exec_sql(path, SQL_VERSION_3);
+  for (int round = 0; round < 2; round++) {
+    db = open_clocked(path, &clock, 1);
+    ck_assert_int_eq(tu_count(path,
+                              "SELECT value FROM sc_meta"
+                              " WHERE key = 'schema_version'"),
+                     sc__schema_version());
+    ck_assert_int_eq(tu_count(path,
+                              "SELECT count(*) FROM sqlite_schema"
+                              " WHERE name = 'sc_outbox_open'"),
+                     0);
+    tu_assert_verify(db);
+    if (round == 0) {
+      sc_close(db);
+      exec_sql(path, SQL_VERSION_3); /* the index is gone already */
+    }
+  }
+  sc_event e1 = claim_seq(db, 1);
+  ck_assert_int_eq(claim_count(db), 0); /* 2 waits for the leased 1 */
+  ck_assert_sc(sc_outbox_ack(db, e1.id, e1.claim), SC_OK);
+  sc_event e2 = claim_seq(db, 2);
+  ck_assert_sc(sc_outbox_nack(db, e2.id, e2.claim, "no"), SC_OK);
+  ck_assert_int_eq(
+      tu_count(path, "SELECT count(*) FROM sc_outbox WHERE state = 2"), 1);
+  atomic_fetch_add(&clock.now_ms, 10000);
+  ck_assert_int_eq(claim_count(db), 0); /* 3 and 4 wait for the dead 2 */
+  ck_assert_sc(sc_outbox_requeue(db, e2.id), SC_OK);
+  for (int64_t seq = 2; seq <= 4; seq++) {
+    sc_event e = claim_seq(db, seq);
+    ck_assert_int_eq(claim_count(db), 0); /* the next waits for this one */
+    ck_assert_sc(sc_outbox_ack(db, e.id, e.claim), SC_OK);
+  }
+  /* Events 1 to 4 purged: 5 has no previous event left, and goes. */
+  ck_assert_sc(sc_account_deposit(db, 1, 10, NULL), SC_OK);
+  ck_assert_sc(sc_account_deposit(db, 1, 10, NULL), SC_OK);
+  atomic_fetch_add(&clock.now_ms, 1);
+  int64_t purged = 0;
+  ck_assert_sc(sc_outbox_purge(db, atomic_load(&clock.now_ms), &purged), SC_OK);
+  ck_assert_int_eq(purged, 4);
+  sc_event e5 = claim_seq(db, 5);
+  ck_assert_int_eq(claim_count(db), 0); /* 6 waits for the leased 5 */
+  ck_assert_sc(sc_outbox_ack(db, e5.id, e5.claim), SC_OK);
+  sc_event e6 = claim_seq(db, 6);
+  ck_assert_sc(sc_outbox_ack(db, e6.id, e6.claim), SC_OK);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 /* A file of schema version 1 (before claim tokens and retention) is
  * migrated on open: its delivered events count as acked when created, its
  * leased ones can be claimed again once their leases end, and fencing,
@@ -1405,6 +1487,8 @@ Suite *outbox_suite(void) {
    * SQLite, the engine's rollback): not run against PostgreSQL. */
   if (!tu_pg_mode()) {
     tcase_add_test(tc, a_version_1_file_is_migrated);
+    tcase_add_test(tc,
+                   a_version_3_file_drops_the_open_index_and_keeps_the_order);
     tcase_add_test(tc, rolled_back_changes_leave_no_event_and_no_gap);
     tcase_add_test(tc, verify_reports_event_tampering);
   }

@@ -12,11 +12,14 @@
  * The server is the one at --uri, else $SC_BENCH_PG_URI, else libpq's
  * defaults (PGHOST, ...: run it under scripts/pg-cluster.sh). Each run uses a
  * schema of its own, dropped afterwards. Run the server with fsync=on to
- * measure durable commits. */
+ * measure durable commits, and track_wal_io_timing=on to time its WAL
+ * flushes: after (a), a line gives its cost per issue (the server's CPU,
+ * the client's, the WAL flushes). */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +78,86 @@ static sc_id setup(const char *uri) {
   return policy;
 }
 
+/* ---- where one handle's time goes ------------------------------------------
+ */
+
+/* What one handle's run cost: the CPU of the server's backends (read from
+ * /proc, so only for a server on this machine), this process's CPU, and
+ * the server's WAL flushes (timed with track_wal_io_timing=on). */
+typedef struct costs {
+  double server_s, client_s, flush_ms;
+  int64_t flushes;
+} costs;
+
+/* CPU seconds of a process from /proc/PID/stat (utime + stime), -1 if it
+ * cannot be read. */
+static double proc_cpu(const char *pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%s/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  if (p == NULL || sscanf(p + 2,
+                          "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u"
+                          " %llu %llu",
+                          &ut, &st) != 2) {
+    return -1;
+  }
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static costs costs_now(PGconn *c) {
+  costs k = {0};
+  PGresult *r = PQexec(c,
+                       "SELECT pid FROM pg_stat_activity"
+                       " WHERE backend_type = 'client backend'"
+                       " AND pid <> pg_backend_pid()");
+  for (int i = 0; i < PQntuples(r) && k.server_s >= 0; i++) {
+    double cpu = proc_cpu(PQgetvalue(r, i, 0));
+    k.server_s = cpu < 0 ? -1 : k.server_s + cpu;
+  }
+  PQclear(r);
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  k.client_s = (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec +
+               ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) / 1e6;
+  r = PQexec(c, "SELECT wal_sync, wal_sync_time FROM pg_stat_wal");
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    k.flushes = atoll(PQgetvalue(r, 0, 0));
+    k.flush_ms = atof(PQgetvalue(r, 0, 1));
+  }
+  PQclear(r);
+  return k;
+}
+
+/* Prints the run's cost per issue. The server's backends report their WAL
+ * figures to pg_stat_wal at most once a second, so the flushes are those
+ * reported by the end of the run. */
+static void print_costs(const costs *a, const costs *b, const bu_result *r) {
+  double n = (double)r->ops;
+  int64_t flushes = b->flushes - a->flushes;
+  if (n <= 0) return;
+  printf("cost per issue: server ");
+  if (a->server_s >= 0 && b->server_s >= 0) {
+    printf("%.1f us CPU", (b->server_s - a->server_s) * 1e6 / n);
+  } else {
+    printf("n/a (not on this machine)");
+  }
+  printf(", client %.1f us CPU; %lld WAL flushes (%.1f issues each)",
+         (b->client_s - a->client_s) * 1e6 / n, (long long)flushes,
+         flushes > 0 ? n / (double)flushes : 0);
+  if (b->flush_ms > a->flush_ms && flushes > 0) {
+    printf(", %.3f ms each", (b->flush_ms - a->flush_ms) / (double)flushes);
+  } else {
+    printf(", not timed (track_wal_io_timing=off)");
+  }
+  printf("\n");
+}
+
 /* ---- (a) the library ------------------------------------------------------
  */
 
@@ -95,9 +178,15 @@ static bu_result run_lib(const char *uri, sc_id policy, int threads,
   lib_ctx c = {.policy = policy, .user_base = user_base};
   if (sc_open(uri, NULL, &c.db) != SC_OK) die("open", sc_errmsg(NULL));
   sc_metrics_reset(c.db);
+  PGconn *pc = PQconnectdb(base_uri);
+  costs before = costs_now(pc);
   bu_result r = bu_run("coupon_issue_pg", "group_commit", threads, seconds,
                        lib_issue, &c);
+  costs after = costs_now(pc);
+  PQfinish(pc);
   sc_close(c.db);
+  bu_print(&r);
+  print_costs(&before, &after, &r);
   return r;
 }
 
@@ -224,7 +313,6 @@ int main(int argc, char **argv) {
   run_uri(uri, sizeof uri, "lib");
   sc_id policy = setup(uri);
   bu_result a = run_lib(uri, policy, threads, seconds, 0);
-  bu_print(&a);
   drop_schema(uri);
   run_uri(uri, sizeof uri, "plain");
   policy = setup(uri);

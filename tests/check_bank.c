@@ -14,11 +14,13 @@
  * The public API reads one account per call (sc_account_get), each on its
  * own snapshot, so a consistent view of all accounts at once is read
  * through a separate plain SQLite connection in one read transaction (WAL
- * gives it one snapshot). sc_stats_get, the library's own one-snapshot
- * totals, is checked alongside, and at the end, with nothing in flight,
- * every account is compared through sc_account_get.
+ * gives it one snapshot), or on PostgreSQL (check_bank_pg) a connection of
+ * the test's own in one REPEATABLE READ transaction. sc_stats_get, the
+ * library's own one-snapshot totals, is checked alongside, and at the end, with
+ * nothing in flight, every account is compared through sc_account_get.
  *
  *   SC_BANK_OPS=N   calls per worker thread (default 400) */
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -186,73 +188,125 @@ static void worker(int t, void *ud) {
 /* ---- the reader -------------------------------------------------------------
  */
 
-static int64_t one_i64(sqlite3 *h, const char *sql) {
+/* The reader's connection: a plain SQLite connection (WAL gives a read
+ * transaction one snapshot), or on PostgreSQL one of the test's own
+ * (a REPEATABLE READ transaction has one snapshot). */
+typedef struct snap_conn {
+  sqlite3 *h;
+  PGconn *pg;
+} snap_conn;
+
+typedef void (*row_fn)(bank *b, const char *const *cols, void *ud);
+
+/* Runs sql, handing each row's first three columns (as text) to fn. */
+static void query(bank *b, snap_conn *c, const char *sql, row_fn fn, void *ud) {
+  if (c->pg != NULL) {
+    PGresult *r = PQexec(c->pg, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      bank_fail(b, "%s: %s", sql, PQresultErrorMessage(r));
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+      const char *cols[3] = {NULL, NULL, NULL};
+      for (int col = 0; col < PQnfields(r) && col < 3; col++)
+        cols[col] = PQgetvalue(r, row, col);
+      fn(b, cols, ud);
+    }
+    PQclear(r);
+    return;
+  }
   sqlite3_stmt *st = NULL;
-  int64_t v = -1;
-  if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW) {
-    v = sqlite3_column_int64(st, 0);
+  if (sqlite3_prepare_v2(c->h, sql, -1, &st, NULL) != SQLITE_OK) {
+    bank_fail(b, "%s: %s", sql, sqlite3_errmsg(c->h));
+  }
+  while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
+    const char *cols[3] = {NULL, NULL, NULL};
+    for (int col = 0; col < sqlite3_column_count(st) && col < 3; col++)
+      cols[col] = (const char *)sqlite3_column_text(st, col);
+    fn(b, cols, ud);
   }
   sqlite3_finalize(st);
+}
+
+static bool run(snap_conn *c, const char *sql) {
+  if (c->pg != NULL) {
+    PGresult *r = PQexec(c->pg, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok;
+  }
+  return sqlite3_exec(c->h, sql, NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static void first_i64(bank *b, const char *const *cols, void *ud) {
+  (void)b;
+  *(int64_t *)ud = cols[0] ? strtoll(cols[0], NULL, 10) : -1;
+}
+
+static int64_t one_i64(bank *b, snap_conn *c, const char *sql) {
+  int64_t v = -1;
+  query(b, c, sql, first_i64, &v);
   return v;
 }
 
+static void add_deposit(bank *b, const char *const *cols, void *ud) {
+  int k = atoi(cols[0] + 5);
+  *(int64_t *)ud += atomic_load(&b->deposit_amount[k]);
+}
+
 /* Deposits in the snapshot, by the test's record of each key's amount. */
-static int64_t snapshot_deposits(bank *b, sqlite3 *h) {
-  sqlite3_stmt *st = NULL;
+static int64_t snapshot_deposits(bank *b, snap_conn *c) {
   int64_t sum = 0;
-  sqlite3_prepare_v2(h,
-                     "SELECT key FROM sc_idempotency WHERE scope = 2"
-                     " AND key LIKE 'bank-%'",
-                     -1, &st, NULL);
-  while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
-    int k = atoi((const char *)sqlite3_column_text(st, 0) + 5);
-    sum += atomic_load(&b->deposit_amount[k]);
-  }
-  sqlite3_finalize(st);
+  query(b, c,
+        "SELECT key FROM sc_idempotency WHERE scope = 2"
+        " AND key LIKE 'bank-%'",
+        add_deposit, &sum);
   return sum;
+}
+
+typedef struct order_sums {
+  int64_t paid, pending;
+} order_sums;
+
+static void add_order(bank *b, const char *const *cols, void *ud) {
+  order_sums *o = ud;
+  sc_id id = strtoll(cols[0], NULL, 10);
+  int status = atoi(cols[1]);
+  int64_t total = strtoll(cols[2], NULL, 10);
+  int64_t mine = id < MAX_ORDERS ? atomic_load(&b->order_total[id]) : -1;
+  /* A PENDING order may be newer than the record of its checkout. */
+  if (mine == 0 && status == 1) mine = total;
+  if (mine != total) {
+    bank_fail(b, "order %lld: total %lld, asked for %lld", (long long)id,
+              (long long)total, (long long)mine);
+  }
+  *(status == 2 ? &o->paid : &o->pending) += total;
 }
 
 /* Totals of the snapshot's CONFIRMED and PENDING orders, by the test's
  * record; the library's own total must agree with it. */
-static void snapshot_orders(bank *b, sqlite3 *h, int64_t *paid,
+static void snapshot_orders(bank *b, snap_conn *c, int64_t *paid,
                             int64_t *pending) {
-  sqlite3_stmt *st = NULL;
-  *paid = *pending = 0;
-  sqlite3_prepare_v2(h,
-                     "SELECT id, status, total FROM sc_order"
-                     " WHERE status IN (1, 2)",
-                     -1, &st, NULL);
-  while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
-    sc_id id = sqlite3_column_int64(st, 0);
-    int status = sqlite3_column_int(st, 1);
-    int64_t total = sqlite3_column_int64(st, 2);
-    int64_t mine = id < MAX_ORDERS ? atomic_load(&b->order_total[id]) : -1;
-    /* A PENDING order may be newer than the record of its checkout. */
-    if (mine == 0 && status == 1) mine = total;
-    if (mine != total) {
-      bank_fail(b, "order %lld: total %lld, asked for %lld", (long long)id,
-                (long long)total, (long long)mine);
-    }
-    *(status == 2 ? paid : pending) += total;
-  }
-  sqlite3_finalize(st);
+  order_sums o = {0, 0};
+  query(b, c, "SELECT id, status, total FROM sc_order WHERE status IN (1, 2)",
+        add_order, &o);
+  *paid = o.paid;
+  *pending = o.pending;
 }
 
-static void one_snapshot(bank *b, sqlite3 *h) {
+static void one_snapshot(bank *b, snap_conn *c) {
   /* Read before the snapshot: all of it must be in the snapshot. */
   int64_t acked_in = atomic_load(&b->acked_deposits);
   int64_t acked_out = atomic_load(&b->acked_payments);
-  if (sqlite3_exec(h, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-    bank_fail(b, "BEGIN: %s", sqlite3_errmsg(h));
+  if (!run(c, c->pg ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN")) {
+    bank_fail(b, "BEGIN failed");
     return;
   }
   int64_t balances =
-      one_i64(h, "SELECT coalesce(sum(balance), 0) FROM sc_account");
-  int64_t held = one_i64(h, "SELECT coalesce(sum(held), 0) FROM sc_account");
-  int64_t deposits = snapshot_deposits(b, h), paid = 0, pending = 0;
-  snapshot_orders(b, h, &paid, &pending);
-  sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+      one_i64(b, c, "SELECT coalesce(sum(balance), 0) FROM sc_account");
+  int64_t held = one_i64(b, c, "SELECT coalesce(sum(held), 0) FROM sc_account");
+  int64_t deposits = snapshot_deposits(b, c), paid = 0, pending = 0;
+  snapshot_orders(b, c, &paid, &pending);
+  run(c, "COMMIT");
   b->snapshots++;
   if (balances != deposits - paid) {
     bank_fail(b,
@@ -299,18 +353,22 @@ static void one_stats(bank *b) {
 
 static void *reader(void *arg) {
   bank *b = arg;
-  sqlite3 *h = NULL;
-  if (sqlite3_open_v2(b->path, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+  snap_conn c = {NULL, NULL};
+  if (tu_pg_mode()) {
+    c.pg = tu_pg_connect(b->path);
+  } else if (sqlite3_open_v2(b->path, &c.h, SQLITE_OPEN_READONLY, NULL) !=
+             SQLITE_OK) {
     bank_fail(b, "reader: cannot open");
     return NULL;
   }
-  sqlite3_busy_timeout(h, 10000);
+  if (c.h != NULL) sqlite3_busy_timeout(c.h, 10000);
   while (atomic_load(&b->workers_left) > 0 && !atomic_load(&b->failed)) {
-    one_snapshot(b, h);
+    one_snapshot(b, &c);
     one_stats(b);
   }
-  one_snapshot(b, h);
-  sqlite3_close(h);
+  one_snapshot(b, &c);
+  sqlite3_close(c.h);
+  PQfinish(c.pg);
   return NULL;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "pg/pg.h"
 
 /* ---- PostgreSQL mode ------------------------------------------------------
  * SC_TEST_DB=pg runs a suite against the server at SC_TEST_PG_URI (or the
@@ -60,6 +61,10 @@ static PGconn *pg_outside(const char *uri) {
   snprintf(sql, sizeof sql, "SET search_path TO %s", uri_schema(uri));
   PQclear(PQexec(c, sql));
   return c;
+}
+
+PGconn *tu_pg_connect(const char *path) {
+  return pg_outside(path);
 }
 
 static PGresult *pg_run(PGconn *c, const char *sql) {
@@ -317,10 +322,21 @@ static void gate_done(sc__op *base) {
   sem_post(&((tu_gate *)base)->done);
 }
 
+/* On PostgreSQL the gate is an operation of its own transaction, run by
+ * the writer thread after its batch's calls: it holds the writer as well. */
+static int gate_alone(sc_db *db, sc__op *base) {
+  return gate_run(db, NULL, base);
+}
+
+static const sc__op_pg GATE_PG = {.name = "tu_gate", .alone = gate_alone};
+
 tu_gate *tu_gate_close(sc_db *db) {
   tu_gate *g = calloc(1, sizeof *g);
   ck_assert_ptr_nonnull(g);
-  g->base = (sc__op){.run = gate_run, .done = gate_done, .kind = SC__OP_ADMIN};
+  g->base = (sc__op){.run = gate_run,
+                     .done = gate_done,
+                     .pg = &GATE_PG,
+                     .kind = SC__OP_ADMIN};
   sem_init(&g->entered, 0, 0);
   sem_init(&g->release, 0, 0);
   sem_init(&g->done, 0, 0);

@@ -75,6 +75,10 @@ void tu_exec(const char *path, const char *sql);
  * contents before and after. Freed with free(). */
 char *tu_rows(const char *path, const char *const *sql, size_t n);
 
+/* PostgreSQL mode: a connection of the test's own to path's schema (as its
+ * search_path), for a test that runs many queries; close it with PQfinish. */
+struct pg_conn *tu_pg_connect(const char *path);
+
 /* A gate: an operation that holds db's writer inside its batch until the
  * gate opens, so that the operations queued meanwhile are committed
  * together, as one batch. tu_gate_close returns once the writer is held;

@@ -602,6 +602,14 @@ static bool run_attempts(sc_db *db, attempt *a) {
         fail_rest(a, SC_BUSY, a->why, " (retried; not committed)");
         return false;
       default:
+        /* PostgreSQL checks the NOTIFY queue's room at COMMIT: a full
+         * queue ("too many notifications", 54000) fails the commit. The
+         * notification only speeds up other hosts, so the batch runs again
+         * without it, and the handle keeps quiet for a while. */
+        if (a->notify != NULL && sc__monotonic_ns() < deadline) {
+          sc__pg_notify_failed(db);
+          continue;
+        }
         fail_rest(a, a->status, a->why, " (the operation was not committed)");
         return false;
     }

@@ -18,17 +18,22 @@
 #include "pg.h"
 
 #define NOTIFY_GAP_MS 5
+#define QUIET_AFTER_FAILURE_MS 1000
 
 const char sc__pg_notify_name[] = "sc_notify";
 const char sc__pg_notify_sql[] = "SELECT pg_notify($1, $2)";
 
 /* The operations that can write an event, or make dead ones pending again
  * (a requeue): what a worker elsewhere wants to hear of. Claims, settles,
- * purges and creations write none. */
+ * purges and creations write none. Expiry is left out: every idle worker
+ * runs a round per poll that mostly expires nothing, and notifying for each
+ * would wake every host (and take NOTIFY's database-wide lock) for nothing;
+ * the worker that expired an order claims its event itself, and the others'
+ * polls find it. */
 static const sc__op_pg *const WRITES_EVENTS[] = {
-    &sc__pg_policy_pause,  &sc__pg_coupon_issue, &sc__pg_deposit,
-    &sc__pg_checkout,      &sc__pg_order_pay,    &sc__pg_order_cancel,
-    &sc__pg_orders_expire, &sc__pg_expire_round, &sc__pg_requeue_all,
+    &sc__pg_policy_pause, &sc__pg_coupon_issue, &sc__pg_deposit,
+    &sc__pg_checkout,     &sc__pg_order_pay,    &sc__pg_order_cancel,
+    &sc__pg_requeue_all,
 };
 
 void sc__pg_channel(const char *schema, char channel[64]) {
@@ -53,10 +58,12 @@ const char *sc__pg_notify_payload(sc_db *db, sc__op *const *ops, int n) {
     deadline = deadline || ops[i]->pg == &sc__pg_checkout;
   }
   if (!events) return NULL;
+  int64_t now = sc__monotonic_ns();
+  if (now < db->pg->quiet_until_ns) return NULL;
   /* A new deadline is not kept quiet by a notification that carried none:
    * listeners would run a dispatch round but no expiry round. */
   int64_t last = deadline ? db->pg->notified_d_ns : db->pg->notified_ns;
-  if (last != 0 && sc__monotonic_ns() - last < NOTIFY_GAP_MS * 1000000LL) {
+  if (last != 0 && now - last < NOTIFY_GAP_MS * 1000000LL) {
     return NULL;
   }
   return deadline ? "d" : "";
@@ -65,4 +72,9 @@ const char *sc__pg_notify_payload(sc_db *db, sc__op *const *ops, int n) {
 void sc__pg_notified(sc_db *db, const char *payload) {
   db->pg->notified_ns = sc__monotonic_ns();
   if (payload[0] == 'd') db->pg->notified_d_ns = db->pg->notified_ns;
+}
+
+void sc__pg_notify_failed(sc_db *db) {
+  db->pg->quiet_until_ns =
+      sc__monotonic_ns() + QUIET_AFTER_FAILURE_MS * 1000000LL;
 }

@@ -114,6 +114,7 @@ typedef struct sc__pg {
   char channel[64];      /* the schema's NOTIFY channel (notify.c) */
   int64_t notified_ns;   /* the last batch that notified (monotonic) */
   int64_t notified_d_ns; /* the last that notified a deadline */
+  int64_t quiet_until_ns; /* no notifying before (a NOTIFY failed) */
 } sc__pg;
 
 /* Whether path is a PostgreSQL URI (postgresql:// or postgres://). */
@@ -179,6 +180,10 @@ void sc__pg_channel(const char *schema, char channel[64]);
 const char *sc__pg_notify_payload(sc_db *db, sc__op *const *ops, int n);
 /* The batch that sent payload committed: the throttle counts from now. */
 void sc__pg_notified(sc_db *db, const char *payload);
+/* A batch that notified failed otherwise than by a lost connection: keep
+ * quiet for a while, so that a full NOTIFY queue (a listener elsewhere that
+ * stopped reading) costs listeners their speed, never the batch. */
+void sc__pg_notify_failed(sc_db *db);
 /* The prepared NOTIFY: pg_notify(channel, payload). */
 extern const char sc__pg_notify_name[], sc__pg_notify_sql[];
 

@@ -366,8 +366,9 @@ SC_API int sc_open(const char *path, const sc_options *opts, sc_db **out);
  * memory: the handle is gone, and the host must make sure no thread uses it
  * then (as with sqlite3_close). NULL is a no-op.
  * Stop workers (sc_worker_stop*) and close sc_async handles before closing.
- * @return SC_OK; SC_MISUSE (a worker still runs on db: the handle stays
- *   open and usable; or another sc_close is already closing it); or the
+ * @return SC_OK; SC_MISUSE (a worker still runs on db, including a
+ *   stopped one whose close_cb has not run yet: the handle stays open and
+ *   usable; or another sc_close is already closing it); or the
  *   error of the final checkpoint, SC_IOERR, SC_NOMEM or SC_CORRUPT (the
  *   handle is freed all the same). Any thread.
  */

@@ -264,11 +264,11 @@ int sc_open(const char *path, const sc_options *opts, sc_db **out) {
 
 int sc_close(sc_db *db) {
   if (db == NULL) return SC_OK;
-  /* A worker's loop still holds the handle and would be woken by commits
-   * after it is freed: like sqlite3_close with statements open, refuse and
-   * keep the handle usable. */
+  /* A worker's loop still holds the handle, and until its close callback
+   * its rounds in flight and its listener read it: like sqlite3_close with
+   * statements open, refuse and keep the handle usable. */
   pthread_mutex_lock(&db->hook_lock);
-  bool worker_attached = db->commit_hook != NULL;
+  bool worker_attached = db->worker_attached;
   pthread_mutex_unlock(&db->hook_lock);
   if (worker_attached) {
     return sc__fail(SC_MISUSE,

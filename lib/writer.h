@@ -151,6 +151,9 @@ struct sc_db {
   pthread_mutex_t hook_lock;
   sc__commit_hook_fn commit_hook;
   void *commit_hook_ud;
+  /* A worker uses the handle: from its start until its close callback
+   * (sc_close refuses meanwhile; its rounds in flight still read db). */
+  bool worker_attached;
   /* Earliest order deadline committed since the worker last looked. */
   _Atomic int64_t earliest_deadline_ms;
 

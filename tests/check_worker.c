@@ -599,6 +599,29 @@ START_TEST(start_stop_cycles_leave_nothing_behind) {
 }
 END_TEST
 
+/* A stopped worker still has its first round trip and expiry round with
+ * the writer until the loop runs: the handle must stay open until close_cb,
+ * or the completions (and, on PostgreSQL, the listener) read freed memory. */
+START_TEST(close_is_refused_until_the_stopped_worker_closes) {
+  char *path = tu_db_path("wk-close-order");
+  sc_db *db = tu_open(path, NULL);
+  harness *h = calloc(1, sizeof *h);
+  harness_init(h, db);
+  start(h, NULL);
+  ck_assert_sc(sc_worker_stop(h->w, on_closed, h), SC_OK);
+  ck_assert_sc(sc_close(db), SC_MISUSE);
+  ck_assert_ptr_nonnull(strstr(sc_errmsg(db), "worker"));
+  uv_run(&h->loop, UV_RUN_DEFAULT);
+  ck_assert_int_eq(atomic_load(&h->closes), 1);
+  harness_close(h);
+  free(h);
+  /* Still usable after the refusal, then closes. */
+  ck_assert_int_eq(make_policy(db, 1) > 0, 1);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 START_TEST(stop_with_events_in_flight_releases_the_rest) {
   char *path = tu_db_path("wk-inflight");
   sc_db *db = tu_open(path, NULL);
@@ -1335,6 +1358,7 @@ Suite *worker_suite(void) {
   tcase_add_test(tc, expiry_follows_the_injected_clock);
   tcase_add_test(tc, pay_against_expiry_with_the_worker_running);
   tcase_add_test(tc, start_stop_cycles_leave_nothing_behind);
+  tcase_add_test(tc, close_is_refused_until_the_stopped_worker_closes);
   tcase_add_test(tc, stop_with_events_in_flight_releases_the_rest);
   tcase_add_test(tc, thread_worker_runs_apart_and_refuses_misuse);
   tcase_add_test(tc, bad_input_is_refused);

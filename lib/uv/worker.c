@@ -55,6 +55,7 @@ static void poll_fired(uv_timer_t *t);
 static void arm_expiry(sc_worker *w);
 static void arm_purge(sc_worker *w, uint64_t delay_ms);
 static void maybe_close(sc_worker *w);
+static void close_listener(sc_worker *w);
 
 /* The size of the first sc_worker_options with a size field (a zeroed
  * struct, size 0, is read as this one). Frozen at 1.0. */
@@ -490,10 +491,11 @@ static int worker_alloc(sc_db *db, uv_loop_t *loop, const sc_worker_options *o,
 static int hook_install(sc_worker *w) {
   sc_db *db = w->db;
   pthread_mutex_lock(&db->hook_lock);
-  bool taken = db->commit_hook != NULL;
+  bool taken = db->worker_attached;
   if (!taken) {
     db->commit_hook = on_commit;
     db->commit_hook_ud = w;
+    db->worker_attached = w->attached = true;
   }
   pthread_mutex_unlock(&db->hook_lock);
   if (taken) {
@@ -546,6 +548,7 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
   if (rc != SC_OK) {
     /* The handles are open: w is freed in their close callbacks. */
     w->stopping = true;
+    close_listener(w);
     maybe_close(w);
     return rc;
   }
@@ -560,6 +563,13 @@ int sc_worker_start(sc_db *db, uv_loop_t *loop, const sc_worker_options *opts,
 
 static void closed_one(sc_worker *w) {
   if (--w->open_handles > 0) return;
+  if (w->attached) {
+    /* Nothing of the worker reads db from here on: the host may close it,
+     * from close_cb too. */
+    pthread_mutex_lock(&w->db->hook_lock);
+    w->db->worker_attached = false;
+    pthread_mutex_unlock(&w->db->hook_lock);
+  }
   if (w->close_cb != NULL) w->close_cb(w, w->close_ud);
   worker_free(w);
 }
@@ -580,11 +590,15 @@ static void maybe_close(sc_worker *w) {
   uv_close((uv_handle_t *)&w->expiry_timer, handle_closed);
   uv_close((uv_handle_t *)&w->dispatch_timer, handle_closed);
   uv_close((uv_handle_t *)&w->purge_timer, handle_closed);
-  if (w->listen != NULL) {
-    w->open_handles++;
-    sc__listen_close(w->listen, closed_one);
-    w->listen = NULL;
-  }
+}
+
+/* The listener closes at once, whatever is in flight: it needs nothing of
+ * a round, and it should not reconnect to a server the host is done with. */
+static void close_listener(sc_worker *w) {
+  if (w->listen == NULL) return;
+  w->open_handles++;
+  sc__listen_close(w->listen, closed_one);
+  w->listen = NULL;
 }
 
 void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
@@ -596,6 +610,7 @@ void sc__worker_stop(sc_worker *w, void (*close_cb)(sc_worker *w, void *ud),
   uv_timer_stop(&w->expiry_timer);
   uv_timer_stop(&w->dispatch_timer);
   uv_timer_stop(&w->purge_timer);
+  close_listener(w);
   /* A round the full queue refused is dropped: its acks are lost to lease
    * expiry (at least once). Rounds with the writer finish first. */
   w->round_unsent = false;

@@ -24,6 +24,7 @@ struct sc_worker {
 
   /* Loop thread only. */
   bool stopping, closing, db_closed;
+  bool attached;        /* this worker set db->worker_attached */
   bool round_busy;      /* a round trip is with the writer */
   bool round_unsent;    /* round is ready but the queue was full */
   bool dirty;           /* events were committed while it was */

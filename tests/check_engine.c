@@ -585,18 +585,26 @@ START_TEST(refusals_write_nothing) {
 }
 END_TEST
 
-typedef struct close_race {
+/* A blocking public call on a thread of its own: it waits in the queue
+ * while the writer is held. */
+typedef struct queued_call {
   sc_db *db;
-  int queued_status;
-  int close_status;
-} close_race;
+  pthread_t t;
+  int64_t price;
+  int status;
+} queued_call;
 
-static void *queued_caller(void *arg) {
-  close_race *r = arg;
+static void *create_product(void *arg) {
+  queued_call *c = arg;
   sc_id id;
-  r->queued_status = sc_product_create(r->db, "queued", 42, 1, &id);
+  c->status = sc_product_create(c->db, "queued", c->price, 1, &id);
   return NULL;
 }
+
+typedef struct close_race {
+  sc_db *db;
+  int close_status;
+} close_race;
 
 static void *closer(void *arg) {
   close_race *r = arg;
@@ -609,8 +617,9 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   close_race r = {.db = tu_open(path, NULL)};
   tu_gate *gate = tu_gate_close(r.db);
   /* A blocking call queued behind the gate is a call in progress. */
-  pthread_t caller, closing;
-  ck_assert_int_eq(pthread_create(&caller, NULL, queued_caller, &r), 0);
+  queued_call queued = {.db = r.db, .price = 42};
+  pthread_t closing;
+  ck_assert_int_eq(pthread_create(&queued.t, NULL, create_product, &queued), 0);
   while (atomic_load(&r.db->calls) == 0)
     usleep(1000);
   ck_assert_int_eq(pthread_create(&closing, NULL, closer, &r), 0);
@@ -622,28 +631,15 @@ START_TEST(close_waits_for_calls_and_refuses_new_ones) {
   ck_assert_sc(sc_coupon_policy_get(r.db, 1, &(sc_coupon_policy){0}),
                SC_CLOSED);
   tu_gate_open(gate);
-  pthread_join(caller, NULL);
+  pthread_join(queued.t, NULL);
   pthread_join(closing, NULL);
-  ck_assert_sc(r.queued_status, SC_OK);
+  ck_assert_sc(queued.status, SC_OK);
   ck_assert_sc(r.close_status, SC_OK);
   ck_assert_int_eq(
       tu_count(path, "SELECT count(*) FROM sc_product WHERE price = 42"), 1);
   tu_remove_db(path);
 }
 END_TEST
-
-typedef struct queued_call {
-  sc_db *db;
-  pthread_t t;
-  int status;
-} queued_call;
-
-static void *create_product(void *arg) {
-  queued_call *c = arg;
-  sc_id id;
-  c->status = sc_product_create(c->db, "queued", 1, 1, &id);
-  return NULL;
-}
 
 START_TEST(a_full_queue_is_busy_after_the_timeout) {
   char *path = tu_db_path("full");
@@ -655,10 +651,9 @@ START_TEST(a_full_queue_is_busy_after_the_timeout) {
   tu_gate *gate = tu_gate_close(db);
   queued_call calls[2];
   for (int i = 0; i < 2; i++) {
-    calls[i] = (queued_call){.db = db};
-    ck_assert_int_eq(pthread_create(&calls[i].t, NULL, create_product,
-                                    &calls[i]),
-                     0);
+    calls[i] = (queued_call){.db = db, .price = 1};
+    ck_assert_int_eq(
+        pthread_create(&calls[i].t, NULL, create_product, &calls[i]), 0);
   }
   tu_wait_queued(db, 2);
   /* The writer is held and the queue is full: the next caller waits its
@@ -738,9 +733,8 @@ typedef struct batch_call {
 
 static void *batch_call_main(void *arg) {
   batch_call *c = arg;
-  c->status = c->policy != 0
-                  ? sc_coupon_issue(c->db, c->policy, c->user, NULL)
-                  : sc_account_deposit(c->db, c->user, 100, NULL);
+  c->status = c->policy != 0 ? sc_coupon_issue(c->db, c->policy, c->user, NULL)
+                             : sc_account_deposit(c->db, c->user, 100, NULL);
   snprintf(c->errmsg, sizeof c->errmsg, "%s", sc_errmsg(c->db));
   return NULL;
 }
@@ -764,9 +758,8 @@ START_TEST(a_failing_call_fails_alone_and_its_batch_commits) {
   for (int i = 0; i < N; i++) {
     /* Ten issues side by side (one grouped call), user 666 fifth; then
      * five deposits. */
-    calls[i] = (batch_call){.db = db,
-                            .policy = i < 10 ? policy : 0,
-                            .user = i == 4 ? 666 : i + 1};
+    calls[i] = (batch_call){
+        .db = db, .policy = i < 10 ? policy : 0, .user = i == 4 ? 666 : i + 1};
     ck_assert_int_eq(
         pthread_create(&calls[i].t, NULL, batch_call_main, &calls[i]), 0);
     tu_wait_queued(db, i + 1); /* in this order */
@@ -787,8 +780,9 @@ START_TEST(a_failing_call_fails_alone_and_its_batch_commits) {
   ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
   ck_assert_int_eq(p.issued_count, 9);
   ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_coupon"), 9);
-  ck_assert_int_eq(tu_count(path, "SELECT coalesce(sum(balance), 0)"
-                                  " FROM sc_account"),
+  ck_assert_int_eq(tu_count(path,
+                            "SELECT coalesce(sum(balance), 0)"
+                            " FROM sc_account"),
                    500);
   ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 9 + 5);
   tu_assert_verify(db);

@@ -1239,6 +1239,14 @@ static void await_listener(const char *path) {
   ck_assert_int_eq(listeners(path), 1);
 }
 
+/* Waits (up to 2 s) until no backend listens for path: a stopped
+ * worker's listening connection is closed. */
+static void await_no_listener(const char *path) {
+  for (int i = 0; i < 200 && listeners(path) != 0; i++)
+    usleep(10000);
+  ck_assert_int_eq(listeners(path), 0);
+}
+
 typedef struct host_b {
   producer p;
   const char *path;
@@ -1277,9 +1285,7 @@ START_TEST(another_host_s_commits_wake_the_worker_at_once) {
   ck_assert_int_lt((heard_ns - b.last_ns) / 1000000, WAKE_WITHIN_MS);
   harness_close(h);
   /* Stopped: its listening backend is gone too. */
-  for (int i = 0; i < 200 && listeners(path) != 0; i++)
-    usleep(10000);
-  ck_assert_int_eq(listeners(path), 0);
+  await_no_listener(path);
   free(h);
   sc_close(other);
   sc_close(db);
@@ -1323,24 +1329,11 @@ START_TEST(a_killed_listening_connection_is_made_again) {
   }
   /* A checkout on B: the worker learns its deadline from the wake-up, not
    * from a poll 10 s away. */
-  sc_id product, order;
-  ck_assert_sc(sc_product_create(other, "p", 10, 5, &product), SC_OK);
-  ck_assert_sc(sc_account_deposit(other, 1, 100, NULL), SC_OK);
-  sc_line line = {product, 1};
-  sc_checkout_req req = {
-      .user = 1, .lines = &line, .n_lines = 1, .ttl_ms = 200};
-  ck_assert_sc(sc_checkout(other, &req, &order), SC_OK);
-  sc_order ord = {0};
-  for (int i = 0; i < 200 + WAKE_WITHIN_MS; i++) {
-    ck_assert_sc(sc_order_get(other, order, &ord), SC_OK);
-    if (ord.status == SC_ORDER_EXPIRED) break;
-    usleep(1000);
-  }
-  ck_assert_int_eq(ord.status, SC_ORDER_EXPIRED);
+  shop b = shop_open(other, 5);
+  sc_id order = checkout(&b, 1, 200);
+  ck_assert(wait_status(other, order, SC_ORDER_EXPIRED, 200 + WAKE_WITHIN_MS));
   ck_assert_sc(sc_worker_stop_thread(w), SC_OK);
-  for (int i = 0; i < 200 && listeners(path) != 0; i++)
-    usleep(10000);
-  ck_assert_int_eq(listeners(path), 0);
+  await_no_listener(path);
   tu_assert_verify(db);
   sc_close(other);
   sc_close(db);

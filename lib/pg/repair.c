@@ -26,6 +26,14 @@ static const char SQL_LOCK[] =
     " sc_ledger, sc_order, sc_order_line, sc_outbox"
     " IN SHARE ROW EXCLUSIVE MODE";
 
+/* The end of both revocations: the coupons listed in f go, with their
+ * events (an event must name an aggregate that exists). */
+#define REVOKE                                                \
+  " d AS (DELETE FROM sc_coupon c USING f WHERE c.id = f.k)," \
+  " e AS (DELETE FROM sc_outbox o USING f"                    \
+  "  WHERE o.agg_kind = 1 AND o.agg_id = f.k)"                \
+  " SELECT k, line, NULL FROM f ORDER BY k"
+
 /* Each returns (key, line, refusal): refusal is NULL when the correction
  * was made, else the check that keeps it from being made. */
 static const char *const FIXES[] = {
@@ -45,8 +53,7 @@ static const char *const FIXES[] = {
     " u AS (UPDATE sc_coupon c SET status = 1, order_id = NULL FROM f"
     "  WHERE c.id = f.k)"
     " SELECT k, line, NULL FROM f ORDER BY k",
-    /* Past the cap: revoke the newest coupons nobody has used or holds,
-     * with their events (an event must name an aggregate that exists). */
+    /* Past the cap: revoke the newest coupons nobody has used or holds. */
     "WITH f AS (SELECT id AS k, format('policy %s: revoked coupon %s of user"
     " %s, issued at %s past max_count %s', policy_id, id, user_id,"
     "  issued_at_ms, max_count) AS line"
@@ -56,11 +63,7 @@ static const char *const FIXES[] = {
     "   (SELECT count(*) FROM sc_coupon a WHERE a.policy_id = c.policy_id)"
     "    - p.max_count AS excess"
     "   FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
-    "   WHERE c.status = 1) x WHERE rn <= excess),"
-    " d AS (DELETE FROM sc_coupon c USING f WHERE c.id = f.k),"
-    " e AS (DELETE FROM sc_outbox o USING f"
-    "  WHERE o.agg_kind = 1 AND o.agg_id = f.k)"
-    " SELECT k, line, NULL FROM f ORDER BY k",
+    "   WHERE c.status = 1) x WHERE rn <= excess)," REVOKE,
     "WITH f AS (SELECT id AS k, format('policy %s: revoked coupon %s of user"
     " %s, past per_user_limit %s', policy_id, id, user_id, per_user_limit)"
     "  AS line"
@@ -70,11 +73,7 @@ static const char *const FIXES[] = {
     "   (SELECT count(*) FROM sc_coupon a WHERE a.policy_id = c.policy_id"
     "    AND a.user_id = c.user_id) - p.per_user_limit AS excess"
     "   FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
-    "   WHERE c.status = 1) x WHERE rn <= excess),"
-    " d AS (DELETE FROM sc_coupon c USING f WHERE c.id = f.k),"
-    " e AS (DELETE FROM sc_outbox o USING f"
-    "  WHERE o.agg_kind = 1 AND o.agg_id = f.k)"
-    " SELECT k, line, NULL FROM f ORDER BY k",
+    "   WHERE c.status = 1) x WHERE rn <= excess)," REVOKE,
     "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.issued_count, p.max_count,"
     "   (SELECT count(*) FROM sc_coupon c WHERE c.policy_id = p.id) AS n"
     "   FROM sc_coupon_policy p) x WHERE issued_count <> n),"

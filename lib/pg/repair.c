@@ -21,6 +21,17 @@
 #include "../ops.h"
 #include "pg.h"
 
+/* The lock is taken table by table, in an order no batch follows (an
+ * issue locks its policy row, inserts a coupon, then updates the policy),
+ * so waiting for it could close a cycle with another host's batch, which
+ * PostgreSQL would break after deadlock_timeout by failing one of the two.
+ * The wait is kept short instead: past LOCK_WAIT the repair rolls back,
+ * giving back what it took, and tries again (repair_alone) until the busy
+ * timeout; a batch it held up waited at most that long. The same bound
+ * holds for the row locks its corrections wait for (a batch that locked a
+ * row before the tables were taken, and now waits for them). */
+#define LOCK_WAIT "100ms"
+static const char SQL_LOCK_WAIT[] = "SET LOCAL lock_timeout = '" LOCK_WAIT "'";
 static const char SQL_LOCK[] =
     "LOCK TABLE sc_coupon_policy, sc_coupon, sc_product, sc_account,"
     " sc_ledger, sc_order, sc_order_line, sc_outbox"
@@ -53,27 +64,34 @@ static const char *const FIXES[] = {
     " u AS (UPDATE sc_coupon c SET status = 1, order_id = NULL FROM f"
     "  WHERE c.id = f.k)"
     " SELECT k, line, NULL FROM f ORDER BY k",
-    /* Past the cap: revoke the newest coupons nobody has used or holds. */
+    /* Past the cap: revoke the newest coupons nobody has used or holds.
+     * Each policy's (and user's) coupons are counted once, as in repair.c:
+     * a count per coupon was quadratic. */
     "WITH f AS (SELECT id AS k, format('policy %s: revoked coupon %s of user"
     " %s, issued at %s past max_count %s', policy_id, id, user_id,"
     "  issued_at_ms, max_count) AS line"
     "  FROM (SELECT c.id, c.policy_id, c.user_id, c.issued_at_ms,"
     "   p.max_count, row_number() OVER (PARTITION BY c.policy_id"
     "    ORDER BY c.issued_at_ms DESC, c.id DESC) AS rn,"
-    "   (SELECT count(*) FROM sc_coupon a WHERE a.policy_id = c.policy_id)"
-    "    - p.max_count AS excess"
+    "   t.n - p.max_count AS excess"
     "   FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
-    "   WHERE c.status = 1) x WHERE rn <= excess)," REVOKE,
+    "   JOIN (SELECT policy_id, count(*) AS n FROM sc_coupon"
+    "    GROUP BY policy_id) t ON t.policy_id = c.policy_id"
+    "   WHERE c.status = 1 AND t.n > p.max_count) x"
+    "  WHERE rn <= excess)," REVOKE,
     "WITH f AS (SELECT id AS k, format('policy %s: revoked coupon %s of user"
     " %s, past per_user_limit %s', policy_id, id, user_id, per_user_limit)"
     "  AS line"
     "  FROM (SELECT c.id, c.policy_id, c.user_id, p.per_user_limit,"
     "   row_number() OVER (PARTITION BY c.policy_id, c.user_id"
     "    ORDER BY c.issued_at_ms DESC, c.id DESC) AS rn,"
-    "   (SELECT count(*) FROM sc_coupon a WHERE a.policy_id = c.policy_id"
-    "    AND a.user_id = c.user_id) - p.per_user_limit AS excess"
+    "   t.n - p.per_user_limit AS excess"
     "   FROM sc_coupon c JOIN sc_coupon_policy p ON p.id = c.policy_id"
-    "   WHERE c.status = 1) x WHERE rn <= excess)," REVOKE,
+    "   JOIN (SELECT policy_id, user_id, count(*) AS n FROM sc_coupon"
+    "    GROUP BY policy_id, user_id) t ON t.policy_id = c.policy_id"
+    "    AND t.user_id = c.user_id"
+    "   WHERE c.status = 1 AND t.n > p.per_user_limit) x"
+    "  WHERE rn <= excess)," REVOKE,
     "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.issued_count, p.max_count,"
     "   (SELECT count(*) FROM sc_coupon c WHERE c.policy_id = p.id) AS n"
     "   FROM sc_coupon_policy p) x WHERE issued_count <> n),"
@@ -112,7 +130,7 @@ static bool send_sql(PGconn *c, const char *sql) {
 
 static bool send_repair(PGconn *c, bool dry_run) {
   bool ok = send_sql(c, "BEGIN ISOLATION LEVEL READ COMMITTED") &&
-            send_sql(c, SQL_LOCK);
+            send_sql(c, SQL_LOCK_WAIT) && send_sql(c, SQL_LOCK);
   for (size_t i = 0; ok && i < N_FIXES; i++)
     ok = send_sql(c, FIXES[i]);
   return ok && send_sql(c, dry_run ? "ROLLBACK" : "COMMIT") &&
@@ -138,20 +156,25 @@ static void report_rows(repair_op *op, const PGresult *r) {
 typedef struct outcome {
   int status; /* SC_OK, or the first failure's */
   char why[SC__ERRMSG_MAX];
-  bool ended; /* COMMIT (or the dry run's ROLLBACK) answered */
-  bool lost;  /* the connection broke */
+  bool ended;     /* COMMIT (or the dry run's ROLLBACK) answered */
+  bool lost;      /* the connection broke */
+  bool contended; /* a lock wait ran out, or a deadlock: try again */
 } outcome;
 
 static void failed(outcome *o, const PGresult *r, const char *msg) {
   if (o->status != SC_OK) return;
   o->status = sc__pg_status(r);
+  const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  o->contended =
+      st != NULL && (strcmp(st, "55P03") == 0 || strcmp(st, "40P01") == 0);
   snprintf(o->why, sizeof o->why, "%s", msg);
   o->why[strcspn(o->why, "\n")] = '\0';
 }
 
-/* Reads BEGIN, the lock, the fixes, the end and the Sync. */
+/* Reads BEGIN, the lock's wait and the lock, the fixes, the end and the
+ * Sync. */
 static void read_repair(PGconn *c, repair_op *op, outcome *o) {
-  for (size_t i = 0; i < N_FIXES + 3; i++) {
+  for (size_t i = 0; i < N_FIXES + 4; i++) {
     PGresult *r = sc__pg_next_result(c);
     if (r == NULL) {
       o->lost = true;
@@ -163,7 +186,7 @@ static void read_repair(PGconn *c, repair_op *op, outcome *o) {
       failed(o, r, PQresultErrorMessage(r));
     } else if (s == PGRES_TUPLES_OK && o->status == SC_OK) {
       report_rows(op, r);
-    } else if (s == PGRES_COMMAND_OK && i == N_FIXES + 2) {
+    } else if (s == PGRES_COMMAND_OK && i == N_FIXES + 3) {
       o->ended = true;
     }
     PQclear(r);
@@ -198,12 +221,23 @@ static int repair_alone(sc_db *db, sc__op *base) {
                        "changed)",
                        why);
   }
-  outcome o = {.status = SC_OK};
-  if (!send_repair(pg->w, op->dry_run)) {
-    o.lost = true;
-    failed(&o, NULL, PQerrorMessage(pg->w));
-  } else {
-    read_repair(pg->w, op, &o);
+  outcome o;
+  for (int tries = 0;; tries++) {
+    o = (outcome){.status = SC_OK};
+    op->changes = op->refused = 0;
+    sc__strbuf_free(&op->report);
+    op->report.nomem = false;
+    if (!send_repair(pg->w, op->dry_run)) {
+      o.lost = true;
+      failed(&o, NULL, PQerrorMessage(pg->w));
+    } else {
+      read_repair(pg->w, op, &o);
+    }
+    if (o.lost || !o.contended || sc__monotonic_ns() >= deadline) break;
+    /* Other hosts' batches held a table or a row: everything was given
+     * back; let them pass, then take the tables again. */
+    roll_back(pg->w);
+    sc__sleep_ms(5 + tries % 8 * 5);
   }
   if (o.lost) {
     /* The writer connects again for the next batch. Whether a COMMIT sent
@@ -222,6 +256,13 @@ static int repair_alone(sc_db *db, sc__op *base) {
   }
   if (o.status != SC_OK) {
     roll_back(pg->w);
+    if (o.contended) {
+      return sc__op_fail(base, o.status,
+                         "sc_repair: other hosts' transactions held the "
+                         "tables past the busy timeout (%s); nothing was "
+                         "changed",
+                         o.why);
+    }
     return sc__op_fail(base, o.status, "sc_repair: %s (nothing was changed)",
                        o.why);
   }

@@ -791,6 +791,35 @@ START_TEST(a_failing_call_fails_alone_and_its_batch_commits) {
 }
 END_TEST
 
+/* PostgreSQL: the notification a batch sends for other hosts' workers
+ * fails (here a function of the schema shadows pg_notify; in production a
+ * NOTIFY queue filled by a listener that stopped reading fails the COMMIT):
+ * it costs the listeners their speed, never the batch. */
+START_TEST(a_failing_notification_never_fails_the_batch) {
+  char *path = tu_db_path("notify-fails");
+  sc_db *first = tu_open(path, NULL); /* makes the schema */
+  tu_exec(path,
+          "CREATE FUNCTION pg_notify(ch text, payload text) RETURNS void"
+          " LANGUAGE plpgsql AS $$ BEGIN"
+          " RAISE EXCEPTION 'too many notifications, on purpose'; END $$");
+  sc_db *db = tu_open(path, NULL); /* its statements see the shadow */
+  sc_coupon_policy_spec spec = {.name = "n", .max_count = 100};
+  sc_id policy;
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &policy), SC_OK);
+  for (int u = 1; u <= 20; u++) {
+    int rc = sc_coupon_issue(db, policy, u, NULL);
+    ck_assert_msg(rc == SC_OK, "issue %d: %s (%s)", u, sc_err_name(rc),
+                  sc_errmsg(db));
+  }
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_coupon"), 20);
+  ck_assert_int_eq(tu_count(path, "SELECT count(*) FROM sc_outbox"), 20);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  ck_assert_sc(sc_close(first), SC_OK);
+  tu_remove_db(path);
+}
+END_TEST
+
 Suite *engine_suite(void) {
   Suite *s = suite_create("engine");
   TCase *tc = tu_tcase("engine");
@@ -818,6 +847,7 @@ Suite *engine_suite(void) {
     /* The PostgreSQL batch's own slow path (the failing call excluded,
      * the batch run again without it). */
     tcase_add_test(tc, a_failing_call_fails_alone_and_its_batch_commits);
+    tcase_add_test(tc, a_failing_notification_never_fails_the_batch);
   }
   suite_add_tcase(s, tc);
   return s;

@@ -731,7 +731,161 @@ static const char MIGRATION_2_ISSUE_MANY[] =
 
 static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
 
-static const char *const *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2};
+/* Version 3: the policy row locked last. Version 2 locked it first and
+ * held it through the whole batch (the holdings, the inserts: some 2 ms
+ * for 64 issues) and the commit's WAL flush, so several hosts' batches on
+ * one hot policy ran strictly one after the other. Here:
+ * 1. The policy is read without a lock. Not found, paused, not active or
+ *    sold out answers the whole call from that read, with no lock: a
+ *    pause or resume not yet committed is simply ordered after this call
+ *    (one earlier in the same transaction is seen, so a batch keeps its
+ *    order), and a sold-out policy stays sold out (issued_count never
+ *    decreases but through sc_repair), so most requests of a flash sale,
+ *    those after it sold out, take no lock at all.
+ * 2. The coupons (and events) of the issues that read shows as winning
+ *    are inserted before any lock: users under their limit counting
+ *    their earlier entries in the array, the first max_count -
+ *    issued_count of them (a holding and the count only grow, so no
+ *    issue outside these can win below).
+ * 3. The policy row is locked (FOR NO KEY UPDATE) and the call decided
+ *    exactly as version 2 decides it, from fresh reads that leave out this
+ *    call's own coupons. Another host's uncommitted coupons cannot commit
+ *    while this transaction holds the row (that host must lock it before
+ *    its call returns), so these counts see every coupon that can commit
+ *    before ours. The losers' coupons and events are deleted (their ids
+ *    stay gaps, as identity values are never reused); a winner the first
+ *    read did not pick (possible only after an sc_repair) is inserted
+ *    under the lock. The conditional UPDATE of issued_count stays the
+ *    cap's guard. Called alone, the first read is the locked one, so the
+ *    rows, ids and events are version 2's. */
+static const char MIGRATION_3_ISSUE_MANY[] =
+    /* Plain PL/pgSQL throughout: its statements' plans are kept for the
+     * session, where a LANGUAGE sql function that is not inlined plans its
+     * statements again at every call (some 2 ms a batch). */
+    "CREATE FUNCTION sc_issue_refusal(p sc_coupon_policy, p_policy bigint,"
+    " p_now bigint, OUT st int, OUT msg text) LANGUAGE plpgsql AS $$ BEGIN"
+    " st := 0;"
+    " IF p.id IS NULL THEN st := 10;"
+    "  msg := format('coupon policy %s not found', p_policy);"
+    " ELSIF p.paused <> 0 THEN st := 14;"
+    "  msg := format('coupon policy %s is paused', p_policy);"
+    " ELSIF (p.starts_at_ms <> 0 AND p_now < p.starts_at_ms)"
+    "  OR (p.ends_at_ms <> 0 AND p_now >= p.ends_at_ms) THEN st := 15;"
+    "  msg := format('coupon policy %s is not active at %s', p_policy,"
+    "   p_now);"
+    " ELSIF p.issued_count >= p.max_count THEN st := 12;"
+    "  msg := format('coupon policy %s has issued all %s coupons',"
+    "   p_policy, p.max_count);"
+    " END IF; END $$;"
+    /* Identity values are taken in insertion order, so the ids sorted are
+     * the users' in array order. */
+    "CREATE FUNCTION sc_issue_insert(p_policy bigint, p_users bigint[],"
+    " p_now bigint) RETURNS bigint[] LANGUAGE plpgsql AS $$"
+    " DECLARE head bytea; mid bytea; ids bigint[]; BEGIN"
+    " head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
+    "  || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"
+    "  || sc_mp_int(p_now) || sc_mp_key('user');"
+    " mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
+    "  || sc_mp_key('coupon');"
+    " WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+    "  SELECT p_policy, w.u, p_now FROM unnest(p_users) WITH ORDINALITY"
+    "  AS w(u, o) ORDER BY w.o RETURNING id, user_id),"
+    " e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
+    "  created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1, p_now,"
+    "  head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id), p_now"
+    "  FROM c ORDER BY c.id)"
+    " SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
+    " RETURN ids; END $$;"
+    "CREATE FUNCTION sc_issue_drop(p_ids bigint[]) RETURNS void"
+    " LANGUAGE plpgsql AS $$ BEGIN"
+    " IF cardinality(p_ids) > 0 THEN"
+    "  DELETE FROM sc_outbox WHERE agg_kind = 1 AND agg_id = ANY(p_ids)"
+    "   AND seq = 1;"
+    "  DELETE FROM sc_coupon WHERE id = ANY(p_ids);"
+    " END IF; END $$;"
+    "CREATE OR REPLACE FUNCTION sc_issue_many(p_policy bigint,"
+    " p_users bigint[], p_now bigint)"
+    " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; cnt int; sts int[];"
+    " helds bigint[]; pos int[]; ids bigint[] := '{}'; rids bigint[];"
+    " late int[]; won int; r_st int; r_msg text;"
+    " BEGIN"
+    " cnt := coalesce(cardinality(p_users), 0);"
+    " IF cnt = 0 THEN RETURN; END IF;"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy;"
+    " SELECT * INTO r_st, r_msg FROM sc_issue_refusal(p, p_policy, p_now);"
+    " IF r_st <> 0 THEN"
+    "  RETURN QUERY SELECT r_st, r_msg, 0::bigint, 0"
+    "   FROM generate_series(1, cnt);"
+    "  RETURN;"
+    " END IF;"
+    " pos := ARRAY(SELECT b.o FROM (SELECT t.o, h.n + row_number() OVER"
+    "   (PARTITION BY t.u ORDER BY t.o) - 1 < p.per_user_limit AS ok"
+    "   FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
+    "   CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
+    "    WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b"
+    "  WHERE b.ok ORDER BY b.o LIMIT p.max_count - p.issued_count);"
+    " IF cardinality(pos) > 0 THEN"
+    "  ids := sc_issue_insert(p_policy, ARRAY(SELECT p_users[x.o]"
+    "   FROM unnest(pos) WITH ORDINALITY AS x(o, j) ORDER BY x.j), p_now);"
+    " END IF;"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
+    "  FOR NO KEY UPDATE;"
+    " SELECT * INTO r_st, r_msg FROM sc_issue_refusal(p, p_policy, p_now);"
+    " IF r_st <> 0 THEN"
+    "  PERFORM sc_issue_drop(ids);"
+    "  RETURN QUERY SELECT r_st, r_msg, 0::bigint, 0"
+    "   FROM generate_series(1, cnt);"
+    "  RETURN;"
+    " END IF;"
+    " SELECT array_agg(CASE WHEN p.issued_count + e.before >= p.max_count"
+    "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"
+    "   ORDER BY e.o),"
+    "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"
+    "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"
+    "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"
+    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
+    "   FROM (SELECT t.o, h.n AS held, row_number() OVER"
+    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
+    "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
+    "     WHERE policy_id = p_policy AND user_id = t.u"
+    "     AND id <> ALL(ids)) AS h) AS b) AS e;"
+    " rids := ARRAY(SELECT coalesce(m.id, 0) FROM generate_series(1, cnt)"
+    "  AS g(o) LEFT JOIN unnest(pos, ids) AS m(o, id) ON m.o = g.o"
+    "  ORDER BY g.o);"
+    " PERFORM sc_issue_drop(ARRAY(SELECT x.r FROM unnest(rids, sts)"
+    "  AS x(r, s) WHERE x.r <> 0 AND x.s <> 0));"
+    " late := ARRAY(SELECT x.o FROM unnest(rids, sts) WITH ORDINALITY"
+    "  AS x(r, s, o) WHERE x.r = 0 AND x.s = 0 ORDER BY x.o);"
+    " IF cardinality(late) > 0 THEN"
+    "  ids := sc_issue_insert(p_policy, ARRAY(SELECT p_users[x.o]"
+    "   FROM unnest(late) WITH ORDINALITY AS x(o, j) ORDER BY x.j), p_now);"
+    "  rids := ARRAY(SELECT coalesce(l.id, x.r) FROM unnest(rids)"
+    "   WITH ORDINALITY AS x(r, o) LEFT JOIN unnest(late, ids) AS l(o, id)"
+    "   ON l.o = x.o ORDER BY x.o);"
+    " END IF;"
+    " won := cardinality(array_positions(sts, 0));"
+    " IF won > 0 THEN"
+    "  UPDATE sc_coupon_policy SET issued_count = p.issued_count + won"
+    "   WHERE id = p_policy AND p.issued_count + won <= max_count;"
+    "  IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
+    "   for no known reason', p_policy; END IF;"
+    " END IF;"
+    " RETURN QUERY SELECT t.s, CASE t.s"
+    "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
+    "   p_policy, p.max_count)"
+    "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
+    "   t.u, t.h, p_policy) END,"
+    "  CASE WHEN t.s = 0 THEN rids[t.o] ELSE 0 END, (t.s = 0)::int"
+    "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"
+    "  ORDER BY t.o;"
+    " END $$;";
+
+static const char *const MIGRATION_3[] = {MIGRATION_3_ISSUE_MANY, NULL};
+
+static const char *const *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2,
+                                                MIGRATION_3};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 const char *const *sc__pg_migration(int version) {

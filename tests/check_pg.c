@@ -235,12 +235,13 @@ END_TEST
 typedef struct hosts {
   const char *uri;
   sc_id policy, product;
+  int users; /* issuers pick users 1..users */
 } hosts;
 
 typedef struct issuer {
   sc_db *db;
   sc_id policy;
-  int proc;
+  int proc, users;
   atomic_int issued, other;
 } issuer;
 
@@ -248,7 +249,7 @@ static void issue_until_sold_out(int t, void *ud) {
   issuer *r = ud;
   uint64_t rng = (uint64_t)(r->proc * 100 + t + 1);
   for (;;) {
-    sc_id user = tu_rng_range(&rng, 1, USERS);
+    sc_id user = tu_rng_range(&rng, 1, r->users);
     int rc = sc_coupon_issue(r->db, r->policy, user, NULL);
     if (rc == SC_OK) atomic_fetch_add(&r->issued, 1);
     if (rc == SC_SOLD_OUT) return;
@@ -264,29 +265,31 @@ static int issue_host(int i, void *ud) {
   hosts *h = ud;
   sc_db *db = NULL;
   if (sc_open(h->uri, NULL, &db) != SC_OK) return 10;
-  issuer r = {.db = db, .policy = h->policy, .proc = i};
+  issuer r = {.db = db, .policy = h->policy, .proc = i, .users = h->users};
   tu_race(THREADS, issue_until_sold_out, &r);
   int bad = atomic_load(&r.other) != 0;
   if (sc_close(db) != SC_OK) bad = 1;
   return bad ? 11 : 0;
 }
 
-START_TEST(four_hosts_issue_exactly_the_cap) {
-  char *uri = tu_db_path("cap");
+/* PROCS hosts of THREADS threads issue users 1..users until cap is sold
+ * out: exactly cap coupons (and events), none of a user above LIMIT. */
+static void race_to_the_cap(const char *name, int cap, int users) {
+  char *uri = tu_db_path(name);
   sc_db *db = tu_open(uri, NULL);
   sc_coupon_policy_spec spec = {
-      .name = "flash", .max_count = CAP, .per_user_limit = LIMIT};
-  hosts h = {.uri = uri};
+      .name = "flash", .max_count = cap, .per_user_limit = LIMIT};
+  hosts h = {.uri = uri, .users = users};
   ck_assert_sc(sc_coupon_policy_create(db, &spec, &h.policy), SC_OK);
   ck_assert_sc(sc_close(db), SC_OK);
   tu_fork_race(PROCS, issue_host, &h);
   db = tu_open(uri, NULL);
   sc_coupon_policy p;
   ck_assert_sc(sc_coupon_policy_get(db, h.policy, &p), SC_OK);
-  ck_assert_int_eq(p.issued_count, CAP);
+  ck_assert_int_eq(p.issued_count, cap);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
-  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), CAP);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), cap);
   ck_assert_int_eq(tu_count(uri,
                             "SELECT coalesce(max(n), 0) FROM (SELECT"
                             " count(*) n FROM sc_coupon GROUP BY"
@@ -295,8 +298,25 @@ START_TEST(four_hosts_issue_exactly_the_cap) {
   ck_assert_int_eq(tu_count(uri,
                             "SELECT count(*) FROM sc_outbox"
                             " WHERE type = 1"),
-                   CAP);
+                   cap);
+  /* No event of a coupon that is not there. */
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM sc_outbox e WHERE"
+                            " e.agg_kind = 1 AND NOT EXISTS (SELECT 1"
+                            " FROM sc_coupon c WHERE c.id = e.agg_id)"),
+                   0);
   tu_remove_db(uri);
+}
+
+START_TEST(four_hosts_issue_exactly_the_cap) {
+  race_to_the_cap("cap", CAP, USERS);
+}
+END_TEST
+
+/* Few users shared by all hosts on a small cap: most issues race another
+ * host's for the same user's last coupon or for the cap's last ones. */
+START_TEST(four_hosts_sharing_few_users_keep_limits_and_cap) {
+  race_to_the_cap("fewusers", 50, 40);
 }
 END_TEST
 
@@ -821,6 +841,7 @@ int main(void) {
   tcase_add_test(tc, a_reserved_word_is_a_schema_name);
   tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
+  tcase_add_test(tc, four_hosts_sharing_few_users_keep_limits_and_cap);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, four_hosts_crossing_orders_never_busy);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);

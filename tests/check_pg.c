@@ -573,6 +573,25 @@ static void caller_or_stopper(int t, void *ud) {
   atomic_store(&l->stop, true);
 }
 
+/* What a test of losses checks at the end: every acknowledged issue is
+ * there once, an ambiguous one at most once, a failed one never (extra:
+ * coupons the test issued afterwards); keyed deposits, retried through the
+ * losses, each counted once; and sc_verify holds. */
+static void assert_nothing_acknowledged_lost(const char *uri, loss *l,
+                                             int64_t extra, const char *what) {
+  int64_t coupons = tu_count(uri, "SELECT count(*) FROM sc_coupon") - extra;
+  ck_assert_int_ge(coupons, atomic_load(&l->ok));
+  ck_assert_int_le(coupons, atomic_load(&l->ok) + atomic_load(&l->ambiguous));
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT coalesce(sum(balance), 0) FROM"
+                            " sc_account"),
+                   10 * (int64_t)atomic_load(&l->deposits_ok));
+  fprintf(stderr, "%s: %d issued, %d ambiguous, %d failed, %d keyed deposits\n",
+          what, atomic_load(&l->ok), atomic_load(&l->ambiguous),
+          atomic_load(&l->failed), atomic_load(&l->deposits_ok));
+  tu_assert_verify(l->db);
+}
+
 START_TEST(connection_loss_mid_batch_never_doubles) {
   char *uri = tu_db_path("loss");
   sc_db *db = tu_open(uri, NULL);
@@ -598,22 +617,7 @@ START_TEST(connection_loss_mid_batch_never_doubles) {
                 "the killer found no backend to kill");
   ck_assert_int_lt(atomic_load(&l.failed), 1000);
   ck_assert_int_gt(atomic_load(&l.ok), 0);
-  int64_t coupons = tu_count(uri, "SELECT count(*) FROM sc_coupon");
-  /* Every acknowledged issue is there once; an ambiguous one at most
-   * once; a failed one never. */
-  ck_assert_int_ge(coupons, atomic_load(&l.ok));
-  ck_assert_int_le(coupons, atomic_load(&l.ok) + atomic_load(&l.ambiguous));
-  /* Keyed deposits, retried through the losses: each counted once. */
-  ck_assert_int_eq(tu_count(uri,
-                            "SELECT coalesce(sum(balance), 0) FROM"
-                            " sc_account"),
-                   10 * (int64_t)atomic_load(&l.deposits_ok));
-  fprintf(stderr,
-          "connection loss: %d issued, %d ambiguous, %d failed, %d keyed "
-          "deposits\n",
-          atomic_load(&l.ok), atomic_load(&l.ambiguous), atomic_load(&l.failed),
-          atomic_load(&l.deposits_ok));
-  tu_assert_verify(db);
+  assert_nothing_acknowledged_lost(uri, &l, 0, "connection loss");
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(uri);
 }
@@ -657,19 +661,7 @@ START_TEST(a_server_crash_loses_no_acknowledged_operation) {
   ck_assert_int_gt(atomic_load(&l.ok), 0);
   /* The handle reconnected by itself: it still works. */
   ck_assert_sc(sc_coupon_issue(db, l.policy, 999999999, NULL), SC_OK);
-  int64_t coupons = tu_count(uri, "SELECT count(*) FROM sc_coupon") - 1;
-  ck_assert_int_ge(coupons, atomic_load(&l.ok));
-  ck_assert_int_le(coupons, atomic_load(&l.ok) + atomic_load(&l.ambiguous));
-  ck_assert_int_eq(tu_count(uri,
-                            "SELECT coalesce(sum(balance), 0) FROM"
-                            " sc_account"),
-                   10 * (int64_t)atomic_load(&l.deposits_ok));
-  fprintf(stderr,
-          "server crash: %d issued, %d ambiguous, %d failed, %d keyed "
-          "deposits\n",
-          atomic_load(&l.ok), atomic_load(&l.ambiguous), atomic_load(&l.failed),
-          atomic_load(&l.deposits_ok));
-  tu_assert_verify(db);
+  assert_nothing_acknowledged_lost(uri, &l, 1, "server crash");
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(uri);
 }

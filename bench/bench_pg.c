@@ -193,6 +193,12 @@ static bu_result run_lib(const char *uri, sc_id policy, int threads,
 /* ---- (b) the plain approach -----------------------------------------------
  */
 
+/* The plain approach keeps its count in the policy row, as most
+ * applications do (the library's schema counts in slots instead):
+ * run_plain adds that column to its own schema. */
+static const char SQL_PLAIN_COUNT[] =
+    "ALTER TABLE sc_coupon_policy"
+    " ADD COLUMN issued_count bigint NOT NULL DEFAULT 0";
 static const char SQL_PLAIN[] =
     "WITH claimed AS (UPDATE sc_coupon_policy"
     " SET issued_count = issued_count + 1"
@@ -224,6 +230,13 @@ static bu_result run_plain(const char *uri, sc_id policy, int threads,
   c->policy = policy;
   for (int t = 0; t < threads; t++) {
     c->conns[t] = plain_connect(strstr(uri, "schema=") + 7);
+    if (t == 0) {
+      PGresult *r = PQexec(c->conns[t], SQL_PLAIN_COUNT);
+      if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        die("plain count", PQresultErrorMessage(r));
+      }
+      PQclear(r);
+    }
     PGresult *r = PQprepare(c->conns[t], "issue", SQL_PLAIN, 2, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
       die("prepare", PQresultErrorMessage(r));

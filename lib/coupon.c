@@ -90,7 +90,9 @@ int sc_coupon_policy_create(sc_db *db, const sc_coupon_policy_spec *spec,
   int rc = check_spec(spec);
   if (rc != SC_OK) return rc;
   policy_create_op op = {
-      .base = {.run = policy_create_run, .pg = &sc__pg_policy_create, .kind = SC__OP_POLICY_CREATE},
+      .base = {.run = policy_create_run,
+               .pg = &sc__pg_policy_create,
+               .kind = SC__OP_POLICY_CREATE},
       .spec = spec,
       .per_user_limit = spec->per_user_limit ? spec->per_user_limit : 1};
   rc = sc__op_execute(db, &op.base);
@@ -134,10 +136,11 @@ int sc_coupon_policy_pause(sc_db *db, sc_id policy, int paused) {
     return sc__fail(SC_NOT_FOUND, "coupon policy %lld not found",
                     (long long)policy);
   }
-  policy_pause_op op = {
-      .base = {.run = policy_pause_run, .pg = &sc__pg_policy_pause, .kind = SC__OP_POLICY_PAUSE},
-      .policy = policy,
-      .paused = paused != 0};
+  policy_pause_op op = {.base = {.run = policy_pause_run,
+                                 .pg = &sc__pg_policy_pause,
+                                 .kind = SC__OP_POLICY_PAUSE},
+                        .policy = policy,
+                        .paused = paused != 0};
   return sc__op_execute(db, &op.base);
 }
 
@@ -150,7 +153,9 @@ int sc_coupon_policy_get(sc_db *db, sc_id policy, sc_coupon_policy *out) {
   if (out == NULL)
     return sc__fail(SC_MISUSE, "sc_coupon_policy_get: out is NULL");
   int64_t cols[4];
-  int rc = sc__read_row(db, SQL_POLICY_GET, policy, cols, 4, "coupon policy");
+  int rc = db->pg != NULL ? sc__pg_policy_read(db, policy, cols)
+                          : sc__read_row(db, SQL_POLICY_GET, policy, cols, 4,
+                                         "coupon policy");
   if (rc != SC_OK) return rc;
   out->max_count = cols[0];
   out->issued_count = cols[1];
@@ -271,7 +276,9 @@ int sc_coupon_issue(sc_db *db, sc_id policy, sc_id user, sc_id *coupon_out) {
     return sc__fail(SC_NOT_FOUND, "coupon policy %lld not found",
                     (long long)policy);
   }
-  issue_op op = {.base = {.run = issue_run, .pg = &sc__pg_coupon_issue, .kind = SC__OP_COUPON_ISSUE},
+  issue_op op = {.base = {.run = issue_run,
+                          .pg = &sc__pg_coupon_issue,
+                          .kind = SC__OP_COUPON_ISSUE},
                  .policy = policy,
                  .user = user};
   int rc = sc__op_execute(db, &op.base);
@@ -297,7 +304,9 @@ int sc__coupon_issue_prepare(sc_db *db, sc_id policy, sc_id user,
   }
   issue_op *op = sc__calloc(1, sizeof *op);
   if (op == NULL) return sc__fail(SC_NOMEM, "sc_coupon_issue_async: no memory");
-  *op = (issue_op){.base = {.run = issue_run, .pg = &sc__pg_coupon_issue, .kind = SC__OP_COUPON_ISSUE},
+  *op = (issue_op){.base = {.run = issue_run,
+                            .pg = &sc__pg_coupon_issue,
+                            .kind = SC__OP_COUPON_ISSUE},
                    .policy = policy,
                    .user = user};
   *out = (sc__prepared){&op->base, &op->coupon, issue_op_free};

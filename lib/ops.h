@@ -133,6 +133,11 @@ int sc__pg_dead_fill(sc_db *db, sc_id after, int max, sc_dead_event *out,
 /* sc_product_get on PostgreSQL (pg/catalog.c); out untouched on failure. */
 int sc__pg_product_get(sc_db *db, sc_id product, sc_product *out);
 
+/* The row sc_coupon_policy_get reads, on PostgreSQL (pg/coupon.c), where
+ * issued_count is the sum of the policy's slots: max_count, issued_count,
+ * per_user_limit, paused. */
+int sc__pg_policy_read(sc_db *db, sc_id policy, int64_t cols[4]);
+
 /* repair.c: an administrator's corrections (pg/repair.c on PostgreSQL). */
 typedef struct repair_op {
   sc__op base;

@@ -32,6 +32,28 @@ static void exec_sql(const char *path, const char *sql) {
   sqlite3_close(h);
 }
 
+/* Sets a policy's counts by hand: issued_count is a column on SQLite; on
+ * PostgreSQL it is the sum of the policy's slots, laid out again here as
+ * the library lays them out. */
+static void set_counts(const char *path, sc_id policy, int64_t issued,
+                       int64_t max_count) {
+  char sql[512];
+  if (tu_pg_mode()) {
+    snprintf(sql, sizeof sql,
+             "UPDATE sc_coupon_policy SET max_count = %lld WHERE id = %lld;"
+             "DELETE FROM sc_coupon_slot WHERE policy_id = %lld;"
+             "SELECT sc_slots_fill(%lld, %lld, %lld)",
+             (long long)max_count, (long long)policy, (long long)policy,
+             (long long)policy, (long long)max_count, (long long)issued);
+  } else {
+    snprintf(sql, sizeof sql,
+             "UPDATE sc_coupon_policy SET issued_count = %lld,"
+             " max_count = %lld WHERE id = %lld",
+             (long long)issued, (long long)max_count, (long long)policy);
+  }
+  exec_sql(path, sql);
+}
+
 /* Every row of the tables repair may touch, as one string. */
 static char *snapshot(const char *path) {
   static const char *const SQL[] = {
@@ -95,7 +117,6 @@ static void corrupt(const shop *s) {
            /* counters off by some */
            "UPDATE sc_product SET reserved = reserved + 3 WHERE id = %lld;"
            "UPDATE sc_account SET held = held + 500 WHERE user_id = 1;"
-           "UPDATE sc_coupon_policy SET issued_count = 3;"
            /* holds of orders that do not exist */
            "UPDATE sc_coupon SET status = 2, order_id = 777 WHERE user_id = 1;"
            "INSERT INTO sc_order_line(order_id, product_id, qty, price)"
@@ -103,6 +124,7 @@ static void corrupt(const shop *s) {
            (long long)s->policy, (long long)s->policy, (long long)s->policy,
            (long long)s->product, (long long)s->product);
   exec_sql(s->path, sql);
+  set_counts(s->path, s->policy, 3, 5);
 }
 
 static void assert_has(const char *report, const char *line) {
@@ -197,9 +219,7 @@ END_TEST
  * and the events of the others stay. */
 START_TEST(revoked_coupons_take_their_events_along) {
   shop s = make_shop("repair-events");
-  exec_sql(s.path,
-           "UPDATE sc_coupon_policy SET issued_count = 3,"
-           " max_count = 3;");
+  set_counts(s.path, s.policy, 3, 3);
   sc_db *db = tu_open(s.path, NULL);
   int changes = 0;
   char *report = NULL;
@@ -238,7 +258,7 @@ START_TEST(ids_of_revoked_coupons_are_not_reused) {
                             " WHERE agg_kind = 1 AND agg_id = 3"));
   int64_t newest_event = tu_count(path, "SELECT max(id) FROM sc_outbox");
   ck_assert_sc(sc_close(db), SC_OK);
-  exec_sql(path, "UPDATE sc_coupon_policy SET issued_count = 2, max_count = 2");
+  set_counts(path, policy, 2, 2);
   db = tu_open(path, NULL);
   char *report = NULL;
   ck_assert_sc(sc_repair(db, 0, NULL, &report), SC_OK);
@@ -247,7 +267,7 @@ START_TEST(ids_of_revoked_coupons_are_not_reused) {
   ck_assert_int_eq(tu_count(path, "SELECT max(id) FROM sc_outbox"),
                    newest_event - 1);
   ck_assert_sc(sc_close(db), SC_OK);
-  exec_sql(path, "UPDATE sc_coupon_policy SET max_count = 3");
+  set_counts(path, policy, 2, 3);
   db = tu_open(path, NULL);
   ck_assert_sc(sc_coupon_issue(db, policy, 9, &coupon), SC_OK);
   ck_assert_int_eq(coupon, 4);
@@ -298,8 +318,8 @@ START_TEST(a_used_coupon_of_a_deleted_order_stays_used) {
 }
 END_TEST
 
-/* PostgreSQL: another host's issue is between its coupon INSERT and its
- * policy UPDATE when the repair starts. The repair takes the policy's
+/* PostgreSQL: another host's issue is between its coupon INSERT and the
+ * UPDATE of its slot when the repair starts. The repair takes the slots'
  * table, then waits for the coupons'; the issue's UPDATE then waits for
  * the repair: a cycle. The repair must give way (short lock wait, roll
  * back, try again) so that the host's batch goes on at once, not after
@@ -337,7 +357,8 @@ START_TEST(a_repair_gives_way_to_another_host_s_batch) {
   char sql[256];
   pg_ok(host, "BEGIN");
   snprintf(sql, sizeof sql,
-           "SELECT * FROM sc_coupon_policy WHERE id = %lld FOR NO KEY UPDATE",
+           "SELECT * FROM sc_coupon_slot WHERE policy_id = %lld AND slot = 0"
+           " FOR NO KEY UPDATE",
            (long long)s.policy);
   pg_ok(host, sql);
   snprintf(sql, sizeof sql,
@@ -348,8 +369,8 @@ START_TEST(a_repair_gives_way_to_another_host_s_batch) {
   crossing c = {.path = s.path, .db = db, .rc = -1};
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, repair_thread, &c), 0);
-  /* Until the repair waits on a lock (it holds the policy's table by
-   * then: LOCK takes the tables in order). */
+  /* Until the repair waits on a lock (it holds the slots' table by then:
+   * LOCK takes the tables in order). */
   for (int i = 0; i < 500; i++) {
     if (tu_count(s.path,
                  "SELECT count(*) FROM pg_stat_activity"
@@ -363,8 +384,8 @@ START_TEST(a_repair_gives_way_to_another_host_s_batch) {
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   snprintf(sql, sizeof sql,
-           "UPDATE sc_coupon_policy SET max_count = max_count + 1,"
-           " issued_count = issued_count + 1 WHERE id = %lld",
+           "UPDATE sc_coupon_slot SET quota = quota + 1, issued = issued + 1"
+           " WHERE policy_id = %lld AND slot = 0",
            (long long)s.policy);
   pg_ok(host, sql); /* a deadlock error here fails the test */
   double waited = seconds_since(&t0);

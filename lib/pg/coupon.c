@@ -1,6 +1,6 @@
 /* Coupon policies and issuance on PostgreSQL: each a call of its function
  * (schema.c), which holds the cap, the pause, the window and the per-user
- * limit under the policy's row lock. */
+ * limit with the policy's slots (schema version 3). */
 #include <stdlib.h>
 
 #include "../ops.h"
@@ -104,3 +104,12 @@ const sc__op_pg sc__pg_coupon_issue = {
     .many_sql = "SELECT * FROM sc_issue_many($1, $2, $3)",
     .encode_many = issue_encode_many,
     .decode_row = issue_decode_row};
+
+int sc__pg_policy_read(sc_db *db, sc_id policy, int64_t cols[4]) {
+  return sc__pg_read_row(db,
+                         "SELECT p.max_count, (SELECT coalesce(sum(s.issued),"
+                         " 0) FROM sc_coupon_slot s WHERE s.policy_id = p.id),"
+                         " p.per_user_limit, p.paused FROM sc_coupon_policy p"
+                         " WHERE p.id = ?1",
+                         policy, cols, 4, "coupon policy");
+}

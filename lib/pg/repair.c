@@ -33,7 +33,8 @@
 #define LOCK_WAIT "100ms"
 static const char SQL_LOCK_WAIT[] = "SET LOCAL lock_timeout = '" LOCK_WAIT "'";
 static const char SQL_LOCK[] =
-    "LOCK TABLE sc_coupon_policy, sc_coupon, sc_product, sc_account,"
+    "LOCK TABLE sc_coupon_policy, sc_coupon_slot, sc_coupon, sc_product,"
+    " sc_account,"
     " sc_ledger, sc_order, sc_order_line, sc_outbox"
     " IN SHARE ROW EXCLUSIVE MODE";
 
@@ -92,14 +93,26 @@ static const char *const FIXES[] = {
     "    AND t.user_id = c.user_id"
     "   WHERE c.status = 1 AND t.n > p.per_user_limit) x"
     "  WHERE rn <= excess)," REVOKE,
-    "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.issued_count, p.max_count,"
+    /* issued_count is the sum of the policy's slots: they are laid out
+     * again (sc_slots_fill) with the coupons counted into them; the cross
+     * join with u's count makes u run. */
+    "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.max_count,"
+    "   coalesce(s.issued, 0) AS issued, s.quota,"
     "   (SELECT count(*) FROM sc_coupon c WHERE c.policy_id = p.id) AS n"
-    "   FROM sc_coupon_policy p) x WHERE issued_count <> n),"
-    " u AS (UPDATE sc_coupon_policy p SET issued_count = f.n FROM f"
-    "  WHERE p.id = f.k AND f.n <= f.max_count)"
-    " SELECT k, format('policy %s: issued_count %s -> %s', k, issued_count,"
-    "  n), CASE WHEN n > max_count THEN 'issued_count <= max_count' END"
-    " FROM f ORDER BY k",
+    "   FROM sc_coupon_policy p LEFT JOIN (SELECT policy_id,"
+    "    sum(issued) AS issued, sum(quota) AS quota FROM sc_coupon_slot"
+    "    GROUP BY policy_id) s ON s.policy_id = p.id) x"
+    "  WHERE issued <> n OR quota IS DISTINCT FROM max_count),"
+    " u AS (SELECT sc_slots_fill(k, max_count, n) FROM f"
+    "  WHERE n <= max_count),"
+    " d AS (DELETE FROM sc_coupon_slot s USING f WHERE s.policy_id = f.k"
+    "  AND f.n <= f.max_count AND s.slot >= least(8, f.max_count))"
+    " SELECT k, CASE WHEN issued <> n"
+    "  THEN format('policy %s: issued_count %s -> %s', k, issued, n)"
+    "  ELSE format('policy %s: slot quotas %s -> %s', k, coalesce(quota, 0),"
+    "   max_count) END,"
+    "  CASE WHEN n > max_count THEN 'issued_count <= max_count' END"
+    " FROM f, (SELECT count(*) FROM u) AS ran ORDER BY k",
     "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.reserved, p.total,"
     "   coalesce((SELECT sum(l.qty) FROM sc_order_line l"
     "    JOIN sc_order o ON o.id = l.order_id"

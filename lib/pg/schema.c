@@ -731,7 +731,219 @@ static const char MIGRATION_2_ISSUE_MANY[] =
 
 static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
 
-static const char *const *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2};
+/* Version 3: a policy's cap in slots, so that hosts issue at once. Version 2
+ * locked the policy row for the length of each batch, its commit's WAL flush
+ * included, so the batches of several hosts on one policy ran one after the
+ * other and four hosts issued no more than one. Now the cap is split into
+ * at most 8 rows of sc_coupon_slot whose quotas add up to max_count; each
+ * counts its own issues, and a policy's issued_count is their sum.
+ * - The cap: a slot's issued never passes its quota (a CHECK, and the
+ *   condition of the UPDATE that counts), and the quotas add up to the cap.
+ * - A batch locks one slot with room for all of its issues, skipping those
+ *   other hosts' batches hold (SKIP LOCKED): it never waits for another
+ *   host's commit. When no free slot has room (the end of a sale, a small
+ *   cap), it locks every slot, in slot order, and sees the exact total:
+ *   only then can it say "sold out", so that answer stays exact. With every
+ *   slot full in its snapshot it says so without a lock (issued only
+ *   grows).
+ * - Per-user limits: a user's coupons of a policy are numbered (ordinal,
+ *   the highest so far plus one), unique per policy and user. Two hosts
+ *   issuing a user's next coupon at once insert the same number: the second
+ *   waits for the first's commit, finds the number taken (ON CONFLICT DO
+ *   NOTHING), and counts the user's coupons again in the next round.
+ * - Pause: it locks every slot, so it waits for the batches under way, and
+ *   a batch reads the policy after it holds its slot.
+ * - No cycle of waits: a batch either holds one slot it took without
+ *   waiting, or takes them all in slot order, before it inserts anything;
+ *   coupons go in user order (their ids are taken first, in call order, so
+ *   they number the winners as version 2's did). */
+static const char MIGRATION_3_SLOTS[] =
+    "CREATE TABLE sc_coupon_slot("
+    " policy_id bigint NOT NULL REFERENCES sc_coupon_policy(id),"
+    " slot int NOT NULL, quota bigint NOT NULL CHECK(quota >= 0),"
+    " issued bigint NOT NULL DEFAULT 0"
+    "  CHECK(issued >= 0 AND issued <= quota),"
+    " PRIMARY KEY(policy_id, slot));"
+    /* A policy's slots: the cap split as evenly as it goes, and issued
+     * coupons counted into the first slots they fill. */
+    "CREATE FUNCTION sc_slots_fill(p_policy bigint, p_max bigint,"
+    " p_issued bigint) RETURNS void LANGUAGE sql AS $$"
+    " INSERT INTO sc_coupon_slot(policy_id, slot, quota, issued)"
+    " SELECT p_policy, x.s, x.q, least(x.q, greatest(0, p_issued - x.f))"
+    " FROM (SELECT g.s, p_max / k.n + (g.s < p_max % k.n)::int AS q,"
+    "  g.s * (p_max / k.n) + least(g.s, p_max % k.n) AS f"
+    "  FROM (SELECT least(8, p_max)::int AS n) AS k"
+    "  CROSS JOIN LATERAL generate_series(0, k.n - 1) AS g(s)) AS x"
+    " ON CONFLICT (policy_id, slot) DO UPDATE SET quota = excluded.quota,"
+    "  issued = excluded.issued $$;"
+    "SELECT sc_slots_fill(id, max_count, issued_count)"
+    " FROM sc_coupon_policy;"
+    "ALTER TABLE sc_coupon_policy DROP COLUMN issued_count;"
+    "ALTER TABLE sc_coupon ADD COLUMN ordinal bigint;"
+    "UPDATE sc_coupon c SET ordinal = r.n FROM (SELECT id, row_number()"
+    " OVER (PARTITION BY policy_id, user_id ORDER BY id) AS n"
+    " FROM sc_coupon) AS r WHERE c.id = r.id;"
+    "CREATE UNIQUE INDEX sc_coupon_by_holder_n"
+    " ON sc_coupon(policy_id, user_id, ordinal);"
+    "DROP INDEX sc_coupon_by_holder;"
+    "CREATE OR REPLACE FUNCTION sc_policy_create(p_name text, p_max bigint,"
+    " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
+    " p_starts bigint, p_ends bigint, p_now bigint,"
+    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
+    " LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO sc_coupon_policy(name, max_count, per_user_limit,"
+    "  discount_amount, discount_percent, max_discount, starts_at_ms,"
+    "  ends_at_ms, created_at_ms) VALUES(p_name, p_max, p_limit, p_amount,"
+    "  p_percent, p_cap, p_starts, p_ends, p_now) RETURNING id INTO rid;"
+    " PERFORM sc_slots_fill(rid, p_max, 0);"
+    " st := 0; ev := 0; END $$;"
+    "CREATE OR REPLACE FUNCTION sc_policy_pause(p_policy bigint,"
+    " p_paused bigint, p_now bigint, OUT st int, OUT msg text, OUT rid bigint,"
+    " OUT ev int) LANGUAGE plpgsql AS $$ DECLARE t int; BEGIN ev := 0;"
+    " st := 0;"
+    " PERFORM 1 FROM sc_coupon_slot WHERE policy_id = p_policy"
+    "  ORDER BY slot FOR NO KEY UPDATE;"
+    " UPDATE sc_coupon_policy SET paused = p_paused"
+    "  WHERE id = p_policy AND paused <> p_paused;"
+    " IF NOT FOUND THEN"
+    "  PERFORM 1 FROM sc_coupon_policy WHERE id = p_policy;"
+    "  IF NOT FOUND THEN st := 10;"
+    "   msg := format('coupon policy %s not found', p_policy); END IF;"
+    "  RETURN;"
+    " END IF;"
+    " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"
+    " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t, p_now,"
+    "  ARRAY['policy'], ARRAY[p_policy]));"
+    " ev := 1; END $$;";
+
+/* Issuance over slots (above), in rounds: a round decides every issue not
+ * yet decided from the holdings it reads, inserts the winners' coupons and
+ * events, and leaves undecided the issues whose coupon number another
+ * host took meanwhile (and, then, the sold-out ones: a lost number frees
+ * room). Without another host on the same user, one round. The statuses
+ * and messages are version 2's. */
+static const char MIGRATION_3_ISSUE_MANY[] =
+    "CREATE OR REPLACE FUNCTION sc_issue_many(p_policy bigint,"
+    " p_users bigint[], p_now bigint)"
+    " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
+    " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; n int;"
+    " slots int[]; room bigint; won bigint := 0; sts int[]; rids bigint[];"
+    " helds bigint[]; r_o bigint[]; r_u bigint[]; r_c int[]; r_ord bigint[];"
+    " r_h bigint[]; r_id bigint[]; got bigint[]; clash boolean;"
+    " head bytea; mid bytea; BEGIN"
+    " n := coalesce(cardinality(p_users), 0);"
+    " SELECT ARRAY[s.slot], s.quota - s.issued INTO slots, room"
+    "  FROM sc_coupon_slot s WHERE s.policy_id = p_policy"
+    "  AND s.quota - s.issued > n ORDER BY (s.slot + pg_backend_pid()) % 8"
+    "  FOR NO KEY UPDATE SKIP LOCKED LIMIT 1;"
+    " IF NOT FOUND THEN"
+    "  room := coalesce((SELECT sum(s.quota - s.issued) FROM sc_coupon_slot s"
+    "   WHERE s.policy_id = p_policy), 0);"
+    "  IF room > 0 THEN"
+    "   SELECT array_agg(l.slot ORDER BY l.slot),"
+    "    coalesce(sum(l.quota - l.issued), 0) INTO slots, room"
+    "    FROM (SELECT s.slot, s.quota, s.issued FROM sc_coupon_slot s"
+    "     WHERE s.policy_id = p_policy ORDER BY s.slot FOR NO KEY UPDATE)"
+    "    AS l;"
+    "  END IF;"
+    " END IF;"
+    " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy;"
+    " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"
+    "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"
+    "  AND p_now >= p.ends_at_ms) THEN"
+    "  RETURN QUERY SELECT s.c, CASE s.c"
+    "   WHEN 10 THEN format('coupon policy %s not found', p_policy)"
+    "   WHEN 14 THEN format('coupon policy %s is paused', p_policy)"
+    "   ELSE format('coupon policy %s is not active at %s', p_policy, p_now)"
+    "   END, 0::bigint, 0 FROM (SELECT CASE WHEN p.id IS NULL THEN 10"
+    "   WHEN p.paused <> 0 THEN 14 ELSE 15 END AS c) AS s,"
+    "   generate_series(1, n);"
+    "  RETURN;"
+    " END IF;"
+    " sts := array_fill(NULL::int, ARRAY[n]);"
+    " rids := array_fill(0::bigint, ARRAY[n]);"
+    " helds := array_fill(0::bigint, ARRAY[n]);"
+    " WHILE array_position(sts, NULL) IS NOT NULL LOOP"
+    "  SELECT array_agg(e.o ORDER BY e.o), array_agg(e.u ORDER BY e.o),"
+    "   array_agg(e.c ORDER BY e.o), array_agg(e.ord ORDER BY e.o),"
+    "   array_agg(e.h ORDER BY e.o) INTO r_o, r_u, r_c, r_ord, r_h"
+    "   FROM (SELECT b.o, b.u, b.mx + 1 + b.k AS ord,"
+    "    greatest(b.held, p.per_user_limit) AS h,"
+    "    CASE WHEN won + count(*) FILTER (WHERE b.held + b.k"
+    "     < p.per_user_limit) OVER (ORDER BY b.o ROWS BETWEEN UNBOUNDED"
+    "     PRECEDING AND 1 PRECEDING) >= room THEN 12"
+    "     WHEN b.held + b.k >= p.per_user_limit THEN 13 ELSE 0 END AS c"
+    "    FROM (SELECT t.o, t.u, h.held, h.mx, row_number() OVER"
+    "     (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "     FROM unnest(p_users, sts) WITH ORDINALITY AS t(u, s, o)"
+    "     CROSS JOIN LATERAL (SELECT count(*) AS held,"
+    "      coalesce(max(c.ordinal), 0) AS mx FROM sc_coupon c"
+    "      WHERE c.policy_id = p_policy AND c.user_id = t.u) AS h"
+    "     WHERE t.s IS NULL) AS b) AS e;"
+    /* ids in call order, before the coupons go in user order */
+    "  r_id := ARRAY(SELECT CASE WHEN y.c = 0"
+    "   THEN nextval('sc_coupon_id_seq') END"
+    "   FROM unnest(r_o, r_c) AS y(o, c) ORDER BY y.o);"
+    "  got := '{}';"
+    "  IF 0 = ANY(r_c) THEN"
+    "   IF head IS NULL THEN"
+    "    head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
+    "     || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1)"
+    "     || sc_mp_key('at') || sc_mp_int(p_now) || sc_mp_key('user');"
+    "    mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
+    "     || sc_mp_key('coupon');"
+    "   END IF;"
+    "   WITH c AS (INSERT INTO sc_coupon(id, policy_id, user_id, ordinal,"
+    "    issued_at_ms) SELECT w.id, p_policy, w.u, w.ord, p_now"
+    "    FROM unnest(r_id, r_u, r_ord) AS w(id, u, ord)"
+    "    WHERE w.id IS NOT NULL ORDER BY w.u, w.ord"
+    "    ON CONFLICT (policy_id, user_id, ordinal) DO NOTHING"
+    "    RETURNING id, user_id),"
+    "   e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
+    "    created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1,"
+    "    p_now, head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id),"
+    "    p_now FROM c ORDER BY c.id)"
+    "   SELECT coalesce(array_agg(c.id), '{}') INTO got FROM c;"
+    "  END IF;"
+    "  clash := cardinality(got) < cardinality(array_remove(r_id, NULL));"
+    "  won := won + cardinality(got);"
+    "  SELECT array_agg(CASE WHEN t.s IS NOT NULL THEN t.s"
+    "    WHEN x.c = 0 THEN CASE WHEN x.id = ANY(got) THEN 0 END"
+    "    WHEN x.c = 13 OR NOT clash THEN x.c END ORDER BY t.o),"
+    "   array_agg(CASE WHEN x.id = ANY(got) THEN x.id ELSE t.r END"
+    "    ORDER BY t.o),"
+    "   array_agg(coalesce(x.h, t.h) ORDER BY t.o) INTO sts, rids, helds"
+    "   FROM unnest(sts, rids, helds) WITH ORDINALITY AS t(s, r, h, o)"
+    "   LEFT JOIN unnest(r_o, r_c, r_h, r_id) AS x(o, c, h, id)"
+    "   ON x.o = t.o;"
+    " END LOOP;"
+    " IF won > 0 THEN"
+    "  IF won > room THEN"
+    "   RAISE EXCEPTION 'coupon policy % issued % with room for %',"
+    "    p_policy, won, room; END IF;"
+    "  UPDATE sc_coupon_slot s SET issued = s.issued + f.take FROM"
+    "   (SELECT x.slot, least(x.quota - x.issued, greatest(0, won"
+    "    - coalesce(sum(x.quota - x.issued) OVER (ORDER BY x.slot ROWS"
+    "    BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS take"
+    "    FROM sc_coupon_slot x WHERE x.policy_id = p_policy"
+    "    AND x.slot = ANY(slots)) AS f"
+    "   WHERE s.policy_id = p_policy AND s.slot = f.slot AND f.take > 0"
+    "   AND s.issued + f.take <= s.quota;"
+    " END IF;"
+    " RETURN QUERY SELECT t.s, CASE t.s"
+    "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
+    "   p_policy, p.max_count)"
+    "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
+    "   t.u, t.h, p_policy) END, t.r, (t.s = 0)::int"
+    "  FROM unnest(p_users, sts, rids, helds) WITH ORDINALITY"
+    "  AS t(u, s, r, h, o) ORDER BY t.o;"
+    " END $$;";
+
+static const char *const MIGRATION_3[] = {MIGRATION_3_SLOTS,
+                                          MIGRATION_3_ISSUE_MANY, NULL};
+
+static const char *const *const MIGRATIONS[] = {MIGRATION_1, MIGRATION_2,
+                                                MIGRATION_3};
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 const char *const *sc__pg_migration(int version) {

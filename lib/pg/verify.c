@@ -13,12 +13,21 @@ typedef struct check {
 } check;
 
 static const check CHECKS[] = {
+    /* issued_count is the sum of the policy's slots (schema.c, version
+     * 3), whose quotas add up to max_count. */
     {"1 coupons: issued_count equals the coupons and is within max_count",
-     "SELECT format('policy %s: issued_count %s, coupons %s, max_count %s',"
-     " p.id, p.issued_count, (SELECT count(*) FROM sc_coupon c"
-     "  WHERE c.policy_id = p.id), p.max_count) FROM sc_coupon_policy p"
-     " WHERE p.issued_count <> (SELECT count(*) FROM sc_coupon c"
-     "  WHERE c.policy_id = p.id) OR p.issued_count > p.max_count"},
+     "SELECT format('policy %s: issued_count %s, coupons %s, max_count %s"
+     "%s', p.id, coalesce(s.issued, 0), coalesce(c.n, 0), p.max_count, CASE "
+     "WHEN s.quota"
+     " IS DISTINCT FROM p.max_count THEN format(', slot quotas %s',"
+     " coalesce(s.quota, 0)) ELSE '' END) FROM sc_coupon_policy p"
+     " LEFT JOIN (SELECT policy_id, sum(issued) AS issued, sum(quota) AS quota"
+     "  FROM sc_coupon_slot GROUP BY policy_id) s ON s.policy_id = p.id"
+     " LEFT JOIN (SELECT policy_id, count(*) AS n FROM sc_coupon"
+     "  GROUP BY policy_id) c ON c.policy_id = p.id"
+     " WHERE coalesce(s.issued, 0) <> coalesce(c.n, 0)"
+     " OR coalesce(s.issued, 0) > p.max_count"
+     " OR s.quota IS DISTINCT FROM p.max_count"},
     {"1 coupons: no user holds more than per_user_limit",
      "SELECT format('policy %s: user %s holds %s, limit %s', c.policy_id,"
      " c.user_id, count(*), p.per_user_limit)"

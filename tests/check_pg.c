@@ -320,6 +320,214 @@ START_TEST(four_hosts_sharing_few_users_keep_limits_and_cap) {
 }
 END_TEST
 
+/* ---- a policy's slots -----------------------------------------------------
+ * A policy's cap is split into slots (schema version 3), so that hosts
+ * issuing on one policy do not wait for each other's commits. Another
+ * host's batch is played here by an outside connection that calls
+ * sc_issue_many in a transaction it keeps open. */
+
+/* The outside host's batch, left open: it holds one slot, and a coupon of
+ * users[] not yet committed. */
+static PGconn *open_batch(const char *uri, sc_id policy, const char *users) {
+  PGconn *c = outside(uri);
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{%s}', 1)",
+           (long long)policy, users);
+  outside_exec(c, "BEGIN");
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                PQresultErrorMessage(r));
+  ck_assert_str_eq(PQgetvalue(r, 0, 0), "0"); /* issued */
+  PQclear(r);
+  return c;
+}
+
+/* Calls of the library's in a thread of their own, to see them wait: a
+ * pause, or issues to users user, user + 1, ... (n of them, at least 1),
+ * one after the other. rc is the first call's status. */
+typedef struct waiting {
+  sc_db *db;
+  sc_id policy, user;
+  int pause; /* 1: pause the policy instead of issuing */
+  int n;
+  int rc, rcs[32];
+  atomic_bool done;
+  pthread_t thread;
+} waiting;
+
+static void *waiting_call(void *arg) {
+  waiting *w = arg;
+  for (int i = 0; i < (w->n > 0 ? w->n : 1); i++) {
+    w->rcs[i] = w->pause ? sc_coupon_policy_pause(w->db, w->policy, 1)
+                         : sc_coupon_issue(w->db, w->policy, w->user + i, NULL);
+  }
+  w->rc = w->rcs[0];
+  atomic_store(&w->done, true);
+  return NULL;
+}
+
+static void waiting_start(waiting *w) {
+  atomic_store(&w->done, false);
+  ck_assert_int_eq(pthread_create(&w->thread, NULL, waiting_call, w), 0);
+}
+
+/* The call still waits after 300 ms: for the outside transaction. */
+static void assert_still_waiting(waiting *w) {
+  usleep(300 * 1000);
+  ck_assert_msg(!atomic_load(&w->done), "the call did not wait (%s)",
+                sc_err_name(w->rc));
+}
+
+static sc_db *open_slots_db(const char *uri, int64_t cap, int limit,
+                            sc_id *policy) {
+  sc_options o;
+  sc_options_init(&o);
+  o.busy_timeout_ms = 5000;
+  sc_db *db = tu_open(uri, &o);
+  sc_coupon_policy_spec spec = {
+      .name = "slots", .max_count = cap, .per_user_limit = limit};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, policy), SC_OK);
+  return db;
+}
+
+/* Another host's batch under way holds one slot: this host issues from the
+ * others meanwhile (version 2 waited for that batch's commit, here until
+ * SC_BUSY). Only the same user's next coupon waits, for the other batch's
+ * end: taken if it rolls back, the limit if it commits. */
+START_TEST(another_host_s_open_batch_holds_up_only_its_users) {
+  char *uri = tu_db_path("slots-open");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 1000, 1, &policy);
+  PGconn *other = open_batch(uri, policy, "1");
+  for (sc_id u = 2; u <= 21; u++)
+    ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_OK);
+  waiting w = {.db = db, .policy = policy, .user = 1};
+  waiting_start(&w);
+  assert_still_waiting(&w);
+  outside_exec(other, "COMMIT");
+  ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
+  ck_assert_sc(w.rc, SC_LIMIT_REACHED);
+  PQfinish(other);
+
+  other = open_batch(uri, policy, "50");
+  w.user = 50;
+  waiting_start(&w);
+  assert_still_waiting(&w);
+  outside_exec(other, "ROLLBACK");
+  ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
+  ck_assert_sc(w.rc, SC_OK);
+  PQfinish(other);
+
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 22); /* 1, 2..21, 50 */
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM sc_coupon"
+                            " WHERE user_id IN (1, 50)"),
+                   2);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* A pause waits for the batches under way on the policy; once it has
+ * returned, no issue succeeds. */
+START_TEST(a_pause_waits_for_batches_under_way_then_holds) {
+  char *uri = tu_db_path("slots-pause");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 1000, 1, &policy);
+  PGconn *other = open_batch(uri, policy, "5");
+  waiting w = {.db = db, .policy = policy, .pause = 1};
+  waiting_start(&w);
+  assert_still_waiting(&w);
+  outside_exec(other, "COMMIT");
+  ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
+  ck_assert_sc(w.rc, SC_OK);
+  ck_assert_sc(sc_coupon_issue(db, policy, 6, NULL), SC_PAUSED);
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT st FROM sc_issue_many(%lld, '{7}', 1)",
+           (long long)policy);
+  PGresult *r = PQexec(other, sql);
+  ck_assert_str_eq(PQgetvalue(r, 0, 0), "14");
+  PQclear(r);
+  PQfinish(other);
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 1); /* the batch the pause waited for */
+  ck_assert_int_eq(p.paused, 1);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* A cap of 20 in 8 slots (3, 3, 3, 3, 2, 2, 2, 2), one of them held by
+ * another host's batch under way. Issues one at a time take a slot with
+ * more than one coupon left; then the last ones come from every slot's
+ * leftovers at once, so the sale waits for that batch, and says "sold out"
+ * only at the cap. */
+START_TEST(sold_out_is_said_only_at_the_cap) {
+  char *uri = tu_db_path("slots-soldout");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 20, 1, &policy);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon_slot"), 8);
+  PGconn *other = open_batch(uri, policy, "100");
+  waiting w = {.db = db, .policy = policy, .user = 1, .n = 25};
+  waiting_start(&w);
+  assert_still_waiting(&w);
+  /* Taken from the free slots before the wait: 10 or 11, by the slot the
+   * other batch holds (3 or 2 coupons). */
+  int64_t before = tu_count(uri, "SELECT count(*) FROM sc_coupon");
+  ck_assert_msg(before >= 10 && before <= 11, "%lld issued before the wait",
+                (long long)before);
+  outside_exec(other, "COMMIT");
+  PQfinish(other);
+  ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
+  for (int i = 0; i < 25; i++)
+    ck_assert_sc(w.rcs[i], i < 19 ? SC_OK : SC_SOLD_OUT);
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM sc_coupon_slot"
+                            " WHERE issued <> quota"),
+                   0);
+  sc_coupon_policy p;
+  ck_assert_sc(sc_coupon_policy_get(db, policy, &p), SC_OK);
+  ck_assert_int_eq(p.issued_count, 20);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* Slots whose quotas no longer add up to the cap (written by hand) are
+ * found by sc_verify and laid out again by sc_repair. */
+START_TEST(slot_quotas_off_the_cap_are_found_and_repaired) {
+  char *uri = tu_db_path("slots-repair");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 20, 1, &policy);
+  for (sc_id u = 1; u <= 5; u++)
+    ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_OK);
+  tu_exec(uri, "UPDATE sc_coupon_slot SET quota = quota + 4 WHERE slot = 7");
+  char *report = NULL;
+  ck_assert_sc(sc_verify(db, &report), SC_CORRUPT);
+  ck_assert_msg(strstr(report, "max_count 20, slot quotas 24") != NULL, "%s",
+                report);
+  sc_free(report);
+  ck_assert_sc(sc_repair(db, 0, NULL, &report), SC_OK);
+  ck_assert_msg(strstr(report, "slot quotas 24 -> 20\n") != NULL, "%s", report);
+  sc_free(report);
+  tu_assert_verify(db);
+  sc_id u = 6;
+  while (sc_coupon_issue(db, policy, u, NULL) == SC_OK)
+    u++;
+  ck_assert_int_eq(u, 21);
+  ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_SOLD_OUT);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
 /* ---- several hosts: a hot product and balance holds -----------------------
  */
 
@@ -850,6 +1058,10 @@ int main(void) {
   tcase_add_test(tc, read_connections_stay_within_read_pool_max);
   tcase_add_test(tc, four_hosts_issue_exactly_the_cap);
   tcase_add_test(tc, four_hosts_sharing_few_users_keep_limits_and_cap);
+  tcase_add_test(tc, another_host_s_open_batch_holds_up_only_its_users);
+  tcase_add_test(tc, a_pause_waits_for_batches_under_way_then_holds);
+  tcase_add_test(tc, sold_out_is_said_only_at_the_cap);
+  tcase_add_test(tc, slot_quotas_off_the_cap_are_found_and_repaired);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, four_hosts_crossing_orders_never_busy);
   tcase_add_test(tc, connection_loss_mid_batch_never_doubles);

@@ -272,6 +272,20 @@ static int issue_host(int i, void *ud) {
   return bad ? 11 : 0;
 }
 
+/* Deadlocks the server detected in this database so far. */
+static int64_t deadlocks(const char *uri) {
+  PGconn *c = outside(uri);
+  PGresult *r = PQexec(c,
+                       "SELECT deadlocks FROM pg_stat_database"
+                       " WHERE datname = current_database()");
+  int64_t n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                  ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                  : -1;
+  PQclear(r);
+  PQfinish(c);
+  return n;
+}
+
 /* PROCS hosts of THREADS threads issue users 1..users until cap is sold
  * out: exactly cap coupons (and events), none of a user above LIMIT. */
 static void race_to_the_cap(const char *name, int cap, int users) {
@@ -499,6 +513,76 @@ START_TEST(sold_out_is_said_only_at_the_cap) {
 }
 END_TEST
 
+/* Until the backend of c waits on a lock. */
+static void until_waiting(const char *uri, PGconn *c) {
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_stat_activity WHERE pid = %d"
+           " AND wait_event_type = 'Lock'",
+           PQbackendPID(c));
+  for (int i = 0; i < 1000 && tu_count(uri, sql) == 0; i++)
+    usleep(10 * 1000);
+  ck_assert_int_eq(tu_count(uri, sql), 1);
+}
+
+/* The SQLSTATE of c's pending call: "" when it answered rows. */
+static const char *call_outcome(PGconn *c, char *buf, size_t cap) {
+  PGresult *r = PQgetResult(c);
+  const char *st = PQresultStatus(r) == PGRES_TUPLES_OK
+                       ? ""
+                       : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  snprintf(buf, cap, "%s", st ? st : "?");
+  PQclear(r);
+  while ((r = PQgetResult(c)) != NULL)
+    PQclear(r);
+  return buf;
+}
+
+/* A batch whose winner's coupon number another host's batch took while it
+ * waited does not go on deciding in the same transaction (it would insert
+ * a lower user's number while holding higher ones, and a third batch
+ * waiting on it could close a cycle): it fails with a serialization
+ * failure, which batch.c answers by running the batch again. Here T holds
+ * user 2's number and waits for user 3's; C, behind the committed user 1,
+ * waits for T's user 2: T must give way, not deadlock. */
+START_TEST(a_batch_that_lost_a_coupon_number_runs_again_without_deadlock) {
+  char *uri = tu_db_path("slots-clash");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 1000000, 100, &policy);
+  ck_assert_sc(sc_close(db), SC_OK);
+  PGconn *one = open_batch(uri, policy, "1"),
+         *three = open_batch(uri, policy, "3");
+  char sql[160], a[8], b[8];
+  PGconn *t = outside(uri), *c = outside(uri);
+  outside_exec(t, "BEGIN");
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{1,2,3}', 1)",
+           (long long)policy);
+  ck_assert_int_eq(PQsendQuery(t, sql), 1);
+  until_waiting(uri, t); /* on user 1 */
+  outside_exec(one, "COMMIT");
+  until_waiting(uri, t); /* on user 3, holding user 2 */
+  outside_exec(c, "BEGIN");
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{1,2}', 1)",
+           (long long)policy);
+  ck_assert_int_eq(PQsendQuery(c, sql), 1);
+  until_waiting(uri, c); /* on T's user 2 */
+  outside_exec(three, "COMMIT");
+  ck_assert_str_eq(call_outcome(t, a, sizeof a), "40001");
+  outside_exec(t, "ROLLBACK");
+  ck_assert_str_eq(call_outcome(c, b, sizeof b), "");
+  outside_exec(c, "COMMIT");
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 4);
+  PQfinish(one);
+  PQfinish(three);
+  PQfinish(t);
+  PQfinish(c);
+  db = tu_open(uri, NULL);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
 /* Slots whose quotas no longer add up to the cap (written by hand) are
  * found by sc_verify and laid out again by sc_repair. */
 START_TEST(slot_quotas_off_the_cap_are_found_and_repaired) {
@@ -521,6 +605,14 @@ START_TEST(slot_quotas_off_the_cap_are_found_and_repaired) {
   while (sc_coupon_issue(db, policy, u, NULL) == SC_OK)
     u++;
   ck_assert_int_eq(u, 21);
+  ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_SOLD_OUT);
+  tu_assert_verify(db);
+  /* No slots at all: an error that says so, not "sold out". */
+  tu_exec(uri, "DELETE FROM sc_coupon_slot");
+  ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_ERROR);
+  ck_assert_msg(strstr(sc_errmsg(db), "has no slots") != NULL, "%s",
+                sc_errmsg(db));
+  ck_assert_sc(sc_repair(db, 0, NULL, NULL), SC_OK);
   ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_SOLD_OUT);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
@@ -668,20 +760,6 @@ static int mix_host(int i, void *ud) {
   int bad = atomic_load(&m.other) != 0 || atomic_load(&m.done) == 0;
   if (sc_close(m.db) != SC_OK) bad = 1;
   return bad ? 11 : 0;
-}
-
-/* Deadlocks the server detected in this database so far. */
-static int64_t deadlocks(const char *uri) {
-  PGconn *c = outside(uri);
-  PGresult *r = PQexec(c,
-                       "SELECT deadlocks FROM pg_stat_database"
-                       " WHERE datname = current_database()");
-  int64_t n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
-                  ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                  : -1;
-  PQclear(r);
-  PQfinish(c);
-  return n;
 }
 
 START_TEST(four_hosts_crossing_orders_never_busy) {
@@ -1061,6 +1139,8 @@ int main(void) {
   tcase_add_test(tc, another_host_s_open_batch_holds_up_only_its_users);
   tcase_add_test(tc, a_pause_waits_for_batches_under_way_then_holds);
   tcase_add_test(tc, sold_out_is_said_only_at_the_cap);
+  tcase_add_test(tc,
+                 a_batch_that_lost_a_coupon_number_runs_again_without_deadlock);
   tcase_add_test(tc, slot_quotas_off_the_cap_are_found_and_repaired);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, four_hosts_crossing_orders_never_busy);

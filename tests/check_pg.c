@@ -362,7 +362,8 @@ static PGconn *open_batch(const char *uri, sc_id policy, const char *users) {
 typedef struct waiting {
   sc_db *db;
   sc_id policy, user;
-  int pause; /* 1: pause the policy instead of issuing */
+  int pause;   /* 1: pause the policy instead of issuing */
+  int deposit; /* 1: deposit 100 to user instead of issuing */
   int n;
   int rc, rcs[32];
   atomic_bool done;
@@ -373,7 +374,9 @@ static void *waiting_call(void *arg) {
   waiting *w = arg;
   for (int i = 0; i < (w->n > 0 ? w->n : 1); i++) {
     w->rcs[i] = w->pause ? sc_coupon_policy_pause(w->db, w->policy, 1)
-                         : sc_coupon_issue(w->db, w->policy, w->user + i, NULL);
+                : w->deposit
+                    ? sc_account_deposit(w->db, w->user, 100, NULL)
+                    : sc_coupon_issue(w->db, w->policy, w->user + i, NULL);
   }
   w->rc = w->rcs[0];
   atomic_store(&w->done, true);
@@ -577,6 +580,61 @@ START_TEST(a_batch_that_lost_a_coupon_number_runs_again_without_deadlock) {
   PQfinish(t);
   PQfinish(c);
   db = tu_open(uri, NULL);
+  tu_assert_verify(db);
+  ck_assert_sc(sc_close(db), SC_OK);
+  tu_remove_db(uri);
+}
+END_TEST
+
+/* The operations of one batch, queued in this order behind a held writer;
+ * returns once they have all completed. */
+static void run_as_one_batch(sc_db *db, waiting *w, int n) {
+  tu_gate *gate = tu_gate_close(db);
+  for (int i = 0; i < n; i++) {
+    w[i].db = db;
+    waiting_start(&w[i]);
+    tu_wait_queued(db, i + 1);
+  }
+  tu_gate_open(gate);
+  for (int i = 0; i < n; i++)
+    ck_assert_int_eq(pthread_join(w[i].thread, NULL), 0);
+}
+
+/* A policy's issues in a batch go as one call, also with other operations
+ * between them (two calls could each take a slot and wait on other hosts'
+ * batches, in a cycle), and a pause of the policy between them still holds.
+ * A statement trigger counts the calls that insert coupons. */
+START_TEST(a_policy_s_issues_in_a_batch_go_as_one_call) {
+  char *uri = tu_db_path("slots-gather");
+  sc_id p = 0, q = 0;
+  sc_db *db = open_slots_db(uri, 1000, 1, &p);
+  sc_coupon_policy_spec spec = {.name = "other", .max_count = 1000};
+  ck_assert_sc(sc_coupon_policy_create(db, &spec, &q), SC_OK);
+  tu_exec(uri,
+          "CREATE TABLE test_calls(n int);"
+          "CREATE FUNCTION test_count() RETURNS trigger LANGUAGE plpgsql AS"
+          " $$ BEGIN INSERT INTO test_calls VALUES(1); RETURN NULL; END $$;"
+          "CREATE TRIGGER test_count AFTER INSERT ON sc_coupon"
+          " FOR EACH STATEMENT EXECUTE FUNCTION test_count()");
+  waiting mixed[] = {{.policy = p, .user = 1},
+                     {.deposit = 1, .user = 9},
+                     {.policy = p, .user = 2},
+                     {.policy = q, .user = 1},
+                     {.policy = p, .user = 3}};
+  run_as_one_batch(db, mixed, 5);
+  for (int i = 0; i < 5; i++)
+    ck_assert_sc(mixed[i].rc, SC_OK);
+  ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM test_calls"), 2);
+  waiting paused[] = {{.policy = p, .user = 4},
+                      {.policy = p, .pause = 1},
+                      {.policy = p, .user = 5}};
+  run_as_one_batch(db, paused, 3);
+  ck_assert_sc(paused[0].rc, SC_OK);
+  ck_assert_sc(paused[1].rc, SC_OK);
+  ck_assert_sc(paused[2].rc, SC_PAUSED);
+  sc_coupon_policy got;
+  ck_assert_sc(sc_coupon_policy_get(db, p, &got), SC_OK);
+  ck_assert_int_eq(got.issued_count, 4);
   tu_assert_verify(db);
   ck_assert_sc(sc_close(db), SC_OK);
   tu_remove_db(uri);
@@ -1139,6 +1197,7 @@ int main(void) {
   tcase_add_test(tc, another_host_s_open_batch_holds_up_only_its_users);
   tcase_add_test(tc, a_pause_waits_for_batches_under_way_then_holds);
   tcase_add_test(tc, sold_out_is_said_only_at_the_cap);
+  tcase_add_test(tc, a_policy_s_issues_in_a_batch_go_as_one_call);
   tcase_add_test(tc,
                  a_batch_that_lost_a_coupon_number_runs_again_without_deadlock);
   tcase_add_test(tc, slot_quotas_off_the_cap_are_found_and_repaired);

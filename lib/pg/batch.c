@@ -208,6 +208,39 @@ static int group_len(const attempt *a, int i) {
   return n;
 }
 
+/* Moves each operation that goes in a grouped call (an issue) up beside the
+ * batch's first one of its kind and key, so that one call answers them
+ * all: two calls of a policy in one transaction can each wait on another
+ * host's batch, and two such batches can wait on each other in a cycle
+ * (schema.c, version 3). The outcomes stay those of submission order: no
+ * operation between them can rest on an issue of the same batch (a
+ * coupon's id is known only once its batch has committed), and an
+ * operation of another kind with the same key (a pause of that policy)
+ * ends the gathering. outer moves with ops. */
+static void gather_groups(sc__op **ops, sc__op **outer, int n) {
+  for (int i = 0; i < n; i++) {
+    const sc__op_pg *d = ops[i]->pg;
+    if (ops[i]->excluded || d == NULL || d->many_name == NULL) continue;
+    int64_t key = d->lock_key(ops[i]);
+    int end = i + 1; /* ops[i, end) is the group so far */
+    for (int j = i + 1; j < n; j++) {
+      const sc__op_pg *e = ops[j]->pg;
+      if (ops[j]->excluded || e == NULL || e->lock_key == NULL ||
+          e->lock_key(ops[j]) != key) {
+        continue;
+      }
+      if (e != d) break;
+      sc__op *op = ops[j], *out = outer[j];
+      memmove(ops + end + 1, ops + end, (size_t)(j - end) * sizeof *ops);
+      memmove(outer + end + 1, outer + end, (size_t)(j - end) * sizeof *outer);
+      ops[end] = op;
+      outer[end] = out;
+      end++;
+    }
+    i = end - 1;
+  }
+}
+
 /* Sends the whole batch; false if the connection refused it. */
 static bool send_batch(sc_db *db, attempt *a, bool trim) {
   PGconn *c = db->pg->w;
@@ -649,7 +682,10 @@ bool sc__pg_run_batch(sc_db *db, sc__op *batch, int n) {
   }
   /* In submission order, as on SQLite: sorting the calls by the row they
    * lock changed outcomes (a deposit sorted before the checkout submitted
-   * ahead of it). A deadlock with another host's batch is retried. */
+   * ahead of it). A deadlock with another host's batch is retried. Only a
+   * policy's issues are gathered into one call, which changes no outcome
+   * (gather_groups). */
+  gather_groups(ops, outer, k);
   attempt a = {.ops = ops, .n = k, .now = sc__now_ms(db), .group = group};
   bool committed = run_attempts(db, &a);
   sc__free(group);

@@ -55,8 +55,9 @@ typedef struct sc__op_pg {
    * any further OUT columns after ev); NULL = none. */
   void (*decode)(sc_db *db, sc__op *op, const PGresult *r);
   /* The row the call locks first (a policy, a product); NULL = 0. Not
-   * used to reorder a batch: its calls run in submission order, as on
-   * SQLite. Each function takes its own locks in one global order
+   * used to sort a batch: its calls run in submission order, as on
+   * SQLite, except that grouped operations are gathered (batch.c,
+   * gather_groups). Each function takes its own locks in one global order
    * (schema.c), but two calls of a batch can still lock rows in the
    * opposite order of another host's batch: PostgreSQL then fails one
    * with a deadlock (40P01) and that batch runs again. */
@@ -109,11 +110,11 @@ typedef struct sc__pg {
   pthread_mutex_t rlock;
   sc__pg_read *ridle;
   int nidle;
-  int nread;             /* read connections open, idle or in use */
-  pthread_cond_t rfree;  /* one was released: a waiting reader may go */
-  char channel[64];      /* the schema's NOTIFY channel (notify.c) */
-  int64_t notified_ns;   /* the last batch that notified (monotonic) */
-  int64_t notified_d_ns; /* the last that notified a deadline */
+  int nread;              /* read connections open, idle or in use */
+  pthread_cond_t rfree;   /* one was released: a waiting reader may go */
+  char channel[64];       /* the schema's NOTIFY channel (notify.c) */
+  int64_t notified_ns;    /* the last batch that notified (monotonic) */
+  int64_t notified_d_ns;  /* the last that notified a deadline */
   int64_t quiet_until_ns; /* no notifying before (a NOTIFY failed) */
 } sc__pg;
 

@@ -388,9 +388,17 @@ static void waiting_start(waiting *w) {
   ck_assert_int_eq(pthread_create(&w->thread, NULL, waiting_call, w), 0);
 }
 
-/* The call still waits after 300 ms: for the outside transaction. */
-static void assert_still_waiting(waiting *w) {
-  usleep(300 * 1000);
+/* The call waits, for the outside transaction: the handle's writer waits
+ * on a lock, and the call has not returned. */
+static void assert_still_waiting(const char *uri, waiting *w) {
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+           " 'libshopcore/%s' AND wait_event_type = 'Lock'",
+           strstr(uri, "schema=") + 7);
+  for (int i = 0; i < 1000 && tu_count(uri, sql) == 0; i++)
+    usleep(10 * 1000);
+  ck_assert_int_eq(tu_count(uri, sql), 1);
   ck_assert_msg(!atomic_load(&w->done), "the call did not wait (%s)",
                 sc_err_name(w->rc));
 }
@@ -420,7 +428,7 @@ START_TEST(another_host_s_open_batch_holds_up_only_its_users) {
     ck_assert_sc(sc_coupon_issue(db, policy, u, NULL), SC_OK);
   waiting w = {.db = db, .policy = policy, .user = 1};
   waiting_start(&w);
-  assert_still_waiting(&w);
+  assert_still_waiting(uri, &w);
   outside_exec(other, "COMMIT");
   ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
   ck_assert_sc(w.rc, SC_LIMIT_REACHED);
@@ -429,7 +437,7 @@ START_TEST(another_host_s_open_batch_holds_up_only_its_users) {
   other = open_batch(uri, policy, "50");
   w.user = 50;
   waiting_start(&w);
-  assert_still_waiting(&w);
+  assert_still_waiting(uri, &w);
   outside_exec(other, "ROLLBACK");
   ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
   ck_assert_sc(w.rc, SC_OK);
@@ -457,7 +465,7 @@ START_TEST(a_pause_waits_for_batches_under_way_then_holds) {
   PGconn *other = open_batch(uri, policy, "5");
   waiting w = {.db = db, .policy = policy, .pause = 1};
   waiting_start(&w);
-  assert_still_waiting(&w);
+  assert_still_waiting(uri, &w);
   outside_exec(other, "COMMIT");
   ck_assert_int_eq(pthread_join(w.thread, NULL), 0);
   ck_assert_sc(w.rc, SC_OK);
@@ -492,7 +500,7 @@ START_TEST(sold_out_is_said_only_at_the_cap) {
   PGconn *other = open_batch(uri, policy, "100");
   waiting w = {.db = db, .policy = policy, .user = 1, .n = 25};
   waiting_start(&w);
-  assert_still_waiting(&w);
+  assert_still_waiting(uri, &w);
   /* Taken from the free slots before the wait: 10 or 11, by the slot the
    * other batch holds (3 or 2 coupons). */
   int64_t before = tu_count(uri, "SELECT count(*) FROM sc_coupon");

@@ -5,7 +5,7 @@
  *       one autocommit statement doing the conditional UPDATE and the
  *       INSERT;
  * the ratio a/b; then 1, 2 and 4 processes (hosts) at once, each with its
- * own handle and 64 callers, on one policy row.
+ * own handle and 64 callers, on one policy.
  *
  *   bench_pg [--seconds S] [--threads 64] [--procs 1,2,4] [--uri URI]
  *

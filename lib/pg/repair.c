@@ -22,9 +22,10 @@
 #include "pg.h"
 
 /* The lock is taken table by table, in an order no batch follows (an
- * issue locks its policy row, inserts a coupon, then updates the policy),
- * so waiting for it could close a cycle with another host's batch, which
- * PostgreSQL would break after deadlock_timeout by failing one of the two.
+ * issue locks a slot of its policy, inserts a coupon, then updates the
+ * slot), so waiting for it could close a cycle with another host's batch,
+ * which PostgreSQL would break after deadlock_timeout by failing one of
+ * the two.
  * The wait is kept short instead: past LOCK_WAIT the repair rolls back,
  * giving back what it took, and tries again (repair_alone) until the busy
  * timeout; a batch it held up waited at most that long. The same bound

@@ -214,22 +214,23 @@ static int group_len(const attempt *a, int i) {
  * host's batch, and two such batches can wait on each other in a cycle
  * (schema.c, version 3). The outcomes stay those of submission order: no
  * operation between them can rest on an issue of the same batch (a
- * coupon's id is known only once its batch has committed), and an
- * operation of another kind with the same key (a pause of that policy)
- * ends the gathering. outer moves with ops. */
+ * coupon's id is known only once its batch has committed), and a pause of
+ * that policy ends the gathering. Only the next GROUP_MAX operations are
+ * looked at, so that a batch of any size costs linear time. outer moves
+ * with ops. */
 static void gather_groups(sc__op **ops, sc__op **outer, int n) {
   for (int i = 0; i < n; i++) {
     const sc__op_pg *d = ops[i]->pg;
     if (ops[i]->excluded || d == NULL || d->many_name == NULL) continue;
     int64_t key = d->lock_key(ops[i]);
     int end = i + 1; /* ops[i, end) is the group so far */
-    for (int j = i + 1; j < n; j++) {
+    for (int j = i + 1; j < n && j - i < GROUP_MAX; j++) {
       const sc__op_pg *e = ops[j]->pg;
-      if (ops[j]->excluded || e == NULL || e->lock_key == NULL ||
+      if (ops[j]->excluded || (e != d && e != &sc__pg_policy_pause) ||
           e->lock_key(ops[j]) != key) {
         continue;
       }
-      if (e != d) break;
+      if (e != d) break; /* a pause of the policy */
       sc__op *op = ops[j], *out = outer[j];
       memmove(ops + end + 1, ops + end, (size_t)(j - end) * sizeof *ops);
       memmove(outer + end + 1, outer + end, (size_t)(j - end) * sizeof *outer);

@@ -746,17 +746,16 @@ static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
  *   only then can it say "sold out", so that answer stays exact. With every
  *   slot full in its snapshot it says so without a lock (issued only
  *   grows).
- * - Per-user limits: a user's coupons of a policy are numbered (ordinal,
- *   the highest so far plus one), unique per policy and user. Two hosts
- *   issuing a user's next coupon at once insert the same number: the second
- *   waits for the first's commit, finds the number taken (ON CONFLICT DO
- *   NOTHING), and counts the user's coupons again in the next round.
+ * - Per-user limits: each user's count of a policy's coupons is a row of
+ *   sc_coupon_holder, raised by a conditional upsert that never passes
+ *   per_user_limit. Two hosts issuing to one user at once wait on that row
+ *   (the second then raises the count the first committed), so nothing is
+ *   decided twice and no batch has to run again.
  * - Pause: it locks every slot, so it waits for the batches under way, and
  *   a batch reads the policy after it holds its slot.
  * - No cycle of waits: a batch either holds one slot it took without
- *   waiting, or takes them all in slot order, before it inserts anything;
- *   coupons go in user order (their ids are taken first, in call order, so
- *   they number the winners as version 2's did). */
+ *   waiting, or takes them all in slot order, before it touches a user's
+ *   row; it takes those in user order, in one statement. */
 static const char MIGRATION_3_SLOTS[] =
     "CREATE TABLE sc_coupon_slot("
     " policy_id bigint NOT NULL REFERENCES sc_coupon_policy(id),"
@@ -779,13 +778,13 @@ static const char MIGRATION_3_SLOTS[] =
     "SELECT sc_slots_fill(id, max_count, issued_count)"
     " FROM sc_coupon_policy;"
     "ALTER TABLE sc_coupon_policy DROP COLUMN issued_count;"
-    "ALTER TABLE sc_coupon ADD COLUMN ordinal bigint;"
-    "UPDATE sc_coupon c SET ordinal = r.n FROM (SELECT id, row_number()"
-    " OVER (PARTITION BY policy_id, user_id ORDER BY id) AS n"
-    " FROM sc_coupon) AS r WHERE c.id = r.id;"
-    "CREATE UNIQUE INDEX sc_coupon_by_holder_n"
-    " ON sc_coupon(policy_id, user_id, ordinal);"
-    "DROP INDEX sc_coupon_by_holder;"
+    /* granted: what the last batch raised held by (sc_issue_many) */
+    "CREATE TABLE sc_coupon_holder(policy_id bigint NOT NULL,"
+    " user_id bigint NOT NULL, held bigint NOT NULL CHECK(held >= 0),"
+    " granted bigint NOT NULL DEFAULT 0, PRIMARY KEY(policy_id, user_id));"
+    "INSERT INTO sc_coupon_holder(policy_id, user_id, held)"
+    " SELECT policy_id, user_id, count(*) FROM sc_coupon"
+    " GROUP BY policy_id, user_id;"
     "CREATE OR REPLACE FUNCTION sc_policy_create(p_name text, p_max bigint,"
     " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
     " p_starts bigint, p_ends bigint, p_now bigint,"
@@ -816,29 +815,30 @@ static const char MIGRATION_3_SLOTS[] =
     "  ARRAY['policy'], ARRAY[p_policy]));"
     " ev := 1; END $$;";
 
-/* Issuance over slots (above), in one pass: the issues are decided from
- * the holdings read after the slot is taken, the winners' coupons and
- * events inserted, the slot counted. A winner's coupon number taken by
- * another host's batch meanwhile (it waited for that batch's commit) fails
- * the call with a serialization failure (40001), and batch.c runs the whole
- * batch again, with the holdings then committed. Deciding again in the same
- * transaction instead would insert a user's number while holding higher
- * users' numbers, out of the one order that keeps batches from waiting on
- * each other in a cycle. The statuses and messages are version 2's. */
+/* Issuance over slots (above), in one pass: the slot, then the policy,
+ * then the users' counts raised in user order and the winners' coupons and
+ * events inserted in call order, then the slot counted. With one slot the
+ * batch has room for every issue, so only the per-user limit refuses, and
+ * the upsert's answer (granted) decides: a user's first granted issues in
+ * call order win. With every slot, no other batch of the policy is under
+ * way: the counts are read, the cap goes to the eligible issues in call
+ * order as version 2 gave it, and the upsert only records them. The
+ * statuses and messages are version 2's. */
 static const char MIGRATION_3_ISSUE_MANY[] =
     "CREATE OR REPLACE FUNCTION sc_issue_many(p_policy bigint,"
     " p_users bigint[], p_now bigint)"
     " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
     " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; n int;"
-    " slots int[]; room bigint; won bigint := 0; taken bigint;"
-    " sts int[]; ords bigint[]; helds bigint[]; ids bigint[];"
-    " head bytea; mid bytea; BEGIN"
+    " slots int[]; room bigint; one boolean; won bigint; taken bigint;"
+    " lim bigint; cand bigint[]; pre int[]; sts int[]; helds bigint[];"
+    " ids bigint[]; head bytea; mid bytea; BEGIN"
     " n := coalesce(cardinality(p_users), 0);"
     " SELECT ARRAY[s.slot], s.quota - s.issued INTO slots, room"
     "  FROM sc_coupon_slot s WHERE s.policy_id = p_policy"
     "  AND s.quota - s.issued > n ORDER BY (s.slot + pg_backend_pid()) % 8"
     "  FOR NO KEY UPDATE SKIP LOCKED LIMIT 1;"
-    " IF NOT FOUND THEN"
+    " one := FOUND;"
+    " IF NOT one THEN"
     "  room := coalesce((SELECT sum(s.quota - s.issued) FROM sc_coupon_slot s"
     "   WHERE s.policy_id = p_policy), 0);"
     "  IF room > 0 THEN"
@@ -867,46 +867,68 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  WHERE s.policy_id = p_policy) THEN"
     "  RAISE EXCEPTION 'coupon policy % has no slots (sc_repair lays them"
     " out)', p_policy; END IF;"
-    " SELECT array_agg(e.c ORDER BY e.o), array_agg(e.ord ORDER BY e.o),"
-    "  array_agg(e.h ORDER BY e.o) INTO sts, ords, helds"
-    "  FROM (SELECT b.o, b.mx + 1 + b.k AS ord,"
-    "   greatest(b.held, p.per_user_limit) AS h,"
-    "   CASE WHEN count(*) FILTER (WHERE b.held + b.k < p.per_user_limit)"
-    "    OVER (ORDER BY b.o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-    "    >= room THEN 12"
-    "    WHEN b.held + b.k >= p.per_user_limit THEN 13 ELSE 0 END AS c"
-    "   FROM (SELECT t.o, h.held, h.mx, row_number() OVER"
-    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
-    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
-    "    CROSS JOIN LATERAL (SELECT count(*) AS held,"
-    "     coalesce(max(c.ordinal), 0) AS mx FROM sc_coupon c"
-    "     WHERE c.policy_id = p_policy AND c.user_id = t.u) AS h) AS b) AS e;"
-    /* ids in call order, before the coupons go in user order */
-    " ids := ARRAY(SELECT CASE WHEN y.c = 0"
-    "  THEN nextval('sc_coupon_id_seq') END"
-    "  FROM unnest(sts) WITH ORDINALITY AS y(c, o) ORDER BY y.o);"
-    " IF 0 = ANY(sts) THEN"
+    " lim := p.per_user_limit;"
+    /* The candidates (cand, NULL where pre says otherwise): every issue
+     * with one slot; with every slot (or none with room) those version 2
+     * would let win, from the counts read. */
+    " IF one THEN"
+    "  cand := p_users;"
+    " ELSE"
+    "  SELECT array_agg(e.c ORDER BY e.o),"
+    "   array_agg(greatest(e.held, lim) ORDER BY e.o),"
+    "   array_agg(CASE WHEN e.c = 0 THEN e.u END ORDER BY e.o)"
+    "   INTO pre, helds, cand FROM (SELECT b.o, b.u, b.held,"
+    "    CASE WHEN count(*) FILTER (WHERE b.held + b.k < lim) OVER"
+    "     (ORDER BY b.o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    "     >= room THEN 12 WHEN b.held + b.k >= lim THEN 13 ELSE 0 END AS c"
+    "    FROM (SELECT t.o, t.u, coalesce(h.held, 0) AS held, row_number()"
+    "     OVER (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "     FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
+    "     LEFT JOIN sc_coupon_holder h ON h.policy_id = p_policy"
+    "     AND h.user_id = t.u) AS b) AS e;"
+    " END IF;"
+    /* The counts, raised in user order: a user's row another batch holds
+     * is waited for, then raised from what that batch committed. A user
+     * at the limit is locked, not updated, and returns no row. */
+    " WITH w AS (SELECT x.u, count(*) AS want FROM unnest(cand) AS x(u)"
+    "  WHERE x.u IS NOT NULL GROUP BY x.u),"
+    " g AS (INSERT INTO sc_coupon_holder AS h(policy_id, user_id, held,"
+    "  granted) SELECT p_policy, w.u, least(w.want, lim), least(w.want, lim)"
+    "  FROM w ORDER BY w.u ON CONFLICT (policy_id, user_id) DO UPDATE"
+    "  SET held = h.held + least(excluded.held, lim - h.held),"
+    "  granted = least(excluded.held, lim - h.held) WHERE h.held < lim"
+    "  RETURNING h.user_id, h.held, h.granted)"
+    /* a user's first granted candidates in call order win; the others
+     * are refused with the count they found (version 2's message) */
+    " SELECT array_agg(CASE WHEN c.u IS NULL THEN pre[c.o::int]"
+    "   WHEN c.k < coalesce(g.granted, 0) THEN 0 ELSE 13 END ORDER BY c.o),"
+    "  array_agg(CASE WHEN c.u IS NULL THEN helds[c.o::int]"
+    "   ELSE greatest(coalesce(g.held - g.granted, hh.held, 0), lim) END"
+    "   ORDER BY c.o)"
+    "  INTO sts, helds FROM (SELECT t.o, t.u, row_number() OVER"
+    "   (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "   FROM unnest(cand) WITH ORDINALITY AS t(u, o)) AS c"
+    "  LEFT JOIN g ON g.user_id = c.u"
+    "  LEFT JOIN sc_coupon_holder hh ON g.user_id IS NULL"
+    "  AND hh.policy_id = p_policy AND hh.user_id = c.u;"
+    " won := coalesce(cardinality(array_positions(sts, 0)), 0);"
+    " IF won > 0 THEN"
     "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
     "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"
     "   || sc_mp_int(p_now) || sc_mp_key('user');"
     "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
     "   || sc_mp_key('coupon');"
-    "  WITH c AS (INSERT INTO sc_coupon(id, policy_id, user_id, ordinal,"
-    "   issued_at_ms) SELECT w.id, p_policy, w.u, w.ord, p_now"
-    "   FROM unnest(ids, p_users, ords) AS w(id, u, ord)"
-    "   WHERE w.id IS NOT NULL ORDER BY w.u, w.ord"
-    "   ON CONFLICT (policy_id, user_id, ordinal) DO NOTHING"
+    /* Identity values are taken in insertion order, so the ids sorted are
+     * the winners' in call order. */
+    "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+    "   SELECT p_policy, w.u, p_now FROM unnest(p_users, sts)"
+    "   WITH ORDINALITY AS w(u, s, o) WHERE w.s = 0 ORDER BY w.o"
     "   RETURNING id, user_id),"
     "  e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
     "   created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1,"
     "   p_now, head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id),"
     "   p_now FROM c ORDER BY c.id)"
-    "  SELECT count(*) INTO won FROM c;"
-    "  IF won < cardinality(array_remove(ids, NULL)) THEN"
-    "   RAISE EXCEPTION USING ERRCODE = 'serialization_failure',"
-    "    MESSAGE = format('coupon policy %s: another host''s batch issued"
-    " one of these users a coupon at once', p_policy);"
-    "  END IF;"
+    "  SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
     "  WITH u AS (UPDATE sc_coupon_slot s SET issued = s.issued + f.take"
     "   FROM (SELECT x.slot, least(x.quota - x.issued, greatest(0, won"
     "    - coalesce(sum(x.quota - x.issued) OVER (ORDER BY x.slot ROWS"
@@ -924,9 +946,11 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
     "   p_policy, p.max_count)"
     "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
-    "   t.u, t.h, p_policy) END, coalesce(t.id, 0), (t.s = 0)::int"
-    "  FROM unnest(p_users, sts, ids, helds) WITH ORDINALITY"
-    "  AS t(u, s, id, h, o) ORDER BY t.o;"
+    "   t.u, t.h, p_policy) END,"
+    "  CASE WHEN t.s = 0 THEN ids[(sum((t.s = 0)::int)"
+    "   OVER (ORDER BY t.o))::int] ELSE 0 END, (t.s = 0)::int"
+    "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"
+    "  ORDER BY t.o;"
     " END $$;";
 
 static const char *const MIGRATION_3[] = {MIGRATION_3_SLOTS,

@@ -34,24 +34,17 @@
 #define LOCK_WAIT "100ms"
 static const char SQL_LOCK_WAIT[] = "SET LOCAL lock_timeout = '" LOCK_WAIT "'";
 static const char SQL_LOCK[] =
-    "LOCK TABLE sc_coupon_policy, sc_coupon_slot, sc_coupon_holder,"
-    " sc_coupon, sc_product,"
+    "LOCK TABLE sc_coupon_policy, sc_coupon_slot, sc_coupon, sc_product,"
     " sc_account,"
     " sc_ledger, sc_order, sc_order_line, sc_outbox"
     " IN SHARE ROW EXCLUSIVE MODE";
 
 /* The end of both revocations: the coupons listed in f go, with their
- * events (an event must name an aggregate that exists), and their users'
- * counts go down (a count off anyway is set right further on). */
-#define REVOKE                                                            \
-  " d AS (DELETE FROM sc_coupon c USING f WHERE c.id = f.k"               \
-  "  RETURNING c.policy_id, c.user_id),"                                  \
-  " e AS (DELETE FROM sc_outbox o USING f"                                \
-  "  WHERE o.agg_kind = 1 AND o.agg_id = f.k),"                           \
-  " h AS (UPDATE sc_coupon_holder h SET held = greatest(0, h.held - g.n)" \
-  "  FROM (SELECT policy_id, user_id, count(*) AS n FROM d"               \
-  "   GROUP BY policy_id, user_id) g WHERE h.policy_id = g.policy_id"     \
-  "  AND h.user_id = g.user_id)"                                          \
+ * events (an event must name an aggregate that exists). */
+#define REVOKE                                                \
+  " d AS (DELETE FROM sc_coupon c USING f WHERE c.id = f.k)," \
+  " e AS (DELETE FROM sc_outbox o USING f"                    \
+  "  WHERE o.agg_kind = 1 AND o.agg_id = f.k)"                \
   " SELECT k, line, NULL FROM f ORDER BY k"
 
 /* Each returns (key, line, refusal): refusal is NULL when the correction
@@ -121,19 +114,6 @@ static const char *const FIXES[] = {
     "   max_count) END,"
     "  CASE WHEN n > max_count THEN 'issued_count <= max_count' END"
     " FROM f, (SELECT count(*) FROM u) AS ran ORDER BY k",
-    /* Each user's count of a policy's coupons (sc_coupon_holder). */
-    "WITH f AS (SELECT coalesce(c.policy_id, h.policy_id) AS k,"
-    "   coalesce(c.user_id, h.user_id) AS usr, coalesce(h.held, 0) AS held,"
-    "   coalesce(c.n, 0) AS n FROM (SELECT policy_id, user_id, count(*) AS n"
-    "    FROM sc_coupon GROUP BY policy_id, user_id) c"
-    "   FULL JOIN sc_coupon_holder h ON h.policy_id = c.policy_id"
-    "   AND h.user_id = c.user_id WHERE coalesce(h.held, 0)"
-    "   <> coalesce(c.n, 0)),"
-    " u AS (INSERT INTO sc_coupon_holder(policy_id, user_id, held)"
-    "  SELECT k, usr, n FROM f ON CONFLICT (policy_id, user_id)"
-    "  DO UPDATE SET held = excluded.held)"
-    " SELECT k, format('policy %s: user %s counted %s -> %s', k, usr, held,"
-    "  n), NULL FROM f ORDER BY k, usr",
     "WITH f AS (SELECT * FROM (SELECT p.id AS k, p.reserved, p.total,"
     "   coalesce((SELECT sum(l.qty) FROM sc_order_line l"
     "    JOIN sc_order o ON o.id = l.order_id"

@@ -746,16 +746,18 @@ static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
  *   only then can it say "sold out", so that answer stays exact. With every
  *   slot full in its snapshot it says so without a lock (issued only
  *   grows).
- * - Per-user limits: each user's count of a policy's coupons is a row of
- *   sc_coupon_holder, raised by a conditional upsert that never passes
- *   per_user_limit. Two hosts issuing to one user at once wait on that row
- *   (the second then raises the count the first committed), so nothing is
- *   decided twice and no batch has to run again.
+ * - Per-user limits: a batch takes a transaction-level advisory lock per
+ *   user it issues to (in user order, after its slot), so two hosts issuing
+ *   to one user at once take turns: the second counts the user's coupons
+ *   once the first has committed, and nothing is decided twice. The lock
+ *   table holds one entry per user of each batch under way (a batch of
+ *   more than 256 users takes the policy's lock alone instead, below).
  * - Pause: it locks every slot, so it waits for the batches under way, and
  *   a batch reads the policy after it holds its slot.
  * - No cycle of waits: a batch either holds one slot it took without
- *   waiting, or takes them all in slot order, before it touches a user's
- *   row; it takes those in user order, in one statement. */
+ *   waiting, or takes them all in slot order, before it takes any advisory
+ *   lock; it takes those in one order: the policy's, then the users' in
+ *   user order. */
 static const char MIGRATION_3_SLOTS[] =
     "CREATE TABLE sc_coupon_slot("
     " policy_id bigint NOT NULL REFERENCES sc_coupon_policy(id),"
@@ -778,13 +780,7 @@ static const char MIGRATION_3_SLOTS[] =
     "SELECT sc_slots_fill(id, max_count, issued_count)"
     " FROM sc_coupon_policy;"
     "ALTER TABLE sc_coupon_policy DROP COLUMN issued_count;"
-    /* granted: what the last batch raised held by (sc_issue_many) */
-    "CREATE TABLE sc_coupon_holder(policy_id bigint NOT NULL,"
-    " user_id bigint NOT NULL, held bigint NOT NULL CHECK(held >= 0),"
-    " granted bigint NOT NULL DEFAULT 0, PRIMARY KEY(policy_id, user_id));"
-    "INSERT INTO sc_coupon_holder(policy_id, user_id, held)"
-    " SELECT policy_id, user_id, count(*) FROM sc_coupon"
-    " GROUP BY policy_id, user_id;"
+
     "CREATE OR REPLACE FUNCTION sc_policy_create(p_name text, p_max bigint,"
     " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
     " p_starts bigint, p_ends bigint, p_now bigint,"
@@ -815,30 +811,27 @@ static const char MIGRATION_3_SLOTS[] =
     "  ARRAY['policy'], ARRAY[p_policy]));"
     " ev := 1; END $$;";
 
-/* Issuance over slots (above), in one pass: the slot, then the policy,
- * then the users' counts raised in user order and the winners' coupons and
- * events inserted in call order, then the slot counted. With one slot the
- * batch has room for every issue, so only the per-user limit refuses, and
- * the upsert's answer (granted) decides: a user's first granted issues in
- * call order win. With every slot, no other batch of the policy is under
- * way: the counts are read, the cap goes to the eligible issues in call
- * order as version 2 gave it, and the upsert only records them. The
- * statuses and messages are version 2's. */
+/* Issuance over slots (above): the slot, then the policy, then the users'
+ * locks, then version 2's decision and writes from the counts read under
+ * them, then the slot counted. The users' locks are advisory, keyed by
+ * (policy, user) in a space of the schema's own; every batch takes the
+ * policy's key first, shared, so that a batch of more than 256 users can
+ * take it exclusively instead of a lock per user. The statuses and
+ * messages are version 2's. */
 static const char MIGRATION_3_ISSUE_MANY[] =
     "CREATE OR REPLACE FUNCTION sc_issue_many(p_policy bigint,"
     " p_users bigint[], p_now bigint)"
     " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
     " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; n int;"
-    " slots int[]; room bigint; one boolean; won bigint; taken bigint;"
-    " lim bigint; cand bigint[]; pre int[]; sts int[]; helds bigint[];"
-    " ids bigint[]; head bytea; mid bytea; BEGIN"
+    " slots int[]; room bigint; won bigint; taken bigint; space int;"
+    " sts int[]; helds bigint[]; ids bigint[]; head bytea; mid bytea;"
+    " BEGIN"
     " n := coalesce(cardinality(p_users), 0);"
     " SELECT ARRAY[s.slot], s.quota - s.issued INTO slots, room"
     "  FROM sc_coupon_slot s WHERE s.policy_id = p_policy"
     "  AND s.quota - s.issued > n ORDER BY (s.slot + pg_backend_pid()) % 8"
     "  FOR NO KEY UPDATE SKIP LOCKED LIMIT 1;"
-    " one := FOUND;"
-    " IF NOT one THEN"
+    " IF NOT FOUND THEN"
     "  room := coalesce((SELECT sum(s.quota - s.issued) FROM sc_coupon_slot s"
     "   WHERE s.policy_id = p_policy), 0);"
     "  IF room > 0 THEN"
@@ -867,50 +860,29 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  WHERE s.policy_id = p_policy) THEN"
     "  RAISE EXCEPTION 'coupon policy % has no slots (sc_repair lays them"
     " out)', p_policy; END IF;"
-    " lim := p.per_user_limit;"
-    /* The candidates (cand, NULL where pre says otherwise): every issue
-     * with one slot; with every slot (or none with room) those version 2
-     * would let win, from the counts read. */
-    " IF one THEN"
-    "  cand := p_users;"
-    " ELSE"
-    "  SELECT array_agg(e.c ORDER BY e.o),"
-    "   array_agg(greatest(e.held, lim) ORDER BY e.o),"
-    "   array_agg(CASE WHEN e.c = 0 THEN e.u END ORDER BY e.o)"
-    "   INTO pre, helds, cand FROM (SELECT b.o, b.u, b.held,"
-    "    CASE WHEN count(*) FILTER (WHERE b.held + b.k < lim) OVER"
-    "     (ORDER BY b.o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-    "     >= room THEN 12 WHEN b.held + b.k >= lim THEN 13 ELSE 0 END AS c"
-    "    FROM (SELECT t.o, t.u, coalesce(h.held, 0) AS held, row_number()"
-    "     OVER (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
-    "     FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
-    "     LEFT JOIN sc_coupon_holder h ON h.policy_id = p_policy"
-    "     AND h.user_id = t.u) AS b) AS e;"
+    " IF room > 0 THEN"
+    "  space := hashtext('libshopcore:' || current_schema());"
+    "  IF (SELECT count(DISTINCT u) FROM unnest(p_users) AS u) > 256 THEN"
+    "   PERFORM pg_advisory_xact_lock(space, hashtext('policy ' || p_policy));"
+    "  ELSE"
+    "   PERFORM pg_advisory_xact_lock_shared(space,"
+    "    hashtext('policy ' || p_policy));"
+    "   PERFORM pg_advisory_xact_lock(space, hashtext(p_policy || ' ' || k.u))"
+    "    FROM (SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY 1) AS k;"
+    "  END IF;"
     " END IF;"
-    /* The counts, raised in user order: a user's row another batch holds
-     * is waited for, then raised from what that batch committed. A user
-     * at the limit is locked, not updated, and returns no row. */
-    " WITH w AS (SELECT x.u, count(*) AS want FROM unnest(cand) AS x(u)"
-    "  WHERE x.u IS NOT NULL GROUP BY x.u),"
-    " g AS (INSERT INTO sc_coupon_holder AS h(policy_id, user_id, held,"
-    "  granted) SELECT p_policy, w.u, least(w.want, lim), least(w.want, lim)"
-    "  FROM w ORDER BY w.u ON CONFLICT (policy_id, user_id) DO UPDATE"
-    "  SET held = h.held + least(excluded.held, lim - h.held),"
-    "  granted = least(excluded.held, lim - h.held) WHERE h.held < lim"
-    "  RETURNING h.user_id, h.held, h.granted)"
-    /* a user's first granted candidates in call order win; the others
-     * are refused with the count they found (version 2's message) */
-    " SELECT array_agg(CASE WHEN c.u IS NULL THEN pre[c.o::int]"
-    "   WHEN c.k < coalesce(g.granted, 0) THEN 0 ELSE 13 END ORDER BY c.o),"
-    "  array_agg(CASE WHEN c.u IS NULL THEN helds[c.o::int]"
-    "   ELSE greatest(coalesce(g.held - g.granted, hh.held, 0), lim) END"
-    "   ORDER BY c.o)"
-    "  INTO sts, helds FROM (SELECT t.o, t.u, row_number() OVER"
-    "   (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
-    "   FROM unnest(cand) WITH ORDINALITY AS t(u, o)) AS c"
-    "  LEFT JOIN g ON g.user_id = c.u"
-    "  LEFT JOIN sc_coupon_holder hh ON g.user_id IS NULL"
-    "  AND hh.policy_id = p_policy AND hh.user_id = c.u;"
+    " SELECT array_agg(CASE WHEN e.before >= room"
+    "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"
+    "   ORDER BY e.o),"
+    "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"
+    "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"
+    "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"
+    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
+    "   FROM (SELECT t.o, h.n AS held, row_number() OVER"
+    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
+    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
+    "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
+    "     WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b) AS e;"
     " won := coalesce(cardinality(array_positions(sts, 0)), 0);"
     " IF won > 0 THEN"
     "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"

@@ -28,15 +28,6 @@ static const check CHECKS[] = {
      " WHERE coalesce(s.issued, 0) <> coalesce(c.n, 0)"
      " OR coalesce(s.issued, 0) > p.max_count"
      " OR s.quota IS DISTINCT FROM p.max_count"},
-    /* and each user's count of them is a row of sc_coupon_holder */
-    {"1 coupons: each user's count of a policy's coupons is right",
-     "SELECT format('policy %s: user %s counted %s, holds %s',"
-     " coalesce(c.policy_id, h.policy_id), coalesce(c.user_id, h.user_id),"
-     " coalesce(h.held, 0), coalesce(c.n, 0)) FROM (SELECT policy_id,"
-     " user_id, count(*) AS n FROM sc_coupon GROUP BY policy_id, user_id) c"
-     " FULL JOIN sc_coupon_holder h ON h.policy_id = c.policy_id"
-     " AND h.user_id = c.user_id WHERE coalesce(h.held, 0)"
-     " <> coalesce(c.n, 0)"},
     {"1 coupons: no user holds more than per_user_limit",
      "SELECT format('policy %s: user %s holds %s, limit %s', c.policy_id,"
      " c.user_id, count(*), p.per_user_limit)"

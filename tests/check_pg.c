@@ -657,6 +657,37 @@ START_TEST(a_policy_s_issues_in_a_batch_go_as_one_call) {
 }
 END_TEST
 
+/* A call of more than 256 users takes the policy's advisory lock alone,
+ * exclusively, instead of one lock per user: it waits for the batches of
+ * fewer users under way on the policy, which take that lock shared. */
+START_TEST(a_call_of_many_users_takes_the_policy_s_lock_alone) {
+  char *uri = tu_db_path("slots-many");
+  sc_id policy = 0;
+  sc_db *db = open_slots_db(uri, 1000000, 1, &policy);
+  PGconn *small = open_batch(uri, policy, "1"), *large = outside(uri);
+  char sql[256], a[8];
+  snprintf(sql, sizeof sql,
+           "SELECT * FROM sc_issue_many(%lld, ARRAY(SELECT"
+           " generate_series(1, 301)::bigint), 1)",
+           (long long)policy);
+  outside_exec(large, "BEGIN");
+  ck_assert_int_eq(PQsendQuery(large, sql), 1);
+  until_waiting(uri, large); /* on the policy's lock */
+  ck_assert_int_eq(tu_count(uri,
+                            "SELECT count(*) FROM pg_locks WHERE"
+                            " locktype = 'advisory' AND NOT granted"
+                            " AND mode = 'ExclusiveLock'"),
+                   1);
+  outside_exec(small, "COMMIT");
+  ck_assert_str_eq(call_outcome(large, a, sizeof a), "");
+  outside_exec(large, "COMMIT");
+  PQfinish(small);
+  PQfinish(large);
+  /* user 1 had the small batch's coupon: 300 more */
+  close_slots_db(db, uri, policy, 301);
+}
+END_TEST
+
 /* Slots whose quotas no longer add up to the cap (written by hand) are
  * found by sc_verify and laid out again by sc_repair. */
 START_TEST(slot_quotas_off_the_cap_are_found_and_repaired) {
@@ -1214,6 +1245,7 @@ int main(void) {
   tcase_add_test(tc, sold_out_is_said_only_at_the_cap);
   tcase_add_test(tc, a_policy_s_issues_in_a_batch_go_as_one_call);
   tcase_add_test(tc, issues_to_one_user_on_several_hosts_wait_in_user_order);
+  tcase_add_test(tc, a_call_of_many_users_takes_the_policy_s_lock_alone);
   tcase_add_test(tc, slot_quotas_off_the_cap_are_found_and_repaired);
   tcase_add_test(tc, four_hosts_keep_stock_and_balances_exact);
   tcase_add_test(tc, four_hosts_crossing_orders_never_busy);

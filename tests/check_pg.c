@@ -562,44 +562,56 @@ static const char *call_outcome(PGconn *c, char *buf, size_t cap) {
 }
 
 /* Batches issuing to the same users on several hosts take turns on each
- * user, taking the users in one order, so none waits in a cycle and none
- * has to run again: T waits for user 1's other batch, then holds user 2
- * and waits for user 3's; C waits for T on user 1. (Deciding a lost user
- * again in T's transaction made a cycle with C: a deadlock; running T's
- * batch again instead starved batches under load.) */
+ * user, taking the users' locks in one order (their keys'), so none waits
+ * in a cycle and none has to run again. With a, b, c the users in that
+ * order: T waits for a's other batch, then holds b and waits for c's; C
+ * waits for T on a. (Deciding a lost user again in T's transaction made a
+ * cycle with C: a deadlock; running T's batch again instead starved
+ * batches under load.) */
 START_TEST(issues_to_one_user_on_several_hosts_wait_in_user_order) {
   char *uri = tu_db_path("slots-users");
   sc_id policy = 0;
   sc_db *db = open_slots_db(uri, 1000000, 100, &policy);
   ck_assert_sc(sc_close(db), SC_OK);
-  PGconn *one = open_batch(uri, policy, "1"),
-         *three = open_batch(uri, policy, "3");
-  char sql[160], a[8], b[8];
+  char sql[256], x[8], y[8];
   PGconn *t = outside(uri), *c = outside(uri);
+  snprintf(sql, sizeof sql,
+           "SELECT u FROM unnest('{1,2,3}'::bigint[]) AS u"
+           " ORDER BY hashtext(%lld || ' ' || u)",
+           (long long)policy);
+  PGresult *r = PQexec(t, sql);
+  ck_assert_int_eq(PQntuples(r), 3);
+  char a[24], b[24], users[80], pair[56];
+  snprintf(a, sizeof a, "%s", PQgetvalue(r, 0, 0));
+  snprintf(b, sizeof b, "%s", PQgetvalue(r, 1, 0));
+  PGconn *first = open_batch(uri, policy, a),
+         *last = open_batch(uri, policy, PQgetvalue(r, 2, 0));
+  snprintf(users, sizeof users, "1,2,3");
+  snprintf(pair, sizeof pair, "%s,%s", a, b);
+  PQclear(r);
   outside_exec(t, "BEGIN");
-  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{1,2,3}', 1)",
-           (long long)policy);
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{%s}', 1)",
+           (long long)policy, users);
   ck_assert_int_eq(PQsendQuery(t, sql), 1);
-  until_waiting(uri, t); /* on user 1 */
-  outside_exec(one, "COMMIT");
-  until_waiting(uri, t); /* on user 3, holding user 2 */
+  until_waiting(uri, t); /* on a */
+  outside_exec(first, "COMMIT");
+  until_waiting(uri, t); /* on c, holding b */
   outside_exec(c, "BEGIN");
-  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{1,2}', 1)",
-           (long long)policy);
+  snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{%s}', 1)",
+           (long long)policy, pair);
   ck_assert_int_eq(PQsendQuery(c, sql), 1);
-  until_waiting(uri, c); /* on T's user 1 */
-  outside_exec(three, "COMMIT");
-  ck_assert_str_eq(call_outcome(t, a, sizeof a), "");
+  until_waiting(uri, c); /* on T's a */
+  outside_exec(last, "COMMIT");
+  ck_assert_str_eq(call_outcome(t, x, sizeof x), "");
   outside_exec(t, "COMMIT");
-  ck_assert_str_eq(call_outcome(c, b, sizeof b), "");
+  ck_assert_str_eq(call_outcome(c, y, sizeof y), "");
   outside_exec(c, "COMMIT");
   ck_assert_int_eq(tu_count(uri, "SELECT count(*) FROM sc_coupon"), 7);
-  ck_assert_int_eq(tu_count(uri,
-                            "SELECT count(*) FROM sc_coupon"
-                            " WHERE user_id = 1"),
-                   3);
-  PQfinish(one);
-  PQfinish(three);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM sc_coupon WHERE user_id = %s",
+           a);
+  ck_assert_int_eq(tu_count(uri, sql), 3);
+  PQfinish(first);
+  PQfinish(last);
   PQfinish(t);
   PQfinish(c);
   db = tu_open(uri, NULL);

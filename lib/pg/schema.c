@@ -747,17 +747,20 @@ static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
  *   slot full in its snapshot it says so without a lock (issued only
  *   grows).
  * - Per-user limits: a batch takes a transaction-level advisory lock per
- *   user it issues to (in user order, after its slot), so two hosts issuing
+ *   user it issues to (in key order, after its slot), so two hosts issuing
  *   to one user at once take turns: the second counts the user's coupons
  *   once the first has committed, and nothing is decided twice. The lock
  *   table holds one entry per user of each batch under way (a batch of
  *   more than 256 users takes the policy's lock alone instead, below).
  * - Pause: it locks every slot, so it waits for the batches under way, and
  *   a batch reads the policy after it holds its slot.
- * - No cycle of waits: a batch either holds one slot it took without
- *   waiting, or takes them all in slot order, before it takes any advisory
- *   lock; it takes those in one order: the policy's, then the users' in
- *   user order. */
+ * - No cycle of waits but a rare one: before any advisory lock, a batch
+ *   takes one slot without waiting (SKIP LOCKED), or waits for one slot
+ *   while it holds nothing, or takes them all in slot order; it takes the
+ *   advisory locks in one order: the policy's, then the users' in key
+ *   order. The rare one: the slot it waited for had no room left once it
+ *   got it; it then takes all while it holds that one, and a cycle with a
+ *   batch taking all is broken by PostgreSQL's deadlock detector. */
 static const char MIGRATION_3_SLOTS[] =
     "CREATE TABLE sc_coupon_slot("
     " policy_id bigint NOT NULL REFERENCES sc_coupon_policy(id),"
@@ -823,7 +826,8 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     " p_users bigint[], p_now bigint)"
     " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
     " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; n int;"
-    " slots int[]; room bigint; won bigint; taken bigint; space int;"
+    " slots int[]; room bigint; one boolean; w int; won bigint;"
+    " taken bigint; space int;"
     " sts int[]; helds bigint[]; ids bigint[]; head bytea; mid bytea;"
     " BEGIN"
     " n := coalesce(cardinality(p_users), 0);"
@@ -831,7 +835,23 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  FROM sc_coupon_slot s WHERE s.policy_id = p_policy"
     "  AND s.quota - s.issued > n ORDER BY (s.slot + pg_backend_pid()) % 8"
     "  FOR NO KEY UPDATE SKIP LOCKED LIMIT 1;"
-    " IF NOT FOUND THEN"
+    " one := FOUND;"
+    /* Every slot with room is another batch's: wait for one of them,
+     * holding nothing, rather than for all in slot order behind a batch
+     * that locked them all (the batches after it would queue there too,
+     * one at a time, for as long as they keep coming). */
+    " IF NOT one THEN"
+    "  SELECT s.slot INTO w FROM sc_coupon_slot s"
+    "   WHERE s.policy_id = p_policy AND s.quota - s.issued > n"
+    "   ORDER BY (s.slot + pg_backend_pid()) % 8 LIMIT 1;"
+    "  IF FOUND THEN"
+    "   SELECT ARRAY[s.slot], s.quota - s.issued INTO slots, room"
+    "    FROM sc_coupon_slot s WHERE s.policy_id = p_policy AND s.slot = w"
+    "    AND s.quota - s.issued > n FOR NO KEY UPDATE;"
+    "   one := FOUND;"
+    "  END IF;"
+    " END IF;"
+    " IF NOT one THEN"
     "  room := coalesce((SELECT sum(s.quota - s.issued) FROM sc_coupon_slot s"
     "   WHERE s.policy_id = p_policy), 0);"
     "  IF room > 0 THEN"
@@ -860,15 +880,19 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  WHERE s.policy_id = p_policy) THEN"
     "  RAISE EXCEPTION 'coupon policy % has no slots (sc_repair lays them"
     " out)', p_policy; END IF;"
+    /* The policy's key and the users' are in spaces of their own, and the
+     * users' are taken in key order: two users whose keys collide then
+     * share a lock, and the order stays one. */
     " IF room > 0 THEN"
-    "  space := hashtext('libshopcore:' || current_schema());"
+    "  space := hashtext('libshopcore policy ' || current_schema());"
     "  IF (SELECT count(DISTINCT u) FROM unnest(p_users) AS u) > 256 THEN"
-    "   PERFORM pg_advisory_xact_lock(space, hashtext('policy ' || p_policy));"
+    "   PERFORM pg_advisory_xact_lock(space, hashtext(p_policy::text));"
     "  ELSE"
-    "   PERFORM pg_advisory_xact_lock_shared(space,"
-    "    hashtext('policy ' || p_policy));"
-    "   PERFORM pg_advisory_xact_lock(space, hashtext(p_policy || ' ' || k.u))"
-    "    FROM (SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY 1) AS k;"
+    "   PERFORM pg_advisory_xact_lock_shared(space, hashtext(p_policy::text));"
+    "   space := hashtext('libshopcore user ' || current_schema());"
+    "   PERFORM pg_advisory_xact_lock(space, k.h) FROM (SELECT DISTINCT"
+    "    hashtext(p_policy || ' ' || u) AS h FROM unnest(p_users) AS u"
+    "    ORDER BY 1) AS k;"
     "  END IF;"
     " END IF;"
     " SELECT array_agg(CASE WHEN e.before >= room"

@@ -646,6 +646,70 @@ static const char *const MIGRATION_1[] = {
     MIGRATION_1_ISSUE_MANY, MIGRATION_1_ORDERS,
     MIGRATION_1_OUTBOX,     NULL};
 
+/* Parts of sc_issue_many common to versions 2 and 3 (a migration carries
+ * its function whole): the refusals of a missing, paused or inactive
+ * policy; the decision, row by row in call order, from each user's count
+ * (cap_reached: the SQL that says the cap is reached for an eligible
+ * issue), and the winners' coupons and events with their payloads; the
+ * answer rows. */
+#define ISSUE_REFUSED                                                       \
+  " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"                  \
+  "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"                     \
+  "  AND p_now >= p.ends_at_ms) THEN"                                       \
+  "  RETURN QUERY SELECT s.c, CASE s.c"                                     \
+  "   WHEN 10 THEN format('coupon policy %s not found', p_policy)"          \
+  "   WHEN 14 THEN format('coupon policy %s is paused', p_policy)"          \
+  "   ELSE format('coupon policy %s is not active at %s', p_policy, p_now)" \
+  "   END, 0::bigint, 0 FROM (SELECT CASE WHEN p.id IS NULL THEN 10"        \
+  "   WHEN p.paused <> 0 THEN 14 ELSE 15 END AS c) AS s,"                   \
+  "   generate_series(1, coalesce(cardinality(p_users), 0));"               \
+  "  RETURN;"                                                               \
+  " END IF;"
+
+#define ISSUE_DECIDE(cap_reached)                                            \
+  " SELECT array_agg(CASE WHEN " cap_reached                                 \
+  "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"      \
+  "   ORDER BY e.o),"                                                        \
+  "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"             \
+  "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"         \
+  "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"            \
+  "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"           \
+  "   FROM (SELECT t.o, h.n AS held, row_number() OVER"                      \
+  "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"                             \
+  "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"                      \
+  "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"              \
+  "     WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b) AS e;"     \
+  " won := ARRAY(SELECT t.u FROM unnest(p_users, sts) WITH ORDINALITY"       \
+  "  AS t(u, s, o) WHERE t.s = 0 ORDER BY t.o);"                             \
+  " IF cardinality(won) > 0 THEN"                                            \
+  "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"      \
+  "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"  \
+  "   || sc_mp_int(p_now) || sc_mp_key('user');"                             \
+  "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"                      \
+  "   || sc_mp_key('coupon');" /* Identity values are taken in insertion     \
+                                * order, so the ids sorted are the winners' in                                                             \
+                                * array order. */                            \
+  "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"     \
+  "   SELECT p_policy, w.u, p_now FROM unnest(won) WITH ORDINALITY"          \
+  "   AS w(u, o) ORDER BY w.o RETURNING id, user_id),"                       \
+  "  e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"               \
+  "   created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1, p_now," \
+  "   head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id), p_now"         \
+  "   FROM c ORDER BY c.id)"                                                 \
+  "  SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
+
+#define ISSUE_ANSWER                                                      \
+  " RETURN QUERY SELECT t.s, CASE t.s"                                    \
+  "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"   \
+  "   p_policy, p.max_count)"                                             \
+  "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s'," \
+  "   t.u, t.h, p_policy) END,"                                           \
+  "  CASE WHEN t.s = 0 THEN ids[(sum((t.s = 0)::int)"                     \
+  "   OVER (ORDER BY t.o))::int] ELSE 0 END, (t.s = 0)::int"              \
+  "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"   \
+  "  ORDER BY t.o;"                                                       \
+  " END $$;"
+
 /* Version 2: issuance set-based. Version 1's loop ran some ten statements
  * per issue (a count, an INSERT, sc_emit's INSERT, sc_payload's loop of
  * SQL-function calls), and PostgreSQL's start-up of each statement, not the
@@ -669,65 +733,14 @@ static const char MIGRATION_2_ISSUE_MANY[] =
     " helds bigint[]; won bigint[]; ids bigint[]; head bytea; mid bytea;"
     " BEGIN"
     " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy"
-    "  FOR NO KEY UPDATE;"
-    " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"
-    "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"
-    "  AND p_now >= p.ends_at_ms) THEN"
-    "  RETURN QUERY SELECT s.c, CASE s.c"
-    "   WHEN 10 THEN format('coupon policy %s not found', p_policy)"
-    "   WHEN 14 THEN format('coupon policy %s is paused', p_policy)"
-    "   ELSE format('coupon policy %s is not active at %s', p_policy, p_now)"
-    "   END, 0::bigint, 0 FROM (SELECT CASE WHEN p.id IS NULL THEN 10"
-    "   WHEN p.paused <> 0 THEN 14 ELSE 15 END AS c) AS s,"
-    "   generate_series(1, coalesce(cardinality(p_users), 0));"
-    "  RETURN;"
-    " END IF;"
-    " SELECT array_agg(CASE WHEN p.issued_count + e.before >= p.max_count"
-    "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"
-    "   ORDER BY e.o),"
-    "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"
-    "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"
-    "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"
-    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
-    "   FROM (SELECT t.o, h.n AS held, row_number() OVER"
-    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
-    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
-    "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
-    "     WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b) AS e;"
-    " won := ARRAY(SELECT t.u FROM unnest(p_users, sts) WITH ORDINALITY"
-    "  AS t(u, s, o) WHERE t.s = 0 ORDER BY t.o);"
-    " IF cardinality(won) > 0 THEN"
-    "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
-    "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"
-    "   || sc_mp_int(p_now) || sc_mp_key('user');"
-    "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
-    "   || sc_mp_key('coupon');"
-    /* Identity values are taken in insertion order, so the ids sorted are
-     * the winners' in array order. */
-    "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
-    "   SELECT p_policy, w.u, p_now FROM unnest(won) WITH ORDINALITY"
-    "   AS w(u, o) ORDER BY w.o RETURNING id, user_id),"
-    "  e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
-    "   created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1, p_now,"
-    "   head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id), p_now"
-    "   FROM c ORDER BY c.id)"
-    "  SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
+    "  FOR NO KEY UPDATE;" ISSUE_REFUSED ISSUE_DECIDE(
+        "p.issued_count + e.before >= p.max_count")
     "  UPDATE sc_coupon_policy SET issued_count = p.issued_count"
     "   + cardinality(won) WHERE id = p_policy"
     "   AND p.issued_count + cardinality(won) <= max_count;"
     "  IF NOT FOUND THEN RAISE EXCEPTION 'coupon policy % refused issuance"
     "   for no known reason', p_policy; END IF;"
-    " END IF;"
-    " RETURN QUERY SELECT t.s, CASE t.s"
-    "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
-    "   p_policy, p.max_count)"
-    "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
-    "   t.u, t.h, p_policy) END,"
-    "  CASE WHEN t.s = 0 THEN ids[(sum((t.s = 0)::int)"
-    "   OVER (ORDER BY t.o))::int] ELSE 0 END, (t.s = 0)::int"
-    "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"
-    "  ORDER BY t.o;"
-    " END $$;";
+    " END IF;" ISSUE_ANSWER;
 
 static const char *const MIGRATION_2[] = {MIGRATION_2_ISSUE_MANY, NULL};
 
@@ -826,7 +839,7 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     " p_users bigint[], p_now bigint)"
     " RETURNS TABLE(st int, msg text, rid bigint, ev int)"
     " LANGUAGE plpgsql AS $$ DECLARE p sc_coupon_policy; n int;"
-    " slots int[]; room bigint; one boolean; w int; won bigint;"
+    " slots int[]; room bigint; one boolean; w int; won bigint[];"
     " taken bigint; space int;"
     " sts int[]; helds bigint[]; ids bigint[]; head bytea; mid bytea;"
     " BEGIN"
@@ -863,18 +876,7 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "  END IF;"
     " END IF;"
     " SELECT * INTO p FROM sc_coupon_policy WHERE id = p_policy;"
-    " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"
-    "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"
-    "  AND p_now >= p.ends_at_ms) THEN"
-    "  RETURN QUERY SELECT s.c, CASE s.c"
-    "   WHEN 10 THEN format('coupon policy %s not found', p_policy)"
-    "   WHEN 14 THEN format('coupon policy %s is paused', p_policy)"
-    "   ELSE format('coupon policy %s is not active at %s', p_policy, p_now)"
-    "   END, 0::bigint, 0 FROM (SELECT CASE WHEN p.id IS NULL THEN 10"
-    "   WHEN p.paused <> 0 THEN 14 ELSE 15 END AS c) AS s,"
-    "   generate_series(1, n);"
-    "  RETURN;"
-    " END IF;"
+    ISSUE_REFUSED
     /* every slot full, or none at all (damaged: sc_repair lays them out) */
     " IF room = 0 AND NOT EXISTS (SELECT 1 FROM sc_coupon_slot s"
     "  WHERE s.policy_id = p_policy) THEN"
@@ -895,59 +897,20 @@ static const char MIGRATION_3_ISSUE_MANY[] =
     "    ORDER BY 1) AS k;"
     "  END IF;"
     " END IF;"
-    " SELECT array_agg(CASE WHEN e.before >= room"
-    "   THEN 12 WHEN e.held + e.k >= p.per_user_limit THEN 13 ELSE 0 END"
-    "   ORDER BY e.o),"
-    "  array_agg(greatest(e.held, p.per_user_limit) ORDER BY e.o)"
-    "  INTO sts, helds FROM (SELECT b.o, b.held, b.k, count(*) FILTER"
-    "   (WHERE b.held + b.k < p.per_user_limit) OVER (ORDER BY b.o"
-    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
-    "   FROM (SELECT t.o, h.n AS held, row_number() OVER"
-    "    (PARTITION BY t.u ORDER BY t.o) - 1 AS k"
-    "    FROM unnest(p_users) WITH ORDINALITY AS t(u, o)"
-    "    CROSS JOIN LATERAL (SELECT count(*) AS n FROM sc_coupon"
-    "     WHERE policy_id = p_policy AND user_id = t.u) AS h) AS b) AS e;"
-    " won := coalesce(cardinality(array_positions(sts, 0)), 0);"
-    " IF won > 0 THEN"
-    "  head := set_byte('\\x00'::bytea, 0, 128 + 6) || sc_mp_key('type')"
-    "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"
-    "   || sc_mp_int(p_now) || sc_mp_key('user');"
-    "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"
-    "   || sc_mp_key('coupon');"
-    /* Identity values are taken in insertion order, so the ids sorted are
-     * the winners' in call order. */
-    "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
-    "   SELECT p_policy, w.u, p_now FROM unnest(p_users, sts)"
-    "   WITH ORDINALITY AS w(u, s, o) WHERE w.s = 0 ORDER BY w.o"
-    "   RETURNING id, user_id),"
-    "  e AS (INSERT INTO sc_outbox(type, agg_kind, agg_id, seq,"
-    "   created_at_ms, payload, available_at_ms) SELECT 1, 1, c.id, 1,"
-    "   p_now, head || sc_mp_int(c.user_id) || mid || sc_mp_int(c.id),"
-    "   p_now FROM c ORDER BY c.id)"
-    "  SELECT array_agg(c.id ORDER BY c.id) INTO ids FROM c;"
+    ISSUE_DECIDE("e.before >= room")
     "  WITH u AS (UPDATE sc_coupon_slot s SET issued = s.issued + f.take"
-    "   FROM (SELECT x.slot, least(x.quota - x.issued, greatest(0, won"
-    "    - coalesce(sum(x.quota - x.issued) OVER (ORDER BY x.slot ROWS"
-    "    BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS take"
-    "    FROM sc_coupon_slot x WHERE x.policy_id = p_policy"
+    "   FROM (SELECT x.slot, least(x.quota - x.issued, greatest(0,"
+    "    cardinality(won) - coalesce(sum(x.quota - x.issued) OVER (ORDER BY"
+    "    x.slot ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)))"
+    "    AS take FROM sc_coupon_slot x WHERE x.policy_id = p_policy"
     "    AND x.slot = ANY(slots)) AS f"
     "   WHERE s.policy_id = p_policy AND s.slot = f.slot AND f.take > 0"
     "   AND s.issued + f.take <= s.quota RETURNING f.take)"
     "  SELECT coalesce(sum(u.take), 0) INTO taken FROM u;"
-    "  IF taken <> won THEN"
+    "  IF taken <> cardinality(won) THEN"
     "   RAISE EXCEPTION 'coupon policy %: its slots counted % of % coupons',"
-    "    p_policy, taken, won; END IF;"
-    " END IF;"
-    " RETURN QUERY SELECT t.s, CASE t.s"
-    "  WHEN 12 THEN format('coupon policy %s has issued all %s coupons',"
-    "   p_policy, p.max_count)"
-    "  WHEN 13 THEN format('user %s already holds %s of coupon policy %s',"
-    "   t.u, t.h, p_policy) END,"
-    "  CASE WHEN t.s = 0 THEN ids[(sum((t.s = 0)::int)"
-    "   OVER (ORDER BY t.o))::int] ELSE 0 END, (t.s = 0)::int"
-    "  FROM unnest(p_users, sts, helds) WITH ORDINALITY AS t(u, s, h, o)"
-    "  ORDER BY t.o;"
-    " END $$;";
+    "    p_policy, taken, cardinality(won); END IF;"
+    " END IF;" ISSUE_ANSWER;
 
 static const char *const MIGRATION_3[] = {MIGRATION_3_SLOTS,
                                           MIGRATION_3_ISSUE_MANY, NULL};

@@ -203,32 +203,41 @@ static const char MIGRATION_1_CATALOG[] =
     " st := 0; ev := 1; END $$;";
 
 /* Coupon policies; issuance is sc_issue_many, below. */
+/* Creating a policy and pausing it; verb is CREATE or CREATE OR REPLACE,
+ * and version 3 adds a statement to each (first_step, last_step). */
+#define POLICY_CREATE(verb, last_step)                                     \
+  verb " FUNCTION sc_policy_create(p_name text, p_max bigint,"             \
+       " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint," \
+       " p_starts bigint, p_ends bigint, p_now bigint,"                    \
+       " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"            \
+       " LANGUAGE plpgsql AS $$ BEGIN"                                     \
+       " INSERT INTO sc_coupon_policy(name, max_count, per_user_limit,"    \
+       "  discount_amount, discount_percent, max_discount, starts_at_ms,"  \
+       "  ends_at_ms, created_at_ms) VALUES(p_name, p_max, p_limit,"       \
+       " p_amount,"                                                        \
+       "  p_percent, p_cap, p_starts, p_ends, p_now) RETURNING id INTO"    \
+       " rid;" last_step " st := 0; ev := 0; END $$;"
+#define POLICY_PAUSE(verb, first_step)                                     \
+  verb " FUNCTION sc_policy_pause(p_policy bigint, p_paused bigint,"       \
+       " p_now bigint, OUT st int, OUT msg text, OUT rid bigint, OUT ev"   \
+       " int) LANGUAGE plpgsql AS $$ DECLARE t int; BEGIN ev := 0; st :="  \
+       " 0;" first_step                                                    \
+       " UPDATE sc_coupon_policy SET paused = p_paused"                    \
+       "  WHERE id = p_policy AND paused <> p_paused;"                     \
+       " IF NOT FOUND THEN"                                                \
+       "  PERFORM 1 FROM sc_coupon_policy WHERE id = p_policy;"            \
+       "  IF NOT FOUND THEN st := 10;"                                     \
+       "   msg := format('coupon policy %s not found', p_policy); END IF;" \
+       "  RETURN;"                                                         \
+       " END IF;"                                                          \
+       " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"                  \
+       " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t,"      \
+       " p_now,"                                                           \
+       "  ARRAY['policy'], ARRAY[p_policy]));"                             \
+       " ev := 1; END $$;"
+
 static const char MIGRATION_1_COUPONS[] =
-    "CREATE FUNCTION sc_policy_create(p_name text, p_max bigint,"
-    " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
-    " p_starts bigint, p_ends bigint, p_now bigint,"
-    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
-    " LANGUAGE plpgsql AS $$ BEGIN"
-    " INSERT INTO sc_coupon_policy(name, max_count, per_user_limit,"
-    "  discount_amount, discount_percent, max_discount, starts_at_ms,"
-    "  ends_at_ms, created_at_ms) VALUES(p_name, p_max, p_limit, p_amount,"
-    "  p_percent, p_cap, p_starts, p_ends, p_now) RETURNING id INTO rid;"
-    " st := 0; ev := 0; END $$;"
-    "CREATE FUNCTION sc_policy_pause(p_policy bigint, p_paused bigint,"
-    " p_now bigint, OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
-    " LANGUAGE plpgsql AS $$ DECLARE t int; BEGIN ev := 0; st := 0;"
-    " UPDATE sc_coupon_policy SET paused = p_paused"
-    "  WHERE id = p_policy AND paused <> p_paused;"
-    " IF NOT FOUND THEN"
-    "  PERFORM 1 FROM sc_coupon_policy WHERE id = p_policy;"
-    "  IF NOT FOUND THEN st := 10;"
-    "   msg := format('coupon policy %s not found', p_policy); END IF;"
-    "  RETURN;"
-    " END IF;"
-    " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"
-    " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t, p_now,"
-    "  ARRAY['policy'], ARRAY[p_policy]));"
-    " ev := 1; END $$;";
+    POLICY_CREATE("CREATE", "") POLICY_PAUSE("CREATE", "");
 
 /* Orders. Each locks what it reads before it checks it, so the checks see
  * what other hosts committed; every status change stays conditional on
@@ -650,8 +659,9 @@ static const char *const MIGRATION_1[] = {
  * its function whole): the refusals of a missing, paused or inactive
  * policy; the decision, row by row in call order, from each user's count
  * (cap_reached: the SQL that says the cap is reached for an eligible
- * issue), and the winners' coupons and events with their payloads; the
- * answer rows. */
+ * issue), and the winners' coupons and events with their payloads
+ * (identity values are taken in insertion order, so the ids sorted are the
+ * winners' in call order); the answer rows. */
 #define ISSUE_REFUSED                                                       \
   " IF NOT FOUND OR p.paused <> 0 OR (p.starts_at_ms <> 0"                  \
   "  AND p_now < p.starts_at_ms) OR (p.ends_at_ms <> 0"                     \
@@ -686,9 +696,7 @@ static const char *const MIGRATION_1[] = {
   "   || sc_mp_int(1) || sc_mp_key('v') || sc_mp_int(1) || sc_mp_key('at')"  \
   "   || sc_mp_int(p_now) || sc_mp_key('user');"                             \
   "  mid := sc_mp_key('policy') || sc_mp_int(p_policy)"                      \
-  "   || sc_mp_key('coupon');" /* Identity values are taken in insertion     \
-                                * order, so the ids sorted are the winners' in                                                             \
-                                * array order. */                            \
+  "   || sc_mp_key('coupon');"                                               \
   "  WITH c AS (INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"     \
   "   SELECT p_policy, w.u, p_now FROM unnest(won) WITH ORDINALITY"          \
   "   AS w(u, o) ORDER BY w.o RETURNING id, user_id),"                       \
@@ -797,35 +805,10 @@ static const char MIGRATION_3_SLOTS[] =
     " FROM sc_coupon_policy;"
     "ALTER TABLE sc_coupon_policy DROP COLUMN issued_count;"
 
-    "CREATE OR REPLACE FUNCTION sc_policy_create(p_name text, p_max bigint,"
-    " p_limit bigint, p_amount bigint, p_percent bigint, p_cap bigint,"
-    " p_starts bigint, p_ends bigint, p_now bigint,"
-    " OUT st int, OUT msg text, OUT rid bigint, OUT ev int)"
-    " LANGUAGE plpgsql AS $$ BEGIN"
-    " INSERT INTO sc_coupon_policy(name, max_count, per_user_limit,"
-    "  discount_amount, discount_percent, max_discount, starts_at_ms,"
-    "  ends_at_ms, created_at_ms) VALUES(p_name, p_max, p_limit, p_amount,"
-    "  p_percent, p_cap, p_starts, p_ends, p_now) RETURNING id INTO rid;"
-    " PERFORM sc_slots_fill(rid, p_max, 0);"
-    " st := 0; ev := 0; END $$;"
-    "CREATE OR REPLACE FUNCTION sc_policy_pause(p_policy bigint,"
-    " p_paused bigint, p_now bigint, OUT st int, OUT msg text, OUT rid bigint,"
-    " OUT ev int) LANGUAGE plpgsql AS $$ DECLARE t int; BEGIN ev := 0;"
-    " st := 0;"
-    " PERFORM 1 FROM sc_coupon_slot WHERE policy_id = p_policy"
-    "  ORDER BY slot FOR NO KEY UPDATE;"
-    " UPDATE sc_coupon_policy SET paused = p_paused"
-    "  WHERE id = p_policy AND paused <> p_paused;"
-    " IF NOT FOUND THEN"
-    "  PERFORM 1 FROM sc_coupon_policy WHERE id = p_policy;"
-    "  IF NOT FOUND THEN st := 10;"
-    "   msg := format('coupon policy %s not found', p_policy); END IF;"
-    "  RETURN;"
-    " END IF;"
-    " t := CASE WHEN p_paused <> 0 THEN 7 ELSE 8 END;"
-    " PERFORM sc_emit(t, 4, p_policy, false, p_now, sc_payload(t, p_now,"
-    "  ARRAY['policy'], ARRAY[p_policy]));"
-    " ev := 1; END $$;";
+    POLICY_CREATE("CREATE OR REPLACE", " PERFORM sc_slots_fill(rid, p_max, 0);")
+        POLICY_PAUSE("CREATE OR REPLACE",
+                     " PERFORM 1 FROM sc_coupon_slot WHERE policy_id = p_policy"
+                     "  ORDER BY slot FOR NO KEY UPDATE;");
 
 /* Issuance over slots (above): the slot, then the policy, then the users'
  * locks, then version 2's decision and writes from the counts read under

@@ -186,7 +186,8 @@ static void slow_disk(void *ud) {
   fv_slow_syncs(SLOW_SYNC_MS);
 }
 
-/* The moment to kill: the victim holds the turn. */
+/* The moment to kill: the victim, stopped, holds the turn (its holder is
+ * set only while it holds the lock under it). */
 static bool victim_holds_turn(void *ud, pid_t victim) {
   pid_t holder = 0;
   uint32_t deaths = 0;

@@ -342,6 +342,23 @@ static void parse_records(cl_bytes *b, cl_log *lg) {
   }
 }
 
+/* Stops the child and asks kill_now while it cannot move: true leaves it
+ * stopped for the kill, so the moment kill_now saw (a lock held, say) cannot
+ * pass between the look and the kill; false lets it run on. */
+static bool stopped_at_the_moment(pid_t pid,
+                                  bool (*kill_now)(void *ud, pid_t child),
+                                  void *ud) {
+  ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, WUNTRACED), pid);
+  ck_assert_msg(WIFSTOPPED(status),
+                "the child ended (status 0x%x) before the moment to kill it",
+                status);
+  if (kill_now(ud, pid)) return true;
+  ck_assert_int_eq(kill(pid, SIGCONT), 0);
+  return false;
+}
+
 static void run_child(const char *path, const cl_world *w, int durability,
                       int64_t kill_after_us,
                       bool (*kill_now)(void *ud, pid_t child),
@@ -361,10 +378,11 @@ static void run_child(const char *path, const cl_world *w, int durability,
   if (kill_after_us >= 0) {
     cl_drain(fds[0], &b, now_ns() + kill_after_us * 1000);
     int64_t give_up = now_ns() + (int64_t)KILL_MOMENT_MAX_MS * 1000000;
-    while (kill_now != NULL && !kill_now(ud, pid)) {
+    while (kill_now != NULL && !stopped_at_the_moment(pid, kill_now, ud)) {
       ck_assert_msg(now_ns() < give_up, "the moment to kill never came");
       cl_drain(fds[0], &b, now_ns() + 200000);
     }
+    usleep(25000); /* EXPERIMENT */
     kill(pid, SIGKILL);
     if (killed_at_ns != NULL) *killed_at_ns = now_ns();
   }

@@ -71,8 +71,9 @@ void cl_run(const char *path, const cl_world *w, int durability,
             int exit_status, cl_log *lg);
 
 /* cl_run with a kill whose moment the caller picks: from kill_after_us on,
- * kill_now(ud, child) is polled about every 0.2 ms (while the records are
- * read) until it says so, for at most 5 s. killed_at_ns: when the kill was
+ * the child is stopped (SIGSTOP) about every 0.2 ms and kill_now(ud, child)
+ * asked while it cannot move, until it says so, for at most 3 s; the kill
+ * then finds the child as kill_now saw it. killed_at_ns: when the kill was
  * sent (CLOCK_MONOTONIC). */
 void cl_run_kill_when(const char *path, const cl_world *w, int durability,
                       int64_t kill_after_us,

@@ -222,9 +222,8 @@ static void bench_drain(const char *variant, int durability, int batch_max,
   double seconds = (double)(now_ns() - t0) / 1e9;
   /* The loop thread's CPU: decoding, the handler, building the next round,
    * the wake-ups; the writer's: settling and claiming (bu_print_writer). */
-  double worker_us =
-      (double)(bu_thread_cpu_ns("sc-worker") - worker_cpu0) / 1e3 /
-      (double)(events > 0 ? events : 1);
+  double worker_us = (double)(bu_thread_cpu_ns("sc-worker") - worker_cpu0) /
+                     1e3 / (double)(events > 0 ? events : 1);
   sc_worker_stop_thread(w);
   sc_outbox_stats st;
   sc_outbox_stats_get(r.db, &st);
@@ -237,8 +236,10 @@ static void bench_drain(const char *variant, int durability, int batch_max,
   res.ops_per_s = (double)res.ops / seconds;
   bu_print(&res);
   bu_print_writer(r.db, "event (ack + claim)", &before, res.ops);
-  printf("   worker thread: %.2f us CPU per event (decode, handler, next"
-         " round)\n", worker_us);
+  printf(
+      "   worker thread: %.2f us CPU per event (decode, handler, next"
+      " round)\n",
+      worker_us);
   run_close(&r, "outbox-drain");
 }
 

@@ -104,7 +104,9 @@ int sc_account_deposit(sc_db *db, sc_id user, int64_t amount,
   int rc = sc__check_text(fn, "the idempotency key", idempotency_key,
                           SC_KEY_MAX, true);
   if (rc != SC_OK) return rc;
-  deposit_op op = {.base = {.run = deposit_run, .pg = &sc__pg_deposit, .kind = SC__OP_DEPOSIT},
+  deposit_op op = {.base = {.run = deposit_run,
+                            .pg = &sc__pg_deposit,
+                            .kind = SC__OP_DEPOSIT},
                    .user = user,
                    .amount = amount,
                    .key = idempotency_key};

@@ -13,9 +13,10 @@
  * the handle refused writes since) may be there or not and counts only if
  * it is, and after the child's next reopen writes work again.
  *
- * A second test kills such a child while it holds the write turn (lib/sqlite/turn.c)
- * in the middle of a batch, beside other processes writing the same file:
- * they go on within their busy timeout, and the same checks hold.
+ * A second test kills such a child while it holds the write turn
+ * (lib/sqlite/turn.c) in the middle of a batch, beside other processes writing
+ * the same file: they go on within their busy timeout, and the same checks
+ * hold.
  *
  *   SC_CRASH_ROUNDS=N   rounds (default 20)
  *   SC_CRASH_SEED=S     the first round's seed (default: from the clock);

@@ -333,10 +333,8 @@ static const sc__op_pg GATE_PG = {.name = "tu_gate", .alone = gate_alone};
 tu_gate *tu_gate_close(sc_db *db) {
   tu_gate *g = calloc(1, sizeof *g);
   ck_assert_ptr_nonnull(g);
-  g->base = (sc__op){.run = gate_run,
-                     .done = gate_done,
-                     .pg = &GATE_PG,
-                     .kind = SC__OP_ADMIN};
+  g->base = (sc__op){
+      .run = gate_run, .done = gate_done, .pg = &GATE_PG, .kind = SC__OP_ADMIN};
   sem_init(&g->entered, 0, 0);
   sem_init(&g->release, 0, 0);
   sem_init(&g->done, 0, 0);

@@ -382,7 +382,6 @@ static void run_child(const char *path, const cl_world *w, int durability,
       ck_assert_msg(now_ns() < give_up, "the moment to kill never came");
       cl_drain(fds[0], &b, now_ns() + 200000);
     }
-    usleep(25000); /* EXPERIMENT */
     kill(pid, SIGKILL);
     if (killed_at_ns != NULL) *killed_at_ns = now_ns();
   }

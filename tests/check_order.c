@@ -551,6 +551,7 @@ typedef struct deadline_race {
   sc_id *orders, *coupons;
   int *results;
   atomic_int setup_failed, attempts, expired_by_call, expire_rc;
+  atomic_bool clock_moved;
 } deadline_race;
 
 /* Order i: user, lines and coupon follow from i, so the books can be
@@ -590,12 +591,18 @@ static void race_pay_or_expire(int t, void *ud) {
     while (atomic_load(&r->attempts) < r->n / 2)
       sched_yield();
     set_clock(r->s, T0 + MINUTE);
+    atomic_store(&r->clock_moved, true);
     int expired = 0;
     atomic_store(&r->expire_rc, sc_orders_expire_due(r->s->db, &expired));
     atomic_store(&r->expired_by_call, expired);
     return;
   }
   for (int i = t; i < r->n; i += RACE_PAYERS) {
+    /* Half paid, the payers wait for the clock (so that some orders are
+     * always left to expire), then race the expiry call. */
+    while (atomic_load(&r->attempts) >= r->n / 2 &&
+           !atomic_load(&r->clock_moved))
+      sched_yield();
     r->results[i] = sc_order_pay(r->s->db, r->orders[i]);
     atomic_fetch_add(&r->attempts, 1);
   }

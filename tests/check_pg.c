@@ -551,13 +551,12 @@ START_TEST(sold_out_is_said_only_at_the_cap) {
 }
 END_TEST
 
-/* Until the backend of c waits on a lock. */
-static void until_waiting(const char *uri, PGconn *c) {
+/* Until the backend of c waits on a lock held by holder's backend. */
+static void until_waiting_for(const char *uri, PGconn *c, PGconn *holder) {
   char sql[160];
   snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM pg_stat_activity WHERE pid = %d"
-           " AND wait_event_type = 'Lock'",
-           PQbackendPID(c));
+           "SELECT count(*) WHERE %d = ANY(pg_blocking_pids(%d))",
+           PQbackendPID(holder), PQbackendPID(c));
   for (int i = 0; i < 1000 && tu_count(uri, sql) == 0; i++)
     usleep(10 * 1000);
   ck_assert_int_eq(tu_count(uri, sql), 1);
@@ -608,14 +607,14 @@ START_TEST(issues_to_one_user_on_several_hosts_wait_in_user_order) {
   snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{%s}', 1)",
            (long long)policy, users);
   ck_assert_int_eq(PQsendQuery(t, sql), 1);
-  until_waiting(uri, t); /* on a */
+  until_waiting_for(uri, t, first); /* on a */
   outside_exec(first, "COMMIT");
-  until_waiting(uri, t); /* on c, holding b */
+  until_waiting_for(uri, t, last); /* on c, holding b */
   outside_exec(c, "BEGIN");
   snprintf(sql, sizeof sql, "SELECT * FROM sc_issue_many(%lld, '{%s}', 1)",
            (long long)policy, pair);
   ck_assert_int_eq(PQsendQuery(c, sql), 1);
-  until_waiting(uri, c); /* on T's a */
+  until_waiting_for(uri, c, t); /* on T's a */
   outside_exec(last, "COMMIT");
   ck_assert_str_eq(call_outcome(t, x, sizeof x), "");
   outside_exec(t, "COMMIT");
@@ -699,7 +698,7 @@ START_TEST(a_call_of_many_users_takes_the_policy_s_lock_alone) {
            (long long)policy);
   outside_exec(large, "BEGIN");
   ck_assert_int_eq(PQsendQuery(large, sql), 1);
-  until_waiting(uri, large); /* on the policy's lock */
+  until_waiting_for(uri, large, small); /* on the policy's lock */
   ck_assert_int_eq(tu_count(uri,
                             "SELECT count(*) FROM pg_locks WHERE"
                             " locktype = 'advisory' AND NOT granted"

@@ -404,6 +404,77 @@ START_TEST(a_repair_gives_way_to_another_host_s_batch) {
 }
 END_TEST
 
+/* PostgreSQL: the repair's connection is cut while it waits for another
+ * host's transaction. The call says so (SC_AMBIGUOUS: whether a COMMIT sent
+ * took effect cannot be known from the host), nothing was changed, and the
+ * handle connects again: the next repair does the work. */
+typedef struct cut_repair {
+  sc_db *db;
+  int rc;
+  char msg[512];
+} cut_repair;
+
+static void *cut_repair_thread(void *arg) {
+  cut_repair *c = arg;
+  c->rc = sc_repair(c->db, 0, NULL, NULL);
+  snprintf(c->msg, sizeof c->msg, "%s", sc_errmsg(c->db));
+  return NULL;
+}
+
+START_TEST(a_repair_that_loses_its_connection_says_so_and_changes_nothing) {
+  shop s = make_shop("repair-cut");
+  corrupt(&s);
+  char *before = snapshot(s.path);
+  sc_db *db = tu_open(s.path, NULL);
+  PGconn *host = tu_pg_connect(s.path);
+  char sql[512];
+  pg_ok(host, "BEGIN");
+  snprintf(sql, sizeof sql,
+           "SELECT * FROM sc_coupon_slot WHERE policy_id = %lld AND slot = 0"
+           " FOR NO KEY UPDATE",
+           (long long)s.policy);
+  pg_ok(host, sql);
+  snprintf(sql, sizeof sql,
+           "INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
+           " VALUES(%lld, 99, 1)",
+           (long long)s.policy);
+  pg_ok(host, sql);
+  cut_repair c = {.db = db, .rc = -1};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, cut_repair_thread, &c), 0);
+  /* The handle's backend waiting on a table lock: the repair, mid-way. */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)"
+           " FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+           " AND query LIKE 'LOCK TABLE%%'"
+           " AND application_name = 'libshopcore/%s') AS cut",
+           strstr(s.path, "schema=") + 7);
+  int64_t cut = 0;
+  for (int i = 0; i < 500 && cut == 0; i++) {
+    cut = tu_count(s.path, sql);
+    struct timespec pause = {0, 10 * 1000000};
+    if (cut == 0) nanosleep(&pause, NULL);
+  }
+  ck_assert_int_eq(cut, 1);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  ck_assert_sc(c.rc, SC_AMBIGUOUS);
+  ck_assert_msg(strstr(c.msg, "connection lost") != NULL, "%s", c.msg);
+  pg_ok(host, "ROLLBACK");
+  PQfinish(host);
+  char *after = snapshot(s.path);
+  ck_assert_str_eq(before, after);
+  ck_assert_sc(sc_verify(db, NULL), SC_CORRUPT);
+  int changes = 0;
+  ck_assert_sc(sc_repair(db, 0, &changes, NULL), SC_OK);
+  ck_assert_int_eq(changes, 8);
+  tu_assert_verify(db);
+  free(before);
+  free(after);
+  sc_close(db);
+  tu_remove_db(s.path);
+}
+END_TEST
+
 Suite *repair_suite(void) {
   Suite *s = suite_create("repair");
   TCase *tc = tu_tcase("repair");
@@ -416,6 +487,8 @@ Suite *repair_suite(void) {
   if (tu_pg_mode()) {
     /* Hosts sharing one database: PostgreSQL only. */
     tcase_add_test(tc, a_repair_gives_way_to_another_host_s_batch);
+    tcase_add_test(
+        tc, a_repair_that_loses_its_connection_says_so_and_changes_nothing);
   }
   suite_add_tcase(s, tc);
   return s;

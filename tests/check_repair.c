@@ -350,22 +350,29 @@ static void pg_ok(PGconn *c, const char *sql) {
   PQclear(r);
 }
 
-START_TEST(a_repair_gives_way_to_another_host_s_batch) {
-  shop s = make_shop("repair-crossing");
-  sc_db *db = tu_open(s.path, NULL);
-  PGconn *host = tu_pg_connect(s.path);
+/* Another host's issue under way on host's connection: its policy's first
+ * slot held, its coupon inserted, the slot's UPDATE not yet sent. */
+static void issue_under_way(PGconn *host, sc_id policy) {
   char sql[256];
   pg_ok(host, "BEGIN");
   snprintf(sql, sizeof sql,
            "SELECT * FROM sc_coupon_slot WHERE policy_id = %lld AND slot = 0"
            " FOR NO KEY UPDATE",
-           (long long)s.policy);
+           (long long)policy);
   pg_ok(host, sql);
   snprintf(sql, sizeof sql,
            "INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
            " VALUES(%lld, 99, 1)",
-           (long long)s.policy);
+           (long long)policy);
   pg_ok(host, sql);
+}
+
+START_TEST(a_repair_gives_way_to_another_host_s_batch) {
+  shop s = make_shop("repair-crossing");
+  sc_db *db = tu_open(s.path, NULL);
+  PGconn *host = tu_pg_connect(s.path);
+  char sql[256];
+  issue_under_way(host, s.policy);
   crossing c = {.path = s.path, .db = db, .rc = -1};
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, repair_thread, &c), 0);
@@ -428,17 +435,7 @@ START_TEST(a_repair_that_loses_its_connection_says_so_and_changes_nothing) {
   sc_db *db = tu_open(s.path, NULL);
   PGconn *host = tu_pg_connect(s.path);
   char sql[512];
-  pg_ok(host, "BEGIN");
-  snprintf(sql, sizeof sql,
-           "SELECT * FROM sc_coupon_slot WHERE policy_id = %lld AND slot = 0"
-           " FOR NO KEY UPDATE",
-           (long long)s.policy);
-  pg_ok(host, sql);
-  snprintf(sql, sizeof sql,
-           "INSERT INTO sc_coupon(policy_id, user_id, issued_at_ms)"
-           " VALUES(%lld, 99, 1)",
-           (long long)s.policy);
-  pg_ok(host, sql);
+  issue_under_way(host, s.policy);
   cut_repair c = {.db = db, .rc = -1};
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, cut_repair_thread, &c), 0);

@@ -877,10 +877,13 @@ SC_API int sc_order_cancel_async(sc_async *a, sc_async_req *req, sc_id order,
  * hosts' commits wake it too: their batches send NOTIFY, which the worker
  * hears on a listening connection of its own (watched in the loop, made
  * again by itself if lost; the poll covers the gap). It never blocks the
- * loop: claims, acks and expiry run in the writer (submitted without
- * waiting: a full write queue means a retry shortly), and their completions
- * come back through uv_async. It starts no thread and uses no thread pool
- * (sc_worker_start_thread's own thread excepted).
+ * loop (one exception on PostgreSQL: a host name in the URI is looked up by
+ * libpq's getaddrinfo, which blocks, each time the listening connection is
+ * made; name the server by IP address or socket directory where the loop
+ * must never wait): claims, acks and expiry run in the writer (submitted
+ * without waiting: a full write queue means a retry shortly), and their
+ * completions come back through uv_async. It starts no thread and uses no
+ * thread pool (sc_worker_start_thread's own thread excepted).
  *
  * Timers run on real time, but what is due is decided by the db's clock
  * (sc_options.clock_ms): each timer waits (due - clock now), at most

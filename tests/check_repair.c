@@ -367,6 +367,24 @@ static void issue_under_way(PGconn *host, sc_id policy) {
   pg_ok(host, sql);
 }
 
+/* Polls (up to 5 s) until the handle of path has a backend waiting on a
+ * LOCK TABLE (its repair, mid-way), evaluating what over those backends;
+ * returns how many there were (0: none came). */
+static int64_t on_waiting_repair(const char *path, const char *what) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM (SELECT %s FROM pg_stat_activity"
+           " WHERE wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%%'"
+           " AND application_name = 'libshopcore/%s') AS waiting",
+           what, strstr(path, "schema=") + 7);
+  int64_t n = 0;
+  for (int i = 0; i < 500 && (n = tu_count(path, sql)) == 0; i++) {
+    struct timespec pause = {0, 10 * 1000000};
+    nanosleep(&pause, NULL);
+  }
+  return n;
+}
+
 START_TEST(a_repair_gives_way_to_another_host_s_batch) {
   shop s = make_shop("repair-crossing");
   sc_db *db = tu_open(s.path, NULL);
@@ -378,16 +396,7 @@ START_TEST(a_repair_gives_way_to_another_host_s_batch) {
   ck_assert_int_eq(pthread_create(&t, NULL, repair_thread, &c), 0);
   /* Until the repair waits on a lock (it holds the slots' table by then:
    * LOCK takes the tables in order). */
-  for (int i = 0; i < 500; i++) {
-    if (tu_count(s.path,
-                 "SELECT count(*) FROM pg_stat_activity"
-                 " WHERE wait_event_type = 'Lock'"
-                 " AND query LIKE 'LOCK TABLE%'") > 0) {
-      break;
-    }
-    struct timespec pause = {0, 10 * 1000000};
-    nanosleep(&pause, NULL);
-  }
+  on_waiting_repair(s.path, "pid");
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   snprintf(sql, sizeof sql,
@@ -434,25 +443,11 @@ START_TEST(a_repair_that_loses_its_connection_says_so_and_changes_nothing) {
   char *before = snapshot(s.path);
   sc_db *db = tu_open(s.path, NULL);
   PGconn *host = tu_pg_connect(s.path);
-  char sql[512];
   issue_under_way(host, s.policy);
   cut_repair c = {.db = db, .rc = -1};
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, cut_repair_thread, &c), 0);
-  /* The handle's backend waiting on a table lock: the repair, mid-way. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)"
-           " FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-           " AND query LIKE 'LOCK TABLE%%'"
-           " AND application_name = 'libshopcore/%s') AS cut",
-           strstr(s.path, "schema=") + 7);
-  int64_t cut = 0;
-  for (int i = 0; i < 500 && cut == 0; i++) {
-    cut = tu_count(s.path, sql);
-    struct timespec pause = {0, 10 * 1000000};
-    if (cut == 0) nanosleep(&pause, NULL);
-  }
-  ck_assert_int_eq(cut, 1);
+  ck_assert_int_eq(on_waiting_repair(s.path, "pg_terminate_backend(pid)"), 1);
   ck_assert_int_eq(pthread_join(t, NULL), 0);
   ck_assert_sc(c.rc, SC_AMBIGUOUS);
   ck_assert_msg(strstr(c.msg, "connection lost") != NULL, "%s", c.msg);
